@@ -1,0 +1,296 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/testbed"
+)
+
+// The end-to-end tests run the real virtuald under real super-servers in a
+// private network namespace, with a real test service in every root.
+
+var (
+	buildOnce sync.Once
+	binaries  map[string]string
+	buildErr  error
+)
+
+func built(t *testing.T) map[string]string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "virtuald-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		binaries, buildErr = testbed.Build(dir, "./cmd/virtuald", "./internal/testbed/whoami")
+	})
+	if buildErr != nil {
+		t.Fatalf("building: %v", buildErr)
+	}
+	return binaries
+}
+
+// expectation is what the test service must report for one address.
+type expectation struct {
+	addr string // the address connected to
+	root string // ROOT-NAME of the root that must answer
+	cred string // "uid=.. gid=.. groups=[] nnp=1", or "" for the inherited (root) credentials
+}
+
+// world is one namespace with its addresses, roots and conf files.
+type world struct {
+	ns      *testbed.NetNS
+	roots   *testbed.Roots
+	log     *testbed.Syslog
+	bin     map[string]string
+	conf    string        // the main conf
+	serve   []expectation // addresses that must be served
+	hostile map[string]string
+}
+
+const whoami = "/bin/whoami"
+
+func newWorld(t *testing.T) *world {
+	testbed.RequirePrivileges(t)
+	w := &world{bin: built(t), hostile: map[string]string{}}
+	w.ns = testbed.NewNetNS(t)
+	w.roots = testbed.NewRoots(t)
+	w.log = testbed.NewSyslog(t, t.TempDir())
+
+	var lines []string
+	add := func(addr, key, rootName, opts, cred string) {
+		w.ns.AddAddr(addr)
+		root := w.roots.Root(rootName, w.bin["whoami"])
+		lines = append(lines, strings.TrimSpace(key+"\t"+root+"  "+opts))
+		w.serve = append(w.serve, expectation{addr: addr, root: rootName, cred: cred})
+	}
+	for i := 1; i <= 14; i++ {
+		a := fmt.Sprintf("192.0.2.%d", i)
+		add(a, a, fmt.Sprintf("v4-%02d", i), "", "")
+	}
+	add("192.0.2.15", "192.0.2.15", "v4-15", "user=nobody", "uid=65534 gid=65534 groups=[] nnp=1")
+	add("192.0.2.16", "192.0.2.16", "v4-16", "user=2001 group=2002", "uid=2001 gid=2002 groups=[] nnp=1")
+	for i := 1; i <= 7; i++ {
+		a := fmt.Sprintf("2001:db8::%d", i)
+		add(a, a, fmt.Sprintf("v6-%d", i), "", "")
+	}
+	add("2001:db8::8", "2001:db8::8", "v6-8", "user=nobody group=nogroup", "uid=65534 gid=65534 groups=[] nnp=1")
+	// A prefix, and an address served by default.
+	add("198.51.100.7", "198.51.100.0/24", "pool", "", "")
+	w.ns.AddAddr("203.0.113.9")
+	w.serve = append(w.serve, expectation{addr: "203.0.113.9", root: "fallback"})
+	lines = append(lines, "default "+w.roots.Root("fallback", w.bin["whoami"]))
+
+	// Hostile roots, each on an address of its own: every connection to
+	// them must be refused with zero bytes.
+	hostile := func(n int, root, why string) {
+		a := fmt.Sprintf("192.0.2.%d", 100+n)
+		w.ns.AddAddr(a)
+		lines = append(lines, a+" "+root)
+		w.hostile[a] = why
+	}
+	mode := func(name string, perm os.FileMode) string {
+		r := w.roots.Root(name, w.bin["whoami"])
+		os.Chmod(r, perm)
+		return r
+	}
+	hostile(1, mode("world-writable", 0o777), "is writable by group or others (mode 0777)")
+	hostile(2, mode("group-writable", 0o775), "is writable by group or others (mode 0775)")
+	owned := w.roots.Root("user-owned", w.bin["whoami"])
+	os.Chown(owned, 1000, 1000)
+	hostile(3, owned, "is owned by uid 1000, not by root")
+	link := filepath.Join(w.roots.Dir, "symlink")
+	os.Symlink(w.roots.Root("symlink-target", w.bin["whoami"]), link)
+	hostile(4, link, "is a symbolic link")
+	os.Symlink(w.roots.Dir, filepath.Join(w.roots.Dir, "linkdir"))
+	w.roots.Root("under/inside", w.bin["whoami"])
+	hostile(5, filepath.Join(w.roots.Dir, "linkdir", "under", "inside"), "linkdir is a symbolic link")
+	hostile(6, "relative/root", "is not an absolute path")
+	hostile(7, filepath.Join(w.roots.Dir, "missing"), "does not exist")
+	file := w.roots.WriteConf("a-file", "not a directory")
+	hostile(8, file, "is not a directory")
+	hostile(9, w.roots.Root("baduser", w.bin["whoami"])+" user=no-such-user", "user no-such-user does not exist")
+
+	w.conf = w.roots.WriteConf("conf", lines...)
+	return w
+}
+
+// checkServed connects rounds times to every served address on port and
+// checks each answer came from the address's own root with its credentials.
+func (w *world) checkServed(t *testing.T, port int, rounds int, only func(string) bool) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	var mu sync.Mutex
+	var failures []string
+	n := 0
+	for r := 0; r < rounds; r++ {
+		for _, e := range w.serve {
+			if only != nil && !only(e.addr) {
+				continue
+			}
+			n++
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(e expectation) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				got, err := w.ns.Ask(net.JoinHostPort(e.addr, strconv.Itoa(port)))
+				if msg := judge(e, got, err); msg != "" {
+					mu.Lock()
+					failures = append(failures, msg)
+					mu.Unlock()
+				}
+			}(e)
+		}
+	}
+	wg.Wait()
+	for i, f := range failures {
+		if i == 10 {
+			t.Errorf("... and %d more", len(failures)-10)
+			break
+		}
+		t.Error(f)
+	}
+	return n
+}
+
+func judge(e expectation, got string, err error) string {
+	if err != nil {
+		return fmt.Sprintf("%s: %v (got %q)", e.addr, err, got)
+	}
+	if !strings.HasPrefix(got, "root="+e.root+" ") {
+		return fmt.Sprintf("%s: answered by the wrong root: %q, want root=%s", e.addr, got, e.root)
+	}
+	if e.cred != "" && !strings.Contains(got, e.cred) {
+		return fmt.Sprintf("%s: wrong credentials: %q, want %s", e.addr, got, e.cred)
+	}
+	if e.cred == "" && !strings.Contains(got, "uid=0 gid=0") {
+		return fmt.Sprintf("%s: credentials changed without user=: %q", e.addr, got)
+	}
+	if !strings.HasSuffix(got, "fds=0,1,2\n") {
+		return fmt.Sprintf("%s: the service inherited descriptors beyond 0-2: %q", e.addr, got)
+	}
+	return ""
+}
+
+// checkHostile checks that every hostile address is refused with zero
+// bytes and that the log says why.
+func (w *world) checkHostile(t *testing.T, port int) {
+	t.Helper()
+	for addr, why := range w.hostile {
+		got, err := w.ns.Ask(net.JoinHostPort(addr, strconv.Itoa(port)))
+		if err != nil || got != "" {
+			t.Errorf("%s: want the connection closed with zero bytes, got %q, %v", addr, got, err)
+		}
+		if _, ok := w.log.WaitFor(5*time.Second, "local="+addr+":", "outcome=refused", why); !ok {
+			t.Errorf("%s: no log line saying %q; log ends:\n%s", addr, why, w.log.Tail(10))
+		}
+	}
+}
+
+func TestInetd(t *testing.T) {
+	w := newWorld(t)
+	noDefault := w.roots.WriteConf("conf-no-default", "192.0.2.2 "+w.roots.Root("only", w.bin["whoami"]))
+	inetdConf := w.roots.WriteConf("inetd.conf",
+		"7000 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"7000 stream tcp6 nowait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"7000 dgram udp wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"7000 dgram udp6 wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"7001 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+noDefault+" "+whoami,
+	)
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", inetdConf)
+	w.ns.WaitListening("tcp", 7000)
+	w.ns.WaitListening("udp", 7000)
+	w.ns.WaitListening("tcp", 7001)
+
+	t.Run("every address from its own root", func(t *testing.T) {
+		n := w.checkServed(t, 7000, 10, nil)
+		t.Logf("%d connections through inetd", n)
+		line, ok := w.log.WaitFor(5*time.Second, "local=192.0.2.16:7000", "outcome=exec")
+		if !ok || !strings.Contains(line, "user=2001(2001:2002)") || !strings.Contains(line, "rule=exact") || !strings.Contains(line, "via=file") {
+			t.Errorf("log line for 192.0.2.16 lacks its fields: %q", line)
+		}
+		if line, ok := w.log.WaitFor(5*time.Second, "local=198.51.100.7:7000", "rule=prefix"); !ok || !strings.Contains(line, "virtuald[") {
+			t.Errorf("no prefix log line with tag and pid: %q", line)
+		}
+	})
+	t.Run("hostile roots refused", func(t *testing.T) { w.checkHostile(t, 7000) })
+	t.Run("datagrams from their own root", func(t *testing.T) {
+		for _, e := range w.serve {
+			got, err := w.ns.AskUDP(net.JoinHostPort(e.addr, "7000"), 5*time.Second)
+			if msg := judge(e, got, err); msg != "" {
+				t.Error("udp " + msg)
+			}
+		}
+	})
+	t.Run("refused datagram is consumed", func(t *testing.T) {
+		// Refused datagrams must not wedge the service: the next
+		// datagram to a good address is still answered.
+		for addr := range w.hostile {
+			c, err := w.ns.Dial("udp", net.JoinHostPort(addr, "7000"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Write([]byte("x"))
+			c.Close()
+		}
+		e := w.serve[0]
+		got, err := w.ns.AskUDP(net.JoinHostPort(e.addr, "7000"), 10*time.Second)
+		if msg := judge(e, got, err); msg != "" {
+			t.Error("udp after refusals: " + msg)
+		}
+	})
+	t.Run("no entry and no default", func(t *testing.T) {
+		got, err := w.ns.Ask("192.0.2.1:7001")
+		if err != nil || got != "" {
+			t.Errorf("want refusal, got %q, %v", got, err)
+		}
+		if _, ok := w.log.WaitFor(5*time.Second, "local=192.0.2.1:7001", "no entry for 192.0.2.1 and no default"); !ok {
+			t.Error("no log line for the unmapped address")
+		}
+		if got, err := w.ns.Ask("192.0.2.2:7001"); err != nil || !strings.HasPrefix(got, "root=only ") {
+			t.Errorf("the one mapped address: %q, %v", got, err)
+		}
+	})
+}
+
+func TestSystemdSocketActivate(t *testing.T) {
+	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+		t.Fatalf("systemd-socket-activate is not installed (.ci/run installs it): %v", err)
+	}
+	w := newWorld(t)
+	// [::]:7002 is dual-stack: IPv4 clients arrive as IPv4-mapped
+	// addresses and must match the IPv4 entries.
+	w.ns.Start(w.log, "systemd-socket-activate", "--inetd", "-a", "-l", "7002", w.bin["virtuald"], w.conf, whoami)
+	w.ns.WaitListening("tcp", 7002)
+	n := w.checkServed(t, 7002, 5, nil)
+	t.Logf("%d connections through systemd-socket-activate", n)
+	w.checkHostile(t, 7002)
+}
+
+func TestTCPServer(t *testing.T) {
+	if _, err := exec.LookPath("tcpserver"); err != nil {
+		t.Fatalf("tcpserver is not installed (.ci/run installs ucspi-tcp): %v", err)
+	}
+	w := newWorld(t)
+	// Debian's tcpserver speaks IPv4 only; it hands the connection on
+	// fds 0 and 1 and keeps its own stderr.
+	w.ns.Start(w.log, "tcpserver", "-q", "-H", "-R", "-l", "test", "-c", "64", "0", "7003", w.bin["virtuald"], w.conf, whoami)
+	w.ns.WaitListening("tcp", 7003)
+	ipv4 := func(a string) bool { return !strings.Contains(a, ":") }
+	n := w.checkServed(t, 7003, 5, ipv4)
+	t.Logf("%d connections through tcpserver", n)
+	w.checkHostile(t, 7003)
+}

@@ -1,0 +1,18 @@
+// Command virtuald is started by a super-server (inetd, xinetd, systemd
+// Accept=yes, tcpserver) once per connection, with the connection on fd 0.
+// It resolves the socket's local address to a root directory with a conf
+// file, enters that root, drops to the entry's credentials and executes the
+// real service:
+//
+//	ftp stream tcp nowait root /usr/sbin/virtuald virtuald /etc/virtuald/conf.ftp in.ftpd -l
+//
+// Its log goes to syslog, never to fds 0-2, which are the client's socket.
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Environ()))
+}

@@ -1,0 +1,150 @@
+// Package chroot opens a root directory without races and enters it.
+//
+// Open walks the path one component at a time from "/", opening each with
+// openat2(RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS|RESOLVE_BENEATH) relative
+// to the one before and checking the opened directory with fstat: it must be
+// a directory owned by root and not writable by group or others (the OpenSSH
+// ChrootDirectory rule). Because every component checked so far can only be
+// changed by root, nobody else can swap a later component between the check
+// and the use, and the descriptor Open returns is the directory that was
+// checked. Enter then uses that descriptor, never the path again.
+package chroot
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Dir is an opened and checked root directory.
+type Dir struct {
+	Path string
+	fd   int
+}
+
+// Error says which component of a root failed which rule.
+type Error struct {
+	Path    string // the component, e.g. "/virtual" of "/virtual/a"
+	Problem string
+	Errno   unix.Errno // the system error, when there was one
+}
+
+func (e *Error) Error() string { return e.Path + " " + e.Problem }
+
+// Open opens path, which must be absolute and clean, checking every
+// component. The caller must Close the returned Dir.
+func Open(path string) (*Dir, error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, &Error{Path: path, Problem: "is not an absolute path"}
+	}
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, openError("/", err)
+	}
+	if err := check(fd, "/"); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_BENEATH,
+	}
+	end := 0
+	for end < len(path) {
+		start := end + 1
+		end = strings.IndexByte(path[start:], '/')
+		if end < 0 {
+			end = len(path)
+		} else {
+			end += start
+		}
+		name := path[start:end]
+		if name == "" || name == "." || name == ".." {
+			unix.Close(fd)
+			return nil, &Error{Path: path, Problem: "is not a clean path"}
+		}
+		next, err := unix.Openat2(fd, name, &how)
+		if err != nil {
+			err = explain(fd, name, path[:end], err)
+			unix.Close(fd)
+			return nil, err
+		}
+		unix.Close(fd)
+		fd = next
+		if err := check(fd, path[:end]); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+	}
+	return &Dir{Path: path, fd: fd}, nil
+}
+
+// check applies the ownership and mode rule to one opened component.
+func check(fd int, path string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &Error{Path: path, Problem: "cannot be checked: " + err.Error()}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return &Error{Path: path, Problem: "is not a directory"}
+	case st.Uid != 0:
+		return &Error{Path: path, Problem: fmt.Sprintf("is owned by uid %d, not by root", st.Uid)}
+	case st.Mode&0o022 != 0:
+		return &Error{Path: path, Problem: fmt.Sprintf("is writable by group or others (mode %04o)", st.Mode&0o7777)}
+	}
+	return nil
+}
+
+// explain turns an openat2 failure into words: the kernel says ELOOP for a
+// symbolic link and ENOTDIR for a file, which people do not read as such.
+func explain(dirfd int, name, path string, err error) error {
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFLNK:
+			return &Error{Path: path, Problem: "is a symbolic link", Errno: errnoOf(err)}
+		case unix.S_IFDIR:
+		default:
+			return &Error{Path: path, Problem: "is not a directory", Errno: errnoOf(err)}
+		}
+	}
+	return openError(path, err)
+}
+
+func openError(path string, err error) error {
+	errno := errnoOf(err)
+	switch errno {
+	case unix.ENOENT:
+		return &Error{Path: path, Problem: "does not exist", Errno: errno}
+	case unix.ENOSYS:
+		return &Error{Path: path, Problem: "cannot be opened safely: this kernel has no openat2 (Linux 5.6 or later is needed)", Errno: errno}
+	}
+	return &Error{Path: path, Problem: "cannot be opened: " + err.Error(), Errno: errno}
+}
+
+func errnoOf(err error) unix.Errno {
+	var errno unix.Errno
+	errors.As(err, &errno)
+	return errno
+}
+
+// Close releases the directory.
+func (d *Dir) Close() error { return unix.Close(d.fd) }
+
+// Enter makes the opened directory the process's root and working
+// directory. It needs CAP_SYS_CHROOT.
+func (d *Dir) Enter() error {
+	if err := unix.Fchdir(d.fd); err != nil {
+		return fmt.Errorf("fchdir to %s: %w", d.Path, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot to %s: %w", d.Path, err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir to / inside %s: %w", d.Path, err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package syslog writes messages to the local syslog socket, /dev/log, in
+// the format glibc's syslog(3) uses. It exists because virtuald runs once per
+// connection and log/syslog would bring the whole net package into its
+// start-up.
+package syslog
+
+import (
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Severity is a syslog severity.
+type Severity int
+
+// The severities virtuald uses.
+const (
+	Err     Severity = 3
+	Warning Severity = 4
+	Info    Severity = 6
+)
+
+const (
+	facilityDaemon = 3 << 3
+	maxMessage     = 4096
+	socketPath     = "/dev/log"
+)
+
+// Logger sends to syslog under one tag, and copies each message to a
+// terminal on stderr when there is one (a person running the program by
+// hand); it never writes to stderr otherwise, because under inetd stderr is
+// the client's socket.
+type Logger struct {
+	tag    string
+	fd     int // -1 when syslog is not reachable
+	echo   bool
+	prefix string
+}
+
+// Open connects to /dev/log. A missing syslog daemon is not an error: the
+// messages are then lost, as with syslog(3).
+func Open(tag string) *Logger {
+	l := &Logger{tag: tag, fd: -1, prefix: tag + "[" + strconv.Itoa(os.Getpid()) + "]: "}
+	if _, err := unix.IoctlGetTermios(2, unix.TCGETS); err == nil {
+		l.echo = true
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return l
+	}
+	// A wedged syslog daemon must not hold up the service for long.
+	tv := unix.Timeval{Sec: 1}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socketPath}); err != nil {
+		unix.Close(fd)
+		return l
+	}
+	l.fd = fd
+	return l
+}
+
+// Log sends one message. Control characters are replaced so that a message
+// is always one line, whatever text from a conf file or a client it holds.
+func (l *Logger) Log(sev Severity, msg string) {
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage] + "..."
+	}
+	b := make([]byte, 0, len(msg)+64)
+	b = append(b, '<')
+	b = strconv.AppendInt(b, int64(facilityDaemon|int(sev)), 10)
+	b = append(b, '>')
+	b = time.Now().AppendFormat(b, time.Stamp)
+	b = append(b, ' ')
+	b = append(b, l.prefix...)
+	start := len(b)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < ' ' || c == 0x7f {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	if l.fd >= 0 {
+		unix.Write(l.fd, b)
+	}
+	if l.echo {
+		os.Stderr.Write(append(append([]byte(l.prefix), b[start:]...), '\n'))
+	}
+}
+
+// Close closes the connection to syslog.
+func (l *Logger) Close() {
+	if l.fd >= 0 {
+		unix.Close(l.fd)
+		l.fd = -1
+	}
+}

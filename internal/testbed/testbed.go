@@ -1,0 +1,312 @@
+// Package testbed builds the real environment the end-to-end tests and
+// `make demo` run in: a private network namespace with addresses on its lo,
+// root directories that pass validation, a syslog socket that catches
+// virtuald's log, the project's binaries, and real super-servers (inetd,
+// tcpserver, systemd-socket-activate) started inside the namespace.
+//
+// Everything it makes is removed through T.Cleanup. It needs root.
+package testbed
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// T is the part of testing.TB the testbed uses, so that the demo can run
+// it outside a test.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+}
+
+// RequirePrivileges skips a test that needs root, unless
+// VIRTUALD_REQUIRE_PRIVILEGES=1 (set by CI), where a missing privilege fails
+// the test instead: CI runs as root, and a skipped end-to-end test there
+// would hide a broken environment.
+func RequirePrivileges(t interface {
+	T
+	Skip(args ...any)
+}) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
+		t.Fatalf("this test needs root (network namespaces, chroot), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping it")
+	}
+	t.Skip("skipped: needs root for network namespaces and chroot")
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// NetNS is a network namespace made with `ip netns add`.
+type NetNS struct {
+	Name string
+	t    T
+}
+
+// NewNetNS makes a namespace with lo up. Cleanup kills every process left
+// in it and deletes it.
+func NewNetNS(t T) *NetNS {
+	t.Helper()
+	ns := &NetNS{Name: "vdtest-" + randomSuffix(), t: t}
+	mustRun(t, "ip", "netns", "add", ns.Name)
+	t.Cleanup(func() {
+		if pids, err := exec.Command("ip", "netns", "pids", ns.Name).Output(); err == nil {
+			for _, p := range strings.Fields(string(pids)) {
+				exec.Command("kill", "-9", p).Run()
+			}
+		}
+		exec.Command("ip", "netns", "del", ns.Name).Run()
+	})
+	mustRun(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
+	return ns
+}
+
+// AddAddr puts addr (an address, without prefix length) on the
+// namespace's lo.
+func (ns *NetNS) AddAddr(addr string) {
+	ns.t.Helper()
+	if strings.Contains(addr, ":") {
+		mustRun(ns.t, "ip", "-n", ns.Name, "addr", "add", addr+"/128", "dev", "lo", "nodad")
+	} else {
+		mustRun(ns.t, "ip", "-n", ns.Name, "addr", "add", addr+"/32", "dev", "lo")
+	}
+}
+
+// Do runs fn on an OS thread that has entered the namespace; sockets fn
+// creates belong to the namespace for good.
+func (ns *NetNS) Do(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer unix.Close(orig)
+	target, err := unix.Open("/run/netns/"+ns.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	ferr := fn()
+	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		// The thread is in the wrong namespace: leave it locked so
+		// that the runtime ends it with this goroutine.
+		return fmt.Errorf("returning to the host namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Dial connects to addr ("host:port") over network from inside the namespace.
+func (ns *NetNS) Dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = net.DialTimeout(network, addr, 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// Ask connects over TCP, reads everything the service sends until it
+// closes, and returns it. A refused connection gives "" and no error: the
+// peer closed it without a byte.
+func (ns *NetNS) Ask(addr string) (string, error) {
+	c, err := ns.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(c)
+	return buf.String(), err
+}
+
+// AskUDP sends one datagram to addr and waits for one answer from that
+// same address (the socket is connected, so an answer from any other
+// source is dropped by the kernel).
+func (ns *NetNS) AskUDP(addr string, wait time.Duration) (string, error) {
+	c, err := ns.Dial("udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("who?\n")); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
+// Command returns a command that runs inside the namespace, in a private
+// mount namespace whose /dev holds only null, zero, random, urandom and a
+// log socket that leads to sl (or no log socket when sl is nil). `ip netns
+// exec` makes that mount namespace a slave of the host's, so nothing of it
+// reaches the host.
+func (ns *NetNS) Command(sl *Syslog, name string, args ...string) *exec.Cmd {
+	logPath := ""
+	if sl != nil {
+		logPath = sl.Path
+	}
+	script := `set -e
+mount -t tmpfs -o mode=0755,size=64k testbed-dev /dev
+mknod -m 666 /dev/null c 1 3
+mknod -m 666 /dev/zero c 1 5
+mknod -m 666 /dev/random c 1 8
+mknod -m 666 /dev/urandom c 1 9
+if [ -n "$1" ]; then ln -s "$1" /dev/log; fi
+shift
+exec "$@"`
+	argv := append([]string{"netns", "exec", ns.Name, "/bin/sh", "-c", script, "sh", logPath, name}, args...)
+	return exec.Command("ip", argv...)
+}
+
+// Start starts a long-running command with Command and stops it at cleanup.
+func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *exec.Cmd {
+	ns.t.Helper()
+	cmd := ns.Command(sl, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		ns.t.Fatalf("starting %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	ns.t.Cleanup(func() {
+		cmd.Process.Signal(unix.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd
+}
+
+// WaitListening waits until something listens on port (proto "tcp" or
+// "udp") in the namespace, as `ss` sees it.
+func (ns *NetNS) WaitListening(proto string, port int) {
+	ns.t.Helper()
+	flag := "-Hltn"
+	if proto == "udp" {
+		flag = "-Hlun"
+	}
+	for i := 0; i < 200; i++ {
+		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "ss", flag, fmt.Sprintf("sport = :%d", port)).Output()
+		if len(bytes.TrimSpace(out)) > 0 {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	ns.t.Fatalf("nothing listens on %s port %d in %s after 5s", proto, port, ns.Name)
+}
+
+func mustRun(t T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// Syslog is a datagram socket that collects what programs send to /dev/log.
+type Syslog struct {
+	Path  string
+	mu    sync.Mutex
+	lines []string
+	conn  *net.UnixConn
+}
+
+// NewSyslog listens on a fresh socket in dir.
+func NewSyslog(t T, dir string) *Syslog {
+	t.Helper()
+	s := &Syslog{Path: filepath.Join(dir, "log.sock")}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: s.Path, Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("syslog socket: %v", err)
+	}
+	os.Chmod(s.Path, 0o666)
+	s.conn = c
+	go func() {
+		buf := make([]byte, 8192)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.lines = append(s.lines, string(buf[:n]))
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return s
+}
+
+// Lines returns the messages received so far.
+func (s *Syslog) Lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.lines...)
+}
+
+// WaitFor returns the first message holding every one of subs, waiting up
+// to timeout for it to arrive.
+func (s *Syslog) WaitFor(timeout time.Duration, subs ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, l := range s.Lines() {
+			ok := true
+			for _, sub := range subs {
+				if !strings.Contains(l, sub) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return l, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Tail returns the last n messages, for failure reports.
+func (s *Syslog) Tail(n int) string {
+	l := s.Lines()
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
