@@ -294,3 +294,178 @@ func TestTCPServer(t *testing.T) {
 	t.Logf("%d connections through tcpserver", n)
 	w.checkHostile(t, 7003)
 }
+
+// TestHostileConfs gives inetd one service per broken conf file; every
+// connection must be refused with zero bytes and a log line that says why.
+func TestHostileConfs(t *testing.T) {
+	w := newWorld(t)
+	good := w.roots.Root("good", w.bin["whoami"])
+	dirConf := filepath.Join(w.roots.Dir, "conf-dir")
+	os.Mkdir(dirConf, 0o755)
+	writable := w.roots.WriteConf("conf-writable", "192.0.2.1 "+good)
+	os.Chmod(writable, 0o666)
+	userOwned := w.roots.WriteConf("conf-user-owned", "192.0.2.1 "+good)
+	os.Chown(userOwned, 1000, 1000)
+	empty := w.roots.WriteConf("conf-empty")
+	os.Truncate(empty, 0)
+	binary := filepath.Join(w.roots.Dir, "conf-binary")
+	os.WriteFile(binary, []byte("\x7fELF\x02\x01\x01\x00\x00\x00192.0.2.1 "+good+"\n"), 0o644)
+	longLine := w.roots.WriteConf("conf-long-line", strings.Repeat("x", 1<<20), "default "+good)
+	nul := filepath.Join(w.roots.Dir, "conf-nul")
+	os.WriteFile(nul, []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644)
+
+	cases := []struct {
+		name, conf, why string
+	}{
+		{"missing", filepath.Join(w.roots.Dir, "no-such-conf"), "cannot open: no such file or directory"},
+		{"a directory", dirConf, "is not a regular file"},
+		{"writable by others", writable, "is writable by group or others (mode 0666)"},
+		{"owned by a user", userOwned, "is owned by uid 1000, not by root"},
+		{"empty", empty, "no entry for 192.0.2.1 and no default"},
+		{"binary", binary, "holds a NUL byte"},
+		{"1 MiB line", longLine, "could not be read"},
+		{"NUL bytes", nul, "holds a NUL byte"},
+	}
+	var lines []string
+	for i, c := range cases {
+		lines = append(lines, fmt.Sprintf("%d stream tcp nowait root %s virtuald %s %s", 7100+i, w.bin["virtuald"], c.conf, whoami))
+	}
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf", lines...))
+	for i := range cases {
+		w.ns.WaitListening("tcp", 7100+i)
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			port := strconv.Itoa(7100 + i)
+			got, err := w.ns.Ask("192.0.2.1:" + port)
+			if err != nil || got != "" {
+				t.Errorf("want the connection closed with zero bytes, got %q, %v", got, err)
+			}
+			if _, ok := w.log.WaitFor(5*time.Second, "local=192.0.2.1:"+port, "outcome=refused", c.why); !ok {
+				t.Errorf("no log line saying %q; log ends:\n%s", c.why, w.log.Tail(5))
+			}
+		})
+	}
+}
+
+// TestExecFailures checks that a program that cannot run inside its root
+// is explained in the log in words a person can act on.
+func TestExecFailures(t *testing.T) {
+	w := newWorld(t)
+	dynamic, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	interp := "/lib64/ld-linux-x86-64.so.2"
+	if _, err := os.Stat(interp); err != nil {
+		t.Fatalf("this test copies the x86-64 dynamic loader into a root: %v", err)
+	}
+	copyInto := func(root, src, dst string, perm os.FileMode) {
+		t.Helper()
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(root, dst)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, perm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noInterp := w.roots.Root("no-interp", "")
+	copyInto(noInterp, dynamic, "bin/prog", 0o755)
+	noLibs := w.roots.Root("no-libs", "")
+	copyInto(noLibs, dynamic, "bin/prog", 0o755)
+	copyInto(noLibs, interp, interp, 0o755)
+	notExec := w.roots.Root("not-exec", "")
+	copyInto(notExec, dynamic, "bin/prog", 0o644)
+	missing := w.roots.Root("missing-prog", "")
+	conf := w.roots.WriteConf("conf-exec",
+		"192.0.2.1 "+noInterp,
+		"192.0.2.2 "+noLibs,
+		"192.0.2.3 "+notExec,
+		"192.0.2.4 "+missing,
+	)
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
+		"7200 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+conf+" /bin/prog"))
+	w.ns.WaitListening("tcp", 7200)
+	cases := []struct{ addr, want string }{
+		{"192.0.2.1", "/bin/prog exists but its ELF interpreter " + interp + " is missing inside the root"},
+		{"192.0.2.2", "shared libraries missing inside the root: libc.so.6"},
+		{"192.0.2.3", "/bin/prog is not executable (mode 0644)"},
+		{"192.0.2.4", "/bin/prog does not exist inside the root"},
+	}
+	for _, c := range cases {
+		w.ns.Ask(c.addr + ":7200")
+		if line, ok := w.log.WaitFor(5*time.Second, "local="+c.addr+":7200", c.want); !ok {
+			t.Errorf("%s: no log line saying %q; log ends:\n%s", c.addr, c.want, w.log.Tail(5))
+		} else if t.Log(line); !strings.Contains(line, "root=") {
+			t.Errorf("%s: the log line does not name the root: %q", c.addr, line)
+		}
+	}
+}
+
+// TestNotASocket runs virtuald by hand with fd 0 something other than an
+// IP socket: it must exit 2, write nothing to fds 1 and 2 unless stderr is
+// a terminal, and log why.
+func TestNotASocket(t *testing.T) {
+	w := newWorld(t)
+	file, err := os.Open(w.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	pr, pw, _ := os.Pipe()
+	defer pr.Close()
+	defer pw.Close()
+	unixPair, err := unixSocketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixPair.Close()
+	cases := []struct {
+		name  string
+		stdin *os.File
+		why   string
+	}{
+		{"pipe", pr, "fd 0 is a pipe, not a socket"},
+		{"file", file, "fd 0 is a regular file, not a socket"},
+		{"unix socket", unixPair, "fd 0 is a Unix socket, not an IP socket"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := w.ns.Command(w.log, w.bin["virtuald"], w.conf, whoami)
+			var out strings.Builder
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, &out, &out
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit status %d (%v), want 2", code, err)
+			}
+			if out.Len() != 0 {
+				t.Errorf("wrote to stdout or stderr: %q", out.String())
+			}
+			if _, ok := w.log.WaitFor(5*time.Second, "outcome=refused", c.why); !ok {
+				t.Errorf("no log line saying %q; log ends:\n%s", c.why, w.log.Tail(5))
+			}
+		})
+	}
+	t.Run("terminal on stderr", func(t *testing.T) {
+		master, slave, err := openPTY()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer master.Close()
+		cmd := exec.Command(w.bin["virtuald"], w.conf, whoami)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, nil, slave
+		err = cmd.Run()
+		slave.Close()
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("exit status %d (%v), want 2", code, err)
+		}
+		buf := make([]byte, 4096)
+		n, _ := master.Read(buf)
+		if !strings.Contains(string(buf[:n]), "fd 0 is a pipe, not a socket") {
+			t.Errorf("the terminal got %q, want the reason", buf[:n])
+		}
+	})
+}

@@ -92,11 +92,14 @@ func run(args, env []string) int {
 		return refuse(reason)
 	}
 
-	f, err := conf.Load(confPath)
+	data, err := conf.Read(confPath)
 	if err != nil {
 		return refuseConn(err.Error())
 	}
-	m := f.Lookup(c.Local.Addr())
+	m, err := conf.Find(confPath, data, c.Local.Addr())
+	if err != nil {
+		return refuseConn(err.Error())
+	}
 	if m.Entry != nil {
 		line.add("line", strconv.Itoa(m.Entry.Line))
 		line.add("rule", m.Rule.String())
@@ -108,7 +111,7 @@ func run(args, env []string) int {
 	}
 	t, err := m.Entry.Resolve()
 	if err != nil {
-		return refuseConn(fmt.Sprintf("%s:%d: entry %s is invalid: %v", f.Path, m.Entry.Line, m.Entry.Key, err))
+		return refuseConn(fmt.Sprintf("%s:%d: entry %s is invalid: %v", confPath, m.Entry.Line, m.Entry.Key, err))
 	}
 	if t.Cred != nil {
 		line.add("user", t.Cred.Name)

@@ -160,6 +160,16 @@ func family(a netip.Addr) int {
 	return 1
 }
 
+func (e *Entry) canonicalKey() string {
+	switch e.Kind {
+	case KeyDefault:
+		return "default"
+	case KeyAddr:
+		return e.Prefix.Addr().String()
+	}
+	return e.Prefix.String()
+}
+
 // String gives the entry as a conf line in canonical form.
 func (e *Entry) String() string {
 	var b strings.Builder

@@ -23,12 +23,21 @@ const (
 	maxName     = 32 // user and group names, as useradd allows
 )
 
-// Load opens, checks and parses the conf file at path. The file must be a
+// Load reads and parses the conf file at path (see Read). A nil *File
+// comes with a non-nil error; a non-nil *File may still carry line errors
+// in File.Errors.
+func Load(path string) (*File, error) {
+	data, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Read opens, checks and reads the conf file at path. The file must be a
 // regular file owned by root (or by the caller's effective uid) and not
 // writable by group or others: whoever can write it chooses every root.
-// A nil *File comes with a non-nil error; a non-nil *File may still carry
-// line errors in File.Errors.
-func Load(path string) (*File, error) {
+func Read(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, &LineError{File: path, Msg: "cannot open: " + errText(err)}
@@ -48,7 +57,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, &LineError{File: path, Msg: "cannot read: " + errText(err)}
 	}
-	return Parse(path, data)
+	return data, nil
 }
 
 func checkFileMode(st *unix.Stat_t, euid uint32) error {
@@ -97,48 +106,96 @@ func errText(err error) string {
 	return err.Error()
 }
 
+// checkText refuses data that is not text as a whole: a NUL byte means a
+// binary file or a corrupted one, and no line of it can be trusted.
+func checkText(path string, data []byte) error {
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		line := 1 + bytes.Count(data[:i], []byte{'\n'})
+		return &LineError{File: path, Line: line, Msg: "holds a NUL byte: this is not a text conf file"}
+	}
+	return nil
+}
+
+// lines walks the text one line at a time, splitting each into fields.
+// Parse and Find both read the text through it, so they cannot disagree
+// on what a line says.
+type lines struct {
+	data   []byte
+	no     int      // number of the current line
+	fields [][]byte // fields of the current line, reused
+	err    string   // why the current line cannot be read at all
+}
+
+// next advances to the next line that is not blank or a comment.
+func (l *lines) next() bool {
+	for len(l.data) > 0 {
+		l.no++
+		var line []byte
+		if i := bytes.IndexByte(l.data, '\n'); i >= 0 {
+			line, l.data = l.data[:i], l.data[i+1:]
+		} else {
+			line, l.data = l.data, nil
+		}
+		l.err = ""
+		l.fields = l.fields[:0]
+		if len(line) > MaxLine {
+			l.err = fmt.Sprintf("line is %d bytes long; the limit is %d", len(line), MaxLine)
+			return true
+		}
+		l.fields = splitFields(line, l.fields)
+		if len(l.fields) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// key parses the current line's key; an error means the line cannot be
+// attributed to any address.
+func (l *lines) key() (Entry, error) {
+	if l.err != "" {
+		return Entry{}, errors.New(l.err)
+	}
+	e, err := parseKey(l.fields[0])
+	e.Line = l.no
+	return e, err
+}
+
+// rest completes e from the current line: its canonical key, root and
+// options.
+func (l *lines) rest(e *Entry) {
+	e.Key = e.canonicalKey()
+	rest := make([]string, len(l.fields)-1)
+	for i, f := range l.fields[1:] {
+		rest[i] = string(f)
+	}
+	e.Err = e.parseRest(rest)
+}
+
 // Parse parses the conf text data read from path (used in messages only).
 // It returns an error, and no File, only when the text as a whole is not a
 // conf file (it holds NUL bytes); problems on single lines are recorded in
 // File.Errors and, where the line's key could be read, on the entry.
 func Parse(path string, data []byte) (*File, error) {
-	if i := bytes.IndexByte(data, 0); i >= 0 {
-		line := 1 + bytes.Count(data[:i], []byte{'\n'})
-		return nil, &LineError{File: path, Line: line, Msg: "holds a NUL byte: this is not a text conf file"}
+	if err := checkText(path, data); err != nil {
+		return nil, err
 	}
 	f := &File{Path: path, exact: make(map[netip.Addr]*Entry)}
-	seen := make(map[string]int) // canonical key -> line of first use
-	lineNo := 0
-	for len(data) > 0 {
-		lineNo++
-		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
-		if len(line) > MaxLine {
-			f.unkeyed(lineNo, fmt.Sprintf("line is %d bytes long; the limit is %d", len(line), MaxLine))
-			continue
-		}
-		fields := splitFields(line)
-		if len(fields) == 0 {
-			continue
-		}
-		e, err := parseKey(fields[0])
+	l := lines{data: data}
+	for l.next() {
+		k, err := l.key()
 		if err != nil {
-			f.unkeyed(lineNo, err.Error())
+			f.unkeyed(l.no, err.Error())
 			continue
 		}
-		e.Line = lineNo
-		if first, dup := seen[e.Key]; dup {
-			f.addError(lineNo, fmt.Sprintf("duplicate key %s: line %d already maps it; this line is ignored", e.Key, first))
+		if first := f.find(&k); first != nil {
+			f.addError(l.no, fmt.Sprintf("duplicate key %s: line %d already maps it; this line is ignored", first.Key, first.Line))
 			continue
 		}
-		seen[e.Key] = lineNo
-		if err := e.parseRest(fields[1:]); err != nil {
-			e.Err = err
-			f.addError(lineNo, e.Key+": "+err.Error())
+		e := &k
+		l.rest(e)
+		if e.Err != nil {
+			f.addError(l.no, e.Key+": "+e.Err.Error())
 		}
 		f.add(e)
 	}
@@ -147,6 +204,58 @@ func Parse(path string, data []byte) (*File, error) {
 		slices.Reverse(f.prefixes[i].lengths)
 	}
 	return f, nil
+}
+
+// Find answers what Parse(path, data).Lookup(addr) would, without building
+// the whole index: it reads every line's key (a line whose key cannot be
+// read changes the answer) but parses the rest of the winning line only.
+// virtuald uses it when it reads the file itself, once per connection.
+func Find(path string, data []byte, addr netip.Addr) (Match, error) {
+	if err := checkText(path, data); err != nil {
+		return Match{}, err
+	}
+	addr = addr.Unmap().WithZone("")
+	f := &File{Path: path}
+	var exact, prefix, dflt *Entry
+	l := lines{data: data}
+	for l.next() {
+		k, err := l.key()
+		if err != nil {
+			if f.unkeyedLine == 0 {
+				f.unkeyedLine = l.no
+			}
+			continue
+		}
+		var win **Entry
+		switch k.Kind {
+		case KeyAddr:
+			if exact == nil && k.Prefix.Addr() == addr {
+				win = &exact
+			}
+		case KeyPrefix:
+			if k.Prefix.Contains(addr) && (prefix == nil || k.Prefix.Bits() > prefix.Prefix.Bits()) {
+				win = &prefix
+			}
+		case KeyDefault:
+			if dflt == nil {
+				win = &dflt
+			}
+		}
+		if win != nil {
+			e := k
+			l.rest(&e)
+			*win = &e
+		}
+	}
+	switch {
+	case exact != nil:
+		return f.match(exact, RuleExact), nil
+	case prefix != nil:
+		return f.match(prefix, RulePrefix), nil
+	case dflt != nil:
+		return f.match(dflt, RuleDefault), nil
+	}
+	return f.Lookup(addr), nil
 }
 
 func (f *File) addError(line int, msg string) {
@@ -158,6 +267,17 @@ func (f *File) unkeyed(line int, msg string) {
 	if f.unkeyedLine == 0 {
 		f.unkeyedLine = line
 	}
+}
+
+// find returns the entry already holding e's key, if any.
+func (f *File) find(e *Entry) *Entry {
+	switch e.Kind {
+	case KeyDefault:
+		return f.dflt
+	case KeyAddr:
+		return f.exact[e.Prefix.Addr()]
+	}
+	return f.prefixes[family(e.Prefix.Addr())].byNet[e.Prefix]
 }
 
 func (f *File) add(e *Entry) {
@@ -179,50 +299,57 @@ func (f *File) add(e *Entry) {
 	}
 }
 
-// splitFields splits on runs of spaces, tabs and CRs, and drops everything
-// from a field that starts with '#'.
-func splitFields(line []byte) []string {
-	var fields []string
+// splitFields appends to dst the fields of line, separated by runs of
+// spaces, tabs and CRs, dropping everything from a field that starts
+// with '#'.
+func splitFields(line []byte, dst [][]byte) [][]byte {
+	i := 0
 	for {
-		line = bytes.TrimLeft(line, " \t\r")
-		if len(line) == 0 || line[0] == '#' {
-			return fields
+		for i < len(line) && isBlank(line[i]) {
+			i++
 		}
-		end := bytes.IndexAny(line, " \t\r")
-		if end < 0 {
-			end = len(line)
+		if i == len(line) || line[i] == '#' {
+			return dst
 		}
-		fields = append(fields, string(line[:end]))
-		line = line[end:]
+		start := i
+		for i < len(line) && !isBlank(line[i]) {
+			i++
+		}
+		dst = append(dst, line[start:i])
 	}
 }
 
-func parseKey(s string) (*Entry, error) {
-	if s == "default" {
-		return &Entry{Key: s, Kind: KeyDefault}, nil
+func isBlank(c byte) bool { return c == ' ' || c == '\t' || c == '\r' }
+
+// parseKey parses a key into an Entry's Kind and Prefix; the canonical
+// Key string is made only for entries that are kept.
+func parseKey(b []byte) (Entry, error) {
+	if string(b) == "default" {
+		return Entry{Kind: KeyDefault}, nil
 	}
+	s := string(b)
 	if strings.Contains(s, "%") {
-		return nil, fmt.Errorf("key %s: zoned addresses are not supported", quote(s))
+		return Entry{}, fmt.Errorf("key %s: zoned addresses are not supported", quote(s))
 	}
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("key %s is not an address, a prefix or default", quote(s))
+			return Entry{}, fmt.Errorf("key %s is not an address, a prefix or default", quote(s))
 		}
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
 			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		if p != p.Masked() {
-			return nil, fmt.Errorf("key %s has host bits set; the prefix is %s", s, p.Masked())
+			return Entry{}, fmt.Errorf("key %s has host bits set; the prefix is %s", s, p.Masked())
 		}
-		return &Entry{Key: p.String(), Kind: KeyPrefix, Prefix: p}, nil
+		return Entry{Kind: KeyPrefix, Prefix: p}, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return nil, fmt.Errorf("key %s is not an address, a prefix or default", quote(s))
+		return Entry{}, fmt.Errorf("key %s is not an address, a prefix or default", quote(s))
 	}
 	a = a.Unmap()
-	return &Entry{Key: a.String(), Kind: KeyAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+	return Entry{Kind: KeyAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
 }
 
 func (e *Entry) parseRest(fields []string) error {
