@@ -52,6 +52,9 @@ func Open(path string) (*Dir, error) {
 		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_BENEATH,
 	}
 	end := 0
+	if path == "/" {
+		end = len(path)
+	}
 	for end < len(path) {
 		start := end + 1
 		end = strings.IndexByte(path[start:], '/')

@@ -1,0 +1,83 @@
+package conf
+
+import (
+	"bytes"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParse feeds arbitrary bytes to the parser and checks what must hold
+// for every input: no panic, errors that name a real line, canonical keys,
+// valid entries with clean absolute roots, a canonical rendering that
+// parses back to the same entries, and Find agreeing with Lookup.
+// The corpus is kept in testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"# This is a comment and so are blank lines\n\n# Format IP <SPACE> dir <NOSPACES>\n10.10.10.129 /virtual/foo.bar.com\n10.10.10.130 /virtual/bar.foo.com\n10.10.10.157 /virtual/boo.la.com\n",
+		"10.10.10.129   /virtual/domain1.com\n10.10.10.130\t/virtual/domain2.com  user=ftp1 group=ftp1\n2001:db8::10   /virtual/domain3.com  user=2001\n10.20.0.0/24   /virtual/pool\ndefault        /\n",
+		"10.0.0.1 /a\r\n10.0.0.1 /b\r\n::ffff:10.0.0.0/120 /c # x\n",
+		"10.0.0.300 /a\nfe80::1%eth0 /b\n10.0.0.5/24 /c\n10.0.0.6 rel\n10.0.0.7 /a user=x user=y\n",
+		"\x7fELF\x02\x01\x01\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("fuzz.conf", data)
+		if err != nil {
+			if !bytes.Contains(data, []byte{0}) {
+				t.Fatalf("Parse refused a file without NUL: %v", err)
+			}
+			return
+		}
+		nlines := bytes.Count(data, []byte{'\n'}) + 1
+		for _, e := range file.Errors {
+			if e.Line < 1 || e.Line > nlines || e.File != "fuzz.conf" {
+				t.Fatalf("error names no real line: %v", e)
+			}
+		}
+		var canon strings.Builder
+		probes := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")}
+		for _, e := range file.Entries {
+			k, err := parseKey([]byte(e.Key))
+			if err != nil || k.Kind != e.Kind || k.Prefix != e.Prefix || k.canonicalKey() != e.Key {
+				t.Fatalf("key %q is not canonical: %v", e.Key, err)
+			}
+			if e.Kind != KeyDefault {
+				probes = append(probes, e.Prefix.Addr())
+			}
+			if e.Err != nil {
+				continue
+			}
+			if !strings.HasPrefix(e.Root, "/") || filepath.Clean(e.Root) != e.Root {
+				t.Fatalf("valid entry with a bad root: %q", e.Root)
+			}
+			canon.WriteString(e.String() + "\n")
+		}
+		again := mustParse(t, canon.String())
+		var valid []*Entry
+		for _, e := range file.Entries {
+			if e.Err == nil {
+				valid = append(valid, e)
+			}
+		}
+		if len(again.Entries) != len(valid) || len(again.Errors) != 0 {
+			t.Fatalf("canonical form does not parse back:\n%s\nerrors: %v", canon.String(), errorStrings(again))
+		}
+		for i, e := range again.Entries {
+			if e.String() != valid[i].String() {
+				t.Fatalf("round trip changed %q into %q", valid[i].String(), e.String())
+			}
+		}
+		for _, a := range probes {
+			got, err := Find("fuzz.conf", data, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := file.Lookup(a); !sameMatch(got, want) {
+				t.Fatalf("address %s: Find %s, Lookup %s", a, describeMatch(got), describeMatch(want))
+			}
+		}
+	})
+}

@@ -1,0 +1,85 @@
+package elfdeps
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+)
+
+func TestReadDynamic(t *testing.T) {
+	path, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Interp == "" || !slices.Contains(info.Needed, "libc.so.6") {
+		t.Fatalf("got %+v, want an interpreter and libc.so.6", info)
+	}
+}
+
+func TestReadStatic(t *testing.T) {
+	self, err := os.Executable() // the test binary: static when built with CGO_ENABLED=0
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(self)
+	defer f.Close()
+	if _, err := Read(f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(bytes.NewReader([]byte("#!/bin/sh\necho hi\n"))); err != ErrNotELF {
+		t.Fatalf("script: %v, want ErrNotELF", err)
+	}
+}
+
+type fakeFS map[string]string
+
+func (f fakeFS) Exists(p string) bool { _, ok := f[p]; return ok }
+func (f fakeFS) ReadFile(p string, limit int) ([]byte, error) {
+	if s, ok := f[p]; ok {
+		return []byte(s), nil
+	}
+	return nil, os.ErrNotExist
+}
+
+func TestMissing(t *testing.T) {
+	info := &Info{Interp: "/lib64/ld.so", Needed: []string{"liba.so", "libb.so", "libc.so", "libd.so", "libe.so"}, RunPath: []string{"$ORIGIN/../lib"}}
+	fs := fakeFS{
+		"/lib/x86_64-linux-gnu/liba.so": "",
+		"/opt/app/lib/libb.so":          "", // through $ORIGIN
+		"/custom/libc.so":               "", // through LD_LIBRARY_PATH
+		"/weird/dir/libd.so":            "", // through ld.so.cache
+		"/etc/ld.so.cache":              "junk\x00libd.so\x00/weird/dir/libd.so\x00",
+	}
+	interp, libs := info.Missing(fs, "/opt/app/bin/prog", "/custom")
+	if interp != "/lib64/ld.so" || !slices.Equal(libs, []string{"libe.so"}) {
+		t.Fatalf("got %q %q, want the interpreter and libe.so", interp, libs)
+	}
+}
+
+// FuzzRead checks that no file, however malformed, makes Read panic or
+// read without bound: customers control the programs inside their roots.
+func FuzzRead(f *testing.F) {
+	if path, err := exec.LookPath("true"); err == nil {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 8192 {
+			f.Add(b[:8192])
+		}
+	}
+	f.Add([]byte("\x7fELF\x02\x01\x01\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		info, err := Read(bytes.NewReader(data))
+		if err == nil && len(info.Needed) > maxDynamic/8 {
+			t.Fatalf("more needed libraries than a bounded dynamic section holds: %d", len(info.Needed))
+		}
+	})
+}
