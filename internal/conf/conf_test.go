@@ -3,8 +3,8 @@ package conf
 import (
 	"fmt"
 	"math/rand"
-	"os"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 )

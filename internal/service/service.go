@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"syscall"
 
@@ -144,16 +143,39 @@ func missingDeps(path string, env []string) string {
 }
 
 func readELF(path string) *elfdeps.Info {
-	f, err := os.Open(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	info, err := elfdeps.Read(f)
+	defer unix.Close(fd)
+	info, err := elfdeps.Read(fileAt(fd))
 	if err != nil {
 		return nil
 	}
 	return info
+}
+
+// fileAt reads a descriptor with pread. It stands in for os.File, whose
+// first use sets up the runtime's poller (an epoll descriptor, an eventfd
+// and a thread) for nothing on virtuald's per-connection path.
+type fileAt int
+
+func (f fileAt) ReadAt(b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Pread(int(f), b[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, io.EOF
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // rootFS is the file system as this process sees it: after the chroot, the
@@ -166,14 +188,14 @@ func (rootFS) Exists(p string) bool {
 }
 
 func (rootFS) ReadFile(p string, limit int) ([]byte, error) {
-	f, err := os.Open(p)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	b := make([]byte, limit)
-	n, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF {
+	n, err := fileAt(fd).ReadAt(b, 0)
+	if err != nil && err != io.EOF {
 		return nil, err
 	}
 	return b[:n], nil

@@ -1,13 +1,17 @@
-// Package syslog writes messages to the local syslog socket, /dev/log, in
-// the format glibc's syslog(3) uses. It exists because virtuald runs once per
+// Package syslog writes messages to the local syslog socket, /dev/log, as
+// "<PRI>TAG[PID]: MESSAGE". It exists because virtuald runs once per
 // connection and log/syslog would bring the whole net package into its
 // start-up.
+//
+// Messages carry no timestamp: journald, rsyslog's imuxsock and busybox
+// syslogd stamp local messages on arrival, and formatting local time would
+// read a time zone file on every connection, after the chroot, from inside
+// a customer's root.
 package syslog
 
 import (
 	"os"
 	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,8 +75,6 @@ func (l *Logger) Log(sev Severity, msg string) {
 	b = append(b, '<')
 	b = strconv.AppendInt(b, int64(facilityDaemon|int(sev)), 10)
 	b = append(b, '>')
-	b = time.Now().AppendFormat(b, time.Stamp)
-	b = append(b, ' ')
 	b = append(b, l.prefix...)
 	start := len(b)
 	for i := 0; i < len(msg); i++ {

@@ -1,0 +1,52 @@
+# Every command of the project. `make help` lists them.
+
+GO       ?= go
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+FUZZTIME ?= 20s
+
+# Static binaries: virtuald starts once per connection (no dynamic loader
+# to pay for), and dropping privileges on every thread needs Go's
+# AllThreadsSyscall, which cgo disables.
+export CGO_ENABLED := 0
+
+PROGRAMS := virtuald ipwatchd ipwatchctl
+BINARIES := $(addprefix bin/,$(PROGRAMS))
+
+.PHONY: all build test fuzz bench demo install clean help FORCE
+
+all: build
+
+build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
+
+bin/%: FORCE
+	$(GO) build -trimpath -o $@ ./cmd/$*
+
+bin/whoami: FORCE
+	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
+
+test: ## run every test (as root the end-to-end tests run too)
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+fuzz: ## a short fuzz pass over every parser of untrusted bytes
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
+
+bench: ## run the benchmarks recorded in BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
+	$(GO) test -run '^$$' -bench . ./bench
+
+demo: build bin/whoami ## show virtuald serving several addresses through a real inetd (as root)
+	$(GO) run ./demo -bin bin
+
+install: build ## install into $(DESTDIR)$(PREFIX)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/virtuald bin/ipwatchd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 bin/ipwatchctl $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf bin
+
+help:
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

@@ -1,0 +1,122 @@
+// Command demo shows virtuald doing its job, for `make demo`: a private
+// network namespace with a few addresses on its lo, a root directory for
+// each, a real inetd running virtuald, one connection to each address, and
+// what virtuald logged. It removes everything it made when it ends.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/testbed"
+)
+
+// demoT gives the testbed what it needs outside a test: cleanups run at
+// the end, and a fatal error ends the demo after them.
+type demoT struct{ cleanups []func() }
+
+func (d *demoT) Helper()                         {}
+func (d *demoT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+func (d *demoT) Cleanup(f func())                { d.cleanups = append(d.cleanups, f) }
+func (d *demoT) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
+	d.done()
+	os.Exit(1)
+}
+func (d *demoT) done() {
+	for i := len(d.cleanups) - 1; i >= 0; i-- {
+		d.cleanups[i]()
+	}
+}
+
+func main() {
+	binDir := flag.String("bin", "bin", "directory holding virtuald and whoami")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: run as root (it makes a network namespace and chroots): sudo make demo")
+		os.Exit(1)
+	}
+	t := &demoT{}
+	defer t.done()
+	virtuald, _ := filepath.Abs(filepath.Join(*binDir, "virtuald"))
+	whoami, _ := filepath.Abs(filepath.Join(*binDir, "whoami"))
+
+	ns := testbed.NewNetNS(t)
+	roots := testbed.NewRoots(t)
+	logDir, _ := os.MkdirTemp("", "virtuald-demo-log-")
+	t.Cleanup(func() { os.RemoveAll(logDir) })
+	syslog := testbed.NewSyslog(t, logDir)
+
+	type site struct{ addr, key, root, opts string }
+	sites := []site{
+		{"192.0.2.10", "192.0.2.10", "customer-a", "user=nobody group=nogroup"},
+		{"192.0.2.11", "192.0.2.11", "customer-b", ""},
+		{"2001:db8::12", "2001:db8::12", "customer-c", "user=nobody"},
+		{"198.51.100.20", "198.51.100.0/24", "pool", ""},
+		{"203.0.113.5", "default", "host-default", ""},
+		{"192.0.2.13", "192.0.2.13", "broken-world-writable", ""},
+	}
+	var lines []string
+	for _, s := range sites {
+		ns.AddAddr(s.addr)
+		root := roots.Root(s.root, whoami)
+		if strings.HasPrefix(s.root, "broken") {
+			os.Chmod(root, 0o777)
+		}
+		lines = append(lines, strings.TrimSpace(fmt.Sprintf("%-16s %s %s", s.key, root, s.opts)))
+	}
+	conf := roots.WriteConf("conf.demo", lines...)
+	inetdConf := roots.WriteConf("inetd.conf",
+		fmt.Sprintf("7000 stream tcp nowait root %s virtuald %s /bin/whoami", virtuald, conf),
+		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald %s /bin/whoami", virtuald, conf))
+
+	fmt.Printf("== network namespace %s, addresses on lo:\n", ns.Name)
+	for _, s := range sites {
+		fmt.Println("   ", s.addr)
+	}
+	fmt.Printf("\n== %s\n%s\n", conf, indent(strings.Join(lines, "\n")))
+	fmt.Printf("\n== %s (run by Debian's openbsd-inetd inside the namespace)\n%s\n", inetdConf, indent(mustRead(inetdConf)))
+
+	ns.Start(syslog, "inetd", "-d", inetdConf)
+	ns.WaitListening("tcp", 7000)
+
+	fmt.Println("\n== one connection to each address; the service in each root says where it runs:")
+	for _, s := range sites {
+		got, err := ns.Ask(fmtAddr(s.addr) + ":7000")
+		switch {
+		case err != nil:
+			fmt.Printf("    %-15s -> error: %v\n", s.addr, err)
+		case got == "":
+			fmt.Printf("    %-15s -> refused (connection closed, 0 bytes)\n", s.addr)
+		default:
+			fmt.Printf("    %-15s -> %s", s.addr, got)
+		}
+	}
+
+	time.Sleep(200 * time.Millisecond)
+	fmt.Println("\n== what virtuald logged (syslog, facility daemon):")
+	for _, l := range syslog.Lines() {
+		if i := strings.Index(l, "virtuald["); i >= 0 {
+			fmt.Println("   ", l[i:])
+		}
+	}
+	fmt.Println("\n== cleaning up: namespace, roots and inetd removed")
+}
+
+func fmtAddr(a string) string {
+	if strings.Contains(a, ":") {
+		return "[" + a + "]"
+	}
+	return a
+}
+
+func mustRead(p string) string {
+	b, _ := os.ReadFile(p)
+	return strings.TrimSpace(string(b))
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
