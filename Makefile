@@ -35,7 +35,7 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 
 bench: ## run the benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
-	$(GO) test -run '^$$' -bench . ./bench
+	$(GO) test -run '^$$' -bench . -benchtime 300x ./bench
 
 demo: build bin/whoami ## show virtuald serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
