@@ -130,11 +130,13 @@ func run(args, env []string) int {
 		return refuseConn(err.Error())
 	}
 	line.add("program", path)
+	severity := syslog.Info
 	if libs := service.MissingLibraries(path, env); libs != "" {
 		line.add("warning", "shared libraries missing inside the root: "+libs)
+		severity = syslog.Warning
 	}
 	line.add("outcome", "exec")
-	log.Log(syslog.Info, line.b.String())
+	log.Log(severity, line.b.String())
 
 	// Descriptors inherited from the super-server must not reach the
 	// service; marking them close-on-exec (rather than closing them) keeps
