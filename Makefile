@@ -4,6 +4,8 @@ GO       ?= go
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Static binaries: virtuald starts once per connection (no dynamic loader
 # to pay for), and dropping privileges on every thread needs Go's
@@ -20,7 +22,7 @@ all: build
 build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
 
 bin/%: FORCE
-	$(GO) build -trimpath -o $@ ./cmd/$*
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/$*
 
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
@@ -40,10 +42,12 @@ bench: ## run the benchmarks recorded in BENCHMARKS.md
 demo: build bin/whoami ## show virtuald serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
 
-install: build ## install into $(DESTDIR)$(PREFIX)
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $(DESTDIR)$(UNITDIR)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
 	install -m 0755 bin/virtuald bin/ipwatchd $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 bin/ipwatchctl $(DESTDIR)$(PREFIX)/bin/
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
 
 clean:
 	rm -rf bin

@@ -1,39 +1,289 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: ipwatchctl check CONF...
+const usage = `usage: ipwatchctl [-socket PATH] COMMAND
 
-  check    validate conf files offline, with the rules virtuald applies:
-           every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not
+  status [-json]           every conf file the daemon serves, each entry's state, and unmapped addresses
+  resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
+  check CONF...            validate conf files offline, with the rules virtuald applies:
+                           every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not
+  reload                   make the daemon reload every conf file now, and wait until it has (root only)
 `
 
-// run is the whole command, with its output injected so that tests run it
+// env is what a command may touch, injected so that tests run commands
 // in-process.
+type env struct {
+	stdout, stderr io.Writer
+	socket         string
+}
+
+func (e *env) fail(format string, args ...any) int {
+	fmt.Fprintf(e.stderr, "ipwatchctl: "+format+"\n", args...)
+	return 1
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
+	fs := flag.NewFlagSet("ipwatchctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socket := fs.String("socket", "", "")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	switch args[0] {
+	e := &env{stdout: stdout, stderr: stderr, socket: ipc.SocketPath(*socket)}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "status":
+		return e.status(rest)
+	case "resolve":
+		return e.resolve(rest)
 	case "check":
-		if len(args) < 2 {
+		if len(rest) == 0 {
 			fmt.Fprint(stderr, usage)
 			return 2
 		}
-		return check(args[1:], stdout)
-	case "-h", "-help", "--help", "help":
+		return check(rest, stdout)
+	case "reload":
+		return e.reload(rest)
+	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "ipwatchctl: unknown command %s\n%s", strconv.Quote(args[0]), usage)
+	fmt.Fprintf(stderr, "ipwatchctl: unknown command %s\n%s", strconv.Quote(cmd), usage)
 	return 2
+}
+
+// call asks the daemon, turning "not there" into one plain sentence.
+func (e *env) call(timeout time.Duration, fields ...string) ([][]byte, error) {
+	reply, err := ipc.Call(e.socket, timeout, ipc.MaxReply, append([]string{ipc.Version}, fields...)...)
+	switch {
+	case errors.Is(err, ipc.ErrAbsent):
+		return nil, fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
+	case err != nil:
+		return nil, err
+	case len(reply) == 0:
+		return nil, errors.New("empty reply from ipwatchd")
+	case string(reply[0]) == ipc.ReplyError && len(reply) > 1:
+		return nil, fmt.Errorf("ipwatchd: %s", reply[1])
+	}
+	return reply, nil
+}
+
+func (e *env) status(args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	st, err := e.fetchStatus()
+	if err != nil {
+		return e.fail("%v", err)
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		fmt.Fprintln(e.stdout, string(b))
+		return 0
+	}
+	printStatus(e.stdout, st)
+	return 0
+}
+
+func printStatus(w io.Writer, st *ipc.Status) {
+	fmt.Fprintf(w, "ipwatchd %s, up %s, netlink resyncs %d, bpf %s\n", st.Version,
+		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
+	fmt.Fprintf(w, "questions answered: %d, stale %d, unknown conf %d, errors %d\n",
+		st.Queries.OK, st.Queries.Stale, st.Queries.Unknown, st.Queries.Error)
+	for _, c := range st.Confs {
+		fmt.Fprintf(w, "\n%s: generation %d, loaded %s\n", c.Path, c.Generation, c.LoadedAt.Format(time.RFC3339))
+		if c.Error != "" {
+			fmt.Fprintf(w, "  last load failed (the last good copy is served): %s\n", c.Error)
+		}
+		for _, p := range c.Problems {
+			fmt.Fprintf(w, "  problem: %s\n", p)
+		}
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tRESOLVED")
+		for _, en := range c.Entries {
+			user := en.User
+			if en.Group != "" {
+				user += ":" + en.Group
+			}
+			if user == "" {
+				user = "-"
+			}
+			var as []string
+			for _, a := range en.Addresses {
+				s := a.Address + " (" + a.Label
+				if a.Label == "" {
+					s = a.Address + " (" + a.Interface
+				}
+				if !a.Live {
+					s += ", not live"
+				}
+				as = append(as, s+")")
+			}
+			addrs := strings.Join(as, ", ")
+			if addrs == "" {
+				addrs = "-"
+			}
+			state := en.State
+			if en.Reason != "" {
+				state += ": " + en.Reason
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", en.Key, en.Root, user, state, addrs, en.Resolved)
+		}
+		tw.Flush()
+	}
+	if len(st.Unmapped) > 0 {
+		fmt.Fprintln(w, "\naddresses no entry serves:")
+		for _, u := range st.Unmapped {
+			fmt.Fprintf(w, "  %s (%s)\n", u.Address, u.Interface)
+		}
+	}
+}
+
+// resolve says what virtuald would do for IP: the daemon's answer for each
+// conf file it serves, or for -conf FILE the daemon's answer if it holds
+// that file as it is on disk, else the file's own. The root is then checked
+// as virtuald checks it. Exit 0 when every file serves IP, 1 otherwise.
+func (e *env) resolve(args []string) int {
+	fs := flag.NewFlagSet("resolve", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	confPath := fs.String("conf", "", "the conf file to resolve in (default: every file the daemon serves)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprint(e.stderr, "usage: ipwatchctl resolve [-conf FILE] IP\n")
+		return 2
+	}
+	addr, err := netip.ParseAddr(fs.Arg(0))
+	if err != nil {
+		return e.fail("%q is not an IP address", fs.Arg(0))
+	}
+	paths := []string{*confPath}
+	if *confPath == "" {
+		st, err := e.fetchStatus()
+		if err != nil {
+			return e.fail("%v (give -conf FILE to read a file without the daemon)", err)
+		}
+		paths = paths[:0]
+		for _, c := range st.Confs {
+			paths = append(paths, c.Path)
+		}
+		if len(paths) == 0 {
+			return e.fail("ipwatchd serves no conf file; give -conf FILE")
+		}
+	}
+	status := 0
+	for _, p := range paths {
+		m, source, err := e.lookup(p, addr)
+		if err != nil {
+			fmt.Fprintf(e.stdout, "%s: %s: refused: %v\n", p, addr, err)
+			status = 1
+			continue
+		}
+		if m.Entry == nil || m.Err != nil {
+			fmt.Fprintf(e.stdout, "%s: %s: refused (%s): %v\n", p, addr, source, m.Err)
+			status = 1
+			continue
+		}
+		how := fmt.Sprintf("line %d, %s match of %s", m.Entry.Line, m.Rule, m.Entry.Key)
+		if err := m.Entry.Validate(); err != nil {
+			fmt.Fprintf(e.stdout, "%s: %s: refused (%s; %s): %v\n", p, addr, how, source, err)
+			status = 1
+			continue
+		}
+		user := ""
+		if m.Entry.User != "" || m.Entry.Group != "" {
+			user = fmt.Sprintf(" as user=%s group=%s", m.Entry.User, m.Entry.Group)
+		}
+		fmt.Fprintf(e.stdout, "%s: %s: served from %s%s (%s; %s)\n", p, addr, m.Entry.Root, user, how, source)
+	}
+	return status
+}
+
+// lookup is virtuald's resolution without the connection: the daemon when
+// it holds the file as it is on disk, else the file itself.
+func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err == nil {
+		id := ipc.FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
+		req := append([]string{ipc.OpLookup, path, addr.String()}, id.Fields()...)
+		if reply, err := e.call(5*time.Second, req...); err == nil && string(reply[0]) == ipc.ReplyOK {
+			if a, err := ipc.ParseAnswer(reply[1:]); err == nil {
+				m := conf.Match{Rule: conf.ParseRule(a.Rule)}
+				if a.Key != "" {
+					m.Entry = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root, User: a.User, Group: a.Group}
+				}
+				if a.Refusal != "" {
+					m.Err = errors.New(a.Refusal)
+				}
+				return m, fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
+			}
+		}
+	}
+	data, err := conf.Read(path)
+	if err != nil {
+		return conf.Match{}, "", err
+	}
+	m, err := conf.Find(path, data, addr)
+	return m, "read from the file", err
+}
+
+func (e *env) fetchStatus() (*ipc.Status, error) {
+	reply, err := e.call(10*time.Second, ipc.OpStatus)
+	if err != nil {
+		return nil, err
+	}
+	var st ipc.Status
+	if len(reply) != 2 || string(reply[0]) != ipc.ReplyOK {
+		return nil, errors.New("unexpected reply from ipwatchd")
+	}
+	if err := json.Unmarshal(reply[1], &st); err != nil {
+		return nil, fmt.Errorf("bad status from ipwatchd: %v", err)
+	}
+	return &st, nil
+}
+
+// reload asks the daemon to reload every file and prints what it did.
+func (e *env) reload(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprint(e.stderr, "usage: ipwatchctl reload\n")
+		return 2
+	}
+	reply, err := e.call(60*time.Second, ipc.OpReload)
+	if err != nil {
+		return e.fail("%v", err)
+	}
+	var res ipc.ReloadResult
+	if len(reply) != 2 || json.Unmarshal(reply[1], &res) != nil {
+		return e.fail("unexpected reply from ipwatchd")
+	}
+	status := 0
+	for _, c := range res.Confs {
+		if c.Error != "" {
+			fmt.Fprintf(e.stdout, "%s: reload failed, generation %d kept: %s\n", c.Path, c.Generation, c.Error)
+			status = 1
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s: generation %d\n", c.Path, c.Generation)
+	}
+	return status
 }
 
 // check validates each file: the text rules first, then every entry
@@ -70,3 +320,4 @@ func check(paths []string, out io.Writer) int {
 	}
 	return status
 }
+

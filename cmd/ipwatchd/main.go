@@ -1,20 +1,108 @@
-// Command ipwatchd will keep the validated address-to-root map of every
-// conf file in memory and answer virtuald's questions on a Unix socket.
-// Until it does, virtuald reads its conf file itself on every connection.
+// Command ipwatchd keeps the validated address-to-root map of every conf
+// file in memory, follows the host's addresses through netlink, and
+// answers virtuald's and ipwatchctl's questions on a Unix socket.
+//
+//	ipwatchd [-socket PATH] [-conf FILE]... [-log-format console|json] [-log-level LEVEL]
+//
+// SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
+// removed). It tells systemd READY=1 after the first address dump and
+// load (Type=notify).
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/virtuald/virtuald/internal/daemon"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-bpf auto|on|off]
-
-ipwatchd is not implemented in this release: virtuald reads its conf file
-itself on every connection, and "ipwatchctl check" validates conf files.
-`
+// version is set at build time by the Makefile.
+var version = "dev"
 
 func main() {
-	fmt.Fprint(os.Stderr, usage)
-	os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type confList []string
+
+func (c *confList) String() string     { return strings.Join(*c, ",") }
+func (c *confList) Set(v string) error { *c = append(*c, v); return nil }
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ipwatchd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", "", "the Unix socket to serve (default $VIRTUALD_SOCKET or "+ipc.DefaultSocket+")")
+	var confs confList
+	fs.Var(&confs, "conf", "a conf file to load and watch (repeat for more); others are loaded when a root virtuald asks about them")
+	logFormat := fs.String("log-format", "console", "console or json")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ipwatchd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := newLogger(*logFormat, *logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "ipwatchd:", err)
+		return 2
+	}
+	defer log.Sync()
+
+	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version})
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, unix.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading")
+				d.ReloadAll()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("stopped", zap.Error(err))
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	cfg := zap.NewProductionEncoderConfig()
+	cfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(cfg)
+	case "console":
+		enc = zapcore.NewConsoleEncoder(cfg)
+	default:
+		return nil, fmt.Errorf("-log-format must be console or json, not %q", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
 }

@@ -18,28 +18,9 @@ import (
 // The end-to-end tests run the real virtuald under real super-servers in a
 // private network namespace, with a real test service in every root.
 
-var (
-	buildOnce sync.Once
-	binaries  map[string]string
-	buildErr  error
-)
+func built(t *testing.T) map[string]string { return testbed.Binaries(t) }
 
-func built(t *testing.T) map[string]string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "virtuald-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		binaries, buildErr = testbed.Build(dir, "./cmd/virtuald", "./internal/testbed/whoami")
-	})
-	if buildErr != nil {
-		t.Fatalf("building: %v", buildErr)
-	}
-	return binaries
-}
+func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 
 // expectation is what the test service must report for one address.
 type expectation struct {

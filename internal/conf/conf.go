@@ -109,6 +109,16 @@ func (r Rule) String() string {
 	return "none"
 }
 
+// ParseRule is the inverse of Rule.String.
+func ParseRule(s string) Rule {
+	for r := RuleExact; r <= RuleDefault; r++ {
+		if r.String() == s {
+			return r
+		}
+	}
+	return RuleNone
+}
+
 // Match is the answer for one address.
 type Match struct {
 	Entry *Entry // nil when Rule is RuleNone
@@ -139,6 +149,19 @@ func (f *File) Lookup(addr netip.Addr) Match {
 		return f.match(f.dflt, RuleDefault)
 	}
 	return Match{Rule: RuleNone, Err: fmt.Errorf("%s: no entry for %s and no default", f.Path, addr)}
+}
+
+// Refusal returns why addresses that e serves are refused (e is invalid,
+// or it is a catch-all suspended by an unreadable line), or nil.
+func (f *File) Refusal(e *Entry) error {
+	r := RuleExact
+	switch e.Kind {
+	case KeyPrefix:
+		r = RulePrefix
+	case KeyDefault:
+		r = RuleDefault
+	}
+	return f.match(e, r).Err
 }
 
 func (f *File) match(e *Entry, r Rule) Match {

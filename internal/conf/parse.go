@@ -38,26 +38,43 @@ func Load(path string) (*File, error) {
 // regular file owned by root (or by the caller's effective uid) and not
 // writable by group or others: whoever can write it chooses every root.
 func Read(path string) ([]byte, error) {
+	data, _, err := ReadStat(path)
+	return data, err
+}
+
+// ReadStat is Read that also returns the file's status, taken from the
+// descriptor it read and unchanged across the read, so that the status
+// identifies the content returned.
+func ReadStat(path string) ([]byte, unix.Stat_t, error) {
+	var st unix.Stat_t
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, &LineError{File: path, Msg: "cannot open: " + errText(err)}
+		return nil, st, &LineError{File: path, Msg: "cannot open: " + errText(err)}
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &LineError{File: path, Msg: "cannot stat: " + errText(err)}
+	for try := 0; try < 3; try++ {
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, st, &LineError{File: path, Msg: "cannot stat: " + errText(err)}
+		}
+		if err := checkFileMode(&st, uint32(os.Geteuid())); err != nil {
+			return nil, st, &LineError{File: path, Msg: err.Error()}
+		}
+		if st.Size > MaxFileSize {
+			return nil, st, &LineError{File: path, Msg: fmt.Sprintf("is %d bytes; the limit is %d", st.Size, MaxFileSize)}
+		}
+		data, err := readAll(fd, int(st.Size))
+		if err != nil {
+			return nil, st, &LineError{File: path, Msg: "cannot read: " + errText(err)}
+		}
+		var after unix.Stat_t
+		if unix.Fstat(fd, &after) == nil && after.Size == st.Size && after.Mtim == st.Mtim && after.Ctim == st.Ctim {
+			return data, st, nil
+		}
+		if _, err := unix.Seek(fd, 0, 0); err != nil {
+			break
+		}
 	}
-	if err := checkFileMode(&st, uint32(os.Geteuid())); err != nil {
-		return nil, &LineError{File: path, Msg: err.Error()}
-	}
-	if st.Size > MaxFileSize {
-		return nil, &LineError{File: path, Msg: fmt.Sprintf("is %d bytes; the limit is %d", st.Size, MaxFileSize)}
-	}
-	data, err := readAll(fd, int(st.Size))
-	if err != nil {
-		return nil, &LineError{File: path, Msg: "cannot read: " + errText(err)}
-	}
-	return data, nil
+	return nil, st, &LineError{File: path, Msg: "kept changing while being read"}
 }
 
 func checkFileMode(st *unix.Stat_t, euid uint32) error {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // Roots holds test root directories. It lives under /var/lib because a
@@ -101,4 +102,42 @@ func Build(dir string, pkgs ...string) (map[string]string, error) {
 		paths[filepath.Base(pkg)] = out
 	}
 	return paths, nil
+}
+
+var (
+	buildOnce sync.Once
+	built     map[string]string
+	buildErr  error
+)
+
+// Binaries builds, once per test process, every program the end-to-end
+// tests run (virtuald, ipwatchd, ipwatchctl and the whoami test service)
+// into a directory that lasts as long as the process.
+func Binaries(t T) map[string]string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "virtuald-test-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		built, buildErr = Build(dir, "./cmd/virtuald", "./cmd/ipwatchd", "./cmd/ipwatchctl", "./internal/testbed/whoami")
+	})
+	if buildErr != nil {
+		t.Fatalf("building: %v", buildErr)
+	}
+	return built
+}
+
+// RunMain runs the tests and removes what Binaries built.
+func RunMain(m interface{ Run() int }) int {
+	code := m.Run()
+	if built != nil {
+		for _, p := range built {
+			os.RemoveAll(filepath.Dir(p))
+			break
+		}
+	}
+	return code
 }

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
+	"golang.org/x/sys/unix"
+)
+
+// The end-to-end tests of ipwatchd: the real daemon, the real virtuald
+// under a real inetd, in a private network namespace.
+
+func TestMain(m *testing.M) {
+	if os.Getenv("IMPOSTOR_SOCKET") != "" {
+		os.Exit(impostor(os.Getenv("IMPOSTOR_SOCKET")))
+	}
+	os.Exit(testbed.RunMain(m))
+}
+
+type world struct {
+	t      *testing.T
+	ns     *testbed.NetNS
+	roots  *testbed.Roots
+	log    *testbed.Syslog
+	bin    map[string]string
+	socket string
+	conf   string
+	addrs  []string
+	daemon *exec.Cmd
+}
+
+const port = 7000
+
+func newWorld(t *testing.T, n int) *world {
+	testbed.RequirePrivileges(t)
+	w := &world{t: t, bin: testbed.Binaries(t)}
+	w.ns = testbed.NewNetNS(t)
+	w.roots = testbed.NewRoots(t)
+	tmp := t.TempDir()
+	w.log = testbed.NewSyslog(t, tmp)
+	w.socket = filepath.Join(tmp, "run", "ipwatchd.sock")
+	var lines []string
+	for i := 0; i < n; i++ {
+		a := fmt.Sprintf("192.0.2.%d", i+1)
+		if i%5 == 4 {
+			a = fmt.Sprintf("2001:db8::%x", i+1)
+		}
+		w.ns.AddAddr(a)
+		w.addrs = append(w.addrs, a)
+		lines = append(lines, a+" "+w.roots.Root("site-"+strconv.Itoa(i+1), w.bin["whoami"]))
+	}
+	w.conf = w.roots.WriteConf("conf", lines...)
+	return w
+}
+
+// startInetd runs inetd with virtuald asking the daemon at w.socket.
+func (w *world) startInetd() {
+	line := func(proto string) string {
+		return fmt.Sprintf("%d stream %s nowait root %s virtuald -socket %s %s /bin/whoami", port, proto, w.bin["virtuald"], w.socket, w.conf)
+	}
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf", line("tcp"), line("tcp6")))
+	w.ns.WaitListening("tcp", port)
+}
+
+// startDaemon runs ipwatchd in the namespace and waits until it answers.
+func (w *world) startDaemon(args ...string) {
+	w.t.Helper()
+	args = append([]string{"-socket", w.socket, "-conf", w.conf}, args...)
+	w.daemon = w.ns.Start(w.log, w.bin["ipwatchd"], args...)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := w.status(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("ipwatchd did not answer within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (w *world) status() (*ipc.Status, error) {
+	reply, err := ipc.Call(w.socket, 5*time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus)
+	if err != nil {
+		return nil, err
+	}
+	if string(reply[0]) != ipc.ReplyOK {
+		return nil, fmt.Errorf("status: %q", reply)
+	}
+	var st ipc.Status
+	return &st, json.Unmarshal(reply[1], &st)
+}
+
+func (w *world) entry(st *ipc.Status, key string) *ipc.EntryStatus {
+	for _, c := range st.Confs {
+		for i := range c.Entries {
+			if c.Entries[i].Key == key {
+				return &c.Entries[i]
+			}
+		}
+	}
+	return nil
+}
+
+func hostPort(a string) string { return net.JoinHostPort(a, strconv.Itoa(port)) }
+
+// connect makes total connections spread over every address, 16 at a
+// time, and checks that each was answered from its own root. want maps an
+// address to the acceptable root names (nil: "site-N" of its index).
+func (w *world) connect(total int, want func(i int, got string) bool) (failed, wrong int64, msgs []string) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sem := make(chan struct{}, 16)
+	for i := 0; i < total; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			a := i % len(w.addrs)
+			got, err := w.ns.Ask(hostPort(w.addrs[a]))
+			ok := true
+			switch {
+			case err != nil || got == "":
+				atomic.AddInt64(&failed, 1)
+				ok = false
+			case want != nil && !want(a, got), want == nil && !strings.HasPrefix(got, "root=site-"+strconv.Itoa(a+1)+" "):
+				atomic.AddInt64(&wrong, 1)
+				ok = false
+			}
+			if !ok {
+				mu.Lock()
+				if len(msgs) < 10 {
+					msgs = append(msgs, fmt.Sprintf("%s: %q %v", w.addrs[a], got, err))
+				}
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return failed, wrong, msgs
+}
+
+func (w *world) countLog(subs ...string) int {
+	n := 0
+	for _, l := range w.log.Lines() {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(l, s)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// 50 addresses, thousands of connections through a real inetd: every one
+// from its own root, every answer from the daemon, and the daemon's
+// counters account for each.
+func TestDaemonAnswersInetd(t *testing.T) {
+	w := newWorld(t, 50)
+	w.startDaemon()
+	w.startInetd()
+	const total = 2000
+	failed, wrong, msgs := w.connect(total, nil)
+	if failed+wrong > 0 {
+		t.Fatalf("%d failed, %d wrong of %d: %s", failed, wrong, total, msgs)
+	}
+	waitLog(t, w, total, "outcome=exec")
+	if n := w.countLog("outcome=exec", "via=daemon"); n != total {
+		t.Errorf("%d of %d connections were answered by the daemon; log ends:\n%s", n, total, w.log.Tail(3))
+	}
+	st, err := w.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resolved uint64
+	for _, a := range w.addrs {
+		e := w.entry(st, a)
+		if e == nil || e.State != ipc.StateLive {
+			t.Errorf("%s: entry %+v, want live", a, e)
+			continue
+		}
+		resolved += e.Resolved
+	}
+	if resolved != total || st.Queries.OK != total {
+		t.Errorf("the daemon counted %d resolved, %d answered; want %d", resolved, st.Queries.OK, total)
+	}
+}
+
+func waitLog(t *testing.T, w *world, n int, subs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.countLog(subs...) < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill -9 of the daemon in the middle of a load: no connection fails or
+// goes to a wrong root (virtuald reads the file meanwhile); once the daemon
+// is back, virtuald asks it again.
+func TestDaemonKilled(t *testing.T) {
+	w := newWorld(t, 20)
+	w.startDaemon()
+	w.startInetd()
+	var failed, wrong int64
+	var msgs []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		failed, wrong, msgs = w.connect(1500, nil)
+	}()
+	waitLog(t, w, 300, "outcome=exec")
+	w.daemon.Process.Signal(unix.SIGKILL)
+	<-done
+	if failed+wrong > 0 {
+		t.Fatalf("%d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	if n := w.countLog("via=file", `daemon=absent`); n == 0 {
+		t.Error("no connection was served from the file while the daemon was dead")
+	}
+	before := w.countLog("via=daemon")
+	w.startDaemon()
+	if failed, wrong, msgs := w.connect(100, nil); failed+wrong > 0 {
+		t.Fatalf("after the restart: %d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	waitLog(t, w, before+100, "via=daemon")
+	if after := w.countLog("via=daemon"); after != before+100 {
+		t.Errorf("after the restart %d of 100 connections were answered by the daemon", after-before)
+	}
+}
+
+// Replacing the conf file by rename while connections run: no connection
+// is served from a root that neither file gives its address, and from a
+// second after the rename every connection follows the new file.
+func TestConfReplacedByRename(t *testing.T) {
+	w := newWorld(t, 20)
+	var newLines []string
+	for i, a := range w.addrs {
+		newLines = append(newLines, a+" "+w.roots.Root("new-"+strconv.Itoa(i+1), w.bin["whoami"]))
+	}
+	next := w.roots.WriteConf("conf.next", newLines...)
+	w.startDaemon()
+	w.startInetd()
+	var renamed atomic.Int64 // unix nanoseconds of the rename, 0 before
+	oldOrNew := func(i int, got string) bool {
+		n := strconv.Itoa(i + 1)
+		return strings.HasPrefix(got, "root=site-"+n+" ") || strings.HasPrefix(got, "root=new-"+n+" ")
+	}
+	done := make(chan struct{})
+	var failed, wrong int64
+	var msgs []string
+	go func() {
+		defer close(done)
+		failed, wrong, msgs = w.connect(1500, oldOrNew)
+	}()
+	waitLog(t, w, 300, "outcome=exec")
+	if err := os.Rename(next, w.conf); err != nil {
+		t.Fatal(err)
+	}
+	renamed.Store(time.Now().UnixNano())
+	<-done
+	if failed+wrong > 0 {
+		t.Fatalf("%d failed, %d served from a root neither file gives: %s", failed, wrong, msgs)
+	}
+	time.Sleep(time.Until(time.Unix(0, renamed.Load()).Add(time.Second)))
+	if failed, wrong, msgs := w.connect(200, func(i int, got string) bool {
+		return strings.HasPrefix(got, "root=new-"+strconv.Itoa(i+1)+" ")
+	}); failed+wrong > 0 {
+		t.Fatalf("a second after the rename: %d failed, %d not from the new file: %s", failed, wrong, msgs)
+	}
+	st, err := w.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := w.entry(st, w.addrs[0]); e == nil || !strings.HasSuffix(e.Root, "/new-1") {
+		t.Errorf("the daemon did not load the new file: %+v", e)
+	}
+}
+
+// An address removed from its interface turns its entry absent; re-added,
+// live; an address with no entry is reported unmapped.
+func TestAddressStates(t *testing.T) {
+	w := newWorld(t, 3)
+	w.ns.AddAddr("198.51.100.99")
+	w.startDaemon()
+	a := w.addrs[0]
+	waitState := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st, err := w.status()
+			if err == nil {
+				if e := w.entry(st, a); e != nil && e.State == want {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not become %s; status: %+v", a, want, st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitState(ipc.StateLive)
+	if out, err := exec.Command("ip", "-n", w.ns.Name, "addr", "del", a+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	waitState(ipc.StateAbsent)
+	w.ns.AddAddr(a)
+	waitState(ipc.StateLive)
+	st, _ := w.status()
+	found := false
+	for _, u := range st.Unmapped {
+		found = found || u.Address == "198.51.100.99" && u.Interface == "lo"
+	}
+	if !found {
+		t.Errorf("198.51.100.99 is not reported unmapped: %+v", st.Unmapped)
+	}
+}
+
+// A listener at the socket path that does not run as root is not
+// believed, whatever it answers: virtuald reads the file.
+func TestImpostorIgnored(t *testing.T) {
+	w := newWorld(t, 3)
+	dir := filepath.Join(w.roots.Dir, "impostor")
+	os.Mkdir(dir, 0o755)
+	os.Chown(dir, 65534, 65534)
+	w.socket = filepath.Join(dir, "ipwatchd.sock")
+	// The test binary's own directory is private to root: run a copy.
+	self, _ := os.Executable()
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "impostor")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	imp := exec.Command(bin, "-test.run=^$")
+	imp.Env = append(os.Environ(), "IMPOSTOR_SOCKET="+w.socket)
+	imp.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := imp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { imp.Process.Kill(); imp.Wait() }()
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(w.socket); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.startInetd()
+	if failed, wrong, msgs := w.connect(30, nil); failed+wrong > 0 {
+		t.Fatalf("%d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	waitLog(t, w, 30, "outcome=exec")
+	if n := w.countLog("via=file", "runs as uid 65534"); n != 30 {
+		t.Errorf("%d of 30 connections say the impostor was not trusted; log ends:\n%s", n, w.log.Tail(3))
+	}
+}
+
+// impostor answers every resolve with the host's root, as a hostile user
+// would. It must never be believed.
+func impostor(path string) int {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		go func(c net.Conn) {
+			defer c.Close()
+			c.Read(make([]byte, 4096))
+			a := ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "x", Root: "/"}
+			frame, _ := ipc.EncodeStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
+			c.Write(frame)
+		}(c)
+	}
+}
+
+// The daemon tells systemd READY=1 once it is ready, RELOADING=1 with
+// MONOTONIC_USEC and READY=1 around a SIGHUP reload, and STOPPING=1 on
+// SIGTERM, after which it exits 0 and its socket is gone.
+func TestSystemdNotify(t *testing.T) {
+	w := newWorld(t, 2)
+	notify := filepath.Join(t.TempDir(), "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(want string) string {
+		t.Helper()
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m, want) {
+					return m
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %q from the daemon", want)
+			}
+		}
+	}
+	cmd := exec.Command(w.bin["ipwatchd"], "-socket", w.socket, "-conf", w.conf)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	next("READY=1")
+	if _, err := os.Stat(w.socket); err != nil {
+		t.Fatalf("READY=1 before the socket exists: %v", err)
+	}
+	cmd.Process.Signal(unix.SIGHUP)
+	if m := next("RELOADING=1"); !strings.Contains(m, "\nMONOTONIC_USEC=") {
+		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", m)
+	}
+	next("READY=1")
+	cmd.Process.Signal(unix.SIGTERM)
+	next("STOPPING=1")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	if _, err := os.Stat(w.socket); !os.IsNotExist(err) {
+		t.Errorf("the socket is left behind: %v", err)
+	}
+}

@@ -1,0 +1,295 @@
+// Package daemon is ipwatchd: it keeps every conf file it serves parsed in
+// memory as an immutable snapshot, reloads a file when it changes on disk,
+// on SIGHUP or on request, follows the host's addresses through netlink,
+// and answers virtuald's and ipwatchctl's questions on a Unix socket.
+//
+// It answers a resolve only from a snapshot read from the very file
+// virtuald sees (same device, inode, size, mtime and ctime); otherwise it
+// says "stale" and virtuald reads the file itself. So the daemon and the
+// file never disagree, and the daemon only saves virtuald the parse: the
+// root is still checked and entered by virtuald on every connection.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/addrs"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/server"
+	"github.com/virtuald/virtuald/internal/sdnotify"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// maxAdopted bounds the conf files loaded because a virtuald asked about
+// them (beyond those given with -conf).
+const maxAdopted = 1024
+
+// Config is what ipwatchd is started with.
+type Config struct {
+	Socket  string
+	Confs   []string
+	Log     *zap.Logger
+	Version string
+}
+
+// Daemon is one running ipwatchd.
+type Daemon struct {
+	cfg     Config
+	log     *zap.Logger
+	start   time.Time
+	confs   *confSet
+	tracker *addrs.Tracker
+	srv     *server.Server
+	watch   *watcher
+
+	loadMu  sync.Mutex // one load at a time
+	pending struct {
+		sync.Mutex
+		paths map[string]bool
+	}
+	kick chan struct{}
+
+	queries struct{ ok, stale, unknown, errors atomic.Uint64 }
+	reloads atomic.Uint64
+}
+
+// New prepares a daemon: it opens the socket, so that a second daemon or a
+// bad path fails at once, before anything else starts.
+func New(cfg Config) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1)}
+	d.pending.paths = make(map[string]bool)
+	var err error
+	d.tracker, err = addrs.New(addrs.Options{OnError: func(err error) {
+		d.log.Warn("netlink", zap.Error(err))
+	}})
+	if err != nil {
+		return nil, err
+	}
+	if d.watch, err = newWatcher(d.queue); err != nil {
+		return nil, err
+	}
+	d.srv, err = server.Listen(cfg.Socket)
+	if err != nil {
+		d.watch.close()
+		return nil, err
+	}
+	d.srv.Handler = d.handle
+	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
+	for _, p := range cfg.Confs {
+		d.adopt(p)
+	}
+	return d, nil
+}
+
+// Run serves until ctx ends: the address tracker, the loader, the file
+// watcher and the socket, each a task; READY=1 goes to systemd once the
+// first address dump and the first load of every file are done.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	task := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errs <- errors.Join(errors.New(name), err)
+				cancel()
+			}
+		}()
+	}
+	task("addresses", d.tracker.Run)
+	task("watcher", d.watch.run)
+	d.ReloadAll()
+	task("loader", d.loader)
+	select {
+	case <-d.tracker.Ready():
+	case <-ctx.Done():
+	}
+	if ctx.Err() == nil {
+		d.log.Info("ready", zap.String("socket", d.cfg.Socket), zap.Int("confs", d.confs.len()),
+			zap.Int("addresses", len(d.tracker.Snapshot().All())))
+		sdnotify.Notify("READY=1")
+	}
+	task("socket", d.srv.Serve)
+	<-ctx.Done()
+	sdnotify.Notify("STOPPING=1")
+	d.watch.close()
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// adopt adds path to the files served and queues its first load.
+func (d *Daemon) adopt(path string) {
+	if _, created := d.confs.add(path); created {
+		d.watch.add(path)
+		d.queue(path)
+	}
+}
+
+// queue asks the loader to (re)load path soon.
+func (d *Daemon) queue(path string) {
+	d.pending.Lock()
+	d.pending.paths[path] = true
+	d.pending.Unlock()
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) loader(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.kick:
+		}
+		d.pending.Lock()
+		paths := d.pending.paths
+		d.pending.paths = make(map[string]bool)
+		d.pending.Unlock()
+		for p := range paths {
+			if c := d.confs.get(p); c != nil {
+				d.loadOne(c)
+			}
+		}
+	}
+}
+
+func (d *Daemon) loadOne(c *confFile) {
+	d.loadMu.Lock()
+	defer d.loadMu.Unlock()
+	start := time.Now()
+	changed, err := d.confs.load(c)
+	switch {
+	case err != nil:
+		fields := []zap.Field{zap.String("conf", c.path), zap.Error(err)}
+		if s := c.cur.Load(); s != nil {
+			fields = append(fields, zap.Uint64("kept_generation", s.generation))
+		}
+		d.log.Error("load failed; the last good copy stays", fields...)
+	case changed:
+		s := c.cur.Load()
+		d.reloads.Add(1)
+		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
+			zap.Int("entries", len(s.file.Entries)), zap.Int("problems", len(s.file.Errors)),
+			zap.Duration("took", time.Since(start)))
+		for _, e := range s.file.Errors {
+			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))
+		}
+	}
+}
+
+// ReloadAll reloads every file now, for SIGHUP and the reload operation,
+// telling systemd around it.
+func (d *Daemon) ReloadAll() {
+	sdnotify.Notify(sdnotify.Reloading())
+	for _, c := range d.confs.all() {
+		d.loadOne(c)
+	}
+	sdnotify.Notify("READY=1")
+}
+
+func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
+	switch string(req[1]) {
+	case ipc.OpResolve:
+		return d.resolve(peer, req[2:], true)
+	case ipc.OpLookup:
+		return d.resolve(peer, req[2:], false)
+	case ipc.OpStatus:
+		return jsonReply(d.Status())
+	case ipc.OpReload:
+		if peer.Uid != 0 {
+			return replyStrings(ipc.ReplyError, "reload is for root only")
+		}
+		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
+		d.ReloadAll()
+		return jsonReply(ipc.ReloadResult{Confs: d.confStatuses(false)})
+	}
+	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
+}
+
+// resolve answers: path, address, then the file identity virtuald saw.
+// count says whether the answer counts as one of virtuald's.
+func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
+	if len(args) != 7 {
+		d.queries.errors.Add(1)
+		return replyStrings(ipc.ReplyError, "resolve takes a conf path, an address and a file identity")
+	}
+	path := string(args[0])
+	addr, err := netip.ParseAddr(string(args[1]))
+	if err != nil {
+		d.queries.errors.Add(1)
+		return replyStrings(ipc.ReplyError, "bad address")
+	}
+	id, err := ipc.ParseFileID(args[2:])
+	if err != nil {
+		d.queries.errors.Add(1)
+		return replyStrings(ipc.ReplyError, err.Error())
+	}
+	c := d.confs.get(path)
+	if c == nil {
+		// Only root's questions make the daemon read a new file: it
+		// holds what it reads for good.
+		if peer.Uid == 0 && filepath.IsAbs(path) && filepath.Clean(path) == path && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
+			d.log.Info("adopting conf file", zap.String("conf", path), zap.Int32("pid", peer.Pid))
+			d.adopt(path)
+		}
+		d.queries.unknown.Add(1)
+		return replyStrings(ipc.ReplyUnknown)
+	}
+	s := c.cur.Load()
+	if s == nil {
+		d.queries.unknown.Add(1)
+		return replyStrings(ipc.ReplyUnknown)
+	}
+	if s.id != id {
+		d.queue(path)
+		d.queries.stale.Add(1)
+		return replyStrings(ipc.ReplyStale)
+	}
+	m := s.file.Lookup(addr)
+	a := ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
+	if m.Entry != nil {
+		a.Line, a.Key, a.Root, a.User, a.Group = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.User, m.Entry.Group
+		if count {
+			c.counter(m.Entry.Key).Add(1)
+		}
+	}
+	if m.Err != nil {
+		a.Refusal = m.Err.Error()
+	}
+	d.queries.ok.Add(1)
+	return replyStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
+}
+
+func replyStrings(s ...string) [][]byte {
+	b := make([][]byte, len(s))
+	for i := range s {
+		b[i] = []byte(s[i])
+	}
+	return b
+}
+
+func jsonReply(v any) [][]byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return replyStrings(ipc.ReplyError, err.Error())
+	}
+	return [][]byte{[]byte(ipc.ReplyOK), b}
+}

@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// randomConf makes a conf text mixing good and bad lines of every kind.
+func randomConf(rng *rand.Rand) string {
+	keys := []string{"10.0.0.1", "10.0.0.2", "::ffff:10.0.0.3", "10.0.0.0/24", "10.0.0.0/16", "0.0.0.0/0",
+		"2001:db8::1", "2001:db8::/64", "::/0", "default", "10.0.0.300", "garbage"}
+	rests := []string{"/a", "/b user=1", "/c user=x group=y", "relative", "/d/../e", "", "/f bogus"}
+	var b strings.Builder
+	for n := rng.Intn(15); n > 0; n-- {
+		if rng.Intn(8) == 0 {
+			b.WriteString("# comment\n")
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s\n", keys[rng.Intn(len(keys))], rests[rng.Intn(len(rests))])
+	}
+	return b.String()
+}
+
+func startDaemon(t *testing.T, confs []string) (*Daemon, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+	d, err := New(Config{Socket: sock, Confs: confs, Log: zap.NewNop(), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-d.tracker.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not become ready")
+	}
+	return d, sock
+}
+
+func ask(t *testing.T, sock, path string, addr netip.Addr) [][]byte {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := ipc.Call(sock, 5*time.Second, 1<<16,
+		append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, fileID(&st).Fields()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// The daemon and the file never disagree: for many generated conf files
+// and addresses, the daemon's answer equals what virtuald computes from
+// the file itself.
+func TestDaemonAgreesWithFile(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	dir := t.TempDir()
+	var paths []string
+	for i := 0; i < 200; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("conf-%d", i))
+		if err := os.WriteFile(p, []byte(randomConf(rng)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, 0o644)
+		paths = append(paths, p)
+	}
+	d, sock := startDaemon(t, paths)
+	d.ReloadAll()
+	addrs := []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "11.0.0.1", "2001:db8::1", "2001:db8::2", "2001:db9::1", "::ffff:10.0.0.1"}
+	for _, p := range paths {
+		data, _ := os.ReadFile(p)
+		for _, a := range addrs {
+			addr := netip.MustParseAddr(a)
+			want, err := conf.Find(p, data, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply := ask(t, sock, p, addr)
+			if string(reply[0]) != ipc.ReplyOK {
+				t.Fatalf("%s %s: reply %q", p, a, reply[0])
+			}
+			got, err := ipc.ParseAnswer(reply[1:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := compare(got, want); msg != "" {
+				t.Fatalf("%s, address %s: %s\nfile:\n%s", p, a, msg, data)
+			}
+		}
+	}
+}
+
+func compare(got *ipc.Answer, want conf.Match) string {
+	refusal := ""
+	if want.Err != nil {
+		refusal = want.Err.Error()
+	}
+	if got.Rule != want.Rule.String() || got.Refusal != refusal {
+		return fmt.Sprintf("daemon says %s %q, file says %s %q", got.Rule, got.Refusal, want.Rule, refusal)
+	}
+	if want.Entry == nil {
+		if got.Key != "" {
+			return "daemon names an entry, file none"
+		}
+		return ""
+	}
+	e := want.Entry
+	if got.Line != e.Line || got.Key != e.Key || got.Root != e.Root || got.User != e.User || got.Group != e.Group {
+		return fmt.Sprintf("daemon %+v, file %s line %d", got, e, e.Line)
+	}
+	return ""
+}
+
+// A file the daemon holds but that changed on disk is "stale" (virtuald
+// reads the file), and is reloaded; a file the daemon does not know is
+// "unknown" and, asked about by root, adopted.
+func TestStaleAndUnknown(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "conf")
+	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	d, sock := startDaemon(t, []string{p})
+	d.ReloadAll()
+	addr := netip.MustParseAddr("10.0.0.1")
+	if r := ask(t, sock, p, addr); string(r[0]) != ipc.ReplyOK || string(r[5]) != "/a" {
+		t.Fatalf("first answer: %q", r)
+	}
+	tmp := p + ".new"
+	os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644)
+	os.Rename(tmp, p)
+	// Whether the watcher or a stale answer makes the daemon reload, it
+	// must never answer from the old copy.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := ask(t, sock, p, addr)
+		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/b" {
+			break
+		}
+		if string(r[0]) == ipc.ReplyOK && string(r[5]) != "/b" {
+			t.Fatalf("answered from the old copy after the rename: %q", r)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not pick up the renamed file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, []byte("default /c\n"), 0o644)
+	if r := ask(t, sock, other, addr); string(r[0]) != ipc.ReplyUnknown {
+		t.Fatalf("unknown file: %q", r)
+	}
+	if os.Geteuid() != 0 {
+		return // only root's questions adopt a file
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		r := ask(t, sock, other, addr)
+		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/c" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the file root asked about was not adopted: %q", r)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,98 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// watcher watches the directories of the conf files with inotify, not the
+// files: editors and deploy tools replace a file by renaming a new one over
+// it, which a watch on the old inode never sees.
+type watcher struct {
+	f      *os.File
+	onFile func(path string)
+
+	mu    sync.Mutex
+	dirs  map[int32]string // watch descriptor -> directory
+	wds   map[string]bool  // directories watched
+	files map[string]bool  // conf paths
+}
+
+const watchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE |
+	unix.IN_MOVED_FROM | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
+
+func newWatcher(onFile func(string)) (*watcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, os.NewSyscallError("inotify_init1", err)
+	}
+	return &watcher{
+		f: os.NewFile(uintptr(fd), "inotify"), onFile: onFile,
+		dirs: map[int32]string{}, wds: map[string]bool{}, files: map[string]bool{},
+	}, nil
+}
+
+// add watches path's directory. A directory that does not exist yet is
+// not watched; the file is still reloaded on SIGHUP and when virtuald
+// finds the daemon's copy stale.
+func (w *watcher) add(path string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.files[path] = true
+	dir := filepath.Dir(path)
+	if w.wds[dir] {
+		return
+	}
+	raw, err := w.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		if wd, err := unix.InotifyAddWatch(int(fd), dir, watchMask); err == nil {
+			w.dirs[int32(wd)] = dir
+			w.wds[dir] = true
+		}
+	})
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := w.f.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			nameLen := int(ev.Len)
+			name := ""
+			if nameLen > 0 && off+unix.SizeofInotifyEvent+nameLen <= n {
+				b := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+nameLen]
+				for len(b) > 0 && b[len(b)-1] == 0 {
+					b = b[:len(b)-1]
+				}
+				name = string(b)
+			}
+			off += unix.SizeofInotifyEvent + nameLen
+			w.mu.Lock()
+			dir := w.dirs[ev.Wd]
+			path := filepath.Join(dir, name)
+			known := dir != "" && name != "" && w.files[path]
+			w.mu.Unlock()
+			if known {
+				w.onFile(path)
+			}
+		}
+	}
+}
+
+// close ends run.
+func (w *watcher) close() { w.f.Close() }

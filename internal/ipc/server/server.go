@@ -1,0 +1,181 @@
+// Package server serves the ipc protocol on a Unix socket for ipwatchd:
+// bounded frames, a deadline on every request, the peer's credentials
+// handed to the handler, and one goroutine per connection so that a slow,
+// silent or hostile client delays nobody else.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/ipc"
+	"golang.org/x/sys/unix"
+)
+
+// Handler answers one request. req[0] is the version (already checked),
+// req[1] the operation. It returns the reply's fields.
+type Handler func(peer unix.Ucred, req [][]byte) [][]byte
+
+// Server is a listening socket and its handler.
+type Server struct {
+	Handler Handler
+	// Timeout bounds the wait for each request and the write of its reply.
+	Timeout time.Duration
+	// MaxConns bounds the connections served at once; past it new ones
+	// are closed at once, and their clients fall back to the file.
+	MaxConns int
+	// OnError is told about connection-level failures (may be nil).
+	OnError func(error)
+
+	ln   *net.UnixListener
+	path string
+	wg   sync.WaitGroup
+}
+
+// Listen creates the socket at path, in a directory that must be owned by
+// root and not writable by others (it is made, mode 0755, if missing). A
+// stale socket from an earlier run is replaced; any other file is not.
+// The socket gets mode 0660.
+func Listen(path string) (*Server, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
+		return nil, fmt.Errorf("%s must be a directory owned by uid %d and not writable by group or others", dir, os.Geteuid())
+	}
+	if err := unix.Lstat(path, &st); err == nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	// The socket is made with mode 0660 from the start (umask), not
+	// chmodded after: there is no moment when it is open to everyone.
+	old := unix.Umask(0o117)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(true)
+	return &Server{ln: ln, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
+}
+
+// Serve accepts connections until ctx ends, then closes the socket (which
+// removes it) and waits for the connections in progress.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	slots := make(chan struct{}, s.MaxConns)
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.wg.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.Close()
+			s.report(errors.New("too many connections: one closed at once"))
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-slots }()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) report(err error) {
+	if s.OnError != nil {
+		s.OnError(err)
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	peer, err := peerCred(c)
+	if err != nil {
+		s.report(err)
+		return
+	}
+	for {
+		c.SetDeadline(time.Now().Add(s.Timeout))
+		var prefix [4]byte
+		if _, err := io.ReadFull(c, prefix[:]); err != nil {
+			if err != io.EOF {
+				s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+			}
+			return
+		}
+		n, err := ipc.FrameLen(prefix, ipc.MaxRequest)
+		if err != nil {
+			s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+			return
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(c, body); err != nil {
+			s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+			return
+		}
+		var reply [][]byte
+		req, err := ipc.Decode(body)
+		switch {
+		case err != nil:
+			reply = errorReply(err.Error())
+		case len(req) < 2:
+			reply = errorReply("a request needs a version and an operation")
+		case string(req[0]) != ipc.Version:
+			reply = errorReply("unsupported protocol version " + string(req[0]) + "; this daemon speaks " + ipc.Version)
+		default:
+			reply = s.Handler(*peer, req)
+		}
+		frame, err := ipc.Encode(reply...)
+		if err != nil {
+			frame, _ = ipc.Encode(errorReply(err.Error())...)
+		}
+		if _, err := c.Write(frame); err != nil {
+			s.report(err)
+			return
+		}
+	}
+}
+
+func errorReply(msg string) [][]byte {
+	return [][]byte{[]byte(ipc.ReplyError), []byte(msg)}
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

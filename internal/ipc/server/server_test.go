@@ -1,0 +1,175 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/ipc"
+	"golang.org/x/sys/unix"
+)
+
+func startServer(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	s, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Timeout = timeout
+	s.Handler = func(peer unix.Ucred, req [][]byte) [][]byte {
+		return [][]byte{[]byte(ipc.ReplyOK), req[1]}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return path
+}
+
+func ask(path string) error {
+	reply, err := ipc.Call(path, 2*time.Second, 1024, ipc.Version, "ping")
+	if err != nil {
+		return err
+	}
+	if string(reply[0]) != ipc.ReplyOK || string(reply[1]) != "ping" {
+		return net.UnknownNetworkError("bad reply")
+	}
+	return nil
+}
+
+func TestSocketMode(t *testing.T) {
+	path := startServer(t, time.Second)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o777 != 0o660 {
+		t.Fatalf("socket mode %04o, want 0660", st.Mode&0o777)
+	}
+}
+
+// Hostile and broken clients: each gets its connection closed or an error
+// reply, and a well-behaved client is answered all the while.
+func TestHostileClients(t *testing.T) {
+	path := startServer(t, 500*time.Millisecond)
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	silent := dial()
+	defer silent.Close()
+	slow := dial()
+	defer slow.Close()
+	slow.Write([]byte{0, 0}) // half a length prefix, then nothing
+
+	huge := dial()
+	defer huge.Close()
+	huge.Write([]byte{0xff, 0xff, 0xff, 0xff})
+	if n, _ := huge.Read(make([]byte, 1)); n != 0 {
+		t.Error("an oversized frame got an answer")
+	}
+
+	garbage := dial()
+	defer garbage.Close()
+	garbage.Write([]byte{0, 0, 0, 3, 1, 2, 3})
+	buf := make([]byte, 256)
+	garbage.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _ := garbage.Read(buf)
+	if fields, err := ipc.Decode(buf[4:n]); err != nil || string(fields[0]) != ipc.ReplyError {
+		t.Errorf("garbage: got %q, want an error reply", buf[:n])
+	}
+
+	oldVersion := dial()
+	defer oldVersion.Close()
+	frame, _ := ipc.EncodeStrings("0", "ping")
+	oldVersion.Write(frame)
+	n, _ = oldVersion.Read(buf)
+	if fields, err := ipc.Decode(buf[4:n]); err != nil || string(fields[0]) != ipc.ReplyError {
+		t.Errorf("wrong version: got %q, want an error reply", buf[:n])
+	}
+
+	if err := ask(path); err != nil {
+		t.Fatalf("a good client beside the bad ones: %v", err)
+	}
+	// The silent ones are cut off at the deadline.
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := silent.Read(buf); n != 0 || err == nil {
+		t.Errorf("the silent client was not cut off: %d, %v", n, err)
+	}
+}
+
+// TestMain lets the test binary play a client that holds many idle
+// connections, in a process of its own: this machine's descriptor limit
+// (20,000, and no CAP_SYS_RESOURCE to raise it) cannot hold both ends.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("HOLD_CONNECTIONS"); spec != "" {
+		path, count, _ := strings.Cut(spec, ",")
+		n, _ := strconv.Atoi(count)
+		var conns []net.Conn
+		for len(conns) < n {
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				fmt.Println("dial:", err)
+				os.Exit(1)
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("holding")
+		io.Copy(io.Discard, os.Stdin) // until the test closes stdin
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Ten thousand idle connections must not delay anyone else's answer.
+func TestManyConnections(t *testing.T) {
+	const n = 10000
+	path := startServer(t, 20*time.Second)
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), "HOLD_CONNECTIONS="+path+","+strconv.Itoa(n))
+	stdin, _ := holder.StdinPipe()
+	stdout, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Wait() }()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "holding\n" {
+		t.Fatalf("the holder did not open its %d connections: %q", n, line)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- ask(path)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("with %d idle connections open: %v", n, err)
+		}
+	}
+}
