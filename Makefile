@@ -39,7 +39,7 @@ bench: ## run the benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
 	$(GO) test -run '^$$' -bench . -benchtime 300x ./bench
 
-demo: build bin/whoami ## show virtuald serving several addresses through a real inetd (as root)
+demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
 
 install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $(DESTDIR)$(UNITDIR)

@@ -1,7 +1,8 @@
 // Command demo shows virtuald doing its job, for `make demo`: a private
 // network namespace with a few addresses on its lo, a root directory for
-// each, a real inetd running virtuald, one connection to each address, and
-// what virtuald logged. It removes everything it made when it ends.
+// each, ipwatchd, a real inetd running virtuald, one connection to each
+// address, what virtuald logged, and ipwatchd's status. It removes
+// everything it made when it ends.
 package main
 
 import (
@@ -34,7 +35,7 @@ func (d *demoT) done() {
 }
 
 func main() {
-	binDir := flag.String("bin", "bin", "directory holding virtuald and whoami")
+	binDir := flag.String("bin", "bin", "directory holding virtuald, ipwatchd, ipwatchctl and whoami")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: run as root (it makes a network namespace and chroots): sudo make demo")
@@ -44,6 +45,8 @@ func main() {
 	defer t.done()
 	virtuald, _ := filepath.Abs(filepath.Join(*binDir, "virtuald"))
 	whoami, _ := filepath.Abs(filepath.Join(*binDir, "whoami"))
+	ipwatchd, _ := filepath.Abs(filepath.Join(*binDir, "ipwatchd"))
+	ipwatchctl, _ := filepath.Abs(filepath.Join(*binDir, "ipwatchctl"))
 
 	ns := testbed.NewNetNS(t)
 	roots := testbed.NewRoots(t)
@@ -70,9 +73,10 @@ func main() {
 		lines = append(lines, strings.TrimSpace(fmt.Sprintf("%-16s %s %s", s.key, root, s.opts)))
 	}
 	conf := roots.WriteConf("conf.demo", lines...)
+	socket := filepath.Join(logDir, "ipwatchd.sock")
 	inetdConf := roots.WriteConf("inetd.conf",
-		fmt.Sprintf("7000 stream tcp nowait root %s virtuald %s /bin/whoami", virtuald, conf),
-		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald %s /bin/whoami", virtuald, conf))
+		fmt.Sprintf("7000 stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
+		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf))
 
 	fmt.Printf("== network namespace %s, addresses on lo:\n", ns.Name)
 	for _, s := range sites {
@@ -81,6 +85,9 @@ func main() {
 	fmt.Printf("\n== %s\n%s\n", conf, indent(strings.Join(lines, "\n")))
 	fmt.Printf("\n== %s (run by Debian's openbsd-inetd inside the namespace)\n%s\n", inetdConf, indent(mustRead(inetdConf)))
 
+	fmt.Printf("\n== ipwatchd -socket %s -conf %s (in the namespace)\n", socket, conf)
+	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf)
+	waitSocket(socket)
 	ns.Start(syslog, "inetd", "-d", inetdConf)
 	ns.WaitListening("tcp", 7000)
 
@@ -104,7 +111,20 @@ func main() {
 			fmt.Println("   ", l[i:])
 		}
 	}
-	fmt.Println("\n== cleaning up: namespace, roots and inetd removed")
+	fmt.Printf("\n== ipwatchctl -socket %s status\n", socket)
+	status := ns.Command(nil, ipwatchctl, "-socket", socket, "status")
+	status.Stdout, status.Stderr = os.Stdout, os.Stderr
+	status.Run()
+	fmt.Println("\n== cleaning up: namespace, roots, ipwatchd and inetd removed")
+}
+
+func waitSocket(p string) {
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(p); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func fmtAddr(a string) string {

@@ -143,13 +143,14 @@ func printStatus(w io.Writer, st *ipc.Status) {
 			if addrs == "" {
 				addrs = "-"
 			}
-			state := en.State
-			if en.Reason != "" {
-				state += ": " + en.Reason
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", en.Key, en.Root, user, state, addrs, en.Resolved)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", en.Key, en.Root, user, en.State, addrs, en.Resolved)
 		}
 		tw.Flush()
+		for _, en := range c.Entries {
+			if en.Reason != "" {
+				fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
+			}
+		}
 	}
 	if len(st.Unmapped) > 0 {
 		fmt.Fprintln(w, "\naddresses no entry serves:")
