@@ -37,7 +37,10 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 
 bench: ## run the benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
-	$(GO) test -run '^$$' -bench . -benchtime 300x ./bench
+	$(GO) test -run '^$$' -bench . ./internal/daemon ./cmd/virtuald
+	$(GO) test -run '^$$' -bench BenchmarkAddToLive -benchtime 200x ./internal/addrs
+	$(GO) test -run '^$$' -bench Startup -benchtime 300x ./bench
+	$(GO) test -run '^$$' -bench Inetd -benchtime 20x ./bench
 
 demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 			}()
 		}
 	}
-	os.Exit(m.Run())
+	os.Exit(testbed.RunMain(m))
 }
 
 type variant struct {
@@ -130,10 +130,7 @@ func BenchmarkStartup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	seed := filepath.Join(dir, "virtuald-seed")
-	if out, err := exec.Command("gcc", "-std=gnu89", "-w", "-O2", "-o", seed, "../../shared/seed/virtuald-seed.c").CombinedOutput(); err != nil {
-		b.Fatalf("building the seed from ../shared/seed (the project's sibling folder): %v\n%s", err, out)
-	}
+	seed := buildSeed(b)
 	trueBin, _ := exec.LookPath("true")
 	conf1 := writeConf(b, dir, 1)
 	variants := []*variant{

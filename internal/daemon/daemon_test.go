@@ -33,7 +33,7 @@ func randomConf(rng *rand.Rand) string {
 	return b.String()
 }
 
-func startDaemon(t *testing.T, confs []string) (*Daemon, string) {
+func startDaemon(t testing.TB, confs []string) (*Daemon, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
 	d, err := New(Config{Socket: sock, Confs: confs, Log: zap.NewNop(), Version: "test"})

@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/testbed"
+)
+
+// wrapper is one way of serving the service, behind one inetd port.
+type wrapper struct {
+	name    string
+	entries int
+	port    int
+	lat     []time.Duration
+	wall    time.Duration
+	cpuNs   int64
+	conns   int
+}
+
+// cpuGroup is a cgroup (v1 cpuacct) holding inetd, everything it starts
+// and ipwatchd, so that each variant's CPU per connection counts the
+// wrapper, the service and the daemon's share alike.
+type cpuGroup string
+
+func newCPUGroup(b *testing.B) cpuGroup {
+	dir := filepath.Join("/sys/fs/cgroup/cpuacct", "virtuald-bench-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Fatalf("a cpuacct cgroup is needed to measure CPU per connection: %v", err)
+	}
+	b.Cleanup(func() { os.Remove(dir) })
+	return cpuGroup(dir)
+}
+
+func (g cpuGroup) add(b *testing.B, pid int) {
+	if err := os.WriteFile(filepath.Join(string(g), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (g cpuGroup) usage() int64 {
+	data, _ := os.ReadFile(filepath.Join(string(g), "cpuacct.usage"))
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	return n
+}
+
+// writeConfs writes conf files of n entries whose last eight lines map the
+// benchmark's addresses to their roots (the seed's and a file scan's worst
+// case), in the seed's format so that both programs read the same file.
+func writeConfs(b *testing.B, roots *testbed.Roots, addrs, rootPaths []string, n int) string {
+	var sb strings.Builder
+	for i := 0; i < n-len(addrs); i++ {
+		fmt.Fprintf(&sb, "10.%d.%d.%d /virtual/filler%d\n", i>>16&255, i>>8&255, i&255, i)
+	}
+	for i, a := range addrs {
+		fmt.Fprintf(&sb, "%s %s\n", a, rootPaths[i])
+	}
+	p := filepath.Join(roots.Dir, fmt.Sprintf("conf.%d", n))
+	if err := os.WriteFile(p, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkInetd serves connections through a real inetd in a private
+// network namespace, side by side in one run: the service with no
+// wrapper, the seed's C program, and virtuald with ipwatchd up and down,
+// each at 8 and 10,000 conf entries. Each iteration makes 40 connections
+// (2 at a time, the machine's cores) to every variant in rotating order.
+func BenchmarkInetd(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: namespaces, chroot")
+	}
+	t := b
+	bins := testbed.Binaries(t)
+	seed := buildSeed(b)
+	ns := testbed.NewNetNS(t)
+	roots := testbed.NewRoots(t)
+	logDir := b.TempDir()
+	sl := testbed.NewSyslog(t, logDir)
+	var addrs, rootPaths []string
+	for i := 1; i <= 8; i++ {
+		a := fmt.Sprintf("192.0.2.%d", i)
+		ns.AddAddr(a)
+		addrs = append(addrs, a)
+		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), bins["whoami"]))
+	}
+	confs := map[int]string{}
+	for _, n := range []int{8, 10000} {
+		confs[n] = writeConfs(b, roots, addrs, rootPaths, n)
+	}
+	sock := filepath.Join(logDir, "ipwatchd.sock")
+	group := newCPUGroup(b)
+
+	var wrappers []*wrapper
+	var lines []string
+	add := func(name string, entries int, line string) {
+		w := &wrapper{name: name, entries: entries, port: 7000 + len(wrappers)}
+		wrappers = append(wrappers, w)
+		lines = append(lines, fmt.Sprintf("%d stream tcp nowait root %s", w.port, line))
+	}
+	add("no wrapper", 0, bins["whoami"]+" whoami")
+	for _, n := range []int{8, 10000} {
+		add("seed", n, fmt.Sprintf("%s virtuald-seed %s /bin/whoami", seed, confs[n]))
+		add("virtuald, daemon up", n, fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
+		add("virtuald, daemon down", n, fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock+".absent", confs[n]))
+	}
+	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[10000], "-log-level", "warn")
+	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", lines...))
+	for _, w := range wrappers {
+		ns.WaitListening("tcp", w.port)
+	}
+	group.add(b, daemon.Process.Pid)
+	group.add(b, inetd.Process.Pid)
+	for _, w := range wrappers { // warm the page cache and the daemon
+		if got, err := ns.Ask(addrs[0] + ":" + strconv.Itoa(w.port)); err != nil || !strings.HasPrefix(got, "root=") {
+			b.Fatalf("%s: %q %v", w.name, got, err)
+		}
+	}
+
+	const perRound, parallel = 40, 2
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range wrappers {
+			w := wrappers[(i+j)%len(wrappers)]
+			cpu0, t0 := group.usage(), time.Now()
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			next := make(chan int, perRound)
+			for k := 0; k < perRound; k++ {
+				next <- k
+			}
+			close(next)
+			for p := 0; p < parallel; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := range next {
+						a := addrs[k%len(addrs)]
+						c0 := time.Now()
+						got, err := ns.Ask(a + ":" + strconv.Itoa(w.port))
+						d := time.Since(c0)
+						if err != nil || !strings.HasPrefix(got, "root=") {
+							b.Errorf("%s %s: %q %v", w.name, a, got, err)
+						}
+						mu.Lock()
+						w.lat = append(w.lat, d)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			w.wall += time.Since(t0)
+			w.cpuNs += group.usage() - cpu0
+			w.conns += perRound
+		}
+	}
+	b.StopTimer()
+	report(b, wrappers)
+}
+
+func report(b *testing.B, ws []*wrapper) {
+	seedRate := map[int]float64{}
+	for _, w := range ws {
+		if w.name == "seed" {
+			seedRate[w.entries] = float64(w.conns) / w.wall.Seconds()
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n| variant | entries | conn/s | p50 ms | p99 ms | CPU ms/conn | rate / seed |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, w := range ws {
+		slices.Sort(w.lat)
+		rate := float64(w.conns) / w.wall.Seconds()
+		ratio := "-"
+		if s := seedRate[w.entries]; s > 0 {
+			ratio = fmt.Sprintf("%.2f", rate/s)
+		}
+		entries := "-"
+		if w.entries > 0 {
+			entries = strconv.Itoa(w.entries)
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s |\n", w.name, entries, rate,
+			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6, ratio)
+		key := strings.ReplaceAll(strings.ReplaceAll(w.name, ", ", "-"), " ", "-")
+		if w.entries > 0 {
+			key += "-" + entries
+		}
+		b.ReportMetric(rate, key+"-conn/s")
+	}
+	fmt.Print(sb.String())
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func buildSeed(b *testing.B) string {
+	seed := filepath.Join(b.TempDir(), "virtuald-seed")
+	if out, err := exec.Command("gcc", "-std=gnu89", "-w", "-O2", "-o", seed, "../../shared/seed/virtuald-seed.c").CombinedOutput(); err != nil {
+		b.Fatalf("building the seed from ../shared/seed (the project's sibling folder): %v\n%s", err, out)
+	}
+	os.Chmod(filepath.Dir(seed), 0o755)
+	return seed
+}
