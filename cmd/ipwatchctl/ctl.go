@@ -321,4 +321,3 @@ func check(paths []string, out io.Writer) int {
 	}
 	return status
 }
-
