@@ -293,10 +293,16 @@ func TestConfReplacedByRename(t *testing.T) {
 }
 
 // An address removed from its interface turns its entry absent; re-added,
-// live; an address with no entry is reported unmapped.
+// live; an address with no entry is reported unmapped; an entry whose root
+// breaks a rule is invalid, with the reason.
 func TestAddressStates(t *testing.T) {
 	w := newWorld(t, 3)
 	w.ns.AddAddr("198.51.100.99")
+	bad := w.roots.Root("world-writable", "")
+	os.Chmod(bad, 0o777)
+	f, _ := os.OpenFile(w.conf, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("203.0.113.1 " + bad + "\n")
+	f.Close()
 	w.startDaemon()
 	a := w.addrs[0]
 	waitState := func(want string) {
@@ -329,6 +335,9 @@ func TestAddressStates(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("198.51.100.99 is not reported unmapped: %+v", st.Unmapped)
+	}
+	if e := w.entry(st, "203.0.113.1"); e == nil || e.State != ipc.StateInvalid || !strings.Contains(e.Reason, "is writable by group or others (mode 0777)") {
+		t.Errorf("the world-writable root: %+v, want invalid with the reason", e)
 	}
 }
 

@@ -109,7 +109,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	task("addresses", d.tracker.Run)
 	task("watcher", d.watch.run)
-	d.ReloadAll()
+	d.loadAll()
 	task("loader", d.loader)
 	select {
 	case <-d.tracker.Ready():
@@ -199,10 +199,14 @@ func (d *Daemon) loadOne(c *confFile) {
 // telling systemd around it.
 func (d *Daemon) ReloadAll() {
 	sdnotify.Notify(sdnotify.Reloading())
+	d.loadAll()
+	sdnotify.Notify("READY=1")
+}
+
+func (d *Daemon) loadAll() {
 	for _, c := range d.confs.all() {
 		d.loadOne(c)
 	}
-	sdnotify.Notify("READY=1")
 }
 
 func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {

@@ -186,3 +186,32 @@ func TestStaleAndUnknown(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A file that cannot be loaded any more keeps its last good copy, and the
+// status says why; once fixed, it loads again.
+func TestLastGoodCopyKept(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "conf")
+	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	d, _ := startDaemon(t, []string{p})
+	d.ReloadAll()
+	first := d.confStatuses(false)[0]
+	if first.Generation == 0 || first.Error != "" {
+		t.Fatalf("first load: %+v", first)
+	}
+	os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644)
+	d.ReloadAll()
+	broken := d.confStatuses(false)[0]
+	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
+		t.Fatalf("after a broken write: %+v, want generation %d kept and the reason", broken, first.Generation)
+	}
+	if s := d.confs.get(p).cur.Load(); s.file.Entries[0].Root != "/a" {
+		t.Fatalf("the last good copy was not kept: %s", s.file.Entries[0])
+	}
+	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
+	d.ReloadAll()
+	fixed := d.confStatuses(false)[0]
+	if fixed.Generation <= first.Generation || fixed.Error != "" {
+		t.Fatalf("after the fix: %+v", fixed)
+	}
+}
