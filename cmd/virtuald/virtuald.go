@@ -131,19 +131,21 @@ func run(args, env []string) int {
 	if err := t.Root.Enter(); err != nil {
 		return refuseConn(err.Error())
 	}
-	t.Root.Close()
 	if t.Cred != nil {
 		if err := creds.Drop(t.Cred); err != nil {
 			return refuseConn("dropping credentials: " + err.Error())
 		}
 	}
-	path, err := service.LookPath(program, env)
+	// The root's descriptor stays open (close-on-exec) to resolve the
+	// program inside it.
+	root := service.In(t.Root.Fd())
+	path, err := root.LookPath(program, env)
 	if err != nil {
 		return refuseConn(err.Error())
 	}
 	line.add("program", path)
 	severity := syslog.Info
-	if libs := service.MissingLibraries(path, env); libs != "" {
+	if libs := root.MissingLibraries(path, env); libs != "" {
 		line.add("warning", "shared libraries missing inside the root: "+libs)
 		severity = syslog.Warning
 	}
@@ -156,7 +158,7 @@ func run(args, env []string) int {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return refuseConn("close_range: " + err.Error())
 	}
-	err = service.Exec(path, argv, env)
+	err = root.Exec(path, argv, env)
 	line.b.Reset()
 	line.add("local", c.Local.String())
 	line.add("conf", confPath)

@@ -134,6 +134,10 @@ func errnoOf(err error) unix.Errno {
 	return errno
 }
 
+// Fd is the directory's descriptor (O_PATH, close-on-exec), for resolving
+// paths inside the root.
+func (d *Dir) Fd() int { return d.fd }
+
 // Close releases the directory.
 func (d *Dir) Close() error { return unix.Close(d.fd) }
 

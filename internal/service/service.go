@@ -1,7 +1,11 @@
-// Package service finds and starts the real service program inside the
-// current root, and explains in words a person can act on why it could not.
+// Package service finds the real service program inside a root, starts it,
+// and explains in words a person can act on why it could not.
 //
-// It runs after the chroot, so every path it looks at is inside the root.
+// Every path is resolved inside the root, relative to the root's
+// descriptor with openat2(RESOLVE_IN_ROOT): exactly as the service will see
+// it after the chroot, symbolic links included, whether virtuald has
+// already entered the root (per-connection mode) or starts the service
+// into it (accept mode).
 package service
 
 import (
@@ -18,10 +22,58 @@ import (
 // defaultPath is what execvp(3) searches when PATH is unset.
 const defaultPath = "/bin:/usr/bin"
 
+// Root is a root directory, seen from inside.
+type Root struct{ fd int }
+
+// In returns the root whose directory descriptor is fd (owned by the caller).
+func In(fd int) Root { return Root{fd: fd} }
+
+// open opens p inside the root. flags is O_PATH or O_RDONLY; openat2,
+// stricter than openat, refuses O_NOCTTY beside O_PATH.
+func (r Root) open(p string, flags uint64) (int, error) {
+	if flags != unix.O_PATH {
+		flags |= unix.O_NOCTTY
+	}
+	return unix.Openat2(r.fd, p, &unix.OpenHow{
+		Flags:   flags | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+}
+
+func (r Root) stat(p string, st *unix.Stat_t) error {
+	fd, err := r.open(p, unix.O_PATH)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fstat(fd, st)
+}
+
+// Exists reports whether p exists inside the root.
+func (r Root) Exists(p string) bool {
+	var st unix.Stat_t
+	return r.stat(p, &st) == nil
+}
+
+// ReadFile reads at most limit bytes of p inside the root.
+func (r Root) ReadFile(p string, limit int) ([]byte, error) {
+	fd, err := r.open(p, unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, limit)
+	n, err := fileAt(fd).ReadAt(b, 0)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
 // LookPath finds program as execvp(3) would: a name with a slash is used as
 // it is, any other name is searched for in the PATH of env. It returns the
 // first candidate that is an executable regular file.
-func LookPath(program string, env []string) (string, error) {
+func (r Root) LookPath(program string, env []string) (string, error) {
 	if program == "" {
 		return "", errors.New("the program name is empty")
 	}
@@ -39,7 +91,7 @@ func LookPath(program string, env []string) (string, error) {
 		}
 		p := dir + "/" + program
 		var st unix.Stat_t
-		if unix.Stat(p, &st) != nil {
+		if r.stat(p, &st) != nil {
 			continue
 		}
 		if first == "" {
@@ -50,25 +102,26 @@ func LookPath(program string, env []string) (string, error) {
 		}
 	}
 	if first != "" {
-		// Exists but is not executable: let Exec explain it.
+		// Exists but is not executable: let Explain say so.
 		return first, nil
 	}
 	return "", fmt.Errorf("%s is not in PATH (%s) inside the root", program, pathEnv)
 }
 
-// Exec replaces the process with the program at path. It returns only when
-// the exec failed, with the reason in words.
-func Exec(path string, argv, env []string) error {
+// Exec replaces the process, which must already be inside the root, with
+// the program at path. It returns only when the exec failed, with the
+// reason in words.
+func (r Root) Exec(path string, argv, env []string) error {
 	err := syscall.Exec(path, argv, env)
-	return Explain(path, err, env)
+	return r.Explain(path, err, env)
 }
 
 // Explain says why exec of path failed with err.
-func Explain(path string, err error, env []string) error {
+func (r Root) Explain(path string, err error, env []string) error {
 	var errno syscall.Errno
 	errors.As(err, &errno)
 	var st unix.Stat_t
-	if e := unix.Stat(path, &st); e != nil {
+	if e := r.stat(path, &st); e != nil {
 		if errno == syscall.ENOENT {
 			return fmt.Errorf("%s does not exist inside the root", path)
 		}
@@ -86,7 +139,7 @@ func Explain(path string, err error, env []string) error {
 	case errno == syscall.ENOEXEC:
 		return fmt.Errorf("%s is not a program this machine can run (wrong architecture, or a script without #!)", path)
 	case errno == syscall.ENOENT:
-		if why := missingDeps(path, env); why != "" {
+		if why := r.missingDeps(path, env); why != "" {
 			return fmt.Errorf("%s exists but %s", path, why)
 		}
 	}
@@ -98,37 +151,32 @@ func Explain(path string, err error, env []string) error {
 // missing or path is not a dynamic ELF program). The loader would report
 // them on the service's stderr, which under inetd is the client's socket,
 // and virtuald's log would say nothing.
-func MissingLibraries(path string, env []string) string {
-	info := readELF(path)
+func (r Root) MissingLibraries(path string, env []string) string {
+	info := r.readELF(path)
 	if info == nil {
 		return ""
 	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
-	_, libs := info.Missing(rootFS{}, path, ld)
+	_, libs := info.Missing(r, path, ld)
 	return strings.Join(libs, ", ")
 }
 
 // missingDeps explains an ENOENT from execve for a file that exists: its
 // #! interpreter, or its ELF interpreter, is missing inside the root.
-func missingDeps(path string, env []string) string {
-	head := make([]byte, 256)
-	if b, err := (rootFS{}).ReadFile(path, len(head)); err == nil {
-		head = b
-	}
-	if strings.HasPrefix(string(head), "#!") {
+func (r Root) missingDeps(path string, env []string) string {
+	if head, err := r.ReadFile(path, 256); err == nil && strings.HasPrefix(string(head), "#!") {
 		line, _, _ := strings.Cut(string(head[2:]), "\n")
-		fields := strings.Fields(line)
-		if len(fields) > 0 {
+		if fields := strings.Fields(line); len(fields) > 0 {
 			return fmt.Sprintf("its script interpreter %s is missing inside the root", fields[0])
 		}
 		return ""
 	}
-	info := readELF(path)
+	info := r.readELF(path)
 	if info == nil {
 		return ""
 	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
-	interp, libs := info.Missing(rootFS{}, path, ld)
+	interp, libs := info.Missing(r, path, ld)
 	var parts []string
 	if interp != "" {
 		parts = append(parts, "its ELF interpreter "+interp+" is missing inside the root")
@@ -142,8 +190,8 @@ func missingDeps(path string, env []string) string {
 	return strings.Join(parts, "; ") + " (copy them into the root: ldd lists what it needs)"
 }
 
-func readELF(path string) *elfdeps.Info {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+func (r Root) readELF(path string) *elfdeps.Info {
+	fd, err := r.open(path, unix.O_RDONLY)
 	if err != nil {
 		return nil
 	}
@@ -176,29 +224,6 @@ func (f fileAt) ReadAt(b []byte, off int64) (int, error) {
 		n += m
 	}
 	return n, nil
-}
-
-// rootFS is the file system as this process sees it: after the chroot, the
-// root's.
-type rootFS struct{}
-
-func (rootFS) Exists(p string) bool {
-	var st unix.Stat_t
-	return unix.Stat(p, &st) == nil
-}
-
-func (rootFS) ReadFile(p string, limit int) ([]byte, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	b := make([]byte, limit)
-	n, err := fileAt(fd).ReadAt(b, 0)
-	if err != nil && err != io.EOF {
-		return nil, err
-	}
-	return b[:n], nil
 }
 
 func getenv(env []string, key string) (string, bool) {

@@ -1,0 +1,76 @@
+package service
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func openRoot(t *testing.T, dir string) Root {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return In(fd)
+}
+
+// The host's own root holds everything /bin/true needs: nothing is
+// reported missing, and PATH lookup finds it.
+func TestCompleteRoot(t *testing.T) {
+	r := openRoot(t, "/")
+	env := []string{"PATH=/nonexistent:/usr/bin:/bin"}
+	p, err := r.LookPath("true", env)
+	if err != nil || !strings.HasSuffix(p, "/true") {
+		t.Fatalf("LookPath: %q, %v", p, err)
+	}
+	if libs := r.MissingLibraries(p, env); libs != "" {
+		t.Fatalf("libraries reported missing on the host: %s", libs)
+	}
+}
+
+// A root holding only a copy of a dynamic program: its loader and
+// libraries are reported, and paths resolve inside the root, not on the
+// host (an absolute symbolic link inside the root stays inside).
+func TestBareRoot(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin/prog"), data, 0o755)
+	os.WriteFile(filepath.Join(dir, "bin/plain"), data, 0o644)
+	os.Symlink("/bin/true", filepath.Join(dir, "bin/link")) // would be the host's /bin/true outside the root
+	r := openRoot(t, dir)
+	env := []string{"PATH=/bin"}
+	if libs := r.MissingLibraries("/bin/prog", env); !strings.Contains(libs, "libc.so.6") {
+		t.Fatalf("missing libraries: %q, want libc.so.6", libs)
+	}
+	if r.Exists("/bin/link") {
+		t.Fatal("an absolute link was followed out of the root")
+	}
+	tests := []struct {
+		path  string
+		errno syscall.Errno
+		want  string
+	}{
+		{"/bin/prog", syscall.ENOENT, "/bin/prog exists but its ELF interpreter"},
+		{"/bin/plain", syscall.EACCES, "/bin/plain is not executable (mode 0644)"},
+		{"/bin/none", syscall.ENOENT, "/bin/none does not exist inside the root"},
+		{"/bin", syscall.EACCES, "/bin is a directory, not a program"},
+	}
+	for _, tt := range tests {
+		if got := r.Explain(tt.path, tt.errno, env).Error(); !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %q, want %q", tt.path, got, tt.want)
+		}
+	}
+	if _, err := r.LookPath("missing", env); err == nil || !strings.Contains(err.Error(), "is not in PATH (/bin) inside the root") {
+		t.Errorf("LookPath of a missing program: %v", err)
+	}
+}
