@@ -9,4 +9,7 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require go.uber.org/multierr v1.10.0 // indirect
+require (
+	github.com/cilium/ebpf v0.22.0 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)

@@ -24,7 +24,7 @@ const (
 	exitUsage   = 2
 )
 
-const usage = "usage: virtuald [-socket PATH] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0)"
+const usage = "usage: virtuald [-socket PATH] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] CONF PROGRAM [ARG...] (with a listening socket)"
 
 // daemonTimeout bounds the whole exchange with ipwatchd (connect, request,
 // reply). Past it virtuald reads the file itself: a slow daemon costs a
@@ -37,21 +37,23 @@ const peekTimeout = 5 * time.Second
 
 // connLog accumulates the fields of the one log line a connection gets.
 type connLog struct {
-	b strings.Builder
+	b []byte
 }
 
 func (l *connLog) add(key, value string) {
-	if l.b.Len() > 0 {
-		l.b.WriteByte(' ')
+	if len(l.b) > 0 {
+		l.b = append(l.b, ' ')
 	}
-	l.b.WriteString(key)
-	l.b.WriteByte('=')
+	l.b = append(l.b, key...)
+	l.b = append(l.b, '=')
 	if value == "" || strings.ContainsAny(value, " \"=\\") || !isPrintable(value) {
-		l.b.WriteString(strconv.Quote(value))
+		l.b = strconv.AppendQuote(l.b, value)
 	} else {
-		l.b.WriteString(value)
+		l.b = append(l.b, value...)
 	}
 }
+
+func (l *connLog) String() string { return string(l.b) }
 
 func isPrintable(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -62,35 +64,138 @@ func isPrintable(s string) bool {
 	return true
 }
 
+// options are virtuald's flags. Only these start with '-': the conf path
+// comes next, as in the seed's inetd lines.
+type options struct {
+	socket      string
+	accept      bool
+	maxChildren int
+	maxPerEntry int
+}
+
+func parseOptions(args []string) (options, []string, error) {
+	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry}
+	rest := args[1:]
+	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
+		name = strings.TrimPrefix(name, "-")
+		rest = rest[1:]
+		if name == "" { // "--" ends the options
+			break
+		}
+		if name == "accept" {
+			o.accept = true
+			continue
+		}
+		if !hasValue {
+			if len(rest) == 0 {
+				return o, nil, fmt.Errorf("-%s needs a value", name)
+			}
+			value, rest = rest[0], rest[1:]
+		}
+		var n int
+		var err error
+		switch name {
+		case "socket":
+			o.socket = value
+			continue
+		case "max-children":
+			n, err = strconv.Atoi(value)
+			o.maxChildren = n
+		case "max-per-entry":
+			n, err = strconv.Atoi(value)
+			o.maxPerEntry = n
+		default:
+			return o, nil, fmt.Errorf("unknown option -%s", name)
+		}
+		if err != nil || n < 1 {
+			return o, nil, fmt.Errorf("-%s takes a positive number", name)
+		}
+	}
+	return o, append([]string{args[0]}, rest...), nil
+}
+
 func run(args, env []string) int {
 	log := syslog.Open("virtuald")
 	defer log.Close()
-	socketFlag, args, ok := socketOption(args)
-	if !ok || len(args) < 3 || args[1] == "" || args[2] == "" {
+	o, args, err := parseOptions(args)
+	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
+		if err != nil {
+			log.Log(syslog.Err, err.Error())
+		}
 		log.Log(syslog.Err, usage)
 		return exitUsage
 	}
-	confPath, program, argv := args[1], args[2], args[2:]
+	if o.accept {
+		return acceptMode(log, o, args[1], args[2], args[2:], env)
+	}
+	return perConnection(log, o, args[1], args[2], args[2:], env)
+}
 
-	var line connLog
-	refuse := func(reason string) int {
+// decision is what virtuald resolved for one connection: the checked root
+// and credentials, and the log line so far.
+type decision struct {
+	line   connLog
+	target *conf.Target
+	entry  *conf.Entry
+}
+
+// decide resolves the connection's local address to an entry, daemon
+// first, and checks the entry's root and credentials. A non-nil error is
+// the reason to refuse the connection; the log line is filled in either way.
+func decide(c socket.Conn, socketPath, confPath string) (*decision, error) {
+	d := &decision{}
+	d.line.add("local", c.Local.String())
+	if c.Remote.IsValid() {
+		d.line.add("remote", c.Remote.String())
+	}
+	d.line.add("conf", confPath)
+	m, via, why, err := resolve(socketPath, confPath, c.Local.Addr())
+	if m.Entry != nil {
+		d.entry = m.Entry
+		d.line.add("line", strconv.Itoa(m.Entry.Line))
+		d.line.add("rule", m.Rule.String())
+		d.line.add("root", m.Entry.Root)
+	}
+	d.line.add("via", via)
+	if why != "" {
+		d.line.add("daemon", why)
+	}
+	switch {
+	case err != nil:
+		return d, err
+	case m.Err != nil:
+		return d, m.Err
+	}
+	t, err := m.Entry.Resolve()
+	if err != nil {
+		return d, fmt.Errorf("%s:%d: entry %s is invalid: %v", confPath, m.Entry.Line, m.Entry.Key, err)
+	}
+	if t.Cred != nil {
+		d.line.add("user", t.Cred.Name)
+	}
+	d.target = t
+	return d, nil
+}
+
+// perConnection is the seed's mode: inetd started virtuald for one
+// connection on fd 0; virtuald enters the root and becomes the service.
+func perConnection(log *syslog.Logger, o options, confPath, program string, argv, env []string) int {
+	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
-		log.Log(syslog.Err, line.b.String())
+		log.Log(syslog.Err, line.String())
 		return exitRefused
 	}
-
 	c, err := socket.Inspect(0, peekTimeout)
 	if err != nil {
+		var line connLog
 		line.add("conf", confPath)
-		refuse(err.Error())
+		refuse(&line, err.Error())
 		return exitUsage
 	}
-	line.add("local", c.Local.String())
-	if c.Remote.IsValid() {
-		line.add("remote", c.Remote.String())
-	}
-	line.add("conf", confPath)
+	d, err := decide(c, ipc.SocketPath(o.socket), confPath)
+	line := &d.line
 	// A refused datagram is consumed, or inetd would start virtuald for
 	// it again and again.
 	refuseConn := func(reason string) int {
@@ -98,36 +203,12 @@ func run(args, env []string) int {
 			var b [1]byte
 			unix.Recvfrom(0, b[:], unix.MSG_DONTWAIT)
 		}
-		return refuse(reason)
-	}
-
-	m, via, why, err := resolve(ipc.SocketPath(socketFlag), confPath, c.Local.Addr())
-	addVia := func() {
-		line.add("via", via)
-		if why != "" {
-			line.add("daemon", why)
-		}
+		return refuse(line, reason)
 	}
 	if err != nil {
-		addVia()
 		return refuseConn(err.Error())
 	}
-	if m.Entry != nil {
-		line.add("line", strconv.Itoa(m.Entry.Line))
-		line.add("rule", m.Rule.String())
-		line.add("root", m.Entry.Root)
-	}
-	addVia()
-	if m.Err != nil {
-		return refuseConn(m.Err.Error())
-	}
-	t, err := m.Entry.Resolve()
-	if err != nil {
-		return refuseConn(fmt.Sprintf("%s:%d: entry %s is invalid: %v", confPath, m.Entry.Line, m.Entry.Key, err))
-	}
-	if t.Cred != nil {
-		line.add("user", t.Cred.Name)
-	}
+	t := d.target
 	if err := t.Root.Enter(); err != nil {
 		return refuseConn(err.Error())
 	}
@@ -150,7 +231,7 @@ func run(args, env []string) int {
 		severity = syslog.Warning
 	}
 	line.add("outcome", "exec")
-	log.Log(severity, line.b.String())
+	log.Log(severity, line.String())
 
 	// Descriptors inherited from the super-server must not reach the
 	// service; marking them close-on-exec (rather than closing them) keeps
@@ -159,32 +240,13 @@ func run(args, env []string) int {
 		return refuseConn("close_range: " + err.Error())
 	}
 	err = root.Exec(path, argv, env)
-	line.b.Reset()
-	line.add("local", c.Local.String())
-	line.add("conf", confPath)
-	line.add("root", m.Entry.Root)
-	line.add("program", path)
+	var failed connLog
+	failed.add("local", c.Local.String())
+	failed.add("conf", confPath)
+	failed.add("root", d.entry.Root)
+	failed.add("program", path)
+	line = &failed
 	return refuseConn("exec failed: " + err.Error())
-}
-
-// socketOption takes "-socket PATH" or "-socket=PATH" off the front of the
-// arguments. Nothing else is an option: the conf path comes next, as in
-// the seed's inetd lines.
-func socketOption(args []string) (path string, rest []string, ok bool) {
-	if len(args) < 2 {
-		return "", args, true
-	}
-	switch a := args[1]; {
-	case a == "-socket" || a == "--socket":
-		if len(args) < 3 {
-			return "", args, false
-		}
-		return args[2], append([]string{args[0]}, args[3:]...), true
-	case strings.HasPrefix(a, "-socket=") || strings.HasPrefix(a, "--socket="):
-		_, v, _ := strings.Cut(a, "=")
-		return v, append([]string{args[0]}, args[2:]...), true
-	}
-	return "", args, true
 }
 
 // resolve asks ipwatchd, and reads the conf file itself when the daemon is

@@ -124,8 +124,13 @@ func Drop(c *Cred) error {
 			return fmt.Errorf("setuid %d: %w", c.UID, err)
 		}
 	}
-	// no_new_privs is a per-thread attribute and exec may run on any
-	// of the runtime's threads, so it is set on all of them.
+	return NoNewPrivs()
+}
+
+// NoNewPrivs sets no_new_privs, which every later exec and child inherits.
+// It is a per-thread attribute and exec may run on any of the runtime's
+// threads, so it is set on all of them.
+func NoNewPrivs() error {
 	if _, _, errno := syscall.AllThreadsSyscall6(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
 		return fmt.Errorf("no_new_privs: %w", errno)
 	}

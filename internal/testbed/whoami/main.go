@@ -4,7 +4,9 @@
 // no_new_privs is set, and which descriptors it inherited. It is built
 // static so that it runs in a root that holds nothing else.
 //
-// On a stream socket it writes one line and exits. On a datagram socket
+// On a stream socket it writes one line and exits, or, in a root holding
+// /HOLD, waits for the client to close first (to keep a connection busy in
+// the tests of concurrency limits). On a datagram socket
 // (inetd "dgram udp wait") it receives one datagram and answers it from the
 // address it was sent to.
 package main
@@ -40,6 +42,14 @@ func main() {
 		os.Exit(answerDatagram())
 	}
 	unix.Write(1, []byte(report()))
+	if _, err := os.Stat("/HOLD"); err == nil {
+		b := make([]byte, 512)
+		for {
+			if n, err := unix.Read(0, b); n <= 0 || err != nil {
+				return
+			}
+		}
+	}
 }
 
 func report() string {

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/creds"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/service"
+	"github.com/virtuald/virtuald/internal/socket"
+	"github.com/virtuald/virtuald/internal/syslog"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of the accept-mode limits: enough for a busy host, few enough
+// that a flood of connections cannot fork the host to death, and a single
+// customer cannot take every slot.
+const (
+	defaultMaxChildren = 512
+	defaultMaxPerEntry = 64
+)
+
+// acceptor is "virtuald -accept": started once with listening sockets, it
+// accepts each connection and starts the service for it directly inside
+// the resolved root, with the entry's credentials: one fork and one exec
+// per connection, where inetd's nowait costs a fork and two execs.
+type acceptor struct {
+	log        *syslog.Logger
+	opts       options
+	socketPath string
+	confPath   string
+	program    string
+	argv, env  []string
+
+	mu       sync.Mutex
+	children map[int]*child
+	perEntry map[string]int // running services per entry (conf path and key)
+	slots    int            // connections accepted and not yet finished
+	stopping bool
+	idle     chan struct{} // closed when stopping and nothing runs
+}
+
+// child is one running service.
+type child struct {
+	start time.Time
+	entry string
+	line  connLog
+}
+
+// listeners returns the listening sockets: those systemd passed
+// (LISTEN_FDS, for this pid) or else fd 0, as inetd's "wait" passes it.
+func listeners() ([]int, error) {
+	if pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID")); pid == os.Getpid() {
+		n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+		var fds []int
+		for fd := 3; fd < 3+n; fd++ {
+			fds = append(fds, fd)
+		}
+		if len(fds) > 0 {
+			return fds, checkListening(fds)
+		}
+	}
+	return []int{0}, checkListening([]int{0})
+}
+
+func checkListening(fds []int) error {
+	for _, fd := range fds {
+		if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
+			return &os.SyscallError{Syscall: "fd " + strconv.Itoa(fd) + " is not a listening socket (use inetd's \"wait\", or systemd's Accept=no)", Err: unix.ENOTSOCK}
+		}
+	}
+	return nil
+}
+
+func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, env []string) int {
+	fds, err := listeners()
+	if err != nil {
+		log.Log(syslog.Err, "accept mode: "+err.Error())
+		return exitUsage
+	}
+	// Nothing inherited may reach a service, and the listening sockets
+	// stay ours: every descriptor from 3 up is closed on exec.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Log(syslog.Err, "accept mode: close_range: "+err.Error())
+		return exitRefused
+	}
+	// Services inherit no_new_privs from this process: none can gain
+	// privileges through a setuid program inside its root.
+	if err := creds.NoNewPrivs(); err != nil {
+		log.Log(syslog.Err, "accept mode: "+err.Error())
+		return exitRefused
+	}
+	a := &acceptor{
+		log: log, opts: o, socketPath: ipc.SocketPath(o.socket), confPath: confPath,
+		program: program, argv: argv, env: withoutListenVars(env),
+		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
+	wake, stop := make([]int, 2), false
+	if err := unix.Pipe2(wake, unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		log.Log(syslog.Err, "accept mode: pipe: "+err.Error())
+		return exitRefused
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.acceptLoop(fds, wake[0])
+	}()
+	log.Log(syslog.Info, "accept mode: serving "+strconv.Itoa(len(fds))+" listening socket(s); max-children="+
+		strconv.Itoa(o.maxChildren)+" max-per-entry="+strconv.Itoa(o.maxPerEntry))
+	for {
+		select {
+		case s := <-sigs:
+			if s == unix.SIGCHLD {
+				a.reap()
+				continue
+			}
+			if !stop {
+				stop = true
+				unix.Write(wake[1], []byte{0})
+				a.mu.Lock()
+				a.stopping = true
+				n := len(a.children)
+				a.checkIdle()
+				a.mu.Unlock()
+				log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting for "+strconv.Itoa(n)+" running service(s)")
+			}
+		case <-a.idle:
+			<-done
+			log.Log(syslog.Info, "accept mode: stopped")
+			return 0
+		}
+	}
+}
+
+// acceptLoop waits for connections on every listening socket (and for the
+// wake pipe that says stop) and hands each to serve. It never changes the
+// listening sockets' flags: inetd or systemd share them.
+func (a *acceptor) acceptLoop(fds []int, wake int) {
+	pfds := make([]unix.PollFd, 0, len(fds)+1)
+	for _, fd := range fds {
+		pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	pfds = append(pfds, unix.PollFd{Fd: int32(wake), Events: unix.POLLIN})
+	for {
+		if _, err := unix.Poll(pfds, -1); err != nil && err != unix.EINTR {
+			a.log.Log(syslog.Err, "accept mode: poll: "+err.Error())
+			return
+		}
+		if pfds[len(pfds)-1].Revents != 0 {
+			return
+		}
+		for _, p := range pfds[:len(fds)] {
+			if p.Revents == 0 {
+				continue
+			}
+			conn, _, err := unix.Accept4(int(p.Fd), unix.SOCK_CLOEXEC)
+			if err != nil {
+				if err != unix.EINTR && err != unix.EAGAIN && err != unix.ECONNABORTED {
+					a.log.Log(syslog.Err, "accept mode: accept: "+err.Error())
+					time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
+				}
+				continue
+			}
+			a.mu.Lock()
+			full := a.slots >= a.opts.maxChildren
+			if !full {
+				a.slots++
+			}
+			a.mu.Unlock()
+			if full {
+				a.refuse(conn, nil, "too many connections at once (-max-children "+strconv.Itoa(a.opts.maxChildren)+")")
+				continue
+			}
+			go a.serve(conn)
+		}
+	}
+}
+
+// refuse closes the connection at once, without a byte, and logs why.
+func (a *acceptor) refuse(conn int, line *connLog, reason string) {
+	unix.Close(conn)
+	if line == nil {
+		line = &connLog{}
+		line.add("conf", a.confPath)
+	}
+	line.add("outcome", "refused")
+	line.add("reason", reason)
+	a.log.Log(syslog.Err, line.String())
+}
+
+func (a *acceptor) release() {
+	a.mu.Lock()
+	a.slots--
+	a.checkIdle()
+	a.mu.Unlock()
+}
+
+// checkIdle closes idle when stopping with nothing left; a.mu is held.
+func (a *acceptor) checkIdle() {
+	if a.stopping && a.slots == 0 {
+		select {
+		case <-a.idle:
+		default:
+			close(a.idle)
+		}
+	}
+}
+
+// serve resolves one connection and starts its service, with the same
+// resolution, checks and log line as the per-connection mode.
+func (a *acceptor) serve(conn int) {
+	c, err := socket.Inspect(conn, 0)
+	if err != nil {
+		a.refuse(conn, nil, err.Error())
+		a.release()
+		return
+	}
+	d, err := decide(c, a.socketPath, a.confPath)
+	if err != nil {
+		a.refuse(conn, &d.line, err.Error())
+		a.release()
+		return
+	}
+	t := d.target
+	defer t.Root.Close()
+	root := service.In(t.Root.Fd())
+	path, err := root.LookPath(a.program, a.env)
+	if err != nil {
+		a.refuse(conn, &d.line, err.Error())
+		a.release()
+		return
+	}
+	d.line.add("program", path)
+	if libs := root.MissingLibraries(path, a.env); libs != "" {
+		d.line.add("warning", "shared libraries missing inside the root: "+libs)
+	}
+	key := a.confPath + "\x00" + d.entry.Key
+	sys := &syscall.SysProcAttr{
+		// The root is entered through the descriptor that was checked,
+		// never through its path again: /proc/self/fd/N in the child
+		// names the very directory Open checked.
+		Chroot: "/proc/self/fd/" + strconv.Itoa(t.Root.Fd()),
+		Setsid: true,
+	}
+	if t.Cred != nil {
+		sys.Credential = &syscall.Credential{Uid: t.Cred.UID, Gid: t.Cred.GID, Groups: []uint32{}}
+		if !t.Cred.SetUID {
+			sys.Credential.Uid = uint32(os.Getuid())
+		}
+	}
+	a.mu.Lock()
+	if a.perEntry[key] >= a.opts.maxPerEntry {
+		a.mu.Unlock()
+		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.maxPerEntry)+")")
+		a.release()
+		return
+	}
+	// Holding the lock across the fork means the reaper, which takes it
+	// for every child it reaps, cannot miss a child that exits at once.
+	pid, err := syscall.ForkExec(path, a.argv, &syscall.ProcAttr{
+		Dir: "/", Env: a.env, Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(conn)}, Sys: sys,
+	})
+	if err == nil {
+		a.perEntry[key]++
+		a.children[pid] = &child{start: time.Now(), entry: key, line: d.line}
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.refuse(conn, &d.line, "exec failed: "+root.Explain(path, err, a.env).Error())
+		a.release()
+		return
+	}
+	unix.Close(conn)
+}
+
+// reap collects every exited service and logs its line: the fields of the
+// decision, the pid, the exit status and how long it ran.
+func (a *acceptor) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+		a.mu.Lock()
+		ch := a.children[pid]
+		if ch != nil {
+			delete(a.children, pid)
+			if a.perEntry[ch.entry]--; a.perEntry[ch.entry] == 0 {
+				delete(a.perEntry, ch.entry)
+			}
+		}
+		a.mu.Unlock()
+		if ch == nil {
+			continue
+		}
+		ch.line.add("pid", strconv.Itoa(pid))
+		switch {
+		case ws.Exited():
+			ch.line.add("outcome", "exited")
+			ch.line.add("status", strconv.Itoa(ws.ExitStatus()))
+		case ws.Signaled():
+			ch.line.add("outcome", "killed")
+			ch.line.add("signal", ws.Signal().String())
+		}
+		ch.line.add("duration", time.Since(ch.start).Round(time.Microsecond).String())
+		sev := syslog.Info
+		if !ws.Exited() || ws.ExitStatus() != 0 {
+			sev = syslog.Warning
+		}
+		a.log.Log(sev, ch.line.String())
+		a.release()
+	}
+}
+
+// withoutListenVars drops systemd's socket-passing variables: the services
+// must not believe the listening sockets are theirs.
+func withoutListenVars(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LISTEN_PID=") && !strings.HasPrefix(kv, "LISTEN_FDS=") && !strings.HasPrefix(kv, "LISTEN_FDNAMES=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Accept mode under inetd's "wait": every address from its own root with
+// its entry's credentials, the hostile roots refused, one line per
+// connection with the service's exit status and duration.
+func TestAcceptInetd(t *testing.T) {
+	w := newWorld(t)
+	line := func(proto string) string {
+		return "7300 stream " + proto + " wait root " + w.bin["virtuald"] + " virtuald -accept " + w.conf + " " + whoami
+	}
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf", line("tcp"), line("tcp6")))
+	w.ns.WaitListening("tcp", 7300)
+	n := w.checkServed(t, 7300, 40, nil)
+	t.Logf("%d connections through inetd to virtuald -accept", n)
+	w.checkHostile(t, 7300)
+	if l, ok := w.log.WaitFor(5*time.Second, "local=192.0.2.16:7300", "outcome=exited", "status=0", "duration="); !ok || !strings.Contains(l, "user=2001(2001:2002)") {
+		t.Errorf("no exit line with status, duration and user for 192.0.2.16: %q", l)
+	}
+}
+
+// Accept mode under systemd's socket passing (Accept=no): the listening
+// socket arrives as fd 3 with LISTEN_FDS.
+func TestAcceptSystemd(t *testing.T) {
+	w := newWorld(t)
+	w.ns.Start(w.log, "systemd-socket-activate", "-l", "7301", w.bin["virtuald"], "-accept", w.conf, whoami)
+	w.ns.WaitListening("tcp", 7301)
+	n := w.checkServed(t, 7301, 20, nil)
+	t.Logf("%d connections through systemd-socket-activate to virtuald -accept", n)
+	w.checkHostile(t, 7301)
+	// The service must not see systemd's variables (checked through the
+	// log line: the environment reaches the service unchanged otherwise).
+	if _, ok := w.log.WaitFor(5*time.Second, "serving 1 listening socket(s)"); !ok {
+		t.Errorf("virtuald did not take the socket systemd passed; log ends:\n%s", w.log.Tail(5))
+	}
+}
+
+// holdRoots makes roots whose service keeps the connection until the
+// client closes it.
+func holdRoot(w *world, name string) string {
+	r := w.roots.Root(name, w.bin["whoami"])
+	os.WriteFile(filepath.Join(r, "HOLD"), nil, 0o644)
+	return r
+}
+
+// openHeld connects and reads the service's line, leaving the connection
+// open; it returns nil when the connection was refused (closed, no byte).
+func openHeld(t *testing.T, w *world, addr string) net.Conn {
+	t.Helper()
+	c, err := w.ns.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if line == "" {
+		c.Close()
+		return nil
+	}
+	if err != nil || !strings.HasPrefix(line, "root=") {
+		t.Fatalf("%s: %q %v", addr, line, err)
+	}
+	return c
+}
+
+// The concurrency limits hold: per entry, then in all; a refused
+// connection gets no byte; once services end, connections are served again.
+func TestAcceptLimits(t *testing.T) {
+	w := newWorld(t)
+	w.ns.AddAddr("203.0.113.21")
+	w.ns.AddAddr("203.0.113.22")
+	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(w, "hold-a"), "203.0.113.22 "+holdRoot(w, "hold-b"))
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
+		"7302 stream tcp wait root "+w.bin["virtuald"]+" virtuald -accept -max-children 5 -max-per-entry 3 "+conf+" "+whoami))
+	w.ns.WaitListening("tcp", 7302)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		c := openHeld(t, w, "203.0.113.21:7302")
+		if c == nil {
+			t.Fatalf("connection %d to the first entry refused under the limit", i+1)
+		}
+		held = append(held, c)
+	}
+	if c := openHeld(t, w, "203.0.113.21:7302"); c != nil {
+		c.Close()
+		t.Fatal("a fourth connection to one entry was served past -max-per-entry 3")
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.21:7302", "outcome=refused", "-max-per-entry 3"); !ok {
+		t.Errorf("no log line for the per-entry limit; log ends:\n%s", w.log.Tail(3))
+	}
+	for i := 0; i < 2; i++ {
+		c := openHeld(t, w, "203.0.113.22:7302")
+		if c == nil {
+			t.Fatalf("connection %d to the second entry refused under the limit", i+1)
+		}
+		held = append(held, c)
+	}
+	if c := openHeld(t, w, "203.0.113.22:7302"); c != nil {
+		c.Close()
+		t.Fatal("a sixth connection was served past -max-children 5")
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "outcome=refused", "-max-children 5"); !ok {
+		t.Errorf("no log line for the total limit; log ends:\n%s", w.log.Tail(3))
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c := openHeld(t, w, "203.0.113.21:7302"); c != nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("connections are still refused after every service ended")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// SIGTERM stops accepting and lets running services finish, then exits 0.
+func TestAcceptStop(t *testing.T) {
+	w := newWorld(t)
+	w.ns.AddAddr("203.0.113.21")
+	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(w, "hold-a"))
+	var lnFile *os.File
+	if err := w.ns.Do(func() error {
+		ln, err := net.Listen("tcp", "203.0.113.21:7303")
+		if err != nil {
+			return err
+		}
+		lnFile, err = ln.(*net.TCPListener).File()
+		ln.Close()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer lnFile.Close()
+	cmd := w.ns.Command(w.log, w.bin["virtuald"], "-accept", conf, whoami)
+	cmd.Stdin = lnFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	c := openHeld(t, w, "203.0.113.21:7303")
+	if c == nil {
+		t.Fatal("refused")
+	}
+	cmd.Process.Signal(unix.SIGTERM)
+	if _, ok := w.log.WaitFor(5*time.Second, "no new connections; waiting for 1 running service(s)"); !ok {
+		t.Fatalf("no stopping line; log ends:\n%s", w.log.Tail(3))
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("exited (%v) while a service was still running", err)
+	default:
+	}
+	c.Close()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("did not exit after its last service ended")
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.21:7303", "outcome=exited"); !ok {
+		t.Errorf("the running service's line is missing; log ends:\n%s", w.log.Tail(3))
+	}
+	_ = exec.ErrNotFound
+}
