@@ -40,6 +40,7 @@ type world struct {
 	conf   string
 	addrs  []string
 	daemon *exec.Cmd
+	accept bool // run virtuald -accept under inetd's wait, instead of per connection
 }
 
 const port = 7000
@@ -69,6 +70,9 @@ func newWorld(t *testing.T, n int) *world {
 // startInetd runs inetd with virtuald asking the daemon at w.socket.
 func (w *world) startInetd() {
 	line := func(proto string) string {
+		if w.accept {
+			return fmt.Sprintf("%d stream %s wait root %s virtuald -accept -socket %s %s /bin/whoami", port, proto, w.bin["virtuald"], w.socket, w.conf)
+		}
 		return fmt.Sprintf("%d stream %s nowait root %s virtuald -socket %s %s /bin/whoami", port, proto, w.bin["virtuald"], w.socket, w.conf)
 	}
 	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf", line("tcp"), line("tcp6")))
@@ -212,9 +216,18 @@ func waitLog(t *testing.T, w *world, n int, subs ...string) {
 
 // kill -9 of the daemon in the middle of a load: no connection fails or
 // goes to a wrong root (virtuald reads the file meanwhile); once the daemon
-// is back, virtuald asks it again.
+// is back, virtuald asks it again. Per connection and in accept mode.
 func TestDaemonKilled(t *testing.T) {
+	for _, accept := range []bool{false, true} {
+		t.Run(map[bool]string{false: "per connection", true: "accept mode"}[accept], func(t *testing.T) {
+			testDaemonKilled(t, accept)
+		})
+	}
+}
+
+func testDaemonKilled(t *testing.T, accept bool) {
 	w := newWorld(t, 20)
+	w.accept = accept
 	w.startDaemon()
 	w.startInetd()
 	var failed, wrong int64
@@ -224,7 +237,7 @@ func TestDaemonKilled(t *testing.T) {
 		defer close(done)
 		failed, wrong, msgs = w.connect(1500, nil)
 	}()
-	waitLog(t, w, 300, "outcome=exec")
+	waitLog(t, w, 300, "via=")
 	w.daemon.Process.Signal(unix.SIGKILL)
 	<-done
 	if failed+wrong > 0 {
@@ -233,6 +246,7 @@ func TestDaemonKilled(t *testing.T) {
 	if n := w.countLog("via=file", `daemon=absent`); n == 0 {
 		t.Error("no connection was served from the file while the daemon was dead")
 	}
+	waitLog(t, w, 1500, "via=")
 	before := w.countLog("via=daemon")
 	w.startDaemon()
 	if failed, wrong, msgs := w.connect(100, nil); failed+wrong > 0 {
@@ -240,7 +254,7 @@ func TestDaemonKilled(t *testing.T) {
 	}
 	waitLog(t, w, before+100, "via=daemon")
 	if after := w.countLog("via=daemon"); after != before+100 {
-		t.Errorf("after the restart %d of 100 connections were answered by the daemon", after-before)
+		t.Errorf("after the restart %d of 100 connections were answered by the daemon; log ends:\n%s", after-before, w.log.Tail(8))
 	}
 }
 

@@ -12,6 +12,7 @@ package syslog
 import (
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,7 @@ const (
 // hand); it never writes to stderr otherwise, because under inetd stderr is
 // the client's socket.
 type Logger struct {
+	mu     sync.Mutex // accept mode logs from several goroutines
 	tag    string
 	fd     int // -1 when syslog is not reachable
 	echo   bool
@@ -50,19 +52,23 @@ func Open(tag string) *Logger {
 	if _, err := unix.IoctlGetTermios(2, unix.TCGETS); err == nil {
 		l.echo = true
 	}
+	l.connect()
+	return l
+}
+
+func (l *Logger) connect() {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return l
+		return
 	}
 	// A wedged syslog daemon must not hold up the service for long.
 	tv := unix.Timeval{Sec: 1}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socketPath}); err != nil {
 		unix.Close(fd)
-		return l
+		return
 	}
 	l.fd = fd
-	return l
 }
 
 // Log sends one message. Control characters are replaced so that a message
@@ -84,16 +90,49 @@ func (l *Logger) Log(sev Severity, msg string) {
 		}
 		b = append(b, c)
 	}
-	if l.fd >= 0 {
-		unix.Write(l.fd, b)
-	}
+	l.send(b)
 	if l.echo {
 		os.Stderr.Write(append(append([]byte(l.prefix), b[start:]...), '\n'))
 	}
 }
 
+// send writes one datagram. A write that a signal interrupts is retried:
+// with a send timeout set, the kernel does not restart it, and accept mode
+// gets a SIGCHLD for every service that ends. A syslog daemon that was
+// restarted since Open is connected to again, once.
+func (l *Logger) send(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for try := 0; try < 2; try++ {
+		if l.fd < 0 {
+			l.connect()
+			if l.fd < 0 {
+				return
+			}
+		}
+		for {
+			_, err := unix.Write(l.fd, b)
+			switch err {
+			case nil:
+				return
+			case unix.EINTR:
+				continue
+			case unix.ECONNREFUSED, unix.ENOTCONN:
+				unix.Close(l.fd)
+				l.fd = -1
+			}
+			break
+		}
+		if l.fd >= 0 {
+			return // timed out or failed otherwise: drop the message
+		}
+	}
+}
+
 // Close closes the connection to syslog.
 func (l *Logger) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.fd >= 0 {
 		unix.Close(l.fd)
 		l.fd = -1
