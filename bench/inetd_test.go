@@ -72,8 +72,9 @@ func writeConfs(b *testing.B, roots *testbed.Roots, addrs, rootPaths []string, n
 
 // BenchmarkInetd serves connections through a real inetd in a private
 // network namespace, side by side in one run: the service with no
-// wrapper, the seed's C program, and virtuald with ipwatchd up and down,
-// each at 8 and 10,000 conf entries. Each iteration makes 40 connections
+// wrapper, the seed's C program, virtuald per connection with ipwatchd up
+// and down, and virtuald in accept mode (inetd "wait"), each at 8, 1,000
+// and 10,000 conf entries. Each iteration makes 40 connections
 // (2 at a time, the machine's cores) to every variant in rotating order.
 func BenchmarkInetd(b *testing.B) {
 	if os.Geteuid() != 0 {
@@ -94,7 +95,7 @@ func BenchmarkInetd(b *testing.B) {
 		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), bins["whoami"]))
 	}
 	confs := map[int]string{}
-	for _, n := range []int{8, 10000} {
+	for _, n := range []int{8, 1000, 10000} {
 		confs[n] = writeConfs(b, roots, addrs, rootPaths, n)
 	}
 	sock := filepath.Join(logDir, "ipwatchd.sock")
@@ -102,18 +103,19 @@ func BenchmarkInetd(b *testing.B) {
 
 	var wrappers []*wrapper
 	var lines []string
-	add := func(name string, entries int, line string) {
+	add := func(name string, entries int, wait, line string) {
 		w := &wrapper{name: name, entries: entries, port: 7000 + len(wrappers)}
 		wrappers = append(wrappers, w)
-		lines = append(lines, fmt.Sprintf("%d stream tcp nowait root %s", w.port, line))
+		lines = append(lines, fmt.Sprintf("%d stream tcp %s root %s", w.port, wait, line))
 	}
-	add("no wrapper", 0, bins["whoami"]+" whoami")
-	for _, n := range []int{8, 10000} {
-		add("seed", n, fmt.Sprintf("%s virtuald-seed %s /bin/whoami", seed, confs[n]))
-		add("virtuald, daemon up", n, fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
-		add("virtuald, daemon down", n, fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock+".absent", confs[n]))
+	add("no wrapper", 0, "nowait", bins["whoami"]+" whoami")
+	for _, n := range []int{8, 1000, 10000} {
+		add("seed", n, "nowait", fmt.Sprintf("%s virtuald-seed %s /bin/whoami", seed, confs[n]))
+		add("virtuald, daemon up", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
+		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock+".absent", confs[n]))
+		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
 	}
-	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[10000], "-log-level", "warn")
+	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[1000], "-conf", confs[10000], "-log-level", "warn")
 	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", lines...))
 	for _, w := range wrappers {
 		ns.WaitListening("tcp", w.port)
@@ -175,7 +177,13 @@ func report(b *testing.B, ws []*wrapper) {
 		}
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n| variant | entries | conn/s | p50 ms | p99 ms | CPU ms/conn | rate / seed |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	var bare float64
+	for _, w := range ws {
+		if w.name == "no wrapper" {
+			bare = float64(w.conns) / w.wall.Seconds()
+		}
+	}
+	fmt.Fprintf(&sb, "\n| variant | entries | conn/s | p50 ms | p99 ms | CPU ms/conn | rate / seed | rate / no wrapper |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, w := range ws {
 		slices.Sort(w.lat)
 		rate := float64(w.conns) / w.wall.Seconds()
@@ -187,9 +195,9 @@ func report(b *testing.B, ws []*wrapper) {
 		if w.entries > 0 {
 			entries = strconv.Itoa(w.entries)
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s |\n", w.name, entries, rate,
-			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6, ratio)
-		key := strings.ReplaceAll(strings.ReplaceAll(w.name, ", ", "-"), " ", "-")
+		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %.2f |\n", w.name, entries, rate,
+			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6, ratio, rate/bare)
+		key := strings.NewReplacer(", ", "-", " ", "-", "-accept", "accept").Replace(w.name)
 		if w.entries > 0 {
 			key += "-" + entries
 		}
