@@ -9,11 +9,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,8 +21,11 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
 
   status [-json]           every conf file the daemon serves, each entry's state, and unmapped addresses
   resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
-  check CONF...            validate conf files offline, with the rules virtuald applies:
-                           every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not
+  check [-program PATH] CONF...
+                           validate conf files offline, with the rules virtuald applies:
+                           every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
+                           warns about roots without /dev/log; with -program, checks that the
+                           program, its ELF interpreter and its libraries are inside every root
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
 `
 
@@ -54,11 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "resolve":
 		return e.resolve(rest)
 	case "check":
-		if len(rest) == 0 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		return check(rest, stdout)
+		return check(rest, stdout, stderr)
 	case "reload":
 		return e.reload(rest)
 	case "help":
@@ -103,61 +102,6 @@ func (e *env) status(args []string) int {
 	}
 	printStatus(e.stdout, st)
 	return 0
-}
-
-func printStatus(w io.Writer, st *ipc.Status) {
-	fmt.Fprintf(w, "ipwatchd %s, up %s, netlink resyncs %d, bpf %s\n", st.Version,
-		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
-	fmt.Fprintf(w, "questions answered: %d, stale %d, unknown conf %d, errors %d\n",
-		st.Queries.OK, st.Queries.Stale, st.Queries.Unknown, st.Queries.Error)
-	for _, c := range st.Confs {
-		fmt.Fprintf(w, "\n%s: generation %d, loaded %s\n", c.Path, c.Generation, c.LoadedAt.Format(time.RFC3339))
-		if c.Error != "" {
-			fmt.Fprintf(w, "  last load failed (the last good copy is served): %s\n", c.Error)
-		}
-		for _, p := range c.Problems {
-			fmt.Fprintf(w, "  problem: %s\n", p)
-		}
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tRESOLVED")
-		for _, en := range c.Entries {
-			user := en.User
-			if en.Group != "" {
-				user += ":" + en.Group
-			}
-			if user == "" {
-				user = "-"
-			}
-			var as []string
-			for _, a := range en.Addresses {
-				s := a.Address + " (" + a.Label
-				if a.Label == "" {
-					s = a.Address + " (" + a.Interface
-				}
-				if !a.Live {
-					s += ", not live"
-				}
-				as = append(as, s+")")
-			}
-			addrs := strings.Join(as, ", ")
-			if addrs == "" {
-				addrs = "-"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", en.Key, en.Root, user, en.State, addrs, en.Resolved)
-		}
-		tw.Flush()
-		for _, en := range c.Entries {
-			if en.Reason != "" {
-				fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
-			}
-		}
-	}
-	if len(st.Unmapped) > 0 {
-		fmt.Fprintln(w, "\naddresses no entry serves:")
-		for _, u := range st.Unmapped {
-			fmt.Fprintf(w, "  %s (%s)\n", u.Address, u.Interface)
-		}
-	}
 }
 
 // resolve says what virtuald would do for IP: the daemon's answer for each
@@ -287,34 +231,65 @@ func (e *env) reload(args []string) int {
 	return status
 }
 
+// checkPath is the PATH a program given without a slash is looked up in,
+// inside each root: inetd's usual one.
+const checkPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // check validates each file: the text rules first, then every entry
-// against the system (its root, user and group), as virtuald would.
-func check(paths []string, out io.Writer) int {
+// against the system (its root, user and group), as virtuald would. It
+// warns about roots without /dev/log (the service inside cannot log), and
+// with -program, checks that the program can start inside every root.
+// Problems make the exit status 1; warnings do not.
+func check(args []string, out, errOut io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	program := fs.String("program", "", "also check that this program, with its ELF interpreter and shared libraries, is inside every root")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] CONF...\n")
+		return 2
+	}
 	status := 0
-	for _, path := range paths {
+	for _, path := range fs.Args() {
 		f, err := conf.Load(path)
 		if err != nil {
 			fmt.Fprintln(out, err)
 			status = 1
 			continue
 		}
-		problems := len(f.Errors)
+		problems, warnings, invalid := len(f.Errors), 0, 0
 		for _, e := range f.Errors {
 			fmt.Fprintln(out, e)
 		}
-		invalid := 0
+		if len(f.Entries) == 0 {
+			fmt.Fprintf(out, "%s: no entries: every connection will be refused\n", path)
+			problems++
+		}
 		for _, e := range f.Entries {
 			if e.Err != nil {
 				invalid++
 				continue
 			}
-			if err := e.Validate(); err != nil {
+			t, err := e.Resolve()
+			if err != nil {
 				fmt.Fprintf(out, "%s:%d: %s: %v\n", path, e.Line, e.Key, err)
 				invalid++
 				problems++
+				continue
 			}
+			root := service.In(t.Root.Fd())
+			if !root.Exists("/dev/log") {
+				fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
+				warnings++
+			}
+			if *program != "" {
+				if _, err := root.Check(*program, []string{checkPath}); err != nil {
+					fmt.Fprintf(out, "%s:%d: %s: %s cannot start in %s: %v\n", path, e.Line, e.Key, *program, e.Root, err)
+					problems++
+				}
+			}
+			t.Root.Close()
 		}
-		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems\n", path, len(f.Entries), invalid, problems)
+		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, len(f.Entries), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1
 		}

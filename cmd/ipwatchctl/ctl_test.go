@@ -10,55 +10,137 @@ import (
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
-func TestCheck(t *testing.T) {
+func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
+
+func runCtl(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// withLog gives a root a /dev/log, so that check does not warn about it.
+func withLog(root string) string {
+	os.MkdirAll(filepath.Join(root, "dev"), 0o755)
+	os.WriteFile(filepath.Join(root, "dev", "log"), nil, 0o644)
+	return root
+}
+
+// check on every broken conf file of the foundation issue: the right
+// FILE[:LINE] message and exit status 1.
+func TestCheckHostileConfs(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
-	good := roots.Root("good", "")
+	confs := roots.HostileConfs(withLog(roots.Root("good", "")))
+	want := map[string]string{
+		"missing":    confs["missing"] + ": cannot open: no such file or directory",
+		"directory":  confs["directory"] + ": is not a regular file",
+		"writable":   confs["writable"] + ": is writable by group or others (mode 0666)",
+		"user-owned": confs["user-owned"] + ": is owned by uid 1000, not by root",
+		"empty":      confs["empty"] + ": no entries: every connection will be refused",
+		"binary":     confs["binary"] + ":1: holds a NUL byte: this is not a text conf file",
+		"long-line":  confs["long-line"] + ":1: line is 1048576 bytes long; the limit is 4096",
+		"nul":        confs["nul"] + ":2: holds a NUL byte: this is not a text conf file",
+	}
+	for name, line := range want {
+		code, out, _ := runCtl("check", confs[name])
+		if code != 1 || !strings.Contains(out, line+"\n") {
+			t.Errorf("%s: exit %d, output:\n%s\nwant exit 1 and the line %q", name, code, out, line)
+		}
+	}
+}
+
+// check on every hostile root: FILE:LINE: KEY: reason, exit 1; warnings
+// for a root without /dev/log; -program finds what would keep the service
+// from starting.
+func TestCheckRoots(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	bin := testbed.Binaries(t)
+	good := withLog(roots.Root("good", bin["whoami"]))
+	noLog := roots.Root("no-log", bin["whoami"])
 	ww := roots.Root("ww", "")
 	os.Chmod(ww, 0o777)
-	clean := roots.WriteConf("clean.conf", "# ok", "10.0.0.1 "+good, "default /")
-	broken := roots.WriteConf("broken.conf",
+	gw := roots.Root("gw", "")
+	os.Chmod(gw, 0o775)
+	owned := roots.Root("owned", "")
+	os.Chown(owned, 1000, 1000)
+	link := filepath.Join(roots.Dir, "link")
+	os.Symlink(good, link)
+	os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir"))
+	file := roots.WriteConf("a-file", "x")
+	conf := roots.WriteConf("hostile.conf",
 		"10.0.0.1 "+good,
-		"10.0.0.300 "+good,
 		"10.0.0.2 "+ww,
-		"10.0.0.3 "+filepath.Join(roots.Dir, "missing"),
-		"10.0.0.1 /",
-		"10.0.0.4 "+good+" user=no-such-user",
+		"10.0.0.3 "+gw,
+		"10.0.0.4 "+owned,
+		"10.0.0.5 "+link,
+		"10.0.0.6 "+filepath.Join(roots.Dir, "linkdir", "good"),
+		"10.0.0.7 relative/root",
+		"10.0.0.8 "+filepath.Join(roots.Dir, "missing"),
+		"10.0.0.9 "+file,
+		"10.0.0.10 "+good+" user=no-such-user",
+		"10.0.0.11 "+noLog,
 	)
-	tests := []struct {
-		args []string
-		code int
-		out  []string
-	}{
-		{[]string{"check", clean}, 0, []string{clean + ": 2 entries, 0 invalid, 0 problems"}},
-		{[]string{"check", broken}, 1, []string{
-			broken + `:2: key "10.0.0.300" is not an address, a prefix or default`,
-			broken + ":5: duplicate key 10.0.0.1: line 1 already maps it; this line is ignored",
-			broken + ":3: 10.0.0.2: " + ww + " is writable by group or others (mode 0777)",
-			broken + ":4: 10.0.0.3: " + filepath.Join(roots.Dir, "missing") + " does not exist",
-			broken + ":6: 10.0.0.4: user no-such-user does not exist",
-			broken + ": 4 entries, 3 invalid, 5 problems",
-		}},
-		{[]string{"check", filepath.Join(roots.Dir, "nope")}, 1, []string{filepath.Join(roots.Dir, "nope") + ": cannot open: no such file or directory"}},
-		{[]string{"check"}, 2, nil},
-		{[]string{"frobnicate"}, 2, nil},
-		{nil, 2, nil},
+	code, out, _ := runCtl("check", conf)
+	want := []string{
+		conf + `:7: 10.0.0.7: root "relative/root" is not an absolute path`,
+		conf + ":2: 10.0.0.2: " + ww + " is writable by group or others (mode 0777)",
+		conf + ":3: 10.0.0.3: " + gw + " is writable by group or others (mode 0775)",
+		conf + ":4: 10.0.0.4: " + owned + " is owned by uid 1000, not by root",
+		conf + ":5: 10.0.0.5: " + link + " is a symbolic link",
+		conf + ":6: 10.0.0.6: " + filepath.Join(roots.Dir, "linkdir") + " is a symbolic link",
+		conf + ":8: 10.0.0.8: " + filepath.Join(roots.Dir, "missing") + " does not exist",
+		conf + ":9: 10.0.0.9: " + file + " is not a directory",
+		conf + ":10: 10.0.0.10: user no-such-user does not exist",
+		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
+		conf + ": 11 entries, 9 invalid, 9 problems, 1 warnings",
 	}
-	for _, tt := range tests {
-		var stdout, stderr bytes.Buffer
-		code := run(tt.args, &stdout, &stderr)
-		if code != tt.code {
-			t.Errorf("%q: exit %d, want %d; stdout %q stderr %q", tt.args, code, tt.code, stdout.String(), stderr.String())
+	if code != 1 || strings.TrimSpace(out) != strings.Join(want, "\n") {
+		t.Errorf("exit %d, output:\n%s\nwant exit 1 and:\n%s", code, out, strings.Join(want, "\n"))
+	}
+
+	// A clean file passes; a missing /dev/log only warns.
+	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good, "default "+noLog)
+	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 1 warnings") {
+		t.Errorf("clean file: exit %d:\n%s", code, out)
+	}
+
+	// -program: present and static, a dynamic one without its loader, none.
+	dynamic := withLog(roots.Root("dynamic", ""))
+	data, _ := os.ReadFile("/bin/true")
+	os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755)
+	empty := withLog(roots.Root("empty", ""))
+	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good, "10.0.0.2 "+dynamic, "10.0.0.3 "+empty)
+	code, out, _ = runCtl("check", "-program", "whoami", progConf)
+	for _, line := range []string{
+		progConf + ":2: 10.0.0.2: whoami cannot start in " + dynamic + ": /bin/whoami exists but its ELF interpreter /lib64/ld-linux-x86-64.so.2 is missing inside the root",
+		progConf + ":3: 10.0.0.3: whoami cannot start in " + empty + ": whoami is not in PATH",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("-program: no line %q in:\n%s", line, out)
 		}
-		got := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-		if tt.out == nil {
-			if stdout.Len() != 0 || !strings.Contains(stderr.String(), "usage:") {
-				t.Errorf("%q: want usage on stderr only, got %q / %q", tt.args, stdout.String(), stderr.String())
-			}
-			continue
+	}
+	if code != 1 || strings.Contains(out, ":1: 10.0.0.1") {
+		t.Errorf("-program: exit %d, want 1 with the good root silent:\n%s", code, out)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"check"}, {"frobnicate"}, {"resolve"}} {
+		code, out, errOut := runCtl(args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, "usage:") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2 and usage on stderr", args, code, out, errOut)
 		}
-		if strings.Join(got, "\n") != strings.Join(tt.out, "\n") {
-			t.Errorf("%q:\n got %s\nwant %s", tt.args, strings.Join(got, "\n"), strings.Join(tt.out, "\n"))
+	}
+}
+
+// An absent daemon is said as such, in one line.
+func TestAbsentDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, cmd := range [][]string{{"status"}, {"reload"}, {"resolve", "10.0.0.1"}} {
+		code, out, errOut := runCtl(append([]string{"-socket", sock}, cmd...)...)
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "ipwatchd is not running (nothing answers at "+sock+")") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
 		}
 	}
 }

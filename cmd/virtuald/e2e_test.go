@@ -280,32 +280,18 @@ func TestTCPServer(t *testing.T) {
 // connection must be refused with zero bytes and a log line that says why.
 func TestHostileConfs(t *testing.T) {
 	w := newWorld(t)
-	good := w.roots.Root("good", w.bin["whoami"])
-	dirConf := filepath.Join(w.roots.Dir, "conf-dir")
-	os.Mkdir(dirConf, 0o755)
-	writable := w.roots.WriteConf("conf-writable", "192.0.2.1 "+good)
-	os.Chmod(writable, 0o666)
-	userOwned := w.roots.WriteConf("conf-user-owned", "192.0.2.1 "+good)
-	os.Chown(userOwned, 1000, 1000)
-	empty := w.roots.WriteConf("conf-empty")
-	os.Truncate(empty, 0)
-	binary := filepath.Join(w.roots.Dir, "conf-binary")
-	os.WriteFile(binary, []byte("\x7fELF\x02\x01\x01\x00\x00\x00192.0.2.1 "+good+"\n"), 0o644)
-	longLine := w.roots.WriteConf("conf-long-line", strings.Repeat("x", 1<<20), "default "+good)
-	nul := filepath.Join(w.roots.Dir, "conf-nul")
-	os.WriteFile(nul, []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644)
-
+	confs := w.roots.HostileConfs(w.roots.Root("good", w.bin["whoami"]))
 	cases := []struct {
 		name, conf, why string
 	}{
-		{"missing", filepath.Join(w.roots.Dir, "no-such-conf"), "cannot open: no such file or directory"},
-		{"a directory", dirConf, "is not a regular file"},
-		{"writable by others", writable, "is writable by group or others (mode 0666)"},
-		{"owned by a user", userOwned, "is owned by uid 1000, not by root"},
-		{"empty", empty, "no entry for 192.0.2.1 and no default"},
-		{"binary", binary, "holds a NUL byte"},
-		{"1 MiB line", longLine, "could not be read"},
-		{"NUL bytes", nul, "holds a NUL byte"},
+		{"missing", confs["missing"], "cannot open: no such file or directory"},
+		{"a directory", confs["directory"], "is not a regular file"},
+		{"writable by others", confs["writable"], "is writable by group or others (mode 0666)"},
+		{"owned by a user", confs["user-owned"], "is owned by uid 1000, not by root"},
+		{"empty", confs["empty"], "no entry for 192.0.2.1 and no default"},
+		{"binary", confs["binary"], "holds a NUL byte"},
+		{"1 MiB line", confs["long-line"], "could not be read"},
+		{"NUL bytes", confs["nul"], "holds a NUL byte"},
 	}
 	var lines []string
 	for i, c := range cases {

@@ -146,6 +146,29 @@ func (r Root) Explain(path string, err error, env []string) error {
 	return fmt.Errorf("%s: %v", path, err)
 }
 
+// Check reports whether program can start inside the root: found, a
+// regular executable file, with its interpreter and shared libraries
+// present. It returns the program's path inside the root.
+func (r Root) Check(program string, env []string) (string, error) {
+	path, err := r.LookPath(program, env)
+	if err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	switch err := r.stat(path, &st); {
+	case err != nil:
+		return path, fmt.Errorf("%s does not exist inside the root", path)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return path, fmt.Errorf("%s is not a regular file", path)
+	case st.Mode&0o111 == 0:
+		return path, fmt.Errorf("%s is not executable (mode %04o)", path, st.Mode&0o7777)
+	}
+	if why := r.missingDeps(path, env); why != "" {
+		return path, fmt.Errorf("%s exists but %s", path, why)
+	}
+	return path, nil
+}
+
 // MissingLibraries returns the shared libraries of the ELF program at path
 // that the dynamic loader will not find inside the root ("" when none are
 // missing or path is not a dynamic ELF program). The loader would report

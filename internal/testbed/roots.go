@@ -141,3 +141,26 @@ func RunMain(m interface{ Run() int }) int {
 	}
 	return code
 }
+
+// HostileConfs makes the broken conf files every program must refuse
+// plainly, each meant for 192.0.2.1 and the valid root good, and returns
+// their paths by name: "missing", "directory", "writable", "user-owned",
+// "empty", "binary", "long-line" (a 1 MiB line, then a default) and "nul".
+func (r *Roots) HostileConfs(good string) map[string]string {
+	r.t.Helper()
+	c := map[string]string{"missing": filepath.Join(r.Dir, "no-such-conf")}
+	c["directory"] = filepath.Join(r.Dir, "conf-dir")
+	os.Mkdir(c["directory"], 0o755)
+	c["writable"] = r.WriteConf("conf-writable", "192.0.2.1 "+good)
+	os.Chmod(c["writable"], 0o666)
+	c["user-owned"] = r.WriteConf("conf-user-owned", "192.0.2.1 "+good)
+	os.Chown(c["user-owned"], 1000, 1000)
+	c["empty"] = r.WriteConf("conf-empty")
+	os.Truncate(c["empty"], 0)
+	c["binary"] = filepath.Join(r.Dir, "conf-binary")
+	os.WriteFile(c["binary"], []byte("\x7fELF\x02\x01\x01\x00\x00\x00192.0.2.1 "+good+"\n"), 0o644)
+	c["long-line"] = r.WriteConf("conf-long-line", strings.Repeat("x", 1<<20), "default "+good)
+	c["nul"] = filepath.Join(r.Dir, "conf-nul")
+	os.WriteFile(c["nul"], []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644)
+	return c
+}
