@@ -24,8 +24,11 @@ func printStatus(w io.Writer, st *ipc.Status) {
 			loaded = fmt.Sprintf("generation %d, loaded %s", c.Generation, c.LoadedAt.UTC().Format(time.RFC3339))
 		}
 		fmt.Fprintf(w, "\n%s: %s\n", c.Path, loaded)
-		if c.Error != "" {
-			fmt.Fprintf(w, "  last load failed (the last good copy is served): %s\n", c.Error)
+		switch {
+		case c.Error != "" && c.Generation == 0:
+			fmt.Fprintf(w, "  cannot be loaded (virtuald reads the file itself): %s\n", c.Error)
+		case c.Error != "":
+			fmt.Fprintf(w, "  the last load failed (generation %d is still served): %s\n", c.Generation, c.Error)
 		}
 		for _, p := range c.Problems {
 			fmt.Fprintf(w, "  problem: %s\n", p)
