@@ -31,6 +31,8 @@ type confFile struct {
 	loadErr atomic.Pointer[string]
 
 	resolved sync.Map // entry key -> *atomic.Uint64
+
+	loads, loadErrors atomic.Uint64 // new snapshots published, loads failed
 }
 
 func (c *confFile) counter(key string) *atomic.Uint64 {
@@ -103,6 +105,7 @@ func (s *confSet) load(c *confFile) (bool, error) {
 	if err != nil {
 		msg := err.Error()
 		c.loadErr.Store(&msg)
+		c.loadErrors.Add(1)
 		return false, err
 	}
 	id := fileID(&st)
@@ -114,10 +117,12 @@ func (s *confSet) load(c *confFile) (bool, error) {
 	if err != nil {
 		msg := err.Error()
 		c.loadErr.Store(&msg)
+		c.loadErrors.Add(1)
 		return false, err
 	}
 	c.cur.Store(&snapshot{file: f, id: id, generation: s.gen.Add(1), loadedAt: time.Now()})
 	c.loadErr.Store(nil)
+	c.loads.Add(1)
 	return true, nil
 }
 

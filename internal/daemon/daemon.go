@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -38,6 +39,7 @@ type Config struct {
 	Confs   []string
 	Log     *zap.Logger
 	Version string
+	Metrics string // address to serve Prometheus metrics on; "" for none
 }
 
 // Daemon is one running ipwatchd.
@@ -49,6 +51,7 @@ type Daemon struct {
 	tracker *addrs.Tracker
 	srv     *server.Server
 	watch   *watcher
+	metrics net.Listener // nil without -metrics
 
 	loadMu  sync.Mutex // one load at a time
 	pending struct {
@@ -80,6 +83,13 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		d.watch.close()
 		return nil, err
+	}
+	if cfg.Metrics != "" {
+		if d.metrics, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			d.srv.Close()
+			d.watch.close()
+			return nil, err
+		}
 	}
 	d.srv.Handler = d.handle
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
@@ -121,6 +131,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		sdnotify.Notify("READY=1")
 	}
 	task("socket", d.srv.Serve)
+	if d.metrics != nil {
+		task("metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, d.metrics) })
+	}
 	<-ctx.Done()
 	sdnotify.Notify("STOPPING=1")
 	d.watch.close()
@@ -193,6 +206,14 @@ func (d *Daemon) loadOne(c *confFile) {
 			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))
 		}
 	}
+}
+
+// MetricsAddr is where the metrics are served, or nil.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	return d.metrics.Addr()
 }
 
 // ReloadAll reloads every file now, for SIGHUP and the reload operation,

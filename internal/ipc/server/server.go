@@ -73,6 +73,9 @@ func Listen(path string) (*Server, error) {
 	return &Server{ln: ln, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
 }
 
+// Close closes the socket of a server that will not Serve.
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Serve accepts connections until ctx ends, then closes the socket (which
 // removes it) and waits for the connections in progress.
 func (s *Server) Serve(ctx context.Context) error {
