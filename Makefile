@@ -15,7 +15,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test fuzz bench demo install clean help FORCE
+.PHONY: all build test fuzz bench demo install generate clean help FORCE
 
 all: build
 
@@ -52,6 +52,9 @@ install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $
 	install -m 0755 bin/ipwatchctl $(DESTDIR)$(PREFIX)/bin/
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
+
+generate: ## rebuild bpf/ from bpf/connacct.c (needs: apt-get install clang llvm libbpf-dev)
+	$(GO) generate ./bpf
 
 clean:
 	rm -rf bin

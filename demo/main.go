@@ -23,6 +23,7 @@ type demoT struct{ cleanups []func() }
 func (d *demoT) Helper()                         {}
 func (d *demoT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 func (d *demoT) Cleanup(f func())                { d.cleanups = append(d.cleanups, f) }
+func (d *demoT) Failed() bool                    { return false }
 func (d *demoT) Fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
 	d.done()

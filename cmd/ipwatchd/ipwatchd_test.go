@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
@@ -40,7 +41,8 @@ type world struct {
 	conf   string
 	addrs  []string
 	daemon *exec.Cmd
-	accept bool // run virtuald -accept under inetd's wait, instead of per connection
+	accept bool   // run virtuald -accept under inetd's wait, instead of per connection
+	pinDir string // the namespace's own BPF pin directory
 }
 
 const port = 7000
@@ -53,6 +55,10 @@ func newWorld(t *testing.T, n int) *world {
 	tmp := t.TempDir()
 	w.log = testbed.NewSyslog(t, tmp)
 	w.socket = filepath.Join(tmp, "run", "ipwatchd.sock")
+	// Counters are pinned per network namespace: never the host's.
+	testbed.MountBPFFS(t)
+	w.pinDir = "/sys/fs/bpf/" + w.ns.Name
+	t.Cleanup(func() { bpf.Remove(w.pinDir) })
 	var lines []string
 	for i := 0; i < n; i++ {
 		a := fmt.Sprintf("192.0.2.%d", i+1)
@@ -82,7 +88,7 @@ func (w *world) startInetd() {
 // startDaemon runs ipwatchd in the namespace and waits until it answers.
 func (w *world) startDaemon(args ...string) {
 	w.t.Helper()
-	args = append([]string{"-socket", w.socket, "-conf", w.conf}, args...)
+	args = append([]string{"-socket", w.socket, "-conf", w.conf, "-bpf-pin-dir", w.pinDir}, args...)
 	w.daemon = w.ns.Start(w.log, w.bin["ipwatchd"], args...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -454,7 +460,7 @@ func TestSystemdNotify(t *testing.T) {
 			}
 		}
 	}
-	cmd := exec.Command(w.bin["ipwatchd"], "-socket", w.socket, "-conf", w.conf)
+	cmd := exec.Command(w.bin["ipwatchd"], "-socket", w.socket, "-conf", w.conf, "-bpf", "off", "-bpf-pin-dir", w.pinDir)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -475,5 +481,71 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	if _, err := os.Stat(w.socket); !os.IsNotExist(err) {
 		t.Errorf("the socket is left behind: %v", err)
+	}
+}
+
+// The kernel counts connections exactly, per entry and for unmapped
+// addresses; the counts survive a restart of the daemon, and connections
+// made while it is down are counted too.
+func TestKernelCounts(t *testing.T) {
+	w := newWorld(t, 3)
+	w.ns.AddAddr("198.51.100.99") // no entry: refused, but the kernel saw it
+	w.startDaemon("-bpf", "on")
+	w.startInetd()
+	connect := func(addr string, n int) {
+		for i := 0; i < n; i++ {
+			w.ns.Ask(hostPort(addr))
+		}
+	}
+	counts := func() (entry, unmapped uint64) {
+		st, err := w.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.BPF != "on" {
+			t.Fatalf("bpf: %s", st.BPF)
+		}
+		if e := w.entry(st, w.addrs[0]); e != nil {
+			entry = e.Connections
+		}
+		for _, u := range st.Unmapped {
+			if u.Address == "198.51.100.99" {
+				unmapped = u.Connections
+			}
+		}
+		return entry, unmapped
+	}
+	connect(w.addrs[0], 25)
+	connect("198.51.100.99", 7)
+	if e, u := counts(); e != 25 || u != 7 {
+		t.Fatalf("kernel counts %d and %d, want 25 and 7", e, u)
+	}
+	w.daemon.Process.Signal(unix.SIGTERM)
+	w.daemon.Wait()
+	connect(w.addrs[0], 5) // while no daemon runs: virtuald reads the file
+	w.startDaemon("-bpf", "on")
+	if e, u := counts(); e != 30 || u != 7 {
+		t.Fatalf("after a restart: %d and %d, want 30 and 7", e, u)
+	}
+}
+
+// With -bpf off the status says so and everything else works.
+func TestBPFOff(t *testing.T) {
+	w := newWorld(t, 3)
+	w.startDaemon("-bpf", "off")
+	w.startInetd()
+	if failed, wrong, msgs := w.connect(30, nil); failed+wrong > 0 {
+		t.Fatalf("%d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	waitLog(t, w, 30, "via=daemon")
+	st, err := w.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BPF != "off: disabled with -bpf off" {
+		t.Errorf("bpf: %q", st.BPF)
+	}
+	if e := w.entry(st, w.addrs[0]); e == nil || e.State != ipc.StateLive || e.Resolved != 10 || e.Connections != 0 {
+		t.Errorf("entry: %+v", e)
 	}
 }

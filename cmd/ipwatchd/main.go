@@ -2,7 +2,7 @@
 // file in memory, follows the host's addresses through netlink, and
 // answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
-//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-log-format console|json] [-log-level LEVEL]
+//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
 // removed). It tells systemd READY=1 after the first address dump and
@@ -44,6 +44,8 @@ func run(args []string, stderr io.Writer) int {
 	socket := fs.String("socket", "", "the Unix socket to serve (default $VIRTUALD_SOCKET or "+ipc.DefaultSocket+")")
 	var confs confList
 	fs.Var(&confs, "conf", "a conf file to load and watch (repeat for more); others are loaded when a root virtuald asks about them")
+	bpfMode := fs.String("bpf", "auto", "count connections in the kernel: auto (when possible), on (or fail), off (and remove the pins)")
+	bpfPinDir := fs.String("bpf-pin-dir", "", "where the counters are pinned, one directory per network namespace (default /sys/fs/bpf/ipwatchd)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323)")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -61,7 +63,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics})
+	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

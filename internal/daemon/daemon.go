@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
@@ -40,6 +42,11 @@ type Config struct {
 	Log     *zap.Logger
 	Version string
 	Metrics string // address to serve Prometheus metrics on; "" for none
+	// BPF is "auto" (count connections in the kernel when possible),
+	// "on" (fail to start without it) or "off" (and remove its pins);
+	// "" is off without touching pins (for tests).
+	BPF       string
+	BPFPinDir string // "" for bpf.DefaultPinDir: one per network namespace
 }
 
 // Daemon is one running ipwatchd.
@@ -52,6 +59,8 @@ type Daemon struct {
 	srv     *server.Server
 	watch   *watcher
 	metrics net.Listener // nil without -metrics
+	counter  *bpf.Counter // nil when the kernel does not count
+	bpfState string       // "on", or "off: why"
 
 	loadMu  sync.Mutex // one load at a time
 	pending struct {
@@ -93,10 +102,55 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.srv.Handler = d.handle
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
+	if err := d.openBPF(); err != nil {
+		d.srv.Close()
+		d.watch.close()
+		if d.metrics != nil {
+			d.metrics.Close()
+		}
+		return nil, err
+	}
 	for _, p := range cfg.Confs {
 		d.adopt(p)
 	}
 	return d, nil
+}
+
+// openBPF starts the kernel's connection counting as Config.BPF says.
+func (d *Daemon) openBPF() error {
+	pinDir := d.cfg.BPFPinDir
+	if pinDir == "" {
+		pinDir = bpf.DefaultPinDir
+	}
+	switch d.cfg.BPF {
+	case "", "off":
+		d.bpfState = "off: disabled with -bpf off"
+		if d.cfg.BPF == "off" {
+			if err := bpf.Remove(pinDir); err != nil {
+				d.log.Warn("bpf: removing the pins", zap.String("pin_dir", pinDir), zap.Error(err))
+			}
+		}
+		return nil
+	case "auto", "on":
+	default:
+		return fmt.Errorf("-bpf must be auto, on or off, not %q", d.cfg.BPF)
+	}
+	why := bpf.Unavailable()
+	if why == "" {
+		c, err := bpf.Open(bpf.Options{PinDir: pinDir})
+		if err == nil {
+			d.counter, d.bpfState = c, "on"
+			d.log.Info("bpf: counting connections in the kernel", zap.String("pin_dir", pinDir), zap.Bool("resumed", c.Resumed()))
+			return nil
+		}
+		why = err.Error()
+	}
+	if d.cfg.BPF == "on" {
+		return fmt.Errorf("-bpf on: %s", why)
+	}
+	d.bpfState = "off: " + why
+	d.log.Warn("bpf: connections are not counted", zap.String("reason", why))
+	return nil
 }
 
 // Run serves until ctx ends: the address tracker, the loader, the file
@@ -138,6 +192,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sdnotify.Notify("STOPPING=1")
 	d.watch.close()
 	wg.Wait()
+	if d.counter != nil {
+		d.counter.Close() // the pins stay: the kernel goes on counting
+	}
 	select {
 	case err := <-errs:
 		return err
@@ -244,7 +301,7 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 		}
 		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
 		d.ReloadAll()
-		return jsonReply(ipc.ReloadResult{Confs: d.confStatuses(false)})
+		return jsonReply(ipc.ReloadResult{Confs: d.confStatuses(false, nil)})
 	}
 	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
 }

@@ -195,13 +195,13 @@ func TestLastGoodCopyKept(t *testing.T) {
 	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
 	d, _ := startDaemon(t, []string{p})
 	d.ReloadAll()
-	first := d.confStatuses(false)[0]
+	first := d.confStatuses(false, nil)[0]
 	if first.Generation == 0 || first.Error != "" {
 		t.Fatalf("first load: %+v", first)
 	}
 	os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644)
 	d.ReloadAll()
-	broken := d.confStatuses(false)[0]
+	broken := d.confStatuses(false, nil)[0]
 	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
 		t.Fatalf("after a broken write: %+v, want generation %d kept and the reason", broken, first.Generation)
 	}
@@ -210,7 +210,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 	}
 	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
 	d.ReloadAll()
-	fixed := d.confStatuses(false)[0]
+	fixed := d.confStatuses(false, nil)[0]
 	if fixed.Generation <= first.Generation || fixed.Error != "" {
 		t.Fatalf("after the fix: %+v", fixed)
 	}

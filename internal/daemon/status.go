@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"go.uber.org/zap"
 )
 
 // Status builds the status report from the current snapshots and
@@ -16,23 +18,41 @@ func (d *Daemon) Status() ipc.Status {
 	st := ipc.Status{
 		Version:        d.cfg.Version,
 		UptimeSeconds:  time.Since(d.start).Seconds(),
-		BPF:            "off: connection accounting is not built into this release",
+		BPF:            d.bpfState,
 		NetlinkResyncs: d.tracker.Resyncs(),
 		Queries: ipc.QueryCounts{
 			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(),
 			Unknown: d.queries.unknown.Load(), Error: d.queries.errors.Load(),
 		},
-		Confs:    d.confStatuses(true),
 		Unmapped: []ipc.Unmapped{},
 	}
-	all := d.addresses()
-	for _, a := range all {
+	conns := d.connectionsByAddress()
+	st.Confs = d.confStatuses(true, conns)
+	for _, a := range d.addresses() {
 		if d.mapped(a.Addr) {
 			continue
 		}
-		st.Unmapped = append(st.Unmapped, ipc.Unmapped{Address: a.Addr.String(), Interface: a.Interface})
+		st.Unmapped = append(st.Unmapped, ipc.Unmapped{Address: a.Addr.String(), Interface: a.Interface, Connections: conns[a.Addr]})
 	}
 	return st
+}
+
+// connectionsByAddress sums the kernel's counts over ports: an entry's
+// connections are those to its addresses, whatever the service.
+func (d *Daemon) connectionsByAddress() map[netip.Addr]uint64 {
+	out := map[netip.Addr]uint64{}
+	if d.counter == nil {
+		return out
+	}
+	counts, err := d.counter.Counts()
+	if err != nil {
+		d.log.Warn("bpf: reading the counts", zap.Error(err))
+		return out
+	}
+	for k, n := range counts {
+		out[k.Addr] += n
+	}
+	return out
 }
 
 func (d *Daemon) addresses() []addrs.Address {
@@ -52,8 +72,9 @@ func (d *Daemon) mapped(a netip.Addr) bool {
 	return false
 }
 
-// confStatuses reports every file; with entries, each entry's state.
-func (d *Daemon) confStatuses(withEntries bool) []ipc.ConfStatus {
+// confStatuses reports every file; with entries, each entry's state and
+// the kernel's connections to each address it serves (conns).
+func (d *Daemon) confStatuses(withEntries bool, conns map[netip.Addr]uint64) []ipc.ConfStatus {
 	var all []addrs.Address
 	if withEntries {
 		all = d.addresses()
@@ -95,6 +116,9 @@ func (d *Daemon) confStatuses(withEntries bool) []ipc.ConfStatus {
 				continue
 			}
 			es := &cs.Entries[index[m.Entry.Key]]
+			if !slices.ContainsFunc(es.Addresses, func(x ipc.AddressStatus) bool { return x.Address == a.Addr.String() }) {
+				es.Connections += conns[a.Addr] // once per address, however many links hold it
+			}
 			es.Addresses = append(es.Addresses, ipc.AddressStatus{
 				Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live(),
 			})

@@ -31,6 +31,7 @@ type T interface {
 	Fatalf(format string, args ...any)
 	Logf(format string, args ...any)
 	Cleanup(func())
+	Failed() bool
 }
 
 // RequirePrivileges skips a test that needs root, unless
@@ -167,10 +168,12 @@ func (ns *NetNS) AskUDP(addr string, wait time.Duration) (string, error) {
 }
 
 // Command returns a command that runs inside the namespace, in a private
-// mount namespace whose /dev holds only null, zero, random, urandom and a
-// log socket that leads to sl (or no log socket when sl is nil). `ip netns
-// exec` makes that mount namespace a slave of the host's, so nothing of it
-// reaches the host.
+// mount namespace (a slave of the host's: nothing of it reaches the host)
+// whose /dev holds only null, zero, random, urandom and a log socket that
+// leads to sl (or no log socket when sl is nil). It enters the network
+// namespace with nsenter rather than `ip netns exec`, which would mount a
+// fresh sysfs on /sys and so hide the host's BPF file system: pinned BPF
+// objects must outlive the command, as they do on a host.
 func (ns *NetNS) Command(sl *Syslog, name string, args ...string) *exec.Cmd {
 	logPath := ""
 	if sl != nil {
@@ -185,8 +188,9 @@ mknod -m 666 /dev/urandom c 1 9
 if [ -n "$1" ]; then ln -s "$1" /dev/log; fi
 shift
 exec "$@"`
-	argv := append([]string{"netns", "exec", ns.Name, "/bin/sh", "-c", script, "sh", logPath, name}, args...)
-	return exec.Command("ip", argv...)
+	argv := append([]string{"--net=/run/netns/" + ns.Name, "--", "unshare", "--mount", "--propagation", "slave",
+		"/bin/sh", "-c", script, "sh", logPath, name}, args...)
+	return exec.Command("nsenter", argv...)
 }
 
 // Start starts a long-running command with Command and stops it at cleanup.
@@ -207,6 +211,9 @@ func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *exec.Cmd {
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
 			<-done
+		}
+		if ns.t.Failed() {
+			ns.t.Logf("output of %s:\n%s", name, out.String())
 		}
 	})
 	return cmd
@@ -309,4 +316,16 @@ func (s *Syslog) Tail(n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// MountBPFFS mounts the BPF file system at /sys/fs/bpf on the host when it
+// is not there yet, as systemd does at boot, so that tests can pin BPF
+// objects where a real ipwatchd would.
+func MountBPFFS(t T) {
+	t.Helper()
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/bpf", &st) == nil && st.Type == unix.BPF_FS_MAGIC {
+		return
+	}
+	mustRun(t, "mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
 }
