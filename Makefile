@@ -36,12 +36,13 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
 
-bench: ## run the benchmarks recorded in BENCHMARKS.md
+bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
 	$(GO) test -run '^$$' -bench . ./internal/daemon ./cmd/virtuald
 	$(GO) test -run '^$$' -bench BenchmarkAddToLive -benchtime 200x ./internal/addrs
 	$(GO) test -run '^$$' -bench Startup -benchtime 300x ./bench
 	$(GO) test -run '^$$' -bench Inetd -benchtime 20x ./bench
+	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
 
 demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin

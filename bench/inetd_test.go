@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -115,7 +116,11 @@ func BenchmarkInetd(b *testing.B) {
 		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock+".absent", confs[n]))
 		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
 	}
-	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[1000], "-conf", confs[10000], "-log-level", "warn")
+	testbed.MountBPFFS(b)
+	pinDir := "/sys/fs/bpf/" + ns.Name // counters on, as by default, in this namespace's own pins
+	b.Cleanup(func() { bpf.Remove(pinDir) })
+	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[1000], "-conf", confs[10000],
+		"-bpf", "on", "-bpf-pin-dir", pinDir, "-log-level", "warn")
 	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", lines...))
 	for _, w := range wrappers {
 		ns.WaitListening("tcp", w.port)

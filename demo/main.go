@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -86,8 +87,12 @@ func main() {
 	fmt.Printf("\n== %s\n%s\n", conf, indent(strings.Join(lines, "\n")))
 	fmt.Printf("\n== %s (run by Debian's openbsd-inetd inside the namespace)\n%s\n", inetdConf, indent(mustRead(inetdConf)))
 
-	fmt.Printf("\n== ipwatchd -socket %s -conf %s (in the namespace)\n", socket, conf)
-	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf)
+	// The kernel's connection counters are pinned per network namespace.
+	testbed.MountBPFFS(t)
+	pinDir := "/sys/fs/bpf/" + ns.Name
+	t.Cleanup(func() { bpf.Remove(pinDir) })
+	fmt.Printf("\n== ipwatchd -socket %s -conf %s -bpf-pin-dir %s (in the namespace)\n", socket, conf, pinDir)
+	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf, "-bpf-pin-dir", pinDir)
 	waitSocket(socket)
 	ns.Start(syslog, "inetd", "-d", inetdConf)
 	ns.WaitListening("tcp", 7000)

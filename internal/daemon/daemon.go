@@ -88,32 +88,40 @@ func New(cfg Config) (*Daemon, error) {
 	if d.watch, err = newWatcher(d.queue); err != nil {
 		return nil, err
 	}
+	// The counter is attached before the socket appears: a client that
+	// waits for the socket finds every later connection counted.
+	if err := d.openBPF(); err != nil {
+		d.watch.close()
+		return nil, err
+	}
 	d.srv, err = server.Listen(cfg.Socket)
 	if err != nil {
+		d.closeBPF()
 		d.watch.close()
 		return nil, err
 	}
 	if cfg.Metrics != "" {
 		if d.metrics, err = net.Listen("tcp", cfg.Metrics); err != nil {
 			d.srv.Close()
+			d.closeBPF()
 			d.watch.close()
 			return nil, err
 		}
 	}
 	d.srv.Handler = d.handle
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
-	if err := d.openBPF(); err != nil {
-		d.srv.Close()
-		d.watch.close()
-		if d.metrics != nil {
-			d.metrics.Close()
-		}
-		return nil, err
-	}
 	for _, p := range cfg.Confs {
 		d.adopt(p)
 	}
 	return d, nil
+}
+
+// closeBPF lets go of the counter; its pins stay and the kernel goes on
+// counting while no daemon runs.
+func (d *Daemon) closeBPF() {
+	if d.counter != nil {
+		d.counter.Close()
+	}
 }
 
 // openBPF starts the kernel's connection counting as Config.BPF says.
@@ -192,9 +200,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sdnotify.Notify("STOPPING=1")
 	d.watch.close()
 	wg.Wait()
-	if d.counter != nil {
-		d.counter.Close() // the pins stay: the kernel goes on counting
-	}
+	d.closeBPF()
 	select {
 	case err := <-errs:
 		return err
