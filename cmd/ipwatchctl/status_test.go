@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -142,3 +143,40 @@ func TestStatusJSONContract(t *testing.T) {
 		has("unmapped", u.(map[string]any), "address", "interface", "connections")
 	}
 }
+
+// reload waits for the daemon to reload and prints each file's new
+// generation, or the error and the generation kept (exit 1).
+func TestReload(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	conf := roots.WriteConf("conf", "127.0.0.1 "+roots.Root("good", ""))
+	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+	d, err := daemon.New(daemon.Config{Socket: sock, Confs: []string{conf}, Log: zap.NewNop(), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, _, _ := runCtl("-socket", sock, "status"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not answer")
+		}
+	}
+	os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644)
+	code, out, _ := runCtl("-socket", sock, "reload")
+	if code != 0 || !regexpMatch(`^`+conf+`: generation [2-9]\n$`, out) {
+		t.Errorf("reload: exit %d: %q", code, out)
+	}
+	os.WriteFile(conf, []byte("127.0.0.1 /\x00"), 0o644)
+	code, out, _ = runCtl("-socket", sock, "reload")
+	if code != 1 || !strings.Contains(out, conf+": reload failed, generation") || !strings.Contains(out, "holds a NUL byte") {
+		t.Errorf("reload of a broken file: exit %d: %q", code, out)
+	}
+}
+
+func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }

@@ -44,7 +44,7 @@ func TestAcceptSystemd(t *testing.T) {
 	w := newWorld(t)
 	w.ns.Start(w.log, "systemd-socket-activate", "-l", "7301", w.bin["virtuald"], "-accept", w.conf, whoami)
 	w.ns.WaitListening("tcp", 7301)
-	n := w.checkServed(t, 7301, 20, nil)
+	n := w.checkServed(t, 7301, 80, nil)
 	t.Logf("%d connections through systemd-socket-activate to virtuald -accept", n)
 	w.checkHostile(t, 7301)
 	// The service must not see systemd's variables (checked through the

@@ -332,9 +332,10 @@ func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
 	}
 	c := d.confs.get(path)
 	if c == nil {
-		// Only root's questions make the daemon read a new file: it
-		// holds what it reads for good.
-		if peer.Uid == 0 && filepath.IsAbs(path) && filepath.Clean(path) == path && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
+		// Only virtuald's questions as root make the daemon read a new
+		// file (it holds what it reads for good); ipwatchctl's lookups
+		// change nothing.
+		if count && peer.Uid == 0 && filepath.IsAbs(path) && filepath.Clean(path) == path && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
 			d.log.Info("adopting conf file", zap.String("conf", path), zap.Int32("pid", peer.Pid))
 			d.adopt(path)
 		}
