@@ -32,9 +32,12 @@ type wrapper struct {
 // wrapper, the service and the daemon's share alike.
 type cpuGroup string
 
+// newCPUGroup makes the cgroup. Call it before starting anything that
+// will join it: cleanups run last-in first-out, and a cgroup can only be
+// removed once its processes are gone.
 func newCPUGroup(b *testing.B) cpuGroup {
-	dir := filepath.Join("/sys/fs/cgroup/cpuacct", "virtuald-bench-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	dir, err := os.MkdirTemp("/sys/fs/cgroup/cpuacct", "virtuald-bench-")
+	if err != nil {
 		b.Fatalf("a cpuacct cgroup is needed to measure CPU per connection: %v", err)
 	}
 	b.Cleanup(func() { os.Remove(dir) })
@@ -77,13 +80,16 @@ func writeConfs(b *testing.B, roots *testbed.Roots, addrs, rootPaths []string, n
 // and down, and virtuald in accept mode (inetd "wait"), each at 8, 1,000
 // and 10,000 conf entries. Each iteration makes 40 connections
 // (2 at a time, the machine's cores) to every variant in rotating order.
+// The service is a static C program that writes one line, as cheap as a
+// service gets, so that what each wrapper adds shows.
 func BenchmarkInetd(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
 	t := b
+	group := newCPUGroup(b)
 	bins := testbed.Binaries(t)
-	seed := buildSeed(b)
+	seed, hello := buildSeed(b), buildService(b)
 	ns := testbed.NewNetNS(t)
 	roots := testbed.NewRoots(t)
 	logDir := b.TempDir()
@@ -93,14 +99,13 @@ func BenchmarkInetd(b *testing.B) {
 		a := fmt.Sprintf("192.0.2.%d", i)
 		ns.AddAddr(a)
 		addrs = append(addrs, a)
-		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), bins["whoami"]))
+		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), hello))
 	}
 	confs := map[int]string{}
 	for _, n := range []int{8, 1000, 10000} {
 		confs[n] = writeConfs(b, roots, addrs, rootPaths, n)
 	}
 	sock := filepath.Join(logDir, "ipwatchd.sock")
-	group := newCPUGroup(b)
 
 	var wrappers []*wrapper
 	var lines []string
@@ -109,12 +114,12 @@ func BenchmarkInetd(b *testing.B) {
 		wrappers = append(wrappers, w)
 		lines = append(lines, fmt.Sprintf("%d stream tcp %s root %s", w.port, wait, line))
 	}
-	add("no wrapper", 0, "nowait", bins["whoami"]+" whoami")
+	add("no wrapper", 0, "nowait", hello+" hello")
 	for _, n := range []int{8, 1000, 10000} {
-		add("seed", n, "nowait", fmt.Sprintf("%s virtuald-seed %s /bin/whoami", seed, confs[n]))
-		add("virtuald, daemon up", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
-		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/whoami", bins["virtuald"], sock+".absent", confs[n]))
-		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/whoami", bins["virtuald"], sock, confs[n]))
+		add("seed", n, "nowait", fmt.Sprintf("%s virtuald-seed %s /bin/hello", seed, confs[n]))
+		add("virtuald, daemon up", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], sock, confs[n]))
+		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], sock+".absent", confs[n]))
+		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/hello", bins["virtuald"], sock, confs[n]))
 	}
 	testbed.MountBPFFS(b)
 	pinDir := "/sys/fs/bpf/" + ns.Name // counters on, as by default, in this namespace's own pins
@@ -212,6 +217,18 @@ func report(b *testing.B, ws []*wrapper) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// buildService builds the benchmark's service, a static C program like
+// the classic inetd services (a Go service's own start-up would dwarf what
+// the wrappers cost).
+func buildService(b *testing.B) string {
+	hello := filepath.Join(b.TempDir(), "hello")
+	if out, err := exec.Command("gcc", "-static", "-O2", "-o", hello, "service/hello.c").CombinedOutput(); err != nil {
+		b.Fatalf("building the service (gcc, and libc6-dev for -static): %v\n%s", err, out)
+	}
+	os.Chmod(filepath.Dir(hello), 0o755)
+	return hello
+}
 
 func buildSeed(b *testing.B) string {
 	seed := filepath.Join(b.TempDir(), "virtuald-seed")

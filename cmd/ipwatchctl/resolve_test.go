@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/testbed"
-	"go.uber.org/zap"
+	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
 
 // resolve agrees with what virtuald does, for every rule: exact, prefix,
@@ -40,15 +38,7 @@ func TestResolveAgreesWithVirtuald(t *testing.T) {
 	ns.WaitListening("tcp", 7401)
 
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
-	d, err := daemon.New(daemon.Config{Socket: sock, Confs: []string{withDefault, noDefault}, Log: zap.NewNop(), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	d.ReloadAll()
+	ipwatchdtest.StartDaemon(t, sock, withDefault, noDefault)
 
 	served := regexp.MustCompile(`: served from (\S+) .*\(line (\d+), (\w+) match`)
 	ruleOf := regexp.MustCompile(`rule=(\w+)`)

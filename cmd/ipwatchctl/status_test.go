@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -12,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
-	"go.uber.org/zap"
+	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -85,25 +83,10 @@ func TestStatusJSONContract(t *testing.T) {
 	os.Chmod(bad, 0o777)
 	conf := roots.WriteConf("conf", "127.0.0.1 "+good, "192.0.2.99 "+bad, "10.0.0.0/8 "+good, "default "+good)
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
-	d, err := daemon.New(daemon.Config{Socket: sock, Confs: []string{conf}, Log: zap.NewNop(), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	var out string
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var code int
-		code, out, _ = runCtl("-socket", sock, "status", "-json")
-		if code == 0 && strings.Contains(out, `"generation": 1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status -json: exit %d: %s", code, out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ipwatchdtest.StartDaemon(t, sock, conf)
+	code, out, _ := runCtl("-socket", sock, "status", "-json")
+	if code != 0 {
+		t.Fatalf("status -json: exit %d: %s", code, out)
 	}
 	var st map[string]any
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
@@ -151,22 +134,7 @@ func TestReload(t *testing.T) {
 	roots := testbed.NewRoots(t)
 	conf := roots.WriteConf("conf", "127.0.0.1 "+roots.Root("good", ""))
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
-	d, err := daemon.New(daemon.Config{Socket: sock, Confs: []string{conf}, Log: zap.NewNop(), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if code, _, _ := runCtl("-socket", sock, "status"); code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the daemon did not answer")
-		}
-	}
+	ipwatchdtest.StartDaemon(t, sock, conf)
 	os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644)
 	code, out, _ := runCtl("-socket", sock, "reload")
 	if code != 0 || !regexpMatch(`^`+conf+`: generation [2-9]\n$`, out) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -36,6 +38,8 @@ type acceptor struct {
 	confPath   string
 	program    string
 	argv, env  []string
+
+	answers answerCache
 
 	mu       sync.Mutex
 	children map[int]*child
@@ -100,6 +104,14 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 		program: program, argv: argv, env: withoutListenVars(env),
 		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
 	}
+	a.answers.init()
+	stopReports := make(chan struct{})
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		a.reportCounts(stopReports)
+	}()
+	defer func() { close(stopReports); <-reported }()
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 	wake, stop := make([]int, 2), false
@@ -222,7 +234,7 @@ func (a *acceptor) serve(conn int) {
 		a.release()
 		return
 	}
-	d, err := decide(c, a.socketPath, a.confPath)
+	d, err := decide(c, a.confPath, a.resolve)
 	if err != nil {
 		a.refuse(conn, &d.line, err.Error())
 		a.release()
@@ -330,4 +342,116 @@ func withoutListenVars(env []string) []string {
 		}
 	}
 	return out
+}
+
+// answerCache keeps the daemon's answers by conf file identity and
+// address. The daemon answers from the file's content, which the identity
+// names, so a kept answer is the answer the daemon would give again: accept
+// mode asks once per address and file version instead of once per
+// connection. The connections answered from it are counted here and
+// reported to the daemon in batches, so that its per-entry counts stay whole.
+type answerCache struct {
+	mu      sync.Mutex
+	m       map[answerKey]conf.Match
+	pending map[string]uint64 // entry key -> connections not yet reported
+}
+
+type answerKey struct {
+	id   ipc.FileID
+	addr netip.Addr
+}
+
+// maxAnswers bounds the cache: past it, it starts again empty.
+const maxAnswers = 1 << 16
+
+func (c *answerCache) init() {
+	c.m = map[answerKey]conf.Match{}
+	c.pending = map[string]uint64{}
+}
+
+// resolve is accept mode's resolver: the cache, then the daemon, then the
+// file, with the same rules and code as the per-connection mode.
+func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(a.confPath, &st); err != nil {
+		return fromFile(a.confPath, addr, "conf not found")
+	}
+	k := answerKey{fileID(&st), addr.Unmap()}
+	c := &a.answers
+	c.mu.Lock()
+	m, ok := c.m[k]
+	if ok && m.Entry != nil {
+		c.pending[m.Entry.Key]++
+	}
+	c.mu.Unlock()
+	if ok {
+		return m, "daemon-cache", "", nil
+	}
+	d := askDaemon(a.socketPath, a.confPath, k.id, addr, ipc.OpResolve)
+	if d.match == nil {
+		return fromFile(a.confPath, addr, d.reason)
+	}
+	c.mu.Lock()
+	if len(c.m) >= maxAnswers {
+		c.m = map[answerKey]conf.Match{}
+	}
+	c.m[k] = *d.match
+	c.mu.Unlock()
+	return *d.match, "daemon", "", nil
+}
+
+// reportCounts sends the connections answered from the cache to the
+// daemon every second, and once more when stop closes. Counts the daemon
+// could not take are kept for the next try.
+func (a *acceptor) reportCounts(stop <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-stop:
+			a.flushCounts()
+			return
+		}
+		a.flushCounts()
+	}
+}
+
+func (a *acceptor) flushCounts() {
+	c := &a.answers
+	c.mu.Lock()
+	pending := c.pending
+	c.pending = map[string]uint64{}
+	c.mu.Unlock()
+	fields := []string{ipc.Version, ipc.OpCount, a.confPath}
+	send := func() bool {
+		if len(fields) == 3 {
+			return true
+		}
+		reply, err := ipc.Call(a.socketPath, daemonTimeout, 1024, fields...)
+		fields = fields[:3]
+		return err == nil && len(reply) > 0 && string(reply[0]) == ipc.ReplyOK
+	}
+	var failed []string
+	batch := []string{}
+	for key, n := range pending {
+		fields = append(fields, key, strconv.FormatUint(n, 10))
+		batch = append(batch, key)
+		if len(fields) >= ipc.MaxFields-1 {
+			if !send() {
+				failed = append(failed, batch...)
+			}
+			batch = batch[:0]
+		}
+	}
+	if !send() {
+		failed = append(failed, batch...)
+	}
+	if len(failed) > 0 {
+		c.mu.Lock()
+		for _, key := range failed {
+			c.pending[key] += pending[key]
+		}
+		c.mu.Unlock()
+	}
 }

@@ -436,18 +436,3 @@ func TestNotASocket(t *testing.T) {
 		}
 	})
 }
-
-// countLines counts the log lines holding every one of subs.
-func (w *world) countLines(subs ...string) int {
-	n := 0
-	for _, l := range w.log.Lines() {
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(l, s)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}

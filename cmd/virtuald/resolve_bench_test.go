@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/daemon"
-	"go.uber.org/zap"
+	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
 
 // BenchmarkResolve compares virtuald's two ways to an answer, as it takes
@@ -37,15 +35,7 @@ func BenchmarkResolve(b *testing.B) {
 		confs = append(confs, p)
 	}
 	sock := filepath.Join(sockDir, "ipwatchd.sock")
-	d, err := daemon.New(daemon.Config{Socket: sock, Confs: confs, Log: zap.NewNop(), Version: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	d.ReloadAll()
+	ipwatchdtest.StartDaemon(b, sock, confs...)
 	for i, n := range sizes {
 		path, addr := confs[i], last[n]
 		b.Run(fmt.Sprintf("entries=%d/daemon", n), func(b *testing.B) {

@@ -140,17 +140,22 @@ type decision struct {
 	entry  *conf.Entry
 }
 
-// decide resolves the connection's local address to an entry, daemon
-// first, and checks the entry's root and credentials. A non-nil error is
-// the reason to refuse the connection; the log line is filled in either way.
-func decide(c socket.Conn, socketPath, confPath string) (*decision, error) {
+// resolver answers which entry of the conf file serves an address, and
+// says which path answered (via) and, when it was the file, why the daemon
+// did not (why).
+type resolver func(addr netip.Addr) (m conf.Match, via, why string, err error)
+
+// decide resolves the connection's local address to an entry with r, and
+// checks the entry's root and credentials. A non-nil error is the reason
+// to refuse the connection; the log line is filled in either way.
+func decide(c socket.Conn, confPath string, r resolver) (*decision, error) {
 	d := &decision{}
 	d.line.add("local", c.Local.String())
 	if c.Remote.IsValid() {
 		d.line.add("remote", c.Remote.String())
 	}
 	d.line.add("conf", confPath)
-	m, via, why, err := resolve(socketPath, confPath, c.Local.Addr())
+	m, via, why, err := r(c.Local.Addr())
 	if m.Entry != nil {
 		d.entry = m.Entry
 		d.line.add("line", strconv.Itoa(m.Entry.Line))
@@ -194,7 +199,10 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 		refuse(&line, err.Error())
 		return exitUsage
 	}
-	d, err := decide(c, ipc.SocketPath(o.socket), confPath)
+	socketPath := ipc.SocketPath(o.socket)
+	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
+		return resolve(socketPath, confPath, addr)
+	})
 	line := &d.line
 	// A refused datagram is consumed, or inetd would start virtuald for
 	// it again and again.
@@ -254,16 +262,30 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 // version of it. via says which answered, "daemon" or "file"; why, when
 // the file did, why the daemon did not.
 func resolve(socketPath, confPath string, addr netip.Addr) (m conf.Match, via, why string, err error) {
-	d := askDaemon(socketPath, confPath, addr)
+	var st unix.Stat_t
+	if err := unix.Stat(confPath, &st); err != nil {
+		return fromFile(confPath, addr, "conf not found")
+	}
+	d := askDaemon(socketPath, confPath, fileID(&st), addr, ipc.OpResolve)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
+	return fromFile(confPath, addr, d.reason)
+}
+
+// fromFile reads the conf file itself; why is why the daemon did not answer.
+func fromFile(confPath string, addr netip.Addr, why string) (m conf.Match, via, _ string, err error) {
 	data, err := conf.Read(confPath)
 	if err != nil {
-		return conf.Match{}, "file", d.reason, err
+		return conf.Match{}, "file", why, err
 	}
 	m, err = conf.Find(confPath, data, addr)
-	return m, "file", d.reason, err
+	return m, "file", why, err
+}
+
+// fileID is the identity of the conf file as the daemon compares it.
+func fileID(st *unix.Stat_t) ipc.FileID {
+	return ipc.FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
 }
 
 type daemonAnswer struct {
@@ -271,13 +293,10 @@ type daemonAnswer struct {
 	reason string // why there is no match
 }
 
-func askDaemon(socketPath, confPath string, addr netip.Addr) daemonAnswer {
-	var st unix.Stat_t
-	if err := unix.Stat(confPath, &st); err != nil {
-		return daemonAnswer{reason: "conf not found"}
-	}
-	id := ipc.FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
-	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
+// askDaemon asks ipwatchd which entry of the conf file with identity id
+// serves addr (op is ipc.OpResolve, or ipc.OpLookup not to be counted).
+func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr, op string) daemonAnswer {
+	req := append([]string{ipc.Version, op, confPath, addr.String()}, id.Fields()...)
 	reply, err := ipc.Call(socketPath, daemonTimeout, 64<<10, req...)
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,14 +52,14 @@ type Config struct {
 
 // Daemon is one running ipwatchd.
 type Daemon struct {
-	cfg     Config
-	log     *zap.Logger
-	start   time.Time
-	confs   *confSet
-	tracker *addrs.Tracker
-	srv     *server.Server
-	watch   *watcher
-	metrics net.Listener // nil without -metrics
+	cfg      Config
+	log      *zap.Logger
+	start    time.Time
+	confs    *confSet
+	tracker  *addrs.Tracker
+	srv      *server.Server
+	watch    *watcher
+	metrics  net.Listener // nil without -metrics
 	counter  *bpf.Counter // nil when the kernel does not count
 	bpfState string       // "on", or "off: why"
 
@@ -299,6 +300,8 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 		return d.resolve(peer, req[2:], true)
 	case ipc.OpLookup:
 		return d.resolve(peer, req[2:], false)
+	case ipc.OpCount:
+		return d.count(peer, req[2:])
 	case ipc.OpStatus:
 		return jsonReply(d.Status())
 	case ipc.OpReload:
@@ -365,6 +368,30 @@ func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
 	}
 	d.queries.ok.Add(1)
 	return replyStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
+}
+
+// count adds connections that virtuald in accept mode answered from the
+// answers it keeps (args: conf path, then entry key and count pairs) to the
+// entries' resolved counts. Only root's reports count.
+func (d *Daemon) count(peer unix.Ucred, args [][]byte) [][]byte {
+	if peer.Uid != 0 {
+		return replyStrings(ipc.ReplyError, "count is for root only")
+	}
+	if len(args) < 1 || len(args)%2 != 1 {
+		return replyStrings(ipc.ReplyError, "count takes a conf path, then key and count pairs")
+	}
+	c := d.confs.get(string(args[0]))
+	if c == nil {
+		return replyStrings(ipc.ReplyUnknown)
+	}
+	for i := 1; i+1 < len(args); i += 2 {
+		n, err := strconv.ParseUint(string(args[i+1]), 10, 64)
+		if err != nil {
+			return replyStrings(ipc.ReplyError, "bad count")
+		}
+		c.counter(string(args[i])).Add(n)
+	}
+	return replyStrings(ipc.ReplyOK)
 }
 
 func replyStrings(s ...string) [][]byte {

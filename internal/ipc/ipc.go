@@ -32,6 +32,7 @@ const (
 const (
 	OpResolve = "resolve" // virtuald's question: counted per entry
 	OpLookup  = "lookup"  // the same question from ipwatchctl: not counted
+	OpCount   = "count"   // connections accept mode answered itself: conf path, then entry key and count pairs
 	OpStatus  = "status"
 	OpReload  = "reload"
 )

@@ -285,20 +285,33 @@ func (s *Syslog) Lines() []string {
 	return append([]string(nil), s.lines...)
 }
 
+// Count counts the messages holding every one of subs.
+func (s *Syslog) Count(subs ...string) int {
+	n := 0
+	for _, l := range s.Lines() {
+		if holdsAll(l, subs) {
+			n++
+		}
+	}
+	return n
+}
+
+func holdsAll(l string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(l, sub) {
+			return false
+		}
+	}
+	return true
+}
+
 // WaitFor returns the first message holding every one of subs, waiting up
 // to timeout for it to arrive.
 func (s *Syslog) WaitFor(timeout time.Duration, subs ...string) (string, bool) {
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, l := range s.Lines() {
-			ok := true
-			for _, sub := range subs {
-				if !strings.Contains(l, sub) {
-					ok = false
-					break
-				}
-			}
-			if ok {
+			if holdsAll(l, subs) {
 				return l, true
 			}
 		}

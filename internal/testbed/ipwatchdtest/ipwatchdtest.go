@@ -1,0 +1,42 @@
+// Package ipwatchdtest runs ipwatchd inside a test process. It is apart
+// from testbed because the daemon imports packages whose own tests use
+// testbed.
+package ipwatchdtest
+
+import (
+	"context"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/daemon"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
+	"go.uber.org/zap"
+)
+
+// StartDaemon runs ipwatchd in this process on socket, serving confs, and
+// returns once it answers (every file loaded). It stops at cleanup. Tests
+// that need it in a network namespace of their own run the binary instead.
+func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
+	t.Helper()
+	d, err := daemon.New(daemon.Config{Socket: socket, Confs: confs, Log: zap.NewNop(), Version: "test"})
+	if err != nil {
+		t.Fatalf("ipwatchd: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Logf("ipwatchd stopped with %v", err)
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, err := ipc.Call(socket, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus); err == nil && string(r[0]) == ipc.ReplyOK {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ipwatchd did not answer on %s within 10s", socket)
+		}
+	}
+}
