@@ -1,6 +1,7 @@
 # Every command of the project. `make help` lists them.
 
-GO       ?= go
+# sudo's secure_path usually lacks Go's own directory.
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
