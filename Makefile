@@ -1,7 +1,9 @@
 # Every command of the project. `make help` lists them.
 
-# sudo's secure_path usually lacks Go's own directory.
+# sudo's secure_path usually lacks Go's own directory; the tests also run
+# go (to build the programs they start), so it goes on the PATH too.
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export PATH := $(dir $(GO)):$(PATH)
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
