@@ -40,7 +40,7 @@ type world struct {
 	socket string
 	conf   string
 	addrs  []string
-	daemon *exec.Cmd
+	daemon *testbed.Process
 	accept bool   // run virtuald -accept under inetd's wait, instead of per connection
 	pinDir string // the namespace's own BPF pin directory
 }
@@ -537,8 +537,7 @@ func TestKernelCounts(t *testing.T) {
 	if e, u := counts(); e != 25 || u != 7 {
 		t.Fatalf("kernel counts %d and %d, want 25 and 7", e, u)
 	}
-	w.daemon.Process.Signal(unix.SIGTERM)
-	w.daemon.Wait()
+	w.daemon.Stop()
 	connect(w.addrs[0], 5) // while no daemon runs: virtuald reads the file
 	w.startDaemon("-bpf", "on")
 	if e, u := counts(); e != 30 || u != 7 {

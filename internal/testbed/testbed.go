@@ -193,8 +193,21 @@ exec "$@"`
 	return exec.Command("nsenter", argv...)
 }
 
+// Process is a long-running command started with Start.
+type Process struct {
+	*exec.Cmd
+	done chan struct{} // closed when it has exited (and been waited for)
+}
+
+// Stop sends SIGTERM and waits for the process to exit. Only Start's own
+// goroutine waits for it: a second Wait would race with that one.
+func (p *Process) Stop() {
+	p.Process.Signal(unix.SIGTERM)
+	<-p.done
+}
+
 // Start starts a long-running command with Command and stops it at cleanup.
-func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *exec.Cmd {
+func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *Process {
 	ns.t.Helper()
 	cmd := ns.Command(sl, name, args...)
 	var out bytes.Buffer
@@ -202,21 +215,21 @@ func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		ns.t.Fatalf("starting %s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	p := &Process{Cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
 	ns.t.Cleanup(func() {
 		cmd.Process.Signal(unix.SIGTERM)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-p.done
 		}
 		if ns.t.Failed() {
 			ns.t.Logf("output of %s:\n%s", name, out.String())
 		}
 	})
-	return cmd
+	return p
 }
 
 // WaitListening waits until something listens on port (proto "tcp" or
