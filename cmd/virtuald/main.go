@@ -6,6 +6,10 @@
 //
 //	ftp stream tcp nowait root /usr/sbin/virtuald virtuald /etc/virtuald/conf.ftp in.ftpd -l
 //
+// With -accept it is started once with the listening socket instead (inetd
+// "wait", systemd Accept=no) and starts the service for each connection
+// itself, directly inside its root (accept.go).
+//
 // Its log goes to syslog, never to fds 0-2, which are the client's socket.
 package main
 
