@@ -167,18 +167,10 @@ func (e *env) resolve(args []string) int {
 func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err == nil {
-		id := ipc.FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
-		req := append([]string{ipc.OpLookup, path, addr.String()}, id.Fields()...)
+		req := append([]string{ipc.OpLookup, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)
 		if reply, err := e.call(5*time.Second, req...); err == nil && string(reply[0]) == ipc.ReplyOK {
 			if a, err := ipc.ParseAnswer(reply[1:]); err == nil {
-				m := conf.Match{Rule: conf.ParseRule(a.Rule)}
-				if a.Key != "" {
-					m.Entry = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root, User: a.User, Group: a.Group}
-				}
-				if a.Refusal != "" {
-					m.Err = errors.New(a.Refusal)
-				}
-				return m, fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
+				return a.Match(), fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
 			}
 		}
 	}

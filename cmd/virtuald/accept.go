@@ -376,7 +376,7 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	if err := unix.Stat(a.confPath, &st); err != nil {
 		return fromFile(a.confPath, addr, "conf not found")
 	}
-	k := answerKey{fileID(&st), addr.Unmap()}
+	k := answerKey{ipc.FileIDOf(&st), addr.Unmap()}
 	c := &a.answers
 	c.mu.Lock()
 	m, ok := c.m[k]
@@ -387,7 +387,7 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	if ok {
 		return m, "daemon-cache", "", nil
 	}
-	d := askDaemon(a.socketPath, a.confPath, k.id, addr, ipc.OpResolve)
+	d := askDaemon(a.socketPath, a.confPath, k.id, addr)
 	if d.match == nil {
 		return fromFile(a.confPath, addr, d.reason)
 	}

@@ -266,7 +266,7 @@ func resolve(socketPath, confPath string, addr netip.Addr) (m conf.Match, via, w
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
-	d := askDaemon(socketPath, confPath, fileID(&st), addr, ipc.OpResolve)
+	d := askDaemon(socketPath, confPath, ipc.FileIDOf(&st), addr)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -283,20 +283,15 @@ func fromFile(confPath string, addr netip.Addr, why string) (m conf.Match, via, 
 	return m, "file", why, err
 }
 
-// fileID is the identity of the conf file as the daemon compares it.
-func fileID(st *unix.Stat_t) ipc.FileID {
-	return ipc.FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
-}
-
 type daemonAnswer struct {
 	match  *conf.Match
 	reason string // why there is no match
 }
 
 // askDaemon asks ipwatchd which entry of the conf file with identity id
-// serves addr (op is ipc.OpResolve, or ipc.OpLookup not to be counted).
-func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr, op string) daemonAnswer {
-	req := append([]string{ipc.Version, op, confPath, addr.String()}, id.Fields()...)
+// serves addr.
+func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr) daemonAnswer {
+	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
 	reply, err := ipc.Call(socketPath, daemonTimeout, 64<<10, req...)
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
@@ -323,12 +318,6 @@ func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr, op s
 	if err != nil {
 		return daemonAnswer{reason: err.Error()}
 	}
-	m := conf.Match{Rule: conf.ParseRule(a.Rule)}
-	if a.Key != "" {
-		m.Entry = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root, User: a.User, Group: a.Group}
-	}
-	if a.Refusal != "" {
-		m.Err = errors.New(a.Refusal)
-	}
+	m := a.Match()
 	return daemonAnswer{match: &m}
 }

@@ -45,7 +45,7 @@ func BenchmarkQueries1000Clients(b *testing.B) {
 	_, sock := startDaemon(b, []string{path})
 	var st unix.Stat_t
 	unix.Stat(path, &st)
-	frame, _ := ipc.EncodeStrings(append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, fileID(&st).Fields()...)...)
+	frame, _ := ipc.EncodeStrings(append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
 	const clients = 1000
 	per := b.N/clients + 1
 	lat := make([][]time.Duration, clients)

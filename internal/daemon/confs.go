@@ -9,7 +9,6 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
-	"golang.org/x/sys/unix"
 )
 
 // snapshot is one loaded copy of a conf file. It is never modified after
@@ -108,7 +107,7 @@ func (s *confSet) load(c *confFile) (bool, error) {
 		c.loadErrors.Add(1)
 		return false, err
 	}
-	id := fileID(&st)
+	id := ipc.FileIDOf(&st)
 	if cur := c.cur.Load(); cur != nil && cur.id == id {
 		c.loadErr.Store(nil)
 		return false, nil
@@ -124,12 +123,4 @@ func (s *confSet) load(c *confFile) (bool, error) {
 	c.loadErr.Store(nil)
 	c.loads.Add(1)
 	return true, nil
-}
-
-// fileID is the identity virtuald compares: it stats the same path.
-func fileID(st *unix.Stat_t) ipc.FileID {
-	return ipc.FileID{
-		Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size),
-		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(),
-	}
 }

@@ -64,7 +64,7 @@ func ask(t *testing.T, sock, path string, addr netip.Addr) [][]byte {
 		t.Fatal(err)
 	}
 	reply, err := ipc.Call(sock, 5*time.Second, 1<<16,
-		append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, fileID(&st).Fields()...)...)
+		append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

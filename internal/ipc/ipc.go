@@ -16,6 +16,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/virtuald/virtuald/internal/conf"
+	"golang.org/x/sys/unix"
 )
 
 // Version is the protocol version a request carries first.
@@ -134,6 +137,12 @@ type FileID struct {
 	CtimeNs        int64
 }
 
+// FileIDOf is the identity of the file st describes; virtuald, ipwatchctl
+// and the daemon all compute it here, so they compare like with like.
+func FileIDOf(st *unix.Stat_t) FileID {
+	return FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
+}
+
 // Fields gives the identity as request fields.
 func (id FileID) Fields() []string {
 	return []string{u64(id.Dev), u64(id.Ino), u64(id.Size), i64(id.MtimeNs), i64(id.CtimeNs)}
@@ -174,6 +183,19 @@ type Answer struct {
 // Fields gives the answer as reply fields, after ReplyOK.
 func (a *Answer) Fields() []string {
 	return []string{u64(a.Generation), a.Rule, u64(uint64(a.Line)), a.Key, a.Root, a.User, a.Group, a.Refusal}
+}
+
+// Match turns the answer back into the lookup result it carries, as the
+// file itself would have given it.
+func (a *Answer) Match() conf.Match {
+	m := conf.Match{Rule: conf.ParseRule(a.Rule)}
+	if a.Key != "" {
+		m.Entry = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root, User: a.User, Group: a.Group}
+	}
+	if a.Refusal != "" {
+		m.Err = errors.New(a.Refusal)
+	}
+	return m
 }
 
 // ParseAnswer reads an answer from the fields after ReplyOK.
