@@ -36,6 +36,7 @@ test: ## run every test (as root the end-to-end tests run too)
 
 fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
+	$(GO) test -run '^$$' -fuzz '^FuzzJoinedLines$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
 

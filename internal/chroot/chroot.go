@@ -13,6 +13,7 @@ package chroot
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,55 @@ func (e *Error) Error() string { return e.Path + " " + e.Problem }
 // Open opens path, which must be absolute and clean, checking every
 // component. The caller must Close the returned Dir.
 func Open(path string) (*Dir, error) {
+	return walk(path, rootOnly)
+}
+
+// OpenTrusted opens the directory path as Open does, under a rule for a
+// directory whose contents decide what is trusted (the conf files'
+// directory): every component owned by root or by owner, not writable by
+// group or others, no symbolic links. A sticky directory writable by
+// others (/tmp) is allowed on the way when the next component is owned by
+// root or owner, since then nobody else can rename or replace it.
+func OpenTrusted(path string, owner uint32) (*Dir, error) {
+	return walk(path, trustedBy(owner))
+}
+
+// rule checks one opened component; parent is the status of the one
+// before it (nil for "/").
+type rule func(st, parent *unix.Stat_t, path string) error
+
+func rootOnly(st, _ *unix.Stat_t, path string) error {
+	switch {
+	case st.Uid != 0:
+		return &Error{Path: path, Problem: fmt.Sprintf("is owned by uid %d, not by root", st.Uid)}
+	case st.Mode&0o022 != 0:
+		return &Error{Path: path, Problem: fmt.Sprintf("is writable by group or others (mode %04o)", st.Mode&0o7777)}
+	}
+	return nil
+}
+
+func trustedBy(owner uint32) rule {
+	return func(st, parent *unix.Stat_t, path string) error {
+		switch {
+		case st.Uid != 0 && st.Uid != owner:
+			return &Error{Path: path, Problem: fmt.Sprintf("is owned by uid %d, not by root or uid %d", st.Uid, owner)}
+		case parent != nil && parent.Mode&0o022 != 0 && parent.Mode&unix.S_ISVTX == 0:
+			return &Error{Path: filepath.Dir(path), Problem: fmt.Sprintf("is writable by group or others (mode %04o) and not sticky", parent.Mode&0o7777)}
+		}
+		return nil
+	}
+}
+
+// lastWritable is the rule's final check: the directory returned must not
+// be writable by others at all, sticky or not.
+func lastWritable(st *unix.Stat_t, path string) error {
+	if st.Mode&0o022 != 0 {
+		return &Error{Path: path, Problem: fmt.Sprintf("is writable by group or others (mode %04o)", st.Mode&0o7777)}
+	}
+	return nil
+}
+
+func walk(path string, ok rule) (*Dir, error) {
 	if !strings.HasPrefix(path, "/") {
 		return nil, &Error{Path: path, Problem: "is not an absolute path"}
 	}
@@ -43,7 +93,8 @@ func Open(path string) (*Dir, error) {
 	if err != nil {
 		return nil, openError("/", err)
 	}
-	if err := check(fd, "/"); err != nil {
+	var parent, st unix.Stat_t
+	if err := check(fd, "/", ok, nil, &st); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -76,29 +127,28 @@ func Open(path string) (*Dir, error) {
 		}
 		unix.Close(fd)
 		fd = next
-		if err := check(fd, path[:end]); err != nil {
+		parent = st
+		if err := check(fd, path[:end], ok, &parent, &st); err != nil {
 			unix.Close(fd)
 			return nil, err
 		}
 	}
+	if err := lastWritable(&st, path); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return &Dir{Path: path, fd: fd}, nil
 }
 
-// check applies the ownership and mode rule to one opened component.
-func check(fd int, path string) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+// check applies the rule to one opened component, leaving its status in st.
+func check(fd int, path string, ok rule, parent, st *unix.Stat_t) error {
+	if err := unix.Fstat(fd, st); err != nil {
 		return &Error{Path: path, Problem: "cannot be checked: " + err.Error()}
 	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return &Error{Path: path, Problem: "is not a directory"}
-	case st.Uid != 0:
-		return &Error{Path: path, Problem: fmt.Sprintf("is owned by uid %d, not by root", st.Uid)}
-	case st.Mode&0o022 != 0:
-		return &Error{Path: path, Problem: fmt.Sprintf("is writable by group or others (mode %04o)", st.Mode&0o7777)}
 	}
-	return nil
+	return ok(st, parent, path)
 }
 
 // explain turns an openat2 failure into words: the kernel says ELOOP for a

@@ -67,11 +67,11 @@ type File struct {
 	Entries []*Entry     // keyed lines in file order (duplicates left out)
 	Errors  []*LineError // every problem, in line order
 
-	// unkeyedLine is the first line whose key could not be read (0 if
-	// none). Such a line may have been meant for any address, so while it
-	// exists the catch-all rules (prefix and default) refuse rather than
-	// serve an address from a root that line might have overridden.
-	unkeyedLine int
+	// suspect is the first line that may have been meant for addresses
+	// its key does not name (see lines.suspect), 0 if none; while it
+	// stands, the catch-all rules refuse.
+	suspect    int
+	suspectWhy string
 
 	exact    map[netip.Addr]*Entry
 	prefixes [2]prefixTable // [0] IPv4, [1] IPv6
@@ -169,9 +169,9 @@ func (f *File) match(e *Entry, r Rule) Match {
 	switch {
 	case e.Err != nil:
 		m.Err = fmt.Errorf("%s:%d: entry %s is invalid: %w", f.Path, e.Line, e.Key, e.Err)
-	case r != RuleExact && f.unkeyedLine != 0:
-		m.Err = fmt.Errorf("%s:%d: the %s entry of line %d is suspended because line %d could not be read and may have been meant for this address",
-			f.Path, e.Line, r, e.Line, f.unkeyedLine)
+	case r != RuleExact && f.suspect != 0:
+		m.Err = fmt.Errorf("%s:%d: the %s entry of line %d is suspended because line %d %s and may have been meant for this address",
+			f.Path, e.Line, r, e.Line, f.suspect, f.suspectWhy)
 	}
 	return m
 }

@@ -5,8 +5,12 @@ import (
 	"math/rand"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func mustParse(t testing.TB, text string) *File {
@@ -477,5 +481,98 @@ func BenchmarkFind(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A line break lost between two entries, or replaced by a bare CR, a tab
+// or a space, joins them into one line: the first becomes invalid and the
+// second's address disappears. It must then be refused, never served from
+// a catch-all (prefix or default) that the lost line overrode.
+func TestJoinedLinesSuspendCatchAlls(t *testing.T) {
+	for name, join := range map[string]string{"bare CR": "\r", "tab": "\t", "space": " ", "lost newline": ""} {
+		t.Run(name, func(t *testing.T) {
+			text := "10.0.0.2 /a" + join + "10.0.0.3 /c\n10.0.0.0/24 /pool\ndefault /d\n"
+			f := mustParse(t, text)
+			for _, a := range []string{"10.0.0.3", "10.0.0.9", "192.0.2.1"} {
+				m := f.Lookup(netip.MustParseAddr(a))
+				if m.Err == nil || !strings.Contains(m.Err.Error(), "is suspended because line 1") {
+					t.Errorf("%s: served from %+v (%v), want refused: line 1 joins two entries", a, m.Entry, m.Err)
+				}
+				fm, err := Find("test.conf", []byte(text), netip.MustParseAddr(a))
+				if err != nil || fmt.Sprint(fm.Err) != fmt.Sprint(m.Err) {
+					t.Errorf("%s: Find says %v, Lookup %v", a, fm.Err, m.Err)
+				}
+			}
+			if len(f.Errors) != 1 || !strings.Contains(f.Errors[0].Msg, "prefix and default entries are suspended") {
+				t.Errorf("check would not say why: %v", f.Errors)
+			}
+		})
+	}
+	// A bare CR inside a comment hides the entry after it.
+	f := mustParse(t, "# moved\r10.0.0.3 /c\ndefault /d\n")
+	if m := f.Lookup(netip.MustParseAddr("10.0.0.3")); m.Err == nil {
+		t.Errorf("a CR inside a comment: 10.0.0.3 served from %+v", m.Entry)
+	}
+	// What is not a joined line keeps the catch-alls: CRLF line ends, an
+	// unknown option (a typo is not an address), a commented-out entry.
+	for _, text := range []string{
+		"10.0.0.2 /a\r\ndefault /d\r\n",
+		"10.0.0.2 /a usr=ftp\ndefault /d\n",
+		"#10.0.0.3 /c\n10.0.0.2 /a # 10.0.0.4 /x\ndefault /d\n",
+	} {
+		f := mustParse(t, text)
+		if m := f.Lookup(netip.MustParseAddr("192.0.2.1")); m.Err != nil {
+			t.Errorf("%q: default suspended: %v", text, m.Err)
+		}
+	}
+}
+
+// Racy: a read that began within a timestamp granularity of the file's
+// last change cannot be told apart, by status, from a later same-size
+// write in the same tick.
+func TestRacy(t *testing.T) {
+	ctime := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	st := unix.Stat_t{Ctim: unix.NsecToTimespec(ctime.UnixNano()), Mtim: unix.NsecToTimespec(ctime.UnixNano())}
+	for _, c := range []struct {
+		after time.Duration
+		racy  bool
+	}{{-time.Second, true}, {0, true}, {4 * time.Millisecond, true}, {49 * time.Millisecond, true}, {50 * time.Millisecond, false}, {time.Hour, false}} {
+		if got := Racy(&st, ctime.Add(c.after)); got != c.racy {
+			t.Errorf("read %v after the change: racy=%v, want %v", c.after, got, c.racy)
+		}
+	}
+	// Whole-second timestamps: a file system of coarse granularity.
+	whole := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st.Ctim, st.Mtim = unix.NsecToTimespec(whole.UnixNano()), unix.NsecToTimespec(whole.UnixNano())
+	if !Racy(&st, whole.Add(1500*time.Millisecond)) || Racy(&st, whole.Add(2*time.Second)) {
+		t.Errorf("whole-second timestamps: racy window is not 2s")
+	}
+}
+
+// Whoever can rename a file in a directory of the conf file's path
+// chooses its content: every directory must be trusted, as for roots.
+func TestReadChecksTheDirectories(t *testing.T) {
+	base := t.TempDir() // under /tmp: sticky, and owned by the caller
+	good := filepath.Join(base, "good")
+	os.Mkdir(good, 0o755)
+	os.Chmod(good, 0o755)
+	writeFileMode(filepath.Join(good, "conf"), "10.0.0.1 /\n", 0o644)
+	if _, err := Read(filepath.Join(good, "conf")); err != nil {
+		t.Fatalf("a conf in a trusted directory under sticky /tmp: %v", err)
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	writeFileMode(filepath.Join(open, "conf"), "10.0.0.1 /\n", 0o644)
+	if _, err := Read(filepath.Join(open, "conf")); err == nil || !strings.Contains(err.Error(), open+" is writable by group or others (mode 0777)") {
+		t.Errorf("a conf in a world-writable directory: %v", err)
+	}
+	os.Symlink(good, filepath.Join(base, "link"))
+	if _, err := Read(filepath.Join(base, "link", "conf")); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("a conf under a symlinked directory: %v", err)
+	}
+	os.Symlink(filepath.Join(good, "conf"), filepath.Join(good, "conf-link"))
+	if _, err := Read(filepath.Join(good, "conf-link")); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("a conf that is a symlink: %v", err)
 	}
 }

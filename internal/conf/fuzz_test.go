@@ -81,3 +81,92 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJoinedLines checks, for any valid conf file and any of its line
+// breaks, that joining the two lines around it (the break lost, or turned
+// into a bare CR, a tab or a space) never serves an address from a less
+// specific entry than the original file did: the joined line's hidden
+// entry is refused instead. A comment swallows whatever is joined onto it
+// without a CR, as in any line-based format, so joins onto a line holding
+// '#' are left out except through a bare CR, which is always caught.
+// The corpus is kept in testdata/fuzz/FuzzJoinedLines.
+func FuzzJoinedLines(f *testing.F) {
+	f.Add([]byte("10.0.0.2 /a\n10.0.0.3 /c\n10.0.0.0/24 /pool\ndefault /d\n"), uint(0), byte(0))
+	f.Add([]byte("10.0.0.0/16 /b user=1\n10.0.0.0/24 /a\n10.0.0.9 /c\n"), uint(0), byte(3))
+	f.Add([]byte("# comment\n2001:db8::/64 /p\n2001:db8::5 /q group=2\ndefault /\n"), uint(0), byte(1))
+	joiners := []string{"", " ", "\t", "\r"}
+	f.Fuzz(func(t *testing.T, data []byte, at uint, how byte) {
+		orig, err := Parse("fuzz.conf", data)
+		if err != nil || len(orig.Errors) > 0 {
+			return // only valid files
+		}
+		breaks := []int{}
+		for i, c := range data {
+			if c == '\n' {
+				breaks = append(breaks, i)
+			}
+		}
+		if len(breaks) == 0 {
+			return
+		}
+		i := breaks[int(at%uint(len(breaks)))]
+		join := joiners[int(how)%len(joiners)]
+		lineStart := bytes.LastIndexByte(data[:i], '\n') + 1
+		if join != "\r" && bytes.IndexByte(data[lineStart:i], '#') >= 0 {
+			return
+		}
+		joined := append(append(append([]byte{}, data[:i]...), join...), data[i+1:]...)
+		after, err := Parse("fuzz.conf", joined)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range probeAddrs(orig) {
+			before, now := orig.Lookup(a), after.Lookup(a)
+			if now.Err != nil || before.Err != nil {
+				continue
+			}
+			if lessSpecific(now, before) {
+				t.Fatalf("joined at byte %d with %q: %s was served by %s (line %d), now by the less specific %s (line %d)",
+					i, join, a, before.Entry.Key, before.Entry.Line, now.Entry.Key, now.Entry.Line)
+			}
+		}
+	})
+}
+
+// probeAddrs are addresses whose answers a join could change: each
+// entry's own, and the first and last of each prefix.
+func probeAddrs(f *File) []netip.Addr {
+	out := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")}
+	for _, e := range f.Entries {
+		if e.Kind == KeyDefault {
+			continue
+		}
+		out = append(out, e.Prefix.Addr(), lastAddr(e.Prefix))
+	}
+	return out
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// lessSpecific reports whether match a comes from a less specific entry
+// than b: exact beats any prefix, a longer prefix a shorter, any prefix
+// the default.
+func lessSpecific(a, b Match) bool {
+	rank := func(m Match) int {
+		switch m.Rule {
+		case RuleExact:
+			return 1000
+		case RulePrefix:
+			return m.Entry.Prefix.Bits()
+		}
+		return -1
+	}
+	return rank(a) < rank(b)
+}

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/virtuald/virtuald/internal/chroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,10 +46,28 @@ func Read(path string) ([]byte, error) {
 
 // ReadStat is Read that also returns the file's status, taken from the
 // descriptor it read and unchanged across the read, so that the status
-// identifies the content returned.
+// identifies the content returned (see Racy for when it cannot).
+//
+// Whoever can rename a file in the conf file's directory chooses its
+// content as surely as its owner, so every directory from / down must pass
+// the rule of chroot.OpenTrusted, and the file is opened relative to the
+// checked directory without following a symbolic link.
 func ReadStat(path string) ([]byte, unix.Stat_t, error) {
 	var st unix.Stat_t
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	euid := uint32(os.Geteuid())
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, st, &LineError{File: path, Msg: "cannot open: " + err.Error()}
+	}
+	dir, err := chroot.OpenTrusted(filepath.Dir(abs), euid)
+	if err != nil {
+		return nil, st, &LineError{File: path, Msg: "its directory is not safe: " + err.Error()}
+	}
+	fd, err := unix.Openat(dir.Fd(), filepath.Base(abs), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
+	dir.Close()
+	if err == unix.ELOOP {
+		return nil, st, &LineError{File: path, Msg: "is a symbolic link"}
+	}
 	if err != nil {
 		return nil, st, &LineError{File: path, Msg: "cannot open: " + errText(err)}
 	}
@@ -56,7 +76,7 @@ func ReadStat(path string) ([]byte, unix.Stat_t, error) {
 		if err := unix.Fstat(fd, &st); err != nil {
 			return nil, st, &LineError{File: path, Msg: "cannot stat: " + errText(err)}
 		}
-		if err := checkFileMode(&st, uint32(os.Geteuid())); err != nil {
+		if err := checkFileMode(&st, euid); err != nil {
 			return nil, st, &LineError{File: path, Msg: err.Error()}
 		}
 		if st.Size > MaxFileSize {
@@ -75,6 +95,34 @@ func ReadStat(path string) ([]byte, unix.Stat_t, error) {
 		}
 	}
 	return nil, st, &LineError{File: path, Msg: "kept changing while being read"}
+}
+
+// Timestamp granularities Racy assumes. Linux stamps files from a clock
+// that moves once per timer tick (10 ms at HZ=100, the coarsest), and many
+// file systems keep whole seconds (ext4 with small inodes) or two (FAT);
+// a status whose times have no nanoseconds is taken to be of the latter.
+const (
+	racyFine   = 50 * time.Millisecond
+	racyCoarse = 2 * time.Second
+)
+
+// Racy reports whether a read of the file with status st that began at
+// start may hold other content than the file has now with that very same
+// status: a write within the same timestamp granularity as the last change
+// leaves size, mtime and ctime as they were (git calls such an index entry
+// racy). A caller that keys content by status must not vouch for a racy
+// read; it reads the file again once RacyUntil has passed.
+func Racy(st *unix.Stat_t, start time.Time) bool {
+	return start.Before(RacyUntil(st))
+}
+
+// RacyUntil is when a read of the file with status st stops being racy.
+func RacyUntil(st *unix.Stat_t) time.Time {
+	window := racyFine
+	if st.Ctim.Nsec == 0 && st.Mtim.Nsec == 0 {
+		window = racyCoarse
+	}
+	return time.Unix(st.Ctim.Unix()).Add(window)
 }
 
 func checkFileMode(st *unix.Stat_t, euid uint32) error {
@@ -141,6 +189,22 @@ type lines struct {
 	no     int      // number of the current line
 	fields [][]byte // fields of the current line, reused
 	err    string   // why the current line cannot be read at all
+
+	// suspect is the first line that may have been meant for addresses
+	// its key does not name (0 if none), and suspectWhy says why, as in
+	// "line N <suspectWhy>". While such a line exists the catch-all rules
+	// (prefix and default) refuse rather than serve an address from a
+	// root that line might have overridden: a lost line break or a bare
+	// CR joins two entries into one line, which makes the first invalid
+	// and hides the second.
+	suspect    int
+	suspectWhy string
+}
+
+func (l *lines) markSuspect(why string) {
+	if l.suspect == 0 {
+		l.suspect, l.suspectWhy = l.no, why
+	}
 }
 
 // next advances to the next line that is not blank or a comment.
@@ -159,22 +223,69 @@ func (l *lines) next() bool {
 			l.err = fmt.Sprintf("line is %d bytes long; the limit is %d", len(line), MaxLine)
 			return true
 		}
+		if bareCR(line) {
+			// Checked before comments are dropped: "# note\r10.0.0.3 /c"
+			// hides an entry inside a comment.
+			l.markSuspect("holds a carriage return inside the line, which may join two lines")
+		}
 		l.fields = splitFields(line, l.fields)
 		if len(l.fields) > 0 {
+			if !optionsOnly(l.fields) {
+				l.markSuspect("has a field after its root that is not an option, so it may join two lines")
+			}
 			return true
 		}
 	}
 	return false
 }
 
+// bareCR reports whether line holds a CR with something other than blanks
+// after it: a CR ending a line (CRLF) is not one.
+func bareCR(line []byte) bool {
+	i := bytes.IndexByte(line, '\r')
+	if i < 0 {
+		return false
+	}
+	for _, c := range line[i:] {
+		if !isBlank(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// optionsOnly reports whether every field after the key and the root
+// reads as an option (NAME=VALUE, known or not). A merged line shows
+// itself here: what follows the first entry's root is the second entry's
+// key (an address, a prefix, default) and its root (a path), neither of
+// which can read as an option.
+func optionsOnly(fields [][]byte) bool {
+	for _, f := range fields[min(2, len(fields)):] {
+		name, _, ok := bytes.Cut(f, []byte("="))
+		if !ok || len(name) == 0 {
+			return false
+		}
+		for _, c := range name {
+			if c < 'a' || c > 'z' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // key parses the current line's key; an error means the line cannot be
 // attributed to any address.
 func (l *lines) key() (Entry, error) {
 	if l.err != "" {
+		l.markSuspect("could not be read")
 		return Entry{}, errors.New(l.err)
 	}
 	e, err := parseKey(l.fields[0])
 	e.Line = l.no
+	if err != nil {
+		l.markSuspect("could not be read")
+	}
 	return e, err
 }
 
@@ -202,7 +313,7 @@ func Parse(path string, data []byte) (*File, error) {
 	for l.next() {
 		k, err := l.key()
 		if err != nil {
-			f.unkeyed(l.no, err.Error())
+			f.addError(l.no, err.Error())
 			continue
 		}
 		if first := f.find(&k); first != nil {
@@ -215,6 +326,10 @@ func Parse(path string, data []byte) (*File, error) {
 			f.addError(l.no, e.Key+": "+e.Err.Error())
 		}
 		f.add(e)
+	}
+	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
+	if f.suspect != 0 {
+		f.noteSuspension()
 	}
 	for i := range f.prefixes {
 		slices.Sort(f.prefixes[i].lengths)
@@ -238,9 +353,6 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 	for l.next() {
 		k, err := l.key()
 		if err != nil {
-			if f.unkeyedLine == 0 {
-				f.unkeyedLine = l.no
-			}
 			continue
 		}
 		var win **Entry
@@ -264,6 +376,7 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 			*win = &e
 		}
 	}
+	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
 	switch {
 	case exact != nil:
 		return f.match(exact, RuleExact), nil
@@ -275,15 +388,22 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 	return f.Lookup(addr), nil
 }
 
-func (f *File) addError(line int, msg string) {
-	f.Errors = append(f.Errors, &LineError{File: f.Path, Line: line, Msg: msg})
+// noteSuspension says on the suspect line's error (or a new one) that the
+// catch-alls are suspended, so that check tells the operator why.
+func (f *File) noteSuspension() {
+	const note = "the prefix and default entries are suspended while this line stands"
+	for _, e := range f.Errors {
+		if e.Line == f.suspect {
+			e.Msg += "; " + note
+			return
+		}
+	}
+	f.addError(f.suspect, "this line "+f.suspectWhy+"; "+note)
+	slices.SortStableFunc(f.Errors, func(a, b *LineError) int { return a.Line - b.Line })
 }
 
-func (f *File) unkeyed(line int, msg string) {
-	f.addError(line, msg)
-	if f.unkeyedLine == 0 {
-		f.unkeyedLine = line
-	}
+func (f *File) addError(line int, msg string) {
+	f.Errors = append(f.Errors, &LineError{File: f.Path, Line: line, Msg: msg})
 }
 
 // find returns the entry already holding e's key, if any.
