@@ -170,7 +170,9 @@ func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 		req := append([]string{ipc.OpLookup, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)
 		if reply, err := e.call(5*time.Second, req...); err == nil && string(reply[0]) == ipc.ReplyOK {
 			if a, err := ipc.ParseAnswer(reply[1:]); err == nil {
-				return a.Match(), fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
+				if m, err := a.Match(addr); err == nil {
+					return m, fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
+				}
 			}
 		}
 	}
@@ -267,6 +269,10 @@ func check(args []string, out, errOut io.Writer) int {
 				invalid++
 				problems++
 				continue
+			}
+			if w := conf.RootWarning(e); w != "" {
+				fmt.Fprintf(out, "%s:%d: %s: warning: %s\n", path, e.Line, e.Key, w)
+				warnings++
 			}
 			root := service.In(t.Root.Fd())
 			if !root.Exists("/dev/log") {

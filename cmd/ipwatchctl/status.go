@@ -16,8 +16,8 @@ import (
 func printStatus(w io.Writer, st *ipc.Status) {
 	fmt.Fprintf(w, "ipwatchd %s, up %s, netlink resyncs %d, bpf %s\n", st.Version,
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
-	fmt.Fprintf(w, "questions answered %d, stale %d, unknown conf %d, errors %d\n",
-		st.Queries.OK, st.Queries.Stale, st.Queries.Unknown, st.Queries.Error)
+	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
+		st.Queries.OK, st.Queries.Stale, st.Queries.Racy, st.Queries.Unknown, st.Queries.Error)
 	for _, c := range st.Confs {
 		loaded := "never loaded"
 		if c.Generation > 0 {
@@ -45,6 +45,9 @@ func printStatus(w io.Writer, st *ipc.Status) {
 		for _, en := range c.Entries {
 			if en.Reason != "" {
 				fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
+			}
+			if en.Warning != "" {
+				fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
 			}
 		}
 	}

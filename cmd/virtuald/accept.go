@@ -27,6 +27,16 @@ const (
 	defaultMaxPerEntry = 64
 )
 
+// defaultStopTimeout bounds the wait for running services after SIGTERM;
+// past it they are killed, so a stop always ends (systemd's own stop
+// timeout is 90 s).
+const defaultStopTimeout = 30 * time.Second
+
+// answerTTL bounds how long a kept answer of the daemon is used: a safety
+// net under the rule that the daemon answers for a file identity only
+// when the identity names the content.
+const answerTTL = time.Second
+
 // acceptor is "virtuald -accept": started once with listening sockets, it
 // accepts each connection and starts the service for it directly inside
 // the resolved root, with the entry's credentials: one fork and one exec
@@ -40,6 +50,7 @@ type acceptor struct {
 	argv, env  []string
 
 	answers answerCache
+	health  ipc.SlowMemo
 
 	mu       sync.Mutex
 	children map[int]*child
@@ -115,6 +126,8 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
 	wake, stop := make([]int, 2), false
+	var stopTimer <-chan time.Time
+	killed := false
 	if err := unix.Pipe2(wake, unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		log.Log(syslog.Err, "accept mode: pipe: "+err.Error())
 		return exitRefused
@@ -133,21 +146,59 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 				a.reap()
 				continue
 			}
-			if !stop {
-				stop = true
-				unix.Write(wake[1], []byte{0})
-				a.mu.Lock()
-				a.stopping = true
-				n := len(a.children)
-				a.checkIdle()
-				a.mu.Unlock()
-				log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting for "+strconv.Itoa(n)+" running service(s)")
+			if stop {
+				if !killed {
+					a.killChildren("a second " + s.String())
+					killed, stopTimer = true, time.After(killGrace)
+				}
+				continue
 			}
+			stop = true
+			stopTimer = time.After(o.stopTimeout)
+			unix.Write(wake[1], []byte{0})
+			a.mu.Lock()
+			a.stopping = true
+			n := len(a.children)
+			a.checkIdle()
+			a.mu.Unlock()
+			log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting up to "+o.stopTimeout.String()+" for "+strconv.Itoa(n)+" running service(s)")
+		case <-stopTimer:
+			if !killed {
+				a.killChildren("-stop-timeout " + o.stopTimeout.String() + " passed")
+				killed, stopTimer = true, time.After(killGrace)
+				continue
+			}
+			a.mu.Lock()
+			n := a.slots
+			a.mu.Unlock()
+			log.Log(syslog.Warning, "accept mode: stopped with "+strconv.Itoa(n)+" connection(s) unfinished")
+			return 0
 		case <-a.idle:
 			<-done
 			log.Log(syslog.Info, "accept mode: stopped")
 			return 0
 		}
+	}
+}
+
+// killGrace is how long a stop waits after killing the services: the
+// kernel ends them at once, so only a connection still being set up can
+// hold the stop that long.
+const killGrace = 2 * time.Second
+
+// killChildren ends every running service, with its whole session, so a
+// stop completes; why goes to the log.
+func (a *acceptor) killChildren(why string) {
+	a.mu.Lock()
+	pids := make([]int, 0, len(a.children))
+	for pid := range a.children {
+		pids = append(pids, pid)
+	}
+	a.mu.Unlock()
+	a.log.Log(syslog.Warning, "accept mode: "+why+": killing "+strconv.Itoa(len(pids))+" running service(s)")
+	for _, pid := range pids {
+		unix.Kill(-pid, unix.SIGKILL) // its session's process group (Setsid)
+		unix.Kill(pid, unix.SIGKILL)
 	}
 }
 
@@ -226,7 +277,10 @@ func (a *acceptor) checkIdle() {
 }
 
 // serve resolves one connection and starts its service, with the same
-// resolution, checks and log line as the per-connection mode.
+// resolution, checks and log line as the per-connection mode. The entry's
+// slot is taken as soon as the entry is known, before any work on it
+// (opening its root, reading inside it), so one tenant can hold at most
+// -max-per-entry of the -max-children slots, whatever its root holds.
 func (a *acceptor) serve(conn int) {
 	c, err := socket.Inspect(conn, 0)
 	if err != nil {
@@ -240,20 +294,33 @@ func (a *acceptor) serve(conn int) {
 		a.release()
 		return
 	}
+	key := a.confPath + "\x00" + d.entry.Key
+	if !a.takeEntry(key) {
+		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.maxPerEntry)+")")
+		a.release()
+		return
+	}
+	fail := func(reason string) {
+		a.refuse(conn, &d.line, reason)
+		a.releaseEntry(key)
+		a.release()
+	}
+	if err := d.check(a.confPath); err != nil {
+		fail(err.Error())
+		return
+	}
 	t := d.target
 	defer t.Root.Close()
 	root := service.In(t.Root.Fd())
 	path, err := root.LookPath(a.program, a.env)
 	if err != nil {
-		a.refuse(conn, &d.line, err.Error())
-		a.release()
+		fail(err.Error())
 		return
 	}
 	d.line.add("program", path)
 	if libs := root.MissingLibraries(path, a.env); libs != "" {
 		d.line.add("warning", "shared libraries missing inside the root: "+libs)
 	}
-	key := a.confPath + "\x00" + d.entry.Key
 	sys := &syscall.SysProcAttr{
 		// The root is entered through the descriptor that was checked,
 		// never through its path again: /proc/self/fd/N in the child
@@ -267,29 +334,41 @@ func (a *acceptor) serve(conn int) {
 			sys.Credential.Uid = uint32(os.Getuid())
 		}
 	}
-	a.mu.Lock()
-	if a.perEntry[key] >= a.opts.maxPerEntry {
-		a.mu.Unlock()
-		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.maxPerEntry)+")")
-		a.release()
-		return
-	}
 	// Holding the lock across the fork means the reaper, which takes it
 	// for every child it reaps, cannot miss a child that exits at once.
+	a.mu.Lock()
 	pid, err := syscall.ForkExec(path, a.argv, &syscall.ProcAttr{
 		Dir: "/", Env: a.env, Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(conn)}, Sys: sys,
 	})
 	if err == nil {
-		a.perEntry[key]++
 		a.children[pid] = &child{start: time.Now(), entry: key, line: d.line}
 	}
 	a.mu.Unlock()
 	if err != nil {
-		a.refuse(conn, &d.line, "exec failed: "+root.Explain(path, err, a.env).Error())
-		a.release()
+		fail("exec failed: " + root.Explain(path, err, a.env).Error())
 		return
 	}
 	unix.Close(conn)
+}
+
+// takeEntry takes one of the entry's -max-per-entry slots; the reaper
+// gives it back when the service ends, or releaseEntry when none starts.
+func (a *acceptor) takeEntry(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perEntry[key] >= a.opts.maxPerEntry {
+		return false
+	}
+	a.perEntry[key]++
+	return true
+}
+
+func (a *acceptor) releaseEntry(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perEntry[key]--; a.perEntry[key] == 0 {
+		delete(a.perEntry, key)
+	}
 }
 
 // reap collects every exited service and logs its line: the fields of the
@@ -303,16 +382,12 @@ func (a *acceptor) reap() {
 		}
 		a.mu.Lock()
 		ch := a.children[pid]
-		if ch != nil {
-			delete(a.children, pid)
-			if a.perEntry[ch.entry]--; a.perEntry[ch.entry] == 0 {
-				delete(a.perEntry, ch.entry)
-			}
-		}
+		delete(a.children, pid)
 		a.mu.Unlock()
 		if ch == nil {
 			continue
 		}
+		a.releaseEntry(ch.entry)
 		ch.line.add("pid", strconv.Itoa(pid))
 		switch {
 		case ws.Exited():
@@ -345,15 +420,20 @@ func withoutListenVars(env []string) []string {
 }
 
 // answerCache keeps the daemon's answers by conf file identity and
-// address. The daemon answers from the file's content, which the identity
-// names, so a kept answer is the answer the daemon would give again: accept
-// mode asks once per address and file version instead of once per
-// connection. The connections answered from it are counted here and
-// reported to the daemon in batches, so that its per-entry counts stay whole.
+// address. The daemon answers for an identity only when it names the
+// file's content (it refuses while the file's timestamps are too fresh to
+// tell same-size writes apart), so a kept answer is the answer the daemon
+// would give again: accept mode asks once per address and file version
+// instead of once per connection. As a safety net, an answer is kept at
+// most answerTTL, and every kept answer is dropped when the daemon's
+// generation for the file changes (seen in any answer or count reply).
+// The connections answered from it are counted here and reported to the
+// daemon in batches, so that its per-entry counts stay whole.
 type answerCache struct {
-	mu      sync.Mutex
-	m       map[answerKey]conf.Match
-	pending map[string]uint64 // entry key -> connections not yet reported
+	mu         sync.Mutex
+	m          map[answerKey]keptAnswer
+	generation uint64            // the daemon's generation of the file the kept answers came from
+	pending    map[string]uint64 // entry key -> connections not yet reported
 }
 
 type answerKey struct {
@@ -361,16 +441,30 @@ type answerKey struct {
 	addr netip.Addr
 }
 
+type keptAnswer struct {
+	match conf.Match
+	at    time.Time
+}
+
 // maxAnswers bounds the cache: past it, it starts again empty.
 const maxAnswers = 1 << 16
 
 func (c *answerCache) init() {
-	c.m = map[answerKey]conf.Match{}
+	c.m = map[answerKey]keptAnswer{}
 	c.pending = map[string]uint64{}
 }
 
-// resolve is accept mode's resolver: the cache, then the daemon, then the
-// file, with the same rules and code as the per-connection mode.
+// sawGeneration drops every kept answer when the daemon's generation of
+// the file is not the one they came from; c.mu is held.
+func (c *answerCache) sawGeneration(gen uint64) {
+	if gen != c.generation {
+		c.m = map[answerKey]keptAnswer{}
+		c.generation = gen
+	}
+}
+
+// resolve is accept mode's resolver: the kept answers, then the daemon,
+// then the file, with the same rules and code as the per-connection mode.
 func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(a.confPath, &st); err != nil {
@@ -379,23 +473,33 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	k := answerKey{ipc.FileIDOf(&st), addr.Unmap()}
 	c := &a.answers
 	c.mu.Lock()
-	m, ok := c.m[k]
-	if ok && m.Entry != nil {
-		c.pending[m.Entry.Key]++
+	kept, ok := c.m[k]
+	if ok && time.Since(kept.at) > answerTTL {
+		delete(c.m, k)
+		ok = false
+	}
+	if ok && kept.match.Entry != nil {
+		c.pending[kept.match.Entry.Key]++
 	}
 	c.mu.Unlock()
 	if ok {
-		return m, "daemon-cache", "", nil
+		return kept.match, "daemon-cache", "", nil
+	}
+	ask, done, why := a.health.Begin()
+	if !ask {
+		return fromFile(a.confPath, addr, why)
 	}
 	d := askDaemon(a.socketPath, a.confPath, k.id, addr)
+	done(d.slow)
 	if d.match == nil {
 		return fromFile(a.confPath, addr, d.reason)
 	}
 	c.mu.Lock()
+	c.sawGeneration(d.generation)
 	if len(c.m) >= maxAnswers {
-		c.m = map[answerKey]conf.Match{}
+		c.m = map[answerKey]keptAnswer{}
 	}
-	c.m[k] = *d.match
+	c.m[k] = keptAnswer{match: *d.match, at: time.Now()}
 	c.mu.Unlock()
 	return *d.match, "daemon", "", nil
 }
@@ -430,7 +534,17 @@ func (a *acceptor) flushCounts() {
 		}
 		reply, err := ipc.Call(a.socketPath, daemonTimeout, 1024, fields...)
 		fields = fields[:3]
-		return err == nil && len(reply) > 0 && string(reply[0]) == ipc.ReplyOK
+		if err != nil || len(reply) == 0 || string(reply[0]) != ipc.ReplyOK {
+			return false
+		}
+		if len(reply) == 2 {
+			if gen, err := strconv.ParseUint(string(reply[1]), 10, 64); err == nil {
+				c.mu.Lock()
+				c.sawGeneration(gen)
+				c.mu.Unlock()
+			}
+		}
+		return true
 	}
 	var failed []string
 	batch := []string{}

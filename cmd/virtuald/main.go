@@ -18,5 +18,6 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args, os.Environ()))
+	std, err := shieldStdio()
+	os.Exit(run(os.Args, os.Environ(), std, err))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
 
@@ -40,14 +41,14 @@ func BenchmarkResolve(b *testing.B) {
 		path, addr := confs[i], last[n]
 		b.Run(fmt.Sprintf("entries=%d/daemon", n), func(b *testing.B) {
 			for j := 0; j < b.N; j++ {
-				if _, via, why, err := resolve(sock, path, addr); err != nil || via != "daemon" {
+				if _, via, why, err := resolve(ipc.MarkFor(sock), sock, path, addr); err != nil || via != "daemon" {
 					b.Fatal(via, why, err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("entries=%d/file", n), func(b *testing.B) {
 			for j := 0; j < b.N; j++ {
-				if _, via, _, err := resolve(filepath.Join(dir, "no-daemon.sock"), path, addr); err != nil || via != "file" {
+				if _, via, _, err := resolve(&ipc.SlowMemo{}, filepath.Join(dir, "no-daemon.sock"), path, addr); err != nil || via != "file" {
 					b.Fatal(via, err)
 				}
 			}
@@ -81,7 +82,7 @@ func BenchmarkResolveStalledDaemon(b *testing.B) {
 	addr := netip.MustParseAddr("10.0.0.1")
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		if _, via, why, err := resolve(sock, path, addr); err != nil || via != "file" || why != "slow" {
+		if _, via, why, err := resolve(ipc.MarkFor(sock), sock, path, addr); err != nil || via != "file" || why != "slow" {
 			b.Fatal(via, why, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
@@ -24,7 +25,7 @@ const (
 	exitUsage   = 2
 )
 
-const usage = "usage: virtuald [-socket PATH] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] CONF PROGRAM [ARG...] (with a listening socket)"
+const usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
 
 // daemonTimeout bounds the whole exchange with ipwatchd (connect, request,
 // reply). Past it virtuald reads the file itself: a slow daemon costs a
@@ -71,10 +72,15 @@ type options struct {
 	accept      bool
 	maxChildren int
 	maxPerEntry int
+	stopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
+	// allowWildcardDgram serves a "dgram ... wait" socket bound to a
+	// wildcard address, which carries every address's datagrams to the
+	// one service started for the first.
+	allowWildcardDgram bool
 }
 
 func parseOptions(args []string) (options, []string, error) {
-	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry}
+	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry, stopTimeout: defaultStopTimeout}
 	rest := args[1:]
 	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
@@ -83,8 +89,12 @@ func parseOptions(args []string) (options, []string, error) {
 		if name == "" { // "--" ends the options
 			break
 		}
-		if name == "accept" {
+		switch name {
+		case "accept":
 			o.accept = true
+			continue
+		case "allow-wildcard-dgram":
+			o.allowWildcardDgram = true
 			continue
 		}
 		if !hasValue {
@@ -105,6 +115,13 @@ func parseOptions(args []string) (options, []string, error) {
 		case "max-per-entry":
 			n, err = strconv.Atoi(value)
 			o.maxPerEntry = n
+		case "stop-timeout":
+			d, err := time.ParseDuration(value)
+			if err != nil || d < 0 {
+				return o, nil, fmt.Errorf("-stop-timeout takes a duration (e.g. 30s)")
+			}
+			o.stopTimeout = d
+			continue
 		default:
 			return o, nil, fmt.Errorf("unknown option -%s", name)
 		}
@@ -115,9 +132,19 @@ func parseOptions(args []string) (options, []string, error) {
 	return o, append([]string{args[0]}, rest...), nil
 }
 
-func run(args, env []string) int {
+// run is virtuald; std is what shieldStdio did with fds 1 and 2 (shieldErr
+// when it could not).
+func run(args, env []string, std stdio, shieldErr error) int {
 	log := syslog.Open("virtuald")
 	defer log.Close()
+	log.EchoTo(std.stderr())
+	if shieldErr != nil {
+		log.Log(syslog.Err, shieldErr.Error())
+		return exitUsage
+	}
+	// The super-server's socket-passing variables name virtuald's pid and
+	// descriptors it does not pass on: a service must not believe them.
+	env = withoutListenVars(env)
 	o, args, err := parseOptions(args)
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
@@ -127,9 +154,15 @@ func run(args, env []string) int {
 		return exitUsage
 	}
 	if o.accept {
+		// The connections are never fds 1 and 2 here: give the process
+		// its stderr back (the journal under systemd).
+		if err := std.restore(); err != nil {
+			log.Log(syslog.Err, err.Error())
+			return exitUsage
+		}
 		return acceptMode(log, o, args[1], args[2], args[2:], env)
 	}
-	return perConnection(log, o, args[1], args[2], args[2:], env)
+	return perConnection(log, std, o, args[1], args[2], args[2:], env)
 }
 
 // decision is what virtuald resolved for one connection: the checked root
@@ -145,9 +178,9 @@ type decision struct {
 // did not (why).
 type resolver func(addr netip.Addr) (m conf.Match, via, why string, err error)
 
-// decide resolves the connection's local address to an entry with r, and
-// checks the entry's root and credentials. A non-nil error is the reason
-// to refuse the connection; the log line is filled in either way.
+// decide resolves the connection's local address to an entry with r. A
+// non-nil error is the reason to refuse the connection; the log line is
+// filled in either way. check then checks the entry against the system.
 func decide(c socket.Conn, confPath string, r resolver) (*decision, error) {
 	d := &decision{}
 	d.line.add("local", c.Local.String())
@@ -172,20 +205,26 @@ func decide(c socket.Conn, confPath string, r resolver) (*decision, error) {
 	case m.Err != nil:
 		return d, m.Err
 	}
-	t, err := m.Entry.Resolve()
+	return d, nil
+}
+
+// check opens and checks the decided entry's root and resolves its
+// credentials, with the one validator every program shares.
+func (d *decision) check(confPath string) error {
+	t, err := d.entry.Resolve()
 	if err != nil {
-		return d, fmt.Errorf("%s:%d: entry %s is invalid: %v", confPath, m.Entry.Line, m.Entry.Key, err)
+		return fmt.Errorf("%s:%d: entry %s is invalid: %v", confPath, d.entry.Line, d.entry.Key, err)
 	}
 	if t.Cred != nil {
 		d.line.add("user", t.Cred.Name)
 	}
 	d.target = t
-	return d, nil
+	return nil
 }
 
 // perConnection is the seed's mode: inetd started virtuald for one
 // connection on fd 0; virtuald enters the root and becomes the service.
-func perConnection(log *syslog.Logger, o options, confPath, program string, argv, env []string) int {
+func perConnection(log *syslog.Logger, std stdio, o options, confPath, program string, argv, env []string) int {
 	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
@@ -200,10 +239,17 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 		return exitUsage
 	}
 	socketPath := ipc.SocketPath(o.socket)
+	health := ipc.MarkFor(socketPath)
 	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
-		return resolve(socketPath, confPath, addr)
+		return resolve(health, socketPath, confPath, addr)
 	})
 	line := &d.line
+	if err == nil {
+		err = checkWildcard(c, o, line)
+	}
+	if err == nil {
+		err = d.check(confPath)
+	}
 	// A refused datagram is consumed, or inetd would start virtuald for
 	// it again and again.
 	refuseConn := func(reason string) int {
@@ -217,6 +263,9 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 		return refuseConn(err.Error())
 	}
 	t := d.target
+	// From here on /dev/log is the tenant's: the logger keeps the
+	// connection it has and never makes a new one by path.
+	log.Seal()
 	if err := t.Root.Enter(); err != nil {
 		return refuseConn(err.Error())
 	}
@@ -247,7 +296,13 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return refuseConn("close_range: " + err.Error())
 	}
-	err = root.Exec(path, argv, env)
+	if err := std.restore(); err != nil {
+		std.reshield()
+		return refuseConn(err.Error())
+	}
+	err = syscall.Exec(path, argv, env)
+	std.reshield()
+	err = root.Explain(path, err, env)
 	var failed connLog
 	failed.add("local", c.Local.String())
 	failed.add("conf", confPath)
@@ -257,16 +312,37 @@ func perConnection(log *syslog.Logger, o options, confPath, program string, argv
 	return refuseConn("exec failed: " + err.Error())
 }
 
+// checkWildcard refuses a datagram that arrived on a socket bound to a
+// wildcard address unless the operator allowed it: the service started
+// for it gets the socket of every address, and most read on until idle,
+// so it could answer another address's datagrams from this root.
+func checkWildcard(c socket.Conn, o options, line *connLog) error {
+	if !c.Wildcard {
+		return nil
+	}
+	if o.allowWildcardDgram {
+		line.add("dgram", "wildcard")
+		return nil
+	}
+	return errors.New("the datagram socket is bound to a wildcard address, so its service would get every address's datagrams: " +
+		"give inetd one line per address (ADDRESS:SERVICE dgram udp wait ...), or -allow-wildcard-dgram to accept that")
+}
+
 // resolve asks ipwatchd, and reads the conf file itself when the daemon is
 // absent, slow, not trusted, does not know the file, or holds another
 // version of it. via says which answered, "daemon" or "file"; why, when
 // the file did, why the daemon did not.
-func resolve(socketPath, confPath string, addr netip.Addr) (m conf.Match, via, why string, err error) {
+func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr) (m conf.Match, via, why string, err error) {
 	var st unix.Stat_t
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
+	ask, done, why := health.Begin()
+	if !ask {
+		return fromFile(confPath, addr, why)
+	}
 	d := askDaemon(socketPath, confPath, ipc.FileIDOf(&st), addr)
+	done(d.slow)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -284,8 +360,10 @@ func fromFile(confPath string, addr netip.Addr, why string) (m conf.Match, via, 
 }
 
 type daemonAnswer struct {
-	match  *conf.Match
-	reason string // why there is no match
+	match      *conf.Match
+	generation uint64
+	reason     string // why there is no match
+	slow       bool   // it did not answer in time
 }
 
 // askDaemon asks ipwatchd which entry of the conf file with identity id
@@ -299,7 +377,7 @@ func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr) daem
 	case errors.Is(err, ipc.ErrUntrusted):
 		return daemonAnswer{reason: err.Error()}
 	case errors.Is(err, ipc.ErrSlow):
-		return daemonAnswer{reason: "slow"}
+		return daemonAnswer{reason: "slow", slow: true}
 	case err != nil:
 		return daemonAnswer{reason: err.Error()}
 	case len(reply) == 0:
@@ -309,6 +387,8 @@ func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr) daem
 	case ipc.ReplyOK:
 	case ipc.ReplyStale:
 		return daemonAnswer{reason: "its copy of the conf is stale"}
+	case ipc.ReplyRacy:
+		return daemonAnswer{reason: "the conf changed too recently for its copy to be vouched for"}
 	case ipc.ReplyUnknown:
 		return daemonAnswer{reason: "conf unknown to it"}
 	default:
@@ -318,6 +398,9 @@ func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr) daem
 	if err != nil {
 		return daemonAnswer{reason: err.Error()}
 	}
-	m := a.Match()
-	return daemonAnswer{match: &m}
+	m, err := a.Match(addr)
+	if err != nil {
+		return daemonAnswer{reason: err.Error()}
+	}
+	return daemonAnswer{match: &m, generation: a.Generation}
 }

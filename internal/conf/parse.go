@@ -489,6 +489,50 @@ func parseKey(b []byte) (Entry, error) {
 	return Entry{Kind: KeyAddr, Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
 }
 
+// EntryOf rebuilds the entry a daemon names in its answer (its line, key,
+// root, user and group), checking it with the parser's own rules: the key
+// must be in canonical form, and the rest must be what a valid line holds.
+// A daemon answer is never trusted further than the file would be.
+func EntryOf(line int, key, root, user, group string) (*Entry, error) {
+	if line < 1 {
+		return nil, fmt.Errorf("line %d", line)
+	}
+	e, err := parseKey([]byte(key))
+	if err != nil {
+		return nil, err
+	}
+	if e.Key = e.canonicalKey(); e.Key != key {
+		return nil, fmt.Errorf("key %s is not in canonical form (%s)", quote(key), e.Key)
+	}
+	e.Line = line
+	fields := []string{root}
+	if user != "" {
+		fields = append(fields, "user="+user)
+	}
+	if group != "" {
+		fields = append(fields, "group="+group)
+	}
+	if err := e.parseRest(fields); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Serves reports whether e is the entry that rule r would pick for addr:
+// its own address, a prefix holding it, or default.
+func (e *Entry) Serves(addr netip.Addr, r Rule) bool {
+	addr = addr.Unmap().WithZone("")
+	switch r {
+	case RuleExact:
+		return e.Kind == KeyAddr && e.Prefix.Addr() == addr
+	case RulePrefix:
+		return e.Kind == KeyPrefix && e.Prefix.Contains(addr)
+	case RuleDefault:
+		return e.Kind == KeyDefault
+	}
+	return false
+}
+
 func (e *Entry) parseRest(fields []string) error {
 	if len(fields) == 0 {
 		return errors.New("no root directory")

@@ -39,3 +39,14 @@ func (e *Entry) Validate() error {
 	}
 	return t.Root.Close()
 }
+
+// RootWarning says, for an entry without user=, that its service runs as
+// root inside its root ("" otherwise). The seed's meaning is kept (the
+// service keeps virtuald's credentials), but root can leave a chroot, so
+// check and status say so on every such entry.
+func RootWarning(e *Entry) string {
+	if e.User != "" {
+		return ""
+	}
+	return "no user=: the service runs as root inside " + e.Root + ", and root can leave a chroot; give the entry user= (and group=) to confine it"
+}

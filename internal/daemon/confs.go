@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/sha256"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +18,18 @@ import (
 type snapshot struct {
 	file       *conf.File
 	id         ipc.FileID
+	sum        [sha256.Size]byte // of the content: a reload that reads the same keeps the generation
 	generation uint64
 	loadedAt   time.Time
+	// racyUntil is set when the read began within a timestamp
+	// granularity of the file's last change (conf.Racy): a later write
+	// may have left id unchanged, so the daemon does not answer for this
+	// snapshot by identity, and reads the file again after this time.
+	racyUntil time.Time
 }
+
+// racy reports whether the daemon must not vouch for s by identity.
+func (s *snapshot) racy() bool { return !s.racyUntil.IsZero() }
 
 // confFile is one conf file the daemon serves: its current snapshot, why
 // the last load failed (the snapshot is then the last good one), and the
@@ -32,6 +42,8 @@ type confFile struct {
 	resolved sync.Map // entry key -> *atomic.Uint64
 
 	loads, loadErrors atomic.Uint64 // new snapshots published, loads failed
+
+	recheck *time.Timer // the read again of a racy snapshot; under the daemon's loadMu
 }
 
 func (c *confFile) counter(key string) *atomic.Uint64 {
@@ -96,10 +108,14 @@ func (s *confSet) all() []*confFile {
 
 func (s *confSet) len() int { return len(*s.files.Load()) }
 
-// load reads and parses c's file and publishes a new snapshot. On failure
-// the last good snapshot stays and the error is kept for status. It
-// reports whether a new snapshot was published.
+// load reads c's file and publishes a new snapshot when its content
+// changed (a new generation) or only its status did (same generation).
+// Every load reads the content: the status alone cannot tell two writes
+// apart within one timestamp granularity. On failure the last good
+// snapshot stays and the error is kept for status. It reports whether a
+// new generation was published.
 func (s *confSet) load(c *confFile) (bool, error) {
+	start := time.Now()
 	data, st, err := conf.ReadStat(c.path)
 	if err != nil {
 		msg := err.Error()
@@ -107,8 +123,15 @@ func (s *confSet) load(c *confFile) (bool, error) {
 		c.loadErrors.Add(1)
 		return false, err
 	}
-	id := ipc.FileIDOf(&st)
-	if cur := c.cur.Load(); cur != nil && cur.id == id {
+	next := snapshot{id: ipc.FileIDOf(&st), sum: sha256.Sum256(data), loadedAt: start}
+	if conf.Racy(&st, start) {
+		next.racyUntil = conf.RacyUntil(&st)
+	}
+	if cur := c.cur.Load(); cur != nil && cur.sum == next.sum {
+		if cur.id != next.id || cur.racyUntil != next.racyUntil {
+			next.file, next.generation, next.loadedAt = cur.file, cur.generation, cur.loadedAt
+			c.cur.Store(&next)
+		}
 		c.loadErr.Store(nil)
 		return false, nil
 	}
@@ -119,7 +142,8 @@ func (s *confSet) load(c *confFile) (bool, error) {
 		c.loadErrors.Add(1)
 		return false, err
 	}
-	c.cur.Store(&snapshot{file: f, id: id, generation: s.gen.Add(1), loadedAt: time.Now()})
+	next.file, next.generation = f, s.gen.Add(1)
+	c.cur.Store(&next)
 	c.loadErr.Store(nil)
 	c.loads.Add(1)
 	return true, nil

@@ -70,7 +70,7 @@ type Daemon struct {
 	}
 	kick chan struct{}
 
-	queries struct{ ok, stale, unknown, errors atomic.Uint64 }
+	queries struct{ ok, stale, racy, unknown, errors atomic.Uint64 }
 	reloads atomic.Uint64
 }
 
@@ -253,6 +253,7 @@ func (d *Daemon) loadOne(c *confFile) {
 	defer d.loadMu.Unlock()
 	start := time.Now()
 	changed, err := d.confs.load(c)
+	d.recheckRacy(c)
 	switch {
 	case err != nil:
 		fields := []zap.Field{zap.String("conf", c.path), zap.Error(err)}
@@ -270,6 +271,21 @@ func (d *Daemon) loadOne(c *confFile) {
 			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))
 		}
 	}
+}
+
+// recheckRacy schedules the read again that ends a racy snapshot, once
+// its timestamps' granularity has passed; d.loadMu is held.
+func (d *Daemon) recheckRacy(c *confFile) {
+	s := c.cur.Load()
+	if s == nil || !s.racy() {
+		return
+	}
+	wait := time.Until(s.racyUntil) + time.Millisecond
+	if c.recheck == nil {
+		c.recheck = time.AfterFunc(wait, func() { d.queue(c.path) })
+		return
+	}
+	c.recheck.Reset(wait)
 }
 
 // MetricsAddr is where the metrics are served, or nil.
@@ -355,6 +371,12 @@ func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
 		d.queries.stale.Add(1)
 		return replyStrings(ipc.ReplyStale)
 	}
+	if s.racy() {
+		// The read again is scheduled; until it is done, the file
+		// itself is the only safe answer.
+		d.queries.racy.Add(1)
+		return replyStrings(ipc.ReplyRacy)
+	}
 	m := s.file.Lookup(addr)
 	a := ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
 	if m.Entry != nil {
@@ -390,6 +412,11 @@ func (d *Daemon) count(peer unix.Ucred, args [][]byte) [][]byte {
 			return replyStrings(ipc.ReplyError, "bad count")
 		}
 		c.counter(string(args[i])).Add(n)
+	}
+	// The generation lets accept mode drop the answers it keeps when the
+	// file changed.
+	if s := c.cur.Load(); s != nil {
+		return replyStrings(ipc.ReplyOK, strconv.FormatUint(s.generation, 10))
 	}
 	return replyStrings(ipc.ReplyOK)
 }

@@ -52,6 +52,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	st := d.Status()
 	counter(descQueries, st.Queries.OK, "ok")
 	counter(descQueries, st.Queries.Stale, "stale")
+	counter(descQueries, st.Queries.Racy, "racy")
 	counter(descQueries, st.Queries.Unknown, "unknown")
 	counter(descQueries, st.Queries.Error, "error")
 	for _, cs := range st.Confs {

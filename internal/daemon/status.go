@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/addrs"
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"go.uber.org/zap"
 )
@@ -21,7 +22,7 @@ func (d *Daemon) Status() ipc.Status {
 		BPF:            d.bpfState,
 		NetlinkResyncs: d.tracker.Resyncs(),
 		Queries: ipc.QueryCounts{
-			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(),
+			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(), Racy: d.queries.racy.Load(),
 			Unknown: d.queries.unknown.Load(), Error: d.queries.errors.Load(),
 		},
 		Unmapped: []ipc.Unmapped{},
@@ -103,6 +104,8 @@ func (d *Daemon) confStatuses(withEntries bool, conns map[netip.Addr]uint64) []i
 				es.State, es.Reason = ipc.StateInvalid, err.Error()
 			} else if err := e.Validate(); err != nil {
 				es.State, es.Reason = ipc.StateInvalid, err.Error()
+			} else {
+				es.Warning = conf.RootWarning(e)
 			}
 			if v, ok := c.resolved.Load(e.Key); ok {
 				es.Resolved = v.(*atomic.Uint64).Load()

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 
@@ -44,6 +45,7 @@ const (
 const (
 	ReplyOK      = "ok"
 	ReplyStale   = "stale"   // the daemon's copy of the conf file is not the file on disk now
+	ReplyRacy    = "racy"    // the file changed too recently for its status to name its content
 	ReplyUnknown = "unknown" // the daemon does not know the conf file (yet)
 	ReplyError   = "error"
 )
@@ -185,18 +187,40 @@ func (a *Answer) Fields() []string {
 	return []string{u64(a.Generation), a.Rule, u64(uint64(a.Line)), a.Key, a.Root, a.User, a.Group, a.Refusal}
 }
 
-// Match turns the answer back into the lookup result it carries, as the
-// file itself would have given it.
-func (a *Answer) Match() conf.Match {
+// Match turns the answer to a question about addr back into the lookup
+// result it carries, as the file itself would have given it, after
+// checking it as the parser would: a rule it can name, an entry in
+// canonical form that this rule picks for addr, and, when the answer says
+// serve, a valid entry. Anything else is an error, and the caller reads
+// the file instead: an answer that fails validation is not believed.
+func (a *Answer) Match(addr netip.Addr) (conf.Match, error) {
 	m := conf.Match{Rule: conf.ParseRule(a.Rule)}
-	if a.Key != "" {
-		m.Entry = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root, User: a.User, Group: a.Group}
+	if m.Rule == conf.RuleNone {
+		if a.Rule != conf.RuleNone.String() || a.Key != "" || a.Refusal == "" {
+			return conf.Match{}, fmt.Errorf("%w: rule %q with key %q and no refusal", ErrAnswer, a.Rule, a.Key)
+		}
+		m.Err = errors.New(a.Refusal)
+		return m, nil
 	}
+	e, err := conf.EntryOf(a.Line, a.Key, a.Root, a.User, a.Group)
+	switch {
+	case err != nil && a.Refusal == "":
+		return conf.Match{}, fmt.Errorf("%w: entry %q: %v", ErrAnswer, a.Key, err)
+	case err != nil:
+		// An invalid entry is refused; keep what it says for the log.
+		e = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root}
+	case !e.Serves(addr, m.Rule):
+		return conf.Match{}, fmt.Errorf("%w: entry %s is not a %s match for %s", ErrAnswer, a.Key, m.Rule, addr)
+	}
+	m.Entry = e
 	if a.Refusal != "" {
 		m.Err = errors.New(a.Refusal)
 	}
-	return m
+	return m, nil
 }
+
+// ErrAnswer is returned for an answer that fails validation.
+var ErrAnswer = errors.New("malformed answer")
 
 // ParseAnswer reads an answer from the fields after ReplyOK.
 func ParseAnswer(f [][]byte) (*Answer, error) {

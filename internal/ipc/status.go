@@ -18,6 +18,7 @@ type Status struct {
 type QueryCounts struct {
 	OK      uint64 `json:"ok"`
 	Stale   uint64 `json:"stale"`
+	Racy    uint64 `json:"racy"` // the file had changed too recently to answer for it by identity
 	Unknown uint64 `json:"unknown"`
 	Error   uint64 `json:"error"`
 }
@@ -48,9 +49,10 @@ type EntryStatus struct {
 	Group       string          `json:"group"`
 	State       string          `json:"state"`
 	Reason      string          `json:"reason"`
-	Addresses   []AddressStatus `json:"addresses"`   // interface addresses this entry serves now
-	Connections uint64          `json:"connections"` // seen by the kernel (BPF); 0 when BPF is off
-	Resolved    uint64          `json:"resolved"`    // virtuald's questions answered with this entry
+	Warning     string          `json:"warning,omitempty"` // served, but unsafe: e.g. no user=, so the service runs as root
+	Addresses   []AddressStatus `json:"addresses"`         // interface addresses this entry serves now
+	Connections uint64          `json:"connections"`       // seen by the kernel (BPF); 0 when BPF is off
+	Resolved    uint64          `json:"resolved"`          // virtuald's questions answered with this entry
 }
 
 // AddressStatus is an interface address.

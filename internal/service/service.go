@@ -40,6 +40,32 @@ func (r Root) open(p string, flags uint64) (int, error) {
 	})
 }
 
+// errNotRegular refuses to read what is not a regular file.
+var errNotRegular = errors.New("not a regular file")
+
+// openRegular opens p inside the root for reading, only if it is a regular
+// file. The tenant owns everything in its root: a FIFO where a program or
+// library is expected would block a blocking open (as root, holding a slot
+// of accept mode) until someone writes to it, and a device would be read
+// from. So the open never blocks (O_NONBLOCK), and the opened file is
+// checked with fstat before any read; every read is bounded by its caller.
+func (r Root) openRegular(p string) (int, error) {
+	fd, err := r.open(p, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, errNotRegular
+	}
+	return fd, nil
+}
+
 func (r Root) stat(p string, st *unix.Stat_t) error {
 	fd, err := r.open(p, unix.O_PATH)
 	if err != nil {
@@ -55,9 +81,10 @@ func (r Root) Exists(p string) bool {
 	return r.stat(p, &st) == nil
 }
 
-// ReadFile reads at most limit bytes of p inside the root.
+// ReadFile reads at most limit bytes of p inside the root, which must be a
+// regular file.
 func (r Root) ReadFile(p string, limit int) ([]byte, error) {
-	fd, err := r.open(p, unix.O_RDONLY)
+	fd, err := r.openRegular(p)
 	if err != nil {
 		return nil, err
 	}
@@ -106,14 +133,6 @@ func (r Root) LookPath(program string, env []string) (string, error) {
 		return first, nil
 	}
 	return "", fmt.Errorf("%s is not in PATH (%s) inside the root", program, pathEnv)
-}
-
-// Exec replaces the process, which must already be inside the root, with
-// the program at path. It returns only when the exec failed, with the
-// reason in words.
-func (r Root) Exec(path string, argv, env []string) error {
-	err := syscall.Exec(path, argv, env)
-	return r.Explain(path, err, env)
 }
 
 // Explain says why exec of path failed with err.
@@ -214,7 +233,7 @@ func (r Root) missingDeps(path string, env []string) string {
 }
 
 func (r Root) readELF(path string) *elfdeps.Info {
-	fd, err := r.open(path, unix.O_RDONLY)
+	fd, err := r.openRegular(path)
 	if err != nil {
 		return nil
 	}

@@ -27,6 +27,10 @@ type Conn struct {
 	Stream bool
 	Local  netip.AddrPort
 	Remote netip.AddrPort // zero if unknown
+	// Wildcard is set for a datagram socket bound to a wildcard address:
+	// Local is then the first datagram's destination, and the socket
+	// carries every address's datagrams.
+	Wildcard bool
 }
 
 // Inspect examines fd. For a datagram socket bound to a wildcard it waits
@@ -78,6 +82,7 @@ func Inspect(fd int, peekTimeout time.Duration) (Conn, error) {
 			}
 			c.Local = netip.AddrPortFrom(dst, local.Port())
 			c.Remote = src
+			c.Wildcard = true
 		}
 		return c, nil
 	}

@@ -40,20 +40,44 @@ const (
 type Logger struct {
 	mu     sync.Mutex // accept mode logs from several goroutines
 	tag    string
+	path   string
 	fd     int // -1 when syslog is not reachable
-	echo   bool
+	sealed bool
+	echoFd int // a terminal to copy messages to, -1 for none
 	prefix string
 }
 
 // Open connects to /dev/log. A missing syslog daemon is not an error: the
 // messages are then lost, as with syslog(3).
-func Open(tag string) *Logger {
-	l := &Logger{tag: tag, fd: -1, prefix: tag + "[" + strconv.Itoa(os.Getpid()) + "]: "}
-	if _, err := unix.IoctlGetTermios(2, unix.TCGETS); err == nil {
-		l.echo = true
-	}
+func Open(tag string) *Logger { return open(tag, socketPath) }
+
+func open(tag, path string) *Logger {
+	l := &Logger{tag: tag, path: path, fd: -1, echoFd: -1, prefix: tag + "[" + strconv.Itoa(os.Getpid()) + "]: "}
+	l.EchoTo(2)
 	l.connect()
 	return l
+}
+
+// EchoTo copies every message to fd when fd is a terminal, and to nothing
+// otherwise. virtuald keeps its real stderr apart from fd 2 (see its
+// stdio.go) and names it here.
+func (l *Logger) EchoTo(fd int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.echoFd = -1
+	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		l.echoFd = fd
+	}
+}
+
+// Seal forbids connecting again by path: after a chroot, /dev/log is the
+// tenant's, and a reconnect would hand it the host's log lines (and take
+// whatever it answers as syslog). Messages that the connection made before
+// can no longer carry are dropped.
+func (l *Logger) Seal() {
+	l.mu.Lock()
+	l.sealed = true
+	l.mu.Unlock()
 }
 
 func (l *Logger) connect() {
@@ -64,7 +88,7 @@ func (l *Logger) connect() {
 	// A wedged syslog daemon must not hold up the service for long.
 	tv := unix.Timeval{Sec: 1}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socketPath}); err != nil {
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: l.path}); err != nil {
 		unix.Close(fd)
 		return
 	}
@@ -91,9 +115,11 @@ func (l *Logger) Log(sev Severity, msg string) {
 		b = append(b, c)
 	}
 	l.send(b)
-	if l.echo {
-		os.Stderr.Write(append(append([]byte(l.prefix), b[start:]...), '\n'))
+	l.mu.Lock()
+	if l.echoFd >= 0 {
+		unix.Write(l.echoFd, append(append([]byte(l.prefix), b[start:]...), '\n'))
 	}
+	l.mu.Unlock()
 }
 
 // send writes one datagram. A write that a signal interrupts is retried:
@@ -105,6 +131,9 @@ func (l *Logger) send(b []byte) {
 	defer l.mu.Unlock()
 	for try := 0; try < 2; try++ {
 		if l.fd < 0 {
+			if l.sealed {
+				return
+			}
 			l.connect()
 			if l.fd < 0 {
 				return

@@ -1,0 +1,145 @@
+package ipc
+
+import (
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// SlowHold is how long the daemon is left alone once it was found too
+// slow. A wedged daemon (stopped, swapping, in a debugger) would otherwise
+// cost every connection the whole wait for an answer; a dead one costs
+// nothing, since connecting fails at once. One connection at a time asks
+// again after SlowHold, so a daemon that recovers is used again within
+// SlowHold and one wait.
+const SlowHold = 500 * time.Millisecond
+
+// Health decides whether to ask the daemon now. Begin returns ask=false,
+// with the reason to log, while the daemon is held to be slow; otherwise
+// the caller asks and then calls done with whether the daemon was slow.
+type Health interface {
+	Begin() (ask bool, done func(slow bool), why string)
+}
+
+// SlowMark is Health shared by every virtuald started per connection: a
+// file beside the socket whose mtime says "slow until then". Its mtime is
+// set in one system call, so a reader never sees half a mark, and it is
+// read with one stat, so the common case (no mark) costs one ENOENT. It is
+// believed only when it is a regular file owned by root or by this
+// process's user and not writable by others: the socket's directory is
+// root's, so nobody else can put one there. An expired mark is probed by
+// the one connection that holds its flock; the others keep to the file.
+type SlowMark struct{ path string }
+
+// MarkFor returns the mark that goes with the daemon's socket.
+func MarkFor(socket string) SlowMark { return SlowMark{path: socket + ".slow"} }
+
+// Path is where the mark lives, so the daemon can remove it when it starts.
+func (m SlowMark) Path() string { return m.path }
+
+func trustedMark(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && (st.Uid == 0 || int(st.Uid) == os.Geteuid()) && st.Mode&0o022 == 0
+}
+
+// Begin implements Health.
+func (m SlowMark) Begin() (bool, func(bool), string) {
+	var st unix.Stat_t
+	if err := unix.Lstat(m.path, &st); err != nil || !trustedMark(&st) {
+		return true, m.afterFirstAsk, ""
+	}
+	now := time.Now()
+	if until := time.Unix(st.Mtim.Unix()); until.After(now) {
+		return false, nil, heldWhy(until)
+	}
+	fd, err := unix.Open(m.path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, m.afterFirstAsk, ""
+	}
+	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		unix.Close(fd)
+		return false, nil, "slow (another connection is asking whether it recovered)"
+	}
+	if unix.Fstat(fd, &st) != nil || !trustedMark(&st) {
+		unix.Close(fd)
+		return true, m.afterFirstAsk, ""
+	}
+	if until := time.Unix(st.Mtim.Unix()); until.After(now) {
+		unix.Close(fd) // renewed by the prober before us
+		return false, nil, heldWhy(until)
+	}
+	return true, func(slow bool) {
+		if slow {
+			setMark(fd, time.Now().Add(SlowHold))
+		} else {
+			unix.Unlink(m.path)
+		}
+		unix.Close(fd)
+	}, ""
+}
+
+// afterFirstAsk puts the mark when a daemon nobody held slow was slow.
+func (m SlowMark) afterFirstAsk(slow bool) {
+	if !slow {
+		return
+	}
+	fd, err := unix.Open(m.path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err == unix.EEXIST {
+		fd, err = unix.Open(m.path, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return // not ours to write (not root): each connection waits
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && trustedMark(&st) {
+		setMark(fd, time.Now().Add(SlowHold))
+	}
+	unix.Close(fd)
+}
+
+// setMark sets the mark's mtime: futimens(3), utimensat with a NULL path.
+func setMark(fd int, until time.Time) {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(until.UnixNano())}
+	unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+}
+
+func heldWhy(until time.Time) string {
+	return "slow (it did not answer in time; asked again after " + until.UTC().Format("15:04:05.000") + ")"
+}
+
+// SlowMemo is Health kept in memory, for the resident accept mode: the
+// same rule as SlowMark without a file.
+type SlowMemo struct {
+	mu      sync.Mutex
+	until   time.Time
+	probing bool
+}
+
+// Begin implements Health.
+func (m *SlowMemo) Begin() (bool, func(bool), string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.until.IsZero():
+		return true, m.done, ""
+	case time.Now().Before(m.until):
+		return false, nil, heldWhy(m.until)
+	case m.probing:
+		return false, nil, "slow (another connection is asking whether it recovered)"
+	}
+	m.probing = true
+	return true, m.done, ""
+}
+
+func (m *SlowMemo) done(slow bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.probing = false
+	if slow {
+		m.until = time.Now().Add(SlowHold)
+	} else {
+		m.until = time.Time{}
+	}
+}
