@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -594,4 +595,156 @@ func mountHelper(t *testing.T) {
 	if err := Remove(dir); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mkdirAs makes a directory as a local user could have planted it (owner
+// uid, mode), removed with whatever it holds when the test ends.
+func mkdirAs(t *testing.T, path string, uid int, mode os.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(path) })
+	if err := os.Chown(path, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// symlink makes a symbolic link, removed when the test ends.
+func symlink(t *testing.T, target, path string) {
+	t.Helper()
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+}
+
+// A pin directory, or a directory on its way, that a local user made
+// before ipwatchd (bpffs is often mounted 1777) or that leads elsewhere
+// through a symbolic link: Open and Remove refuse it, name it and say why,
+// and neither pins nor removes anything in it.
+func TestPinDirRefused(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	t.Parallel()
+	ns := newNS(t)
+	for _, tc := range []struct {
+		name string
+		// plant makes what a local user left and returns the pin
+		// directory to open and the directory Open must name.
+		plant func(t *testing.T) (pinDir, bad string)
+		why   string
+	}{{
+		name: "owned by another user",
+		plant: func(t *testing.T) (string, string) {
+			dir := newPinDir(t)
+			mkdirAs(t, dir, 1000, 0o700)
+			return dir, dir
+		},
+		why: "is owned by uid 1000, not root",
+	}, {
+		name: "mode 0777",
+		plant: func(t *testing.T) (string, string) {
+			dir := newPinDir(t)
+			mkdirAs(t, dir, 0, 0o777)
+			return dir, dir
+		},
+		why: "has mode 0777, want 0700",
+	}, {
+		name: "symbolic link",
+		plant: func(t *testing.T) (string, string) {
+			target, dir := newPinDir(t), newPinDir(t)
+			mkdirAs(t, target, 0, 0o700)
+			symlink(t, target, dir)
+			return dir, dir
+		},
+		why: "is a symbolic link",
+	}, {
+		name: "per-namespace subdirectory planted",
+		plant: func(t *testing.T) (string, string) {
+			parent := newPinDir(t)
+			mkdirAs(t, parent, 0, 0o700)
+			dir := filepath.Join(parent, "netns1")
+			mkdirAs(t, dir, 1000, 0o700)
+			return dir, dir
+		},
+		why: "is owned by uid 1000, not root",
+	}, {
+		name: "parent planted",
+		plant: func(t *testing.T) (string, string) {
+			parent := newPinDir(t)
+			mkdirAs(t, parent, 1000, 0o777)
+			return filepath.Join(parent, "netns1"), parent
+		},
+		why: "is owned by uid 1000, not root",
+	}, {
+		name: "symbolic link above",
+		plant: func(t *testing.T) (string, string) {
+			target, parent := newPinDir(t), newPinDir(t)
+			mkdirAs(t, target, 0, 0o700)
+			symlink(t, target, parent)
+			return filepath.Join(parent, "netns1"), parent
+		},
+		why: "is a symbolic link",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, bad := tc.plant(t)
+			c, err := openIn(ns, dir)
+			if err == nil {
+				c.Close()
+				t.Fatalf("Open(%s) took it over, want a refusal", dir)
+			}
+			if want := bad + " " + tc.why; !strings.Contains(err.Error(), want) {
+				t.Fatalf("Open(%s): %v\nwant an error saying %q", dir, err, want)
+			}
+			t.Logf("Open(%s): %v", dir, err)
+			if _, err := os.Lstat(filepath.Join(dir, pinLink)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a link is pinned in %s after the refusal (%v)", dir, err)
+			}
+			if err := Remove(dir); err == nil || !strings.Contains(err.Error(), bad) {
+				t.Errorf("Remove(%s): %v, want a refusal naming %s", dir, err, bad)
+			}
+			if _, err := os.Lstat(bad); err != nil {
+				t.Errorf("after Remove(%s): %v", dir, err)
+			}
+		})
+	}
+}
+
+// The pin directory, and every directory on its way that Open makes, are
+// root's with mode 0700 whatever the umask, and counting works there.
+// Not parallel: the umask is the process's.
+func TestPinDirMadeRootOnly(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	ns := newNS(t)
+	parent := newPinDir(t)
+	dir := filepath.Join(parent, "netns1")
+	s := listen(t, ns, "tcp4", "192.0.2.1:7000")
+
+	old := unix.Umask(0o277)
+	c, err := openIn(ns, dir)
+	unix.Umask(old)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	defer c.Close()
+	t.Cleanup(func() {
+		if err := Remove(dir); err != nil {
+			t.Errorf("Remove(%s): %v", dir, err)
+		}
+	})
+	for _, d := range []string{parent, dir} {
+		var st unix.Stat_t
+		if err := unix.Lstat(d, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0o7777 != 0o700 {
+			t.Errorf("%s: type %o, uid %d, mode %04o; want a directory of uid 0 with mode 0700", d, st.Mode&unix.S_IFMT, st.Uid, st.Mode&0o7777)
+		}
+	}
+	mustDial(t, ns, "tcp4", "192.0.2.1:7000", 3)
+	s.waitAccepted(t, 3)
+	waitCounts(t, c, map[Key]uint64{key("192.0.2.1:7000"): 3})
 }

@@ -70,7 +70,9 @@ type Counter struct {
 // is absent, then loads the program to count the calling thread's network
 // namespace, reusing the counters pinned in the pin directory when they
 // are compatible, attaches it, and pins maps and link, replacing the link
-// of an earlier load (the upgrade of the package documentation).
+// of an earlier load (the upgrade of the package documentation). It
+// refuses a pin directory that another user made or can change, or that
+// lies behind a symbolic link (see "Pins" there).
 //
 // Open must run on a thread of the namespace to count: a daemon's threads
 // all are; a test calls it inside testbed's NetNS.Do.
@@ -85,17 +87,17 @@ func Open(opts Options) (c *Counter, err error) {
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("bpf pin directory: %w", err)
-	}
-	if err := onBPFFS(dir); err != nil {
-		return nil, err
-	}
-	unlock, err := lockDir(dir)
+	pins, err := openPinDir(dir, true)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer pins.close() // and unlocks
+	if err := pins.usable(); err != nil {
+		return nil, err
+	}
+	if err := pins.lock(); err != nil {
+		return nil, err
+	}
 
 	cookie, err := netnsCookie()
 	if err != nil {
@@ -119,13 +121,13 @@ func Open(opts Options) (c *Counter, err error) {
 	}()
 	var fresh []string
 	for _, name := range []string{pinCounts, pinDrops, pinSeen, pinMeta} {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		m, err := ebpf.LoadPinnedMap(pins.at(name), nil)
 		if errors.Is(err, fs.ErrNotExist) {
 			fresh = append(fresh, name)
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("bpf pin %s: %w", name, err)
+			return nil, fmt.Errorf("bpf pin %s: %w", filepath.Join(dir, name), err)
 		}
 		if spec.Maps[name].Compatible(m) != nil {
 			m.Close()
@@ -163,7 +165,7 @@ func Open(opts Options) (c *Counter, err error) {
 	}
 	maps := map[string]*ebpf.Map{pinCounts: objs.Counts, pinDrops: objs.Drops, pinSeen: objs.Seen, pinMeta: objs.Meta}
 	for _, name := range fresh {
-		if err := pinOver(dir, name, maps[name].Pin); err != nil {
+		if err := pinOver(pins, name, maps[name].Pin); err != nil {
 			return nil, err
 		}
 	}
@@ -176,8 +178,8 @@ func Open(opts Options) (c *Counter, err error) {
 	defer l.Close() // the pin holds it from now on
 	// Absent, not a link, or unreadable: nil, and the pin is replaced
 	// all the same.
-	old, _ := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil)
-	if err := pinOver(dir, pinLink, l.Pin); err != nil {
+	old, _ := link.LoadPinnedLink(pins.at(pinLink), nil)
+	if err := pinOver(pins, pinLink, l.Pin); err != nil {
 		if old != nil {
 			old.Close()
 		}
@@ -198,19 +200,20 @@ func Open(opts Options) (c *Counter, err error) {
 	return &Counter{counts: objs.Counts, drops: objs.Drops, resumed: resumed, pinDir: dir}, nil
 }
 
-// pinOver pins an object as dir/name, replacing whatever is pinned there
-// in one rename, so that the name always holds the old object or the new.
-func pinOver(dir, name string, pin func(string) error) error {
-	tmp := filepath.Join(dir, name+newSuffix)
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("bpf pin: %w", err)
+// pinOver pins an object as name in the pin directory, replacing whatever
+// is pinned there in one rename, so that the name always holds the old
+// object or the new.
+func pinOver(pins *pinDir, name string, pin func(string) error) error {
+	tmp := name + newSuffix
+	if err := unix.Unlinkat(pins.fd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("bpf pin %s: %w", filepath.Join(pins.path, tmp), err)
 	}
-	if err := pin(tmp); err != nil {
-		return fmt.Errorf("bpf pin %s: %w", name, err)
+	if err := pin(pins.at(tmp)); err != nil {
+		return fmt.Errorf("bpf pin %s: %w", filepath.Join(pins.path, name), err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("bpf pin %s: %w", name, err)
+	if err := unix.Renameat(pins.fd, tmp, pins.fd, name); err != nil {
+		unix.Unlinkat(pins.fd, tmp, 0)
+		return fmt.Errorf("bpf pin %s: %w", filepath.Join(pins.path, name), err)
 	}
 	return nil
 }
@@ -276,21 +279,27 @@ func (c *Counter) Close() error {
 // Remove detaches the program and deletes the pins and the pin directory
 // ("" means DefaultPinDir), for `ipwatchd -bpf off`. Nothing pinned is no
 // error. A Counter still open keeps its last counts and counts no more.
+// It refuses, as Open does, a pin directory that is not root's with mode
+// 0700 or lies behind a symbolic link, and then removes nothing: what is
+// in it is not ipwatchd's.
 func Remove(pinDir string) error {
 	if pinDir == "" {
 		pinDir = DefaultPinDir
 	}
-	if _, err := os.Stat(pinDir); errors.Is(err, fs.ErrNotExist) {
+	pins, err := openPinDir(pinDir, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	unlock, err := lockDir(pinDir)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer pins.close() // and unlocks
+	if err := pins.lock(); err != nil {
+		return err
+	}
 
 	var prog ebpf.ProgramID
-	if l, err := link.LoadPinnedLink(filepath.Join(pinDir, pinLink), nil); err == nil {
+	if l, err := link.LoadPinnedLink(pins.at(pinLink), nil); err == nil {
 		if info, err := l.Info(); err == nil {
 			prog = info.Program
 		}
@@ -299,13 +308,13 @@ func Remove(pinDir string) error {
 	var errs []error
 	for _, name := range []string{pinLink, pinCounts, pinDrops, pinSeen, pinMeta} {
 		for _, p := range []string{name, name + newSuffix} {
-			if err := os.Remove(filepath.Join(pinDir, p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
+			if err := unix.Unlinkat(pins.fd, p, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing %s: %w", filepath.Join(pins.path, p), err))
 			}
 		}
 	}
-	if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, err)
+	if err := unix.Unlinkat(pins.parent, filepath.Base(pins.path), unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("removing %s: %w", pins.path, err))
 	}
 	if prog != 0 {
 		errs = append(errs, waitGone(prog, removeWait))
@@ -419,21 +428,6 @@ func onBPFFS(dir string) error {
 		return fmt.Errorf("%s is not on bpffs", dir)
 	}
 	return nil
-}
-
-// lockDir serialises Open and Remove on one pin directory across
-// processes (a daemon starting while `ipwatchd -bpf off` runs), with
-// flock on the directory itself: bpffs holds no regular files to lock.
-func lockDir(dir string) (func(), error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("bpf pin directory: %w", err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("locking %s: %w", dir, err)
-	}
-	return func() { unix.Close(fd) }, nil
 }
 
 func under(path, dir string) bool {

@@ -41,6 +41,15 @@
 //	meta    array: the cookie of the namespace counted
 //	link    the tracepoint link that keeps the program attached
 //
+// The pin directory must be root's with mode 0700, and so must every
+// directory Open makes on its way (whatever the umask); the directories
+// above it that Open finds must be root's and writable by nobody else
+// unless sticky, as /sys/fs/bpf may be (1777); and no component may be a
+// symbolic link. Otherwise Open and Remove refuse it, naming the directory
+// and the reason: a local user who made it before the daemon could swap
+// the pins in it. Everything done in it goes through the descriptor the
+// checks were made on, never through its path again.
+//
 // The pinned link keeps the program running while no daemon holds it, so
 // connections made while ipwatchd is down or restarting are counted too,
 // into the pinned maps a new daemon takes over.

@@ -41,8 +41,10 @@ type Server struct {
 
 // Listen creates the socket at path, in a directory that must be owned by
 // root and not writable by others (it is made, mode 0755, if missing). A
-// stale socket from an earlier run is replaced; any other file is not.
-// The socket gets mode 0660.
+// socket that a server answers on is never taken over: Listen refuses to
+// start, naming the process there. Only a stale socket, one nobody
+// listens on (an earlier run killed before it could remove it), is
+// replaced; any other file is not. The socket gets mode 0660.
 func Listen(path string) (*Server, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -55,11 +57,13 @@ func Listen(path string) (*Server, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
 		return nil, fmt.Errorf("%s must be a directory owned by uid %d and not writable by group or others", dir, os.Geteuid())
 	}
-	if err := unix.Lstat(path, &st); err == nil {
-		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		os.Remove(path)
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := removeStale(path); err != nil {
+		return nil, err
 	}
 	// The socket is made with mode 0660 from the start (umask), not
 	// chmodded after: there is no moment when it is open to everyone.
@@ -71,6 +75,72 @@ func Listen(path string) (*Server, error) {
 	}
 	ln.SetUnlinkOnClose(true)
 	return &Server{ln: ln, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
+}
+
+// lockDir makes Listen's probe, removal and bind one step across
+// processes, with flock on the socket's directory: two daemons starting at
+// once would otherwise both find a socket stale, and the second would
+// remove the one the first had just bound.
+func lockDir(dir string) (func(), error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// removeStale removes the socket at path if it is stale: a connection to
+// it is refused. Whatever else it finds (a server that answers, one too
+// busy to, a file that is not a socket, an error) it refuses, since
+// removing a live daemon's socket would leave its clients to the new one
+// and the old one answering nobody.
+func removeStale(path string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	peer, err := probe(path)
+	switch {
+	case err == nil:
+		return fmt.Errorf("another ipwatchd answers at %s (pid %d, uid %d): stop it first", path, peer.Pid, peer.Uid)
+	case errors.Is(err, unix.ENOENT):
+		return nil // removed meanwhile, by its server closing
+	case errors.Is(err, unix.EAGAIN):
+		return fmt.Errorf("another ipwatchd listens at %s, its queue full: stop it first", path)
+	case !errors.Is(err, unix.ECONNREFUSED):
+		return fmt.Errorf("%s: cannot tell whether the socket there is stale: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing the stale socket: %w", err)
+	}
+	return nil
+}
+
+// probe connects to the socket at path and returns the credentials of the
+// process that listens on it (as of its listen). The connection is
+// non-blocking, so a server whose queue is full fails it (EAGAIN) instead
+// of stalling Listen.
+func probe(path string) (*unix.Ucred, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return nil, err
+	}
+	return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 }
 
 // Close closes the socket of a server that will not Serve.

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,13 @@ import (
 func startServer(t *testing.T, timeout time.Duration) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
+	serve(t, path, timeout)
+	return path
+}
+
+// serve listens at path and serves an echo until the test ends.
+func serve(t *testing.T, path string, timeout time.Duration) {
+	t.Helper()
 	s, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +47,77 @@ func startServer(t *testing.T, timeout time.Duration) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return path
+}
+
+// A second Listen on the socket of a server that answers refuses to
+// start, names the path and the process there, and leaves the first
+// server answering.
+func TestListenRefusesLiveSocket(t *testing.T) {
+	path := startServer(t, time.Second)
+	s, err := Listen(path)
+	if err == nil {
+		s.Close()
+		t.Errorf("a second Listen(%s) took over the socket of a server that answers", path)
+	} else {
+		want := fmt.Sprintf("another ipwatchd answers at %s (pid %d, uid %d)", path, os.Getpid(), os.Geteuid())
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second Listen: %v\nwant an error saying %q", err, want)
+		}
+		t.Logf("second Listen: %v", err)
+	}
+	if err := ask(path); err != nil {
+		t.Fatalf("the first server no longer answers: %v", err)
+	}
+}
+
+// A listener whose queue is full (it accepts nothing) is alive all the
+// same: Listen refuses it at once rather than wait for room.
+func TestListenRefusesBusySocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A backlog of 0 holds one connection; the next one finds it full.
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := Listen(path)
+	if err == nil {
+		s.Close()
+		t.Fatalf("Listen(%s) took over the socket of a busy listener", path)
+	}
+	if want := "another ipwatchd listens at " + path; !strings.Contains(err.Error(), want) {
+		t.Fatalf("Listen: %v\nwant an error saying %q", err, want)
+	}
+}
+
+// A socket nobody listens on (a daemon killed before it could unlink
+// it) is stale: Listen replaces it.
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := net.Dial("unix", path); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("dial of the stale socket: %v, want connection refused", err)
+	}
+	serve(t, path, time.Second)
+	if err := ask(path); err != nil {
+		t.Fatalf("the server over a stale socket: %v", err)
+	}
 }
 
 func ask(path string) error {
