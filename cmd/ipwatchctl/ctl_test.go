@@ -38,7 +38,7 @@ func TestCheckHostileConfs(t *testing.T) {
 		"user-owned": confs["user-owned"] + ": is owned by uid 1000, not by root",
 		"empty":      confs["empty"] + ": no entries: every connection will be refused",
 		"binary":     confs["binary"] + ":1: holds a NUL byte: this is not a text conf file",
-		"long-line":  confs["long-line"] + ":1: line is 1048576 bytes long; the limit is 4096",
+		"long-line":  confs["long-line"] + ":1: line is 1048576 bytes long; the limit is 4096; the prefix and default entries are suspended while this line stands",
 		"nul":        confs["nul"] + ":2: holds a NUL byte: this is not a text conf file",
 	}
 	for name, line := range want {
@@ -69,7 +69,7 @@ func TestCheckRoots(t *testing.T) {
 	os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir"))
 	file := roots.WriteConf("a-file", "x")
 	conf := roots.WriteConf("hostile.conf",
-		"10.0.0.1 "+good,
+		"10.0.0.1 "+good+" user=nobody",
 		"10.0.0.2 "+ww,
 		"10.0.0.3 "+gw,
 		"10.0.0.4 "+owned,
@@ -79,7 +79,7 @@ func TestCheckRoots(t *testing.T) {
 		"10.0.0.8 "+filepath.Join(roots.Dir, "missing"),
 		"10.0.0.9 "+file,
 		"10.0.0.10 "+good+" user=no-such-user",
-		"10.0.0.11 "+noLog,
+		"10.0.0.11 "+noLog+" user=nobody",
 	)
 	code, out, _ := runCtl("check", conf)
 	want := []string{
@@ -99,9 +99,11 @@ func TestCheckRoots(t *testing.T) {
 		t.Errorf("exit %d, output:\n%s\nwant exit 1 and:\n%s", code, out, strings.Join(want, "\n"))
 	}
 
-	// A clean file passes; a missing /dev/log only warns.
-	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good, "default "+noLog)
-	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 1 warnings") {
+	// A clean file passes; a missing /dev/log only warns, and so does an
+	// entry without user=, whose service runs as root inside its root.
+	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good, "default "+noLog+" user=nobody")
+	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 2 warnings") ||
+		!strings.Contains(out, clean+":1: 10.0.0.1: warning: no user=: the service runs as root inside "+good+", and root can leave a chroot") {
 		t.Errorf("clean file: exit %d:\n%s", code, out)
 	}
 
@@ -110,7 +112,7 @@ func TestCheckRoots(t *testing.T) {
 	data, _ := os.ReadFile("/bin/true")
 	os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755)
 	empty := withLog(roots.Root("empty", ""))
-	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good, "10.0.0.2 "+dynamic, "10.0.0.3 "+empty)
+	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good+" user=nobody", "10.0.0.2 "+dynamic+" user=nobody", "10.0.0.3 "+empty+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", progConf)
 	for _, line := range []string{
 		progConf + ":2: 10.0.0.2: whoami cannot start in " + dynamic + ": /bin/whoami exists but its ELF interpreter /lib64/ld-linux-x86-64.so.2 is missing inside the root",

@@ -23,7 +23,7 @@ func fixedStatus() *ipc.Status {
 	loaded := time.Date(2026, 11, 29, 14, 0, 0, 0, time.UTC)
 	return &ipc.Status{
 		Version: "v1.0.0", UptimeSeconds: 3725, BPF: "on", NetlinkResyncs: 2,
-		Queries: ipc.QueryCounts{OK: 1200, Stale: 3, Unknown: 1, Error: 0},
+		Queries: ipc.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
 		Confs: []ipc.ConfStatus{{
 			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded,
 			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`},
@@ -32,7 +32,8 @@ func fixedStatus() *ipc.Status {
 					Addresses: []ipc.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800},
 				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", State: ipc.StateLive,
 					Addresses: []ipc.AddressStatus{{Address: "2001:db8::10", Interface: "eth0", Live: false}, {Address: "2001:db8::10", Interface: "eth1", Live: true}}, Connections: 40, Resolved: 40},
-				{Key: "192.0.2.11", Line: 3, Root: "/virtual/c", State: ipc.StateAbsent, Addresses: []ipc.AddressStatus{}},
+				{Key: "192.0.2.11", Line: 3, Root: "/virtual/c", State: ipc.StateAbsent, Addresses: []ipc.AddressStatus{},
+					Warning: "no user=: the service runs as root inside /virtual/c, and root can leave a chroot; give the entry user= (and group=) to confine it"},
 				{Key: "192.0.2.12", Line: 4, Root: "/virtual/d", State: ipc.StateInvalid, Reason: "/virtual/d is writable by group or others (mode 0777)",
 					Addresses: []ipc.AddressStatus{{Address: "192.0.2.12", Interface: "eth0", Label: "eth0", Live: true}}, Connections: 5},
 				{Key: "10.20.0.0/24", Line: 5, Root: "/virtual/pool", Group: "www", State: ipc.StateAbsent, Addresses: []ipc.AddressStatus{}},

@@ -18,6 +18,7 @@ import (
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
+	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,6 +89,7 @@ func (w *world) startInetd() {
 // startDaemon runs ipwatchd in the namespace and waits until it answers.
 func (w *world) startDaemon(args ...string) {
 	w.t.Helper()
+	ipwatchdtest.Settle(w.t, w.conf)
 	args = append([]string{"-socket", w.socket, "-conf", w.conf, "-bpf-pin-dir", w.pinDir}, args...)
 	w.daemon = w.ns.Start(w.log, w.bin["ipwatchd"], args...)
 	deadline := time.Now().Add(10 * time.Second)

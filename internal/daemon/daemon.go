@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -109,6 +110,9 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	// A fresh daemon is not slow: clear what virtualds marked of the
+	// one before.
+	os.Remove(ipc.MarkFor(cfg.Socket).Path())
 	d.srv.Handler = d.handle
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
 	for _, p := range cfg.Confs {

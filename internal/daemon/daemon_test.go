@@ -86,6 +86,7 @@ func TestDaemonAgreesWithFile(t *testing.T) {
 		os.Chmod(p, 0o644)
 		paths = append(paths, p)
 	}
+	settle(t, paths...)
 	d, sock := startDaemon(t, paths)
 	d.ReloadAll()
 	addrs := []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "11.0.0.1", "2001:db8::1", "2001:db8::2", "2001:db9::1", "::ffff:10.0.0.1"}
@@ -140,6 +141,7 @@ func TestStaleAndUnknown(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
 	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	settle(t, p)
 	d, sock := startDaemon(t, []string{p})
 	d.ReloadAll()
 	addr := netip.MustParseAddr("10.0.0.1")
@@ -168,6 +170,7 @@ func TestStaleAndUnknown(t *testing.T) {
 
 	other := filepath.Join(dir, "other")
 	os.WriteFile(other, []byte("default /c\n"), 0o644)
+	settle(t, other)
 	if r := ask(t, sock, other, addr); string(r[0]) != ipc.ReplyUnknown {
 		t.Fatalf("unknown file: %q", r)
 	}
@@ -213,5 +216,19 @@ func TestLastGoodCopyKept(t *testing.T) {
 	fixed := d.confStatuses(false, nil)[0]
 	if fixed.Generation <= first.Generation || fixed.Error != "" {
 		t.Fatalf("after the fix: %+v", fixed)
+	}
+}
+
+// settle waits until the files' timestamps are older than their
+// granularity, so that the daemon vouches for its next read of them at
+// once (see conf.Racy).
+func settle(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(conf.RacyUntil(&st)))
 	}
 }

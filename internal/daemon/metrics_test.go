@@ -35,6 +35,7 @@ func TestMetrics(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not ready")
 	}
+	settle(t, p)
 	d.ReloadAll()
 	for i := 0; i < 3; i++ {
 		ask(t, d.cfg.Socket, p, netip.MustParseAddr("10.0.0.1"))

@@ -7,10 +7,12 @@ import (
 	"context"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // StartDaemon runs ipwatchd in this process on socket, serving confs, and
@@ -18,6 +20,7 @@ import (
 // that need it in a network namespace of their own run the binary instead.
 func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
 	t.Helper()
+	Settle(t, confs...)
 	d, err := daemon.New(daemon.Config{Socket: socket, Confs: confs, Log: zap.NewNop(), Version: "test"})
 	if err != nil {
 		t.Fatalf("ipwatchd: %v", err)
@@ -38,5 +41,20 @@ func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
 		if time.Now().After(deadline) {
 			t.Fatalf("ipwatchd did not answer on %s within 10s", socket)
 		}
+	}
+}
+
+// Settle waits until every file's timestamps are older than their
+// granularity (conf.Racy), so that the daemon's first read of them is one
+// it vouches for at once: a test that writes a conf file and asks about it
+// at once would otherwise (rightly) be sent to the file.
+func Settle(t testbed.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			continue // a missing file is the test's point
+		}
+		time.Sleep(time.Until(conf.RacyUntil(&st)))
 	}
 }
