@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,14 +144,17 @@ func TestAcceptLimits(t *testing.T) {
 	}
 }
 
-// SIGTERM stops accepting and lets running services finish, then exits 0.
-func TestAcceptStop(t *testing.T) {
-	w := newWorld(t)
-	w.ns.AddAddr("203.0.113.21")
-	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(w, "hold-a"))
+// startHeldAccept starts virtuald -accept (with extra flags) on a listening
+// socket of its own for a root whose service holds its connection, and
+// returns the command, a channel that gets its exit, and one held
+// connection.
+func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exec.Cmd, chan error, net.Conn) {
+	t.Helper()
+	w.ns.AddAddr(addr)
+	conf := w.roots.WriteConf("conf-hold", addr+" "+holdRoot(w, "hold-a"))
 	var lnFile *os.File
 	if err := w.ns.Do(func() error {
-		ln, err := net.Listen("tcp", "203.0.113.21:7303")
+		ln, err := net.Listen("tcp", addr+":7303")
 		if err != nil {
 			return err
 		}
@@ -160,20 +164,29 @@ func TestAcceptStop(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer lnFile.Close()
-	cmd := w.ns.Command(w.log, w.bin["virtuald"], "-accept", conf, whoami)
+	t.Cleanup(func() { lnFile.Close() })
+	args := append(append([]string{"-accept"}, flags...), conf, whoami)
+	cmd := w.ns.Command(w.log, w.bin["virtuald"], args...)
 	cmd.Stdin = lnFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	c := openHeld(t, w, "203.0.113.21:7303")
+	t.Cleanup(func() { cmd.Process.Kill() })
+	c := openHeld(t, w, addr+":7303")
 	if c == nil {
 		t.Fatal("refused")
 	}
+	return cmd, exited, c
+}
+
+// SIGTERM stops accepting and lets running services finish, then exits 0.
+func TestAcceptStop(t *testing.T) {
+	w := newWorld(t)
+	cmd, exited, c := startHeldAccept(t, w, "203.0.113.21")
 	cmd.Process.Signal(unix.SIGTERM)
-	if _, ok := w.log.WaitFor(5*time.Second, "no new connections; waiting for 1 running service(s)"); !ok {
+	if _, ok := w.log.WaitFor(5*time.Second, "no new connections; waiting up to 30s for 1 running service(s)"); !ok {
 		t.Fatalf("no stopping line; log ends:\n%s", w.log.Tail(3))
 	}
 	select {
@@ -188,10 +201,41 @@ func TestAcceptStop(t *testing.T) {
 			t.Fatalf("exit: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
 		t.Fatal("did not exit after its last service ended")
 	}
 	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.21:7303", "outcome=exited"); !ok {
 		t.Errorf("the running service's line is missing; log ends:\n%s", w.log.Tail(3))
+	}
+}
+
+// A service that never ends cannot hold a stop for ever: past
+// -stop-timeout it is killed, with its session, and virtuald exits 0; a
+// second SIGTERM does the same at once.
+func TestAcceptStopTimeout(t *testing.T) {
+	for _, second := range []bool{false, true} {
+		w := newWorld(t)
+		cmd, exited, c := startHeldAccept(t, w, "203.0.113.22", "-stop-timeout", map[bool]string{false: "1s", true: "1h"}[second])
+		defer c.Close()
+		cmd.Process.Signal(unix.SIGTERM)
+		if second {
+			if _, ok := w.log.WaitFor(5*time.Second, "no new connections"); !ok {
+				t.Fatalf("no stopping line; log ends:\n%s", w.log.Tail(3))
+			}
+			cmd.Process.Signal(unix.SIGTERM)
+		}
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("exit: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("second SIGTERM %v: still running with a stuck service; log ends:\n%s", second, w.log.Tail(3))
+		}
+		if _, ok := w.log.WaitFor(5*time.Second, "killing 1 running service(s)"); !ok {
+			t.Errorf("second SIGTERM %v: no line about the kill; log ends:\n%s", second, w.log.Tail(3))
+		}
+		if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.22:7303", "outcome=killed", "signal=killed"); !ok {
+			t.Errorf("second SIGTERM %v: the killed service's line is missing; log ends:\n%s", second, w.log.Tail(3))
+		}
 	}
 }

@@ -20,7 +20,12 @@ import (
 
 func built(t *testing.T) map[string]string { return testbed.Binaries(t) }
 
-func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
+func TestMain(m *testing.M) {
+	if h := os.Getenv(helperEnv); h != "" {
+		os.Exit(runHelper(h))
+	}
+	os.Exit(testbed.RunMain(m))
+}
 
 // expectation is what the test service must report for one address.
 type expectation struct {
@@ -160,6 +165,9 @@ func judge(e expectation, got string, err error) string {
 	if e.cred == "" && !strings.Contains(got, "uid=0 gid=0") {
 		return fmt.Sprintf("%s: credentials changed without user=: %q", e.addr, got)
 	}
+	if !strings.Contains(got, " listen=0 ") {
+		return fmt.Sprintf("%s: systemd's LISTEN_* variables reached the service: %q", e.addr, got)
+	}
 	if !strings.HasSuffix(got, "fds=0,1,2\n") {
 		return fmt.Sprintf("%s: the service inherited descriptors beyond 0-2: %q", e.addr, got)
 	}
@@ -187,14 +195,18 @@ func TestInetd(t *testing.T) {
 	inetdConf := w.roots.WriteConf("inetd.conf",
 		"7000 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
 		"7000 stream tcp6 nowait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
-		"7000 dgram udp wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
-		"7000 dgram udp6 wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"7000 dgram udp wait root "+w.bin["virtuald"]+" virtuald -allow-wildcard-dgram "+w.conf+" "+whoami,
+		"7000 dgram udp6 wait root "+w.bin["virtuald"]+" virtuald -allow-wildcard-dgram "+w.conf+" "+whoami,
 		"7001 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+noDefault+" "+whoami,
+		"7004 dgram udp wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
+		"192.0.2.3:7005 dgram udp wait root "+w.bin["virtuald"]+" virtuald "+w.conf+" "+whoami,
 	)
 	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", inetdConf)
 	w.ns.WaitListening("tcp", 7000)
 	w.ns.WaitListening("udp", 7000)
 	w.ns.WaitListening("tcp", 7001)
+	w.ns.WaitListening("udp", 7004)
+	w.ns.WaitListening("udp", 7005)
 
 	t.Run("every address from its own root", func(t *testing.T) {
 		n := w.checkServed(t, 7000, 10, nil)
@@ -214,6 +226,27 @@ func TestInetd(t *testing.T) {
 			if msg := judge(e, got, err); msg != "" {
 				t.Error("udp " + msg)
 			}
+		}
+	})
+	t.Run("a wildcard datagram socket only when allowed", func(t *testing.T) {
+		if _, ok := w.log.WaitFor(5*time.Second, ":7000 ", "dgram=wildcard", "outcome=exec"); !ok {
+			t.Errorf("the allowed wildcard datagrams are not logged as such; log ends:\n%s", w.log.Tail(5))
+		}
+		// Without -allow-wildcard-dgram: refused (the service would get
+		// every address's datagrams), consumed, and said why.
+		for i := 0; i < 3; i++ {
+			if got, err := w.ns.AskUDP("192.0.2.1:7004", 300*time.Millisecond); err == nil || got != "" {
+				t.Errorf("wildcard datagram socket: answered %q, %v", got, err)
+			}
+		}
+		if _, ok := w.log.WaitFor(5*time.Second, "local=192.0.2.1:7004", "outcome=refused", "bound to a wildcard address", "-allow-wildcard-dgram"); !ok {
+			t.Errorf("no refusal saying why; log ends:\n%s", w.log.Tail(5))
+		}
+		// One line per address needs no flag.
+		e := expectation{addr: "192.0.2.3", root: "v4-03"}
+		got, err := w.ns.AskUDP("192.0.2.3:7005", 5*time.Second)
+		if msg := judge(e, got, err); msg != "" {
+			t.Error("udp on a per-address line: " + msg)
 		}
 	})
 	t.Run("refused datagram is consumed", func(t *testing.T) {

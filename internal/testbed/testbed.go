@@ -355,3 +355,34 @@ func MountBPFFS(t T) {
 	}
 	mustRun(t, "mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
 }
+
+// privateMountsEnv names the test that runs in PrivateMounts' child.
+const privateMountsEnv = "VIRTUALD_TEST_PRIVATE_MOUNTS"
+
+// PrivateMounts runs the calling top-level test again, alone, in a child
+// process inside a private mount namespace, and fails the test when the
+// child fails. It returns true in the child, where the test goes on and
+// may mount what it likes (a ramfs, a file system with coarse
+// timestamps): the mounts vanish with the child, even when it crashes. It
+// returns false in the parent, which must return at once.
+func PrivateMounts(t interface {
+	T
+	Name() string
+	Skip(args ...any)
+}) bool {
+	t.Helper()
+	if os.Getenv(privateMountsEnv) == t.Name() {
+		return true
+	}
+	RequirePrivileges(t)
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--",
+		os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), privateMountsEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	passed := bytes.Contains(out, []byte("--- PASS: "+t.Name()+" "))
+	if err != nil || !passed {
+		t.Fatalf("%s in a private mount namespace: %v\n%s", t.Name(), err, out)
+	}
+	t.Logf("ran in a private mount namespace:\n%s", out)
+	return false
+}

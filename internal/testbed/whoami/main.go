@@ -1,7 +1,8 @@
 // Command whoami is the service the end-to-end tests and the demo put in
 // every root: it tells the client which root it runs in (the contents of
 // /ROOT-NAME), as which uid, gid and supplementary groups, whether
-// no_new_privs is set, and which descriptors it inherited. It is built
+// no_new_privs is set, how many LISTEN_* variables it was given, and which
+// descriptors it inherited. It is built
 // static so that it runs in a root that holds nothing else.
 //
 // On a stream socket it writes one line and exits, or, in a root holding
@@ -60,8 +61,14 @@ func report() string {
 	}
 	groups, _ := unix.Getgroups()
 	nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
-	return fmt.Sprintf("root=%s uid=%d gid=%d groups=%v nnp=%d fds=%s\n",
-		root, unix.Getuid(), unix.Getgid(), groups, nnp, inherited)
+	listen := 0 // systemd's socket-passing variables, which must not reach a service
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "LISTEN_") {
+			listen++
+		}
+	}
+	return fmt.Sprintf("root=%s uid=%d gid=%d groups=%v nnp=%d listen=%d fds=%s\n",
+		root, unix.Getuid(), unix.Getgid(), groups, nnp, listen, inherited)
 }
 
 // answerDatagram reads the queued datagram with its destination address and
