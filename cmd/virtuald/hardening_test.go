@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -176,4 +177,180 @@ func okFrame(fields []byte) []byte {
 	body := append(append([]byte{}, ok...), fields...)
 	out := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
 	return append(out, body...)
+}
+
+// tenantTraps makes roots whose tenant put a trap where virtuald reads:
+// a FIFO (an open for reading blocks until someone writes), a device and a
+// 10 GiB sparse file, each as the program and as the loader's cache that
+// the library check reads, and a FIFO where a library is expected. It
+// returns their addresses, already on the namespace's lo, and the conf
+// lines that map them.
+func tenantTraps(t *testing.T, w *world) (addrs, lines []string) {
+	t.Helper()
+	dynamic, err := os.ReadFile("/bin/true") // a dynamic program: the library check runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := func(p string) error { return unix.Mkfifo(p, 0o755) }
+	device := func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o755, int(unix.Mkdev(1, 5))) }
+	sparse := func(p string) error {
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			return err
+		}
+		return os.Truncate(p, 10<<30)
+	}
+	traps := []struct {
+		name    string
+		where   string // inside the root
+		make    func(string) error
+		dynamic bool // the program is a dynamic ELF (the trap is for the library check)
+	}{
+		{"fifo-program", "bin/whoami", fifo, false},
+		{"device-program", "bin/whoami", device, false},
+		{"sparse-program", "bin/whoami", sparse, false},
+		{"fifo-cache", "etc/ld.so.cache", fifo, true},
+		{"device-cache", "etc/ld.so.cache", device, true},
+		{"sparse-cache", "etc/ld.so.cache", sparse, true},
+		{"fifo-library", "lib/x86_64-linux-gnu/libc.so.6", fifo, true},
+	}
+	for i, trap := range traps {
+		root := w.roots.Root(trap.name, "")
+		p := filepath.Join(root, trap.where)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if trap.dynamic {
+			if err := os.WriteFile(filepath.Join(root, "bin", "whoami"), dynamic, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := trap.make(p); err != nil {
+			t.Fatalf("%s: %v", trap.name, err)
+		}
+		a := fmt.Sprintf("203.0.113.%d", 40+i)
+		w.ns.AddAddr(a)
+		addrs = append(addrs, a)
+		lines = append(lines, a+" "+root)
+	}
+	return addrs, lines
+}
+
+// springTraps connects twice to every trap, 20 ms apart (so that each
+// finds a free slot when the ones before it were dealt with), and waits
+// for every connection to be closed; it fails the test for a connection
+// that gets a byte or is still open after 20 s (virtuald stuck in a trap).
+func springTraps(t *testing.T, w *world, addrs []string, port string) {
+	t.Helper()
+	errs := make(chan string, 2*len(addrs))
+	for _, a := range append(addrs, addrs...) {
+		time.Sleep(20 * time.Millisecond)
+		go func(a string) {
+			c, err := w.ns.Dial("tcp", a+":"+port)
+			if err != nil {
+				errs <- a + ": " + err.Error()
+				return
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			var got bytes.Buffer
+			_, err = got.ReadFrom(c)
+			switch {
+			case err != nil:
+				errs <- fmt.Sprintf("%s: still open after 20s (%v): virtuald is stuck in the tenant's trap", a, err)
+			case got.Len() > 0:
+				errs <- fmt.Sprintf("%s: the client got %q", a, got.String())
+			default:
+				errs <- ""
+			}
+		}(a)
+	}
+	for range 2 * len(addrs) {
+		if msg := <-errs; msg != "" {
+			t.Error(msg)
+		}
+	}
+}
+
+// A tenant owns everything in its root, and can put a FIFO, a device or a
+// huge sparse file wherever virtuald looks (the program, the libraries,
+// the loader's cache). Before the fix, virtuald opened them blocking: in
+// accept mode three such connections with -max-children 3 refused every
+// other tenant, and SIGTERM never completed. Now every read inside a root
+// is of a regular file, opened without blocking and bounded: the traps are
+// refused at once, in both modes, and everyone else is served.
+func TestTenantTraps(t *testing.T) {
+	w := newWorld(t)
+	addrs, lines := tenantTraps(t, w)
+	good := w.serve[:4]
+	for _, e := range good {
+		lines = append(lines, e.addr+" "+filepath.Join(w.roots.Dir, e.root))
+	}
+	conf := w.roots.WriteConf("conf-traps", lines...)
+
+	t.Run("per connection", func(t *testing.T) {
+		w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd-traps.conf",
+			"7500 stream tcp nowait root "+w.bin["virtuald"]+" virtuald "+conf+" "+whoami))
+		w.ns.WaitListening("tcp", 7500)
+		springTraps(t, w, addrs, "7500")
+		for _, e := range good {
+			got, err := w.ns.Ask(e.addr + ":7500")
+			if msg := judge(e, got, err); msg != "" {
+				t.Error(msg)
+			}
+		}
+	})
+
+	t.Run("accept mode", func(t *testing.T) {
+		var lnFile *os.File
+		if err := w.ns.Do(func() error {
+			ln, err := net.Listen("tcp", ":7501")
+			if err != nil {
+				return err
+			}
+			lnFile, err = ln.(*net.TCPListener).File()
+			ln.Close()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer lnFile.Close()
+		cmd := w.ns.Command(w.log, w.bin["virtuald"], "-accept", "-max-children", "3", conf, whoami)
+		cmd.Stdin = lnFile
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer cmd.Process.Kill()
+		springTraps(t, w, addrs, "7501")
+		for _, e := range good {
+			var got string
+			var err error
+			// A slot is free again once its refusal is logged; a
+			// connection just past the limit is closed without a byte.
+			for try := 0; try < 50; try++ {
+				if got, err = w.ns.Ask(e.addr + ":7501"); got != "" || err != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if msg := judge(e, got, err); msg != "" {
+				t.Error(msg)
+			}
+		}
+		cmd.Process.Signal(unix.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("exit: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("SIGTERM did not complete")
+		}
+	})
+	for _, a := range addrs {
+		line, ok := w.log.WaitFor(5*time.Second, "local="+a+":", "outcome=refused")
+		if !ok {
+			t.Errorf("%s: no refusal logged; log ends:\n%s", a, w.log.Tail(5))
+		}
+		t.Log(line)
+	}
 }
