@@ -567,3 +567,61 @@ func TestBPFOff(t *testing.T) {
 		t.Errorf("entry: %+v", e)
 	}
 }
+
+// A wedged daemon (SIGSTOP stands for a deadlock, a swap storm, a
+// debugger) accepts connections and never answers. Before the fix every
+// virtuald waited its whole 250 ms for it: twentyfold slower than with no
+// daemon at all. Now the first virtuald that finds it slow marks it so
+// (beside the socket per connection, in memory in accept mode), the
+// others read the file at once, one connection at a time asks again after
+// ipc.SlowHold, and once the daemon runs again it is used again.
+// Per connection and in accept mode.
+func TestDaemonWedged(t *testing.T) {
+	for _, accept := range []bool{false, true} {
+		t.Run(map[bool]string{false: "per connection", true: "accept mode"}[accept], func(t *testing.T) {
+			testDaemonWedged(t, accept)
+		})
+	}
+}
+
+func testDaemonWedged(t *testing.T, accept bool) {
+	w := newWorld(t, 20)
+	w.accept = accept
+	w.startDaemon()
+	w.startInetd()
+	if failed, wrong, msgs := w.connect(100, nil); failed+wrong > 0 {
+		t.Fatalf("%d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	w.daemon.Process.Signal(unix.SIGSTOP)
+	defer w.daemon.Process.Signal(unix.SIGCONT)
+	time.Sleep(1100 * time.Millisecond) // accept mode's kept answers expire (answerTTL)
+	start := time.Now()
+	const total = 600
+	if failed, wrong, msgs := w.connect(total, nil); failed+wrong > 0 {
+		t.Fatalf("daemon wedged: %d failed, %d wrong: %s", failed, wrong, msgs)
+	}
+	elapsed := time.Since(start)
+	waitLog(t, w, 100+total, "via=")
+	waited := w.log.Count("daemon=slow ")    // asked, and waited the whole time for nothing
+	held := w.log.Count(`daemon="slow (`) // did not ask: the daemon was held to be slow
+	// At most every connection of the first burst (16 at a time) waits,
+	// then one probe per hold.
+	limit := 16 + int(elapsed/ipc.SlowHold) + 1
+	t.Logf("daemon wedged: %d connections in %v; %d waited for it, %d went to the file at once", total, elapsed.Round(time.Millisecond), waited, held)
+	if waited > limit || held == 0 {
+		t.Errorf("%d connections waited for the wedged daemon, %d did not ask it; want at most %d waits", waited, held, limit)
+	}
+
+	w.daemon.Process.Signal(unix.SIGCONT)
+	resumed := time.Now()
+	before := w.log.Count("via=daemon")
+	for w.log.Count("via=daemon") == before {
+		if time.Since(resumed) > 10*time.Second {
+			t.Fatalf("the daemon was not asked again within 10 s of resuming; log ends:\n%s", w.log.Tail(4))
+		}
+		if failed, wrong, msgs := w.connect(16, nil); failed+wrong > 0 {
+			t.Fatalf("after resuming: %d failed, %d wrong: %s", failed, wrong, msgs)
+		}
+	}
+	t.Logf("the daemon answered again %v after it resumed", time.Since(resumed).Round(time.Millisecond))
+}
