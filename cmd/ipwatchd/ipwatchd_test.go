@@ -602,7 +602,7 @@ func testDaemonWedged(t *testing.T, accept bool) {
 	}
 	elapsed := time.Since(start)
 	waitLog(t, w, 100+total, "via=")
-	waited := w.log.Count("daemon=slow ")    // asked, and waited the whole time for nothing
+	waited := w.log.Count("daemon=slow ") // asked, and waited the whole time for nothing
 	held := w.log.Count(`daemon="slow (`) // did not ask: the daemon was held to be slow
 	// At most every connection of the first burst (16 at a time) waits,
 	// then one probe per hold.
