@@ -184,22 +184,35 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 	w.startDaemon()
 	w.startInetd()
 	const total = 2000
+	start := time.Now()
 	failed, wrong, msgs := w.connect(total, nil)
 	if failed+wrong > 0 {
 		t.Fatalf("%d failed, %d wrong of %d: %s", failed, wrong, total, msgs)
 	}
+	elapsed := time.Since(start)
 	waitLog(t, w, total, "via=")
-	if n := w.log.Count("via=daemon"); n != total {
-		t.Errorf("%d of %d connections were answered by the daemon; log ends:\n%s", n, total, w.log.Tail(3))
+	// On a loaded machine an answer can take longer than virtuald waits
+	// (250 ms): that connection, and those in the next ipc.SlowHold, read
+	// the file, and say so. Every other one is the daemon's.
+	answered := w.log.Count("via=daemon") // and via=daemon-cache
+	waited := w.log.Count("via=file", "daemon=slow ")
+	slow := waited + w.log.Count("via=file", `daemon="slow (`)
+	if answered+slow != total || answered < total/2 {
+		t.Errorf("%d of %d connections were answered by the daemon, %d from the file because it was slow; log ends:\n%s", answered, total, slow, w.log.Tail(3))
 	}
-	questions := uint64(total)
+	if slow > 0 {
+		t.Logf("%d connections went to the file because the daemon was slow (%d waited for it): the machine is loaded", slow, waited)
+	}
+	questions := uint64(answered)
 	if accept {
-		// One question per address and listening socket (tcp, tcp6) at
-		// most; the rest from the kept answers.
-		if n := w.log.Count("via=daemon-cache"); n < total-2*len(w.addrs) {
-			t.Errorf("only %d of %d connections were answered from the kept answers", n, total)
+		// About one question per address, listening socket (tcp, tcp6)
+		// and second (kept answers last answerTTL); the rest from the
+		// kept answers.
+		most := 2 * len(w.addrs) * (int(elapsed/time.Second) + 2)
+		if n := w.log.Count("via=daemon-cache"); n < total-most {
+			t.Errorf("only %d of %d connections were answered from the kept answers in %v", n, total, elapsed)
 		}
-		questions = uint64(total - w.log.Count("via=daemon-cache"))
+		questions -= uint64(w.log.Count("via=daemon-cache"))
 	}
 	// Accept mode reports the connections it answered itself every second.
 	var resolved uint64
@@ -215,7 +228,7 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 				resolved += e.Resolved
 			}
 		}
-		if resolved == total || time.Now().After(deadline) {
+		if resolved >= uint64(answered) || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -224,8 +237,11 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 			t.Errorf("%s: entry %+v, want live", a, e)
 		}
 	}
-	if resolved != total || st.Queries.OK != questions {
-		t.Errorf("the daemon counted %d resolved and answered %d questions; want %d and %d", resolved, st.Queries.OK, total, questions)
+	// A question virtuald gave up on may still have been answered (and
+	// counted) by the daemon.
+	late := uint64(waited)
+	if resolved < uint64(answered) || resolved > uint64(answered)+late || st.Queries.OK < questions || st.Queries.OK > questions+late {
+		t.Errorf("the daemon counted %d resolved and answered %d questions; want %d and %d (up to %d more, answered too late)", resolved, st.Queries.OK, answered, questions, late)
 	}
 }
 
