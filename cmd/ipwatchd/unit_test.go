@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/virtuald/virtuald/bpf"
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
+)
+
+// The tests of dist/ipwatchd.service, the unit `make install` ships. No
+// systemd runs as PID 1 where they run, so they check the unit offline:
+// systemd-analyze verify and security, and the places the daemon writes
+// against the places the unit lets it write.
+
+// unitSource is the unit as it is in the repository, @SBINDIR@ and all.
+const unitSource = "../../dist/ipwatchd.service"
+
+// maxExposure is the overall exposure `systemd-analyze security
+// --offline=true` gives the unit (systemd 252; README records it). The
+// score goes in steps of 0.1, so any step up fails. Lower it when the unit
+// gets better; raise it only with a reason in the unit and in README.
+const maxExposure = 2.0
+
+// unitName is the name the unit is checked under: not ipwatchd.service, so
+// that an ipwatchd installed on the machine, and its drop-ins, do not mix
+// with the unit under test.
+const unitName = "ipwatchd-unittest.service"
+
+// systemdAnalyze returns the path of systemd-analyze, and skips the test
+// when it is missing, unless VIRTUALD_REQUIRE_PRIVILEGES=1 (CI), where a
+// missing tool fails it, as testbed.RequirePrivileges does for root.
+func systemdAnalyze(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("systemd-analyze")
+	if err == nil {
+		return p
+	}
+	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
+		t.Fatalf("systemd-analyze is missing (apt-get install systemd), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping: %v", err)
+	}
+	t.Skip("skipped: needs systemd-analyze (apt-get install systemd)")
+	return ""
+}
+
+// installedUnit writes the unit as `make install` would, with @SBINDIR@
+// replaced by the directory of a freshly built ipwatchd (systemd-analyze
+// checks that every command exists), and returns its path.
+func installedUnit(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile(unitSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbindir := filepath.Dir(testbed.Binaries(t)["ipwatchd"])
+	unit := strings.ReplaceAll(string(src), "@SBINDIR@", sbindir)
+	// The Makefile substitutes @SBINDIR@ only: any other placeholder
+	// would be installed as it is.
+	if p := regexp.MustCompile(`@[A-Z_]+@`).FindString(unit); p != "" {
+		t.Fatalf("%s: %s is not substituted by make install", unitSource, p)
+	}
+	path := filepath.Join(t.TempDir(), unitName)
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func analyze(sa string, args ...string) ([]byte, error) {
+	cmd := exec.Command(sa, append([]string{"--no-pager"}, args...)...)
+	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0", "SYSTEMD_LOG_COLOR=0")
+	return cmd.CombinedOutput()
+}
+
+// otherUnit matches a message that systemd-analyze prints about another
+// unit (one the unit orders itself against, for instance): "NAME.TYPE:" or
+// "/PATH/NAME.TYPE:LINE:" at the start.
+var otherUnit = regexp.MustCompile(`^(?:\S*/)?([^/\s:]+\.(?:service|socket|target|mount|automount|swap|path|timer|slice|scope|device))(?::\d+)?:`)
+
+// TestUnitVerify: systemd-analyze verify finds nothing wrong with the unit.
+// Not every warning changes its exit status (an unknown key does not,
+// without --recursive-errors=no), so any line it prints about the unit
+// fails the test; lines about other units of the machine are only logged.
+// --man=no: the Documentation= page is inetd's, from another package.
+func TestUnitVerify(t *testing.T) {
+	sa := systemdAnalyze(t)
+	path := installedUnit(t)
+	out, err := analyze(sa, "verify", "--man=no", "--recursive-errors=no", path)
+	var ours []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if m := otherUnit.FindStringSubmatch(line); m != nil && m[1] != unitName {
+			t.Logf("about another unit, not ours: %s", line)
+			continue
+		}
+		ours = append(ours, line)
+	}
+	if err != nil || len(ours) > 0 {
+		t.Fatalf("systemd-analyze verify %s: %v\n%s", unitSource, err, strings.Join(ours, "\n"))
+	}
+	// verify does not look for the program of a command whose failure is
+	// ignored ("-"): look for every one.
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := parseUnit(string(text))
+	for _, key := range []string{"ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost"} {
+		for _, cmd := range u.list("Service", key) {
+			args := strings.Fields(strings.TrimLeft(cmd, execPrefixes))
+			if len(args) == 0 {
+				t.Errorf("%s=%s: no command", key, cmd)
+				continue
+			}
+			prog := args[0]
+			if st, err := os.Stat(prog); err != nil || st.Mode()&0o111 == 0 || !st.Mode().IsRegular() {
+				t.Errorf("%s=%s: %s is not an executable file here (%v)", key, cmd, prog, err)
+			}
+		}
+	}
+}
+
+var exposureLine = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+\.[0-9]+)`)
+
+// TestUnitExposure: the overall exposure systemd-analyze security gives
+// the unit is no worse than maxExposure.
+func TestUnitExposure(t *testing.T) {
+	sa := systemdAnalyze(t)
+	path := installedUnit(t)
+	out, err := analyze(sa, "security", "--offline=true", path)
+	if err != nil {
+		t.Fatalf("systemd-analyze security --offline=true (systemd 250 or later): %v\n%s", err, out)
+	}
+	m := exposureLine.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no overall exposure level in the output of systemd-analyze security:\n%s", out)
+	}
+	score, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("overall exposure %.1f (at most %.1f)", score, maxExposure)
+	if score > maxExposure {
+		var open []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "✗") {
+				open = append(open, l)
+			}
+		}
+		t.Fatalf("%s: overall exposure %.1f, more than %.1f; what is exposed:\n%s",
+			unitSource, score, maxExposure, strings.Join(open, "\n"))
+	}
+}
+
+// TestUnitWritablePaths: every place the daemon writes with the features
+// the unit turns on is writable under the unit, and nothing else is. The
+// unit runs ipwatchd without -socket or -bpf-pin-dir, so the daemon writes
+// its socket in ipc.DefaultSocket's directory and its pins in
+// bpf.DefaultPinDir (-bpf auto); the metrics, netlink and the conf files
+// write nothing. A change of either constant without the unit, or of the
+// unit without the code, fails here.
+func TestUnitWritablePaths(t *testing.T) {
+	src, err := os.ReadFile(unitSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := parseUnit(string(src))
+	one := func(key string) string {
+		v := u.values("Service", key)
+		if len(v) == 0 {
+			return ""
+		}
+		return v[len(v)-1]
+	}
+
+	// ProtectSystem=strict makes the whole tree read-only but for the
+	// API file systems, which the other settings below close.
+	for key, allowed := range map[string][]string{
+		"ProtectSystem":         {"strict"},
+		"ProtectHome":           {"yes", "read-only", "tmpfs"},
+		"PrivateTmp":            {"yes"},
+		"PrivateDevices":        {"yes"},
+		"ProtectKernelTunables": {"yes"}, // /sys and /proc/sys, and /sys/fs/bpf
+		"ProtectControlGroups":  {"yes"},
+	} {
+		if v := one(key); !slices.Contains(allowed, v) {
+			t.Errorf("%s=%q; want one of %q, or more than the paths below is writable", key, v, allowed)
+		}
+	}
+	for _, key := range []string{"StateDirectory", "CacheDirectory", "LogsDirectory", "ConfigurationDirectory",
+		"BindPaths", "ReadWriteDirectories"} {
+		if v := u.list("Service", key); len(v) > 0 {
+			t.Errorf("%s=%q makes a place writable that no feature of ipwatchd writes", key, v)
+		}
+	}
+
+	// The socket: its directory is the unit's RuntimeDirectory, which
+	// must pass the server's rule (no group or other write).
+	sockDir := filepath.Dir(ipc.DefaultSocket)
+	var runtimeDirs []string
+	for _, d := range u.list("Service", "RuntimeDirectory") {
+		runtimeDirs = append(runtimeDirs, filepath.Join("/run", d))
+	}
+	if !slices.Equal(runtimeDirs, []string{sockDir}) {
+		t.Errorf("RuntimeDirectory= gives %q; the socket (ipc.DefaultSocket %s) needs exactly %s",
+			runtimeDirs, ipc.DefaultSocket, sockDir)
+	}
+	if m := one("RuntimeDirectoryMode"); m != "" {
+		if mode, err := strconv.ParseUint(m, 8, 32); err != nil || mode&0o022 != 0 {
+			t.Errorf("RuntimeDirectoryMode=%s: the server refuses a socket directory writable by group or others", m)
+		}
+	}
+
+	// The pins: bpf.DefaultPinDir, and only it, in ReadWritePaths. It
+	// must lie below /sys/fs/bpf: ProtectKernelTunables= mounts
+	// /sys/fs/bpf itself read-only, and wins over ReadWritePaths= of that
+	// same path.
+	var rw []string
+	for _, p := range u.list("Service", "ReadWritePaths") {
+		rw = append(rw, strings.TrimLeft(p, "-+"))
+	}
+	if !slices.Equal(rw, []string{bpf.DefaultPinDir}) {
+		t.Errorf("ReadWritePaths=%q; the pins (bpf.DefaultPinDir) need exactly %s", rw, bpf.DefaultPinDir)
+	}
+	if !strings.HasPrefix(bpf.DefaultPinDir, "/sys/fs/bpf/") {
+		t.Errorf("bpf.DefaultPinDir %s is not below /sys/fs/bpf", bpf.DefaultPinDir)
+	}
+	// ReadWritePaths= needs the directory before the sandbox is built:
+	// an ExecStartPre= outside it ("+") makes it.
+	made := false
+	for _, cmd := range u.list("Service", "ExecStartPre") {
+		prefix := cmd[:len(cmd)-len(strings.TrimLeft(cmd, execPrefixes))]
+		args := strings.Fields(strings.TrimLeft(cmd, execPrefixes))
+		if strings.Contains(prefix, "+") && len(args) > 0 && args[len(args)-1] == bpf.DefaultPinDir &&
+			(filepath.Base(args[0]) == "install" && slices.Contains(args, "-d") ||
+				filepath.Base(args[0]) == "mkdir" && slices.Contains(args, "-p")) {
+			made = true
+		}
+	}
+	if !made {
+		t.Errorf("no ExecStartPre=+ makes %s before the sandbox is built; ReadWritePaths= needs it to exist", bpf.DefaultPinDir)
+	}
+}
+
+// execPrefixes are the characters that may start a command line of a
+// unit ("-" ignore failure, "+" full privileges, and the like).
+const execPrefixes = "-+@:!|"
+
+// unitFile is a unit file parsed as systemd reads it, for the settings
+// these tests look at: per section, each key's assignments in order.
+type unitFile map[string]map[string][]string
+
+func parseUnit(text string) unitFile {
+	u := unitFile{}
+	section := ""
+	var cont string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if cont != "" {
+			line = cont + " " + line
+			cont = ""
+		}
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		if strings.HasSuffix(line, "\\") {
+			cont = strings.TrimSuffix(line, "\\")
+			continue
+		}
+		if line[0] == '[' && line[len(line)-1] == ']' {
+			section = line[1 : len(line)-1]
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		if u[section] == nil {
+			u[section] = map[string][]string{}
+		}
+		key = strings.TrimSpace(key)
+		u[section][key] = append(u[section][key], strings.TrimSpace(value))
+	}
+	return u
+}
+
+func (u unitFile) values(section, key string) []string { return u[section][key] }
+
+// list is a list setting: assignments add to it, an empty one empties it.
+// Exec lines are one item each; other settings split on white space.
+func (u unitFile) list(section, key string) []string {
+	var out []string
+	for _, v := range u.values(section, key) {
+		switch {
+		case v == "":
+			out = nil
+		case strings.HasPrefix(key, "Exec"):
+			out = append(out, v)
+		default:
+			out = append(out, strings.Fields(v)...)
+		}
+	}
+	return out
+}
