@@ -287,7 +287,13 @@ func TestSystemdSocketActivate(t *testing.T) {
 	w := newWorld(t)
 	// [::]:7002 is dual-stack: IPv4 clients arrive as IPv4-mapped
 	// addresses and must match the IPv4 entries.
-	w.ns.Start(w.log, "systemd-socket-activate", "--inetd", "-a", "-l", "7002", w.bin["virtuald"], w.conf, whoami)
+	// systemd's Accept=yes also passes LISTEN_PID, LISTEN_FDS and
+	// LISTEN_FDNAMES, which name virtuald's pid and the connection's fd;
+	// systemd-socket-activate --inetd does not, so they are set here as
+	// systemd would. They must not reach the service (judge checks).
+	w.ns.Start(w.log, "systemd-socket-activate", "--inetd", "-a", "-l", "7002",
+		"-E", "LISTEN_PID=1", "-E", "LISTEN_FDS=1", "-E", "LISTEN_FDNAMES=connection",
+		w.bin["virtuald"], w.conf, whoami)
 	w.ns.WaitListening("tcp", 7002)
 	n := w.checkServed(t, 7002, 5, nil)
 	t.Logf("%d connections through systemd-socket-activate", n)

@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"os"
 	"sync"
 	"time"
 	"unsafe"
@@ -28,9 +27,9 @@ type Health interface {
 // file beside the socket whose mtime says "slow until then". Its mtime is
 // set in one system call, so a reader never sees half a mark, and it is
 // read with one stat, so the common case (no mark) costs one ENOENT. It is
-// believed only when it is a regular file owned by root or by this
-// process's user and not writable by others: the socket's directory is
-// root's, so nobody else can put one there. An expired mark is probed by
+// believed only when it is a regular file owned by root and not writable by
+// others: nobody else can make a daemon look slow (a virtuald that does not
+// run as root cannot write beside root's socket, and simply waits). An expired mark is probed by
 // the one connection that holds its flock; the others keep to the file.
 type SlowMark struct{ path string }
 
@@ -41,7 +40,7 @@ func MarkFor(socket string) SlowMark { return SlowMark{path: socket + ".slow"} }
 func (m SlowMark) Path() string { return m.path }
 
 func trustedMark(st *unix.Stat_t) bool {
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && (st.Uid == 0 || int(st.Uid) == os.Geteuid()) && st.Mode&0o022 == 0
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Uid == 0 && st.Mode&0o022 == 0
 }
 
 // Begin implements Health.
