@@ -112,7 +112,7 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 	}
 	a := &acceptor{
 		log: log, opts: o, socketPath: ipc.SocketPath(o.socket), confPath: confPath,
-		program: program, argv: argv, env: withoutListenVars(env),
+		program: program, argv: argv, env: env,
 		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
 	}
 	a.answers.init()
