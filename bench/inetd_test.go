@@ -15,7 +15,6 @@ import (
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
-	"golang.org/x/sys/unix"
 )
 
 // wrapper is one way of serving the service, behind one inetd port.
@@ -78,8 +77,8 @@ func writeConfs(b *testing.B, roots *testbed.Roots, addrs, rootPaths []string, n
 
 // BenchmarkInetd serves connections through a real inetd in a private
 // network namespace, side by side in one run: the service with no
-// wrapper, the seed's C program, virtuald per connection with ipwatchd up,
-// down and wedged (stopped), and virtuald in accept mode (inetd "wait"), each at 8, 1,000
+// wrapper, the seed's C program, virtuald per connection with ipwatchd up
+// and down (wedged: BenchmarkInetdWedged), and virtuald in accept mode (inetd "wait"), each at 8, 1,000
 // and 10,000 conf entries. Each iteration makes 40 connections
 // (2 at a time, the machine's cores) to every variant in rotating order.
 // The service is a static C program that writes one line, as cheap as a
@@ -108,9 +107,6 @@ func BenchmarkInetd(b *testing.B) {
 		confs[n] = writeConfs(b, roots, addrs, rootPaths, n)
 	}
 	sock := filepath.Join(logDir, "ipwatchd.sock")
-	// A second daemon, stopped (SIGSTOP) once it answers: it accepts
-	// connections and never replies, like a deadlocked or swapping one.
-	wedgedSock := filepath.Join(logDir, "wedged", "ipwatchd.sock")
 
 	var wrappers []*wrapper
 	var lines []string
@@ -124,7 +120,6 @@ func BenchmarkInetd(b *testing.B) {
 		add("seed", n, "nowait", fmt.Sprintf("%s virtuald-seed %s /bin/hello", seed, confs[n]))
 		add("virtuald, daemon up", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], sock, confs[n]))
 		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], sock+".absent", confs[n]))
-		add("virtuald, daemon wedged", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], wedgedSock, confs[n]))
 		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/hello", bins["virtuald"], sock, confs[n]))
 	}
 	testbed.MountBPFFS(b)
@@ -132,14 +127,6 @@ func BenchmarkInetd(b *testing.B) {
 	b.Cleanup(func() { bpf.Remove(pinDir) })
 	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[8], "-conf", confs[1000], "-conf", confs[10000],
 		"-bpf", "on", "-bpf-pin-dir", pinDir, "-log-level", "warn")
-	wedged := ns.Start(sl, bins["ipwatchd"], "-socket", wedgedSock, "-conf", confs[8], "-bpf", "off", "-log-level", "warn")
-	for deadline := time.Now().Add(10 * time.Second); !answers(wedgedSock); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("the daemon to wedge did not answer")
-		}
-	}
-	wedged.Process.Signal(unix.SIGSTOP)
-	b.Cleanup(func() { wedged.Process.Signal(unix.SIGCONT) })
 	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", lines...))
 	for _, w := range wrappers {
 		ns.WaitListening("tcp", w.port)

@@ -485,12 +485,12 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	if ok {
 		return kept.match, "daemon-cache", "", nil
 	}
-	ask, done, why := a.health.Begin()
-	if !ask {
-		return fromFile(a.confPath, addr, why)
+	at := a.health.Begin()
+	if !at.Ask {
+		return fromFile(a.confPath, addr, at.Why)
 	}
-	d := askDaemon(a.socketPath, a.confPath, k.id, addr)
-	done(d.slow)
+	d := askDaemon(a.socketPath, a.confPath, k.id, addr, at.Probe)
+	at.Done(d.slow)
 	if d.match == nil {
 		return fromFile(a.confPath, addr, d.reason)
 	}

@@ -337,12 +337,12 @@ func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr) (m
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
-	ask, done, why := health.Begin()
-	if !ask {
-		return fromFile(confPath, addr, why)
+	at := health.Begin()
+	if !at.Ask {
+		return fromFile(confPath, addr, at.Why)
 	}
-	d := askDaemon(socketPath, confPath, ipc.FileIDOf(&st), addr)
-	done(d.slow)
+	d := askDaemon(socketPath, confPath, ipc.FileIDOf(&st), addr, at.Probe)
+	at.Done(d.slow)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -367,10 +367,14 @@ type daemonAnswer struct {
 }
 
 // askDaemon asks ipwatchd which entry of the conf file with identity id
-// serves addr.
-func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr) daemonAnswer {
+// serves addr; a probe of a daemon held to be slow waits less.
+func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
 	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
-	reply, err := ipc.Call(socketPath, daemonTimeout, 64<<10, req...)
+	timeout := daemonTimeout
+	if probe {
+		timeout = ipc.ProbeTimeout
+	}
+	reply, err := ipc.Call(socketPath, timeout, 64<<10, req...)
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
 		return daemonAnswer{reason: "absent"}

@@ -16,12 +16,35 @@ import (
 // SlowHold and one wait.
 const SlowHold = 500 * time.Millisecond
 
-// Health decides whether to ask the daemon now. Begin returns ask=false,
-// with the reason to log, while the daemon is held to be slow; otherwise
-// the caller asks and then calls done with whether the daemon was slow.
+// ProbeTimeout bounds the question that asks again after a hold. A daemon
+// that runs answers in well under a millisecond; one that cannot answer in
+// this long is still slow, and the connection that asked should not pay
+// the whole wait of a normal question for learning so.
+const ProbeTimeout = 25 * time.Millisecond
+
+// Health decides whether to ask the daemon now.
 type Health interface {
-	Begin() (ask bool, done func(slow bool), why string)
+	Begin() Attempt
 }
+
+// Attempt is what Health.Begin decided. When Ask is false the daemon is
+// held to be slow and Why says so; otherwise the caller asks (with
+// ProbeTimeout when Probe is set) and then calls Done with whether the
+// daemon was slow.
+type Attempt struct {
+	Ask, Probe bool
+	Why        string
+	done       func(slow bool)
+}
+
+// Done reports how the question went.
+func (a Attempt) Done(slow bool) {
+	if a.done != nil {
+		a.done(slow)
+	}
+}
+
+func held(why string) Attempt { return Attempt{Why: why} }
 
 // SlowMark is Health shared by every virtuald started per connection: a
 // file beside the socket whose mtime says "slow until then". Its mtime is
@@ -44,40 +67,43 @@ func trustedMark(st *unix.Stat_t) bool {
 }
 
 // Begin implements Health.
-func (m SlowMark) Begin() (bool, func(bool), string) {
+func (m SlowMark) Begin() Attempt {
+	first := Attempt{Ask: true, done: m.afterFirstAsk}
 	var st unix.Stat_t
 	if err := unix.Lstat(m.path, &st); err != nil || !trustedMark(&st) {
-		return true, m.afterFirstAsk, ""
+		return first
 	}
 	now := time.Now()
 	if until := time.Unix(st.Mtim.Unix()); until.After(now) {
-		return false, nil, heldWhy(until)
+		return held(heldWhy(until))
 	}
 	fd, err := unix.Open(m.path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return true, m.afterFirstAsk, ""
+		return first
 	}
 	if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
 		unix.Close(fd)
-		return false, nil, "slow (another connection is asking whether it recovered)"
+		return held(probingWhy)
 	}
 	if unix.Fstat(fd, &st) != nil || !trustedMark(&st) {
 		unix.Close(fd)
-		return true, m.afterFirstAsk, ""
+		return first
 	}
 	if until := time.Unix(st.Mtim.Unix()); until.After(now) {
 		unix.Close(fd) // renewed by the prober before us
-		return false, nil, heldWhy(until)
+		return held(heldWhy(until))
 	}
-	return true, func(slow bool) {
+	return Attempt{Ask: true, Probe: true, done: func(slow bool) {
 		if slow {
 			setMark(fd, time.Now().Add(SlowHold))
 		} else {
 			unix.Unlink(m.path)
 		}
 		unix.Close(fd)
-	}, ""
+	}}
 }
+
+const probingWhy = "slow (another connection is asking whether it recovered)"
 
 // afterFirstAsk puts the mark when a daemon nobody held slow was slow.
 func (m SlowMark) afterFirstAsk(slow bool) {
@@ -117,19 +143,19 @@ type SlowMemo struct {
 }
 
 // Begin implements Health.
-func (m *SlowMemo) Begin() (bool, func(bool), string) {
+func (m *SlowMemo) Begin() Attempt {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case m.until.IsZero():
-		return true, m.done, ""
+		return Attempt{Ask: true, done: m.done}
 	case time.Now().Before(m.until):
-		return false, nil, heldWhy(m.until)
+		return held(heldWhy(m.until))
 	case m.probing:
-		return false, nil, "slow (another connection is asking whether it recovered)"
+		return held(probingWhy)
 	}
 	m.probing = true
-	return true, m.done, ""
+	return Attempt{Ask: true, Probe: true, done: m.done}
 }
 
 func (m *SlowMemo) done(slow bool) {

@@ -33,70 +33,69 @@ func TestSlowMark(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ipwatchd.sock")
 	m := MarkFor(sock)
 
-	ask, done, _ := m.Begin()
-	if !ask {
-		t.Fatal("no mark: must ask")
+	at := m.Begin()
+	if !at.Ask || at.Probe {
+		t.Fatal("no mark: must ask, with the whole timeout")
 	}
-	done(true) // it was slow
+	at.Done(true) // it was slow
 	var st unix.Stat_t
 	if err := unix.Stat(m.Path(), &st); err != nil || st.Uid != 0 {
 		t.Fatalf("no root-owned mark after a slow answer: %v", err)
 	}
-	if ask, _, why := m.Begin(); ask || !strings.Contains(why, "asked again after") {
-		t.Fatalf("while the mark stands: ask=%v why=%q", ask, why)
+	if at := m.Begin(); at.Ask || !strings.Contains(at.Why, "asked again after") {
+		t.Fatalf("while the mark stands: %+v", at)
 	}
 
 	markUntil(t, m.Path(), time.Now().Add(-time.Second), 0) // expired
-	ask, probe, _ := m.Begin()
-	if !ask {
-		t.Fatal("an expired mark: one connection must ask again")
+	probe := m.Begin()
+	if !probe.Ask || !probe.Probe {
+		t.Fatalf("an expired mark: one connection must ask again, briefly: %+v", probe)
 	}
-	if ask, _, why := m.Begin(); ask || !strings.Contains(why, "another connection") {
-		t.Fatalf("while one connection probes: ask=%v why=%q", ask, why)
+	if at := m.Begin(); at.Ask || !strings.Contains(at.Why, "another connection") {
+		t.Fatalf("while one connection probes: %+v", at)
 	}
-	probe(true) // still slow: held again
-	if ask, _, _ := m.Begin(); ask {
+	probe.Done(true) // still slow: held again
+	if m.Begin().Ask {
 		t.Fatal("a probe that found the daemon slow did not renew the mark")
 	}
 	markUntil(t, m.Path(), time.Now().Add(-time.Second), 0)
-	_, probe, _ = m.Begin()
-	probe(false) // it answered
+	m.Begin().Done(false) // it answered
 	if _, err := os.Stat(m.Path()); !os.IsNotExist(err) {
 		t.Fatalf("the mark stays after the daemon answered: %v", err)
 	}
 
 	// Not root's, or writable by others: not believed.
 	markUntil(t, m.Path(), time.Now().Add(time.Hour), 1000)
-	if ask, _, _ := m.Begin(); !ask {
+	if !m.Begin().Ask {
 		t.Error("a mark owned by uid 1000 was believed")
 	}
 	markUntil(t, m.Path(), time.Now().Add(time.Hour), 0)
 	os.Chmod(m.Path(), 0o666)
-	if ask, _, _ := m.Begin(); !ask {
+	if !m.Begin().Ask {
 		t.Error("a mark writable by others was believed")
 	}
 }
 
 func TestSlowMemo(t *testing.T) {
 	var m SlowMemo
-	ask, done, _ := m.Begin()
-	if !ask {
-		t.Fatal("must ask first")
+	at := m.Begin()
+	if !at.Ask || at.Probe {
+		t.Fatal("must ask first, with the whole timeout")
 	}
-	done(true)
-	if ask, _, _ := m.Begin(); ask {
+	at.Done(true)
+	if m.Begin().Ask {
 		t.Fatal("asked while held slow")
 	}
 	m.until = time.Now().Add(-time.Millisecond)
-	ask, probe, _ := m.Begin()
-	if !ask {
+	probe := m.Begin()
+	if !probe.Ask || !probe.Probe {
 		t.Fatal("no probe after the hold")
 	}
-	if ask, _, _ := m.Begin(); ask {
+	if m.Begin().Ask {
 		t.Fatal("two probes at once")
 	}
-	probe(false)
-	if ask, _, _ := m.Begin(); !ask {
+	probe.Done(false)
+	if !m.Begin().Ask {
 		t.Fatal("not asked after the daemon answered")
 	}
 }
