@@ -91,17 +91,9 @@ func BenchmarkInetd(b *testing.B) {
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(t)
 	seed, hello := buildSeed(b), buildService(b)
-	ns := testbed.NewNetNS(t)
-	roots := testbed.NewRoots(t)
+	ns, roots, addrs, rootPaths := sites(b, hello)
 	logDir := b.TempDir()
 	sl := testbed.NewSyslog(t, logDir)
-	var addrs, rootPaths []string
-	for i := 1; i <= 8; i++ {
-		a := fmt.Sprintf("192.0.2.%d", i)
-		ns.AddAddr(a)
-		addrs = append(addrs, a)
-		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), hello))
-	}
 	confs := map[int]string{}
 	for _, n := range []int{8, 1000, 10000} {
 		confs[n] = writeConfs(b, roots, addrs, rootPaths, n)
@@ -178,6 +170,19 @@ func BenchmarkInetd(b *testing.B) {
 	}
 	b.StopTimer()
 	report(b, wrappers)
+}
+
+// sites makes a namespace with the benchmarks' 8 addresses on its lo and
+// a root for each holding the service.
+func sites(b *testing.B, service string) (ns *testbed.NetNS, roots *testbed.Roots, addrs, rootPaths []string) {
+	ns, roots = testbed.NewNetNS(b), testbed.NewRoots(b)
+	for i := 1; i <= 8; i++ {
+		a := fmt.Sprintf("192.0.2.%d", i)
+		ns.AddAddr(a)
+		addrs = append(addrs, a)
+		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), service))
+	}
+	return ns, roots, addrs, rootPaths
 }
 
 func report(b *testing.B, ws []*wrapper) {

@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,17 +22,9 @@ func BenchmarkInetdWedged(b *testing.B) {
 	testbed.RequirePrivileges(b)
 	bins := testbed.Binaries(b)
 	hello := buildService(b)
-	ns := testbed.NewNetNS(b)
-	roots := testbed.NewRoots(b)
+	ns, roots, addrs, rootPaths := sites(b, hello)
 	dir := b.TempDir()
 	sl := testbed.NewSyslog(b, dir)
-	var addrs, rootPaths []string
-	for i := 1; i <= 8; i++ {
-		a := fmt.Sprintf("192.0.2.%d", i)
-		ns.AddAddr(a)
-		addrs = append(addrs, a)
-		rootPaths = append(rootPaths, roots.Root("site-"+strconv.Itoa(i), hello))
-	}
 	conf := writeConfs(b, roots, addrs, rootPaths, 8)
 	sock := filepath.Join(dir, "run", "ipwatchd.sock")
 	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", conf, "-bpf", "off", "-log-level", "warn")

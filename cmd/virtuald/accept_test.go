@@ -144,17 +144,15 @@ func TestAcceptLimits(t *testing.T) {
 	}
 }
 
-// startHeldAccept starts virtuald -accept (with extra flags) on a listening
-// socket of its own for a root whose service holds its connection, and
-// returns the command, a channel that gets its exit, and one held
-// connection.
-func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exec.Cmd, chan error, net.Conn) {
+// startAccept starts virtuald -accept with args on a listening socket of
+// its own at laddr in the namespace (as inetd's "wait" passes one, on fd
+// 0), and returns the command and a channel that gets its exit. It is
+// killed at cleanup.
+func startAccept(t *testing.T, w *world, laddr string, args ...string) (*exec.Cmd, chan error) {
 	t.Helper()
-	w.ns.AddAddr(addr)
-	conf := w.roots.WriteConf("conf-hold", addr+" "+holdRoot(w, "hold-a"))
 	var lnFile *os.File
 	if err := w.ns.Do(func() error {
-		ln, err := net.Listen("tcp", addr+":7303")
+		ln, err := net.Listen("tcp", laddr)
 		if err != nil {
 			return err
 		}
@@ -165,8 +163,7 @@ func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lnFile.Close() })
-	args := append(append([]string{"-accept"}, flags...), conf, whoami)
-	cmd := w.ns.Command(w.log, w.bin["virtuald"], args...)
+	cmd := w.ns.Command(w.log, w.bin["virtuald"], append([]string{"-accept"}, args...)...)
 	cmd.Stdin = lnFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -174,6 +171,17 @@ func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exe
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, exited
+}
+
+// startHeldAccept starts virtuald -accept (with extra flags) for a root
+// whose service holds its connection, and returns the command, a channel
+// that gets its exit, and one held connection.
+func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exec.Cmd, chan error, net.Conn) {
+	t.Helper()
+	w.ns.AddAddr(addr)
+	conf := w.roots.WriteConf("conf-hold", addr+" "+holdRoot(w, "hold-a"))
+	cmd, exited := startAccept(t, w, addr+":7303", append(flags, conf, whoami)...)
 	c := openHeld(t, w, addr+":7303")
 	if c == nil {
 		t.Fatal("refused")

@@ -299,27 +299,7 @@ func TestTenantTraps(t *testing.T) {
 	})
 
 	t.Run("accept mode", func(t *testing.T) {
-		var lnFile *os.File
-		if err := w.ns.Do(func() error {
-			ln, err := net.Listen("tcp", ":7501")
-			if err != nil {
-				return err
-			}
-			lnFile, err = ln.(*net.TCPListener).File()
-			ln.Close()
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer lnFile.Close()
-		cmd := w.ns.Command(w.log, w.bin["virtuald"], "-accept", "-max-children", "3", conf, whoami)
-		cmd.Stdin = lnFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		defer cmd.Process.Kill()
+		cmd, exited := startAccept(t, w, ":7501", "-max-children", "3", conf, whoami)
 		springTraps(t, w, addrs, "7501")
 		for _, e := range good {
 			var got string
