@@ -51,11 +51,22 @@ func TestSameTickRewrites(t *testing.T) {
 	w.ns.WaitListening("tcp", 7000)
 	w.ns.WaitListening("tcp", 7001)
 
-	fd, err := unix.Open(w.conf, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	// Each write is a whole rewrite, as `echo ... > conf` does: open with
+	// O_TRUNC, write, close (which the daemon's watch sees).
+	rewrite := func(b []byte) unix.Stat_t {
+		t.Helper()
+		var st unix.Stat_t
+		fd, err := unix.Open(w.conf, unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0)
+		if err == nil {
+			_, err = unix.Write(fd, b)
+			unix.Fstat(fd, &st)
+			unix.Close(fd)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
-	defer unix.Close(fd)
 	// Each round writes one content, waits until the daemon has read it,
 	// and writes another at once: within the same tick, more often than
 	// not, so the file's status is the one the daemon read the first
@@ -66,21 +77,13 @@ func TestSameTickRewrites(t *testing.T) {
 	for r := 0; r < rounds; r++ {
 		first, last := content[(2*r+1)%3], (2*r+2)%3
 		gen := w.generation(t)
-		if _, err := unix.Pwrite(fd, first, 0); err != nil {
-			t.Fatal(err)
-		}
-		var before, after unix.Stat_t
-		unix.Fstat(fd, &before)
+		before := rewrite(first)
 		for deadline := time.Now().Add(5 * time.Second); w.generation(t) == gen; {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: the daemon did not read the first write", r)
 			}
 		}
-		if _, err := unix.Pwrite(fd, content[last], 0); err != nil {
-			t.Fatal(err)
-		}
-		unix.Fstat(fd, &after)
-		if after.Ctim == before.Ctim {
+		if after := rewrite(content[last]); after.Ctim == before.Ctim {
 			sameTick++ // the daemon read the first content under the status the file has now
 		}
 		time.Sleep(300 * time.Millisecond)

@@ -23,9 +23,10 @@ type watcher struct {
 	files map[string]bool  // conf paths
 }
 
-// IN_MODIFY as well as IN_CLOSE_WRITE: a writer may keep the file open;
-// the loader coalesces the events of a burst of writes.
-const watchMask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE |
+// IN_CLOSE_WRITE, not IN_MODIFY: a file is read once its writer is done
+// with it, not half written. A writer that keeps the file open is noticed
+// when virtuald finds the daemon's copy stale.
+const watchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE |
 	unix.IN_MOVED_FROM | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
 func newWatcher(onFile func(string)) (*watcher, error) {
