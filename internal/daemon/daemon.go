@@ -4,10 +4,13 @@
 // and answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
 // It answers a resolve only from a snapshot read from the very file
-// virtuald sees (same device, inode, size, mtime and ctime); otherwise it
-// says "stale" and virtuald reads the file itself. So the daemon and the
-// file never disagree, and the daemon only saves virtuald the parse: the
-// root is still checked and entered by virtuald on every connection.
+// virtuald sees (same device, inode, size, mtime and ctime), and read late
+// enough that this identity names its content (conf.Racy: two same-size
+// writes within one timestamp granularity leave it unchanged); otherwise
+// it says "stale" or "racy" and virtuald reads the file itself. So the
+// daemon and the file never disagree, and the daemon only saves virtuald
+// the parse: the root is still checked and entered by virtuald on every
+// connection.
 package daemon
 
 import (
