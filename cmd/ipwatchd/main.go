@@ -2,7 +2,7 @@
 // file in memory, follows the host's addresses through netlink, and
 // answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
-//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
+//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
 // removed). It tells systemd READY=1 after the first address dump and
@@ -47,6 +47,7 @@ func run(args []string, stderr io.Writer) int {
 	bpfMode := fs.String("bpf", "auto", "count connections in the kernel: auto (when possible), on (or fail), off (and remove the pins)")
 	bpfPinDir := fs.String("bpf-pin-dir", "", "where the counters are pinned, one directory per network namespace (default /sys/fs/bpf/ipwatchd)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323)")
+	metricsMax := fs.Int("metrics-max-entries", daemon.DefaultMetricsMaxEntries, "entries, and unmapped addresses, with metrics series of their own (the rest are summed as \"other\")")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +64,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
+	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -108,4 +111,76 @@ func BenchmarkLoad1M(b *testing.B) {
 	}
 	b.ReportMetric(float64(took.Milliseconds())/float64(b.N), "load-ms")
 	b.ReportMetric(float64(heap)/float64(b.N)/(1<<20), "heap-MiB")
+}
+
+// BenchmarkMetricsScrape: one scrape of -metrics at 1,000,000 entries with
+// 2 live (the loopback addresses) and one active, and at 1,000 active
+// entries with the cap raised to 1,000; after the validator's first pass,
+// as in steady state. It reports the scrape's size.
+func BenchmarkMetricsScrape(b *testing.B) {
+	dir := b.TempDir()
+	var big strings.Builder
+	for i := 0; i < 1_000_000-2; i++ {
+		fmt.Fprintf(&big, "10.%d.%d.%d /virtual/filler%d\n", i>>16&255, i>>8&255, i&255, i)
+	}
+	big.WriteString("127.0.0.1 /\n::1 /\n")
+	million := filepath.Join(dir, "conf.1000000")
+	os.WriteFile(million, []byte(big.String()), 0o644)
+	thousand, _ := writeBig(b, dir, 1000)
+	for _, c := range []struct {
+		name   string
+		conf   string
+		cap    int
+		active int
+	}{{"entries=1000000/live=2", million, 0, 1}, {"active=1000/cap=1000", thousand, 1000, 1000}} {
+		b.Run(c.name, func(b *testing.B) {
+			d := benchMetricsDaemon(b, c.conf, c.cap)
+			f := d.confs.get(c.conf)
+			for deadline := time.Now().Add(2 * time.Minute); f.checked.Load() == nil; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatal("the validator did not finish its first pass")
+				}
+			}
+			var st unix.Stat_t
+			unix.Stat(c.conf, &st)
+			for i := 0; i < c.active; i++ {
+				a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+				if c.active == 1 {
+					a = netip.MustParseAddr("127.0.0.1")
+				}
+				ipc.Call(d.cfg.Socket, time.Second, 1<<16, append([]string{ipc.Version, ipc.OpResolve, c.conf, a.String()}, ipc.FileIDOf(&st).Fields()...)...)
+			}
+			size := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				resp, err := http.Get("http://" + d.MetricsAddr().String() + "/metrics")
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				size = len(body)
+			}
+			b.ReportMetric(float64(size)/1024, "KiB/scrape")
+		})
+	}
+}
+
+func benchMetricsDaemon(b *testing.B, conf string, max int) *Daemon {
+	time.Sleep(60 * time.Millisecond) // past the racy window of the files just written
+	d, err := New(Config{Socket: filepath.Join(b.TempDir(), "run", "s.sock"), Confs: []string{conf}, Log: zap.NewNop(),
+		Metrics: "127.0.0.1:0", MetricsMaxEntries: max})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(time.Minute); d.confs.get(conf).cur.Load() == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("not loaded")
+		}
+	}
+	return d
 }

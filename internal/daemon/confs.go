@@ -21,6 +21,9 @@ type snapshot struct {
 	sum        [sha256.Size]byte // of the content: a reload that reads the same keeps the generation
 	generation uint64
 	loadedAt   time.Time
+	// invalid counts the entries refused by the text alone: a bad line,
+	// or a catch-all suspended by a line that may join two.
+	invalid int
 	// racyUntil is set when the read began within a timestamp
 	// granularity of the file's last change (conf.Racy): a later write
 	// may have left id unchanged, so the daemon does not answer for this
@@ -44,6 +47,8 @@ type confFile struct {
 	loads, loadErrors atomic.Uint64 // new snapshots published, loads failed
 
 	recheck *time.Timer // the read again of a racy snapshot; under the daemon's loadMu
+
+	checked atomic.Pointer[rootCheck] // the validator's last pass over the roots
 }
 
 func (c *confFile) counter(key string) *atomic.Uint64 {
@@ -129,7 +134,7 @@ func (s *confSet) load(c *confFile) (bool, error) {
 	}
 	if cur := c.cur.Load(); cur != nil && cur.sum == next.sum {
 		if cur.id != next.id || cur.racyUntil != next.racyUntil {
-			next.file, next.generation, next.loadedAt = cur.file, cur.generation, cur.loadedAt
+			next.file, next.generation, next.loadedAt, next.invalid = cur.file, cur.generation, cur.loadedAt, cur.invalid
 			c.cur.Store(&next)
 		}
 		c.loadErr.Store(nil)
@@ -143,6 +148,11 @@ func (s *confSet) load(c *confFile) (bool, error) {
 		return false, err
 	}
 	next.file, next.generation = f, s.gen.Add(1)
+	for _, e := range f.Entries {
+		if f.Refusal(e) != nil {
+			next.invalid++
+		}
+	}
 	c.cur.Store(&next)
 	c.loadErr.Store(nil)
 	c.loads.Add(1)

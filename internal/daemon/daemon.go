@@ -16,7 +16,6 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -47,6 +46,9 @@ type Config struct {
 	Log     *zap.Logger
 	Version string
 	Metrics string // address to serve Prometheus metrics on; "" for none
+	// MetricsMaxEntries bounds the entries, and the unmapped addresses,
+	// with series of their own (0: DefaultMetricsMaxEntries).
+	MetricsMaxEntries int
 	// BPF is "auto" (count connections in the kernel when possible),
 	// "on" (fail to start without it) or "off" (and remove its pins);
 	// "" is off without touching pins (for tests).
@@ -72,7 +74,8 @@ type Daemon struct {
 		sync.Mutex
 		paths map[string]bool
 	}
-	kick chan struct{}
+	kick     chan struct{}
+	validate chan struct{} // a new snapshot wants its roots checked
 
 	queries struct{ ok, stale, racy, unknown, errors atomic.Uint64 }
 	reloads atomic.Uint64
@@ -81,7 +84,7 @@ type Daemon struct {
 // New prepares a daemon: it opens the socket, so that a second daemon or a
 // bad path fails at once, before anything else starts.
 func New(cfg Config) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1), validate: make(chan struct{}, 1)}
 	d.pending.paths = make(map[string]bool)
 	var err error
 	d.tracker, err = addrs.New(addrs.Options{OnError: func(err error) {
@@ -176,13 +179,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	var failed struct {
+		once sync.Once
+		err  error
+	}
 	task := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := f(ctx); err != nil {
-				errs <- errors.Join(errors.New(name), err)
+				failed.once.Do(func() { failed.err = fmt.Errorf("%s: %w", name, err) })
 				cancel()
 			}
 		}()
@@ -191,6 +197,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	task("watcher", d.watch.run)
 	d.loadAll()
 	task("loader", d.loader)
+	task("validator", d.validator)
 	select {
 	case <-d.tracker.Ready():
 	case <-ctx.Done():
@@ -209,12 +216,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.watch.close()
 	wg.Wait()
 	d.closeBPF()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return failed.err
 }
 
 // adopt adds path to the files served and queues its first load.
@@ -271,6 +273,7 @@ func (d *Daemon) loadOne(c *confFile) {
 	case changed:
 		s := c.cur.Load()
 		d.reloads.Add(1)
+		d.kickValidator()
 		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
 			zap.Int("entries", len(s.file.Entries)), zap.Int("problems", len(s.file.Errors)),
 			zap.Duration("took", time.Since(start)))

@@ -1,12 +1,22 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/addrs"
+	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/ipc"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,17 +24,32 @@ import (
 	"go.uber.org/zap"
 )
 
+// DefaultMetricsMaxEntries is how many entries (across conf files), and
+// how many unmapped addresses, get series of their own unless
+// Config.MetricsMaxEntries says otherwise.
+const DefaultMetricsMaxEntries = 300
+
 // collector turns the daemon's state into Prometheus metrics at scrape
-// time, so nothing is kept twice; every label set is bounded by the conf
-// files and the host's addresses.
-type collector struct{ d *Daemon }
+// time, so nothing is kept twice. The number of series is bounded by the
+// conf files (a handful per file) and by the cap, never by the number of
+// entries: a scrape costs the same at ten entries and at a million.
+// Per-entry series go to the entries that saw activity (questions
+// answered, or connections the kernel counted) and keep their place once
+// given one (see series), so every series only grows.
+type collector struct {
+	d       *Daemon
+	entries *series // "conf\x00key" of the entries with series of their own
+	addrs   *series // unmapped addresses with series of their own
+}
 
 var (
 	descQueries     = prometheus.NewDesc("ipwatchd_queries_total", "virtuald's questions, by answer.", []string{"result"}, nil)
-	descResolved    = prometheus.NewDesc("ipwatchd_resolved_total", "virtuald's questions answered with each entry.", []string{"conf", "key"}, nil)
-	descConnections = prometheus.NewDesc("ipwatchd_connections_total", "TCP connections the kernel accepted on each entry's addresses (BPF).", []string{"conf", "key"}, nil)
-	descUnmapped    = prometheus.NewDesc("ipwatchd_unmapped_connections_total", "TCP connections the kernel accepted on addresses no entry serves (BPF).", []string{"address"}, nil)
+	descResolved    = prometheus.NewDesc("ipwatchd_resolved_total", `virtuald's questions answered with an entry; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
+	descConnections = prometheus.NewDesc("ipwatchd_connections_total", `TCP connections the kernel accepted on an entry's addresses (BPF), by the conf file as it is now; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
+	descKernel      = prometheus.NewDesc("ipwatchd_kernel_connections_total", "TCP connections the kernel accepted on every address (BPF).", nil, nil)
+	descUnmapped    = prometheus.NewDesc("ipwatchd_unmapped_connections_total", `TCP connections the kernel accepted on addresses no entry serves (BPF); addresses past -metrics-max-entries are summed into address="other".`, []string{"address"}, nil)
 	descEntries     = prometheus.NewDesc("ipwatchd_entries", "Entries of each conf file, by state.", []string{"conf", "state"}, nil)
+	descChecked     = prometheus.NewDesc("ipwatchd_entries_checked_timestamp_seconds", "When the validator last finished checking every root of each conf file (the invalid count of ipwatchd_entries is as of then, and now for live entries).", []string{"conf"}, nil)
 	descGeneration  = prometheus.NewDesc("ipwatchd_conf_generation", "Generation of the snapshot served for each conf file.", []string{"conf"}, nil)
 	descLoadedAt    = prometheus.NewDesc("ipwatchd_conf_loaded_timestamp_seconds", "When the snapshot served for each conf file was loaded.", []string{"conf"}, nil)
 	descReloads     = prometheus.NewDesc("ipwatchd_reloads_total", "Loads of each conf file that published a new snapshot.", []string{"conf"}, nil)
@@ -35,11 +60,54 @@ var (
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueries, descResolved, descConnections, descUnmapped, descEntries,
+	for _, d := range []*prometheus.Desc{descQueries, descResolved, descConnections, descKernel, descUnmapped, descEntries, descChecked,
 		descGeneration, descLoadedAt, descReloads, descReloadErrs, descResyncs, descBPF, descBuild} {
 		ch <- d
 	}
 }
+
+// series is the set of label values with series of their own: at most
+// max, given in the order they first show activity (the busiest first
+// among those that show it in the same scrape) and never taken back. A
+// value that found the set full is summed into "other" for good, since
+// the set never admits anyone once full: so neither a value's own series
+// nor "other" ever goes down, and rate() never sees a false reset.
+type series struct {
+	mu  sync.Mutex
+	max int
+	in  map[string]bool
+}
+
+func newSeries(max int) *series { return &series{max: max, in: map[string]bool{}} }
+
+// split admits what it can of active (value -> activity) and returns the
+// values with their own series; the rest belong to "other".
+func (s *series) split(active map[string]uint64) map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var newcomers []string
+	for v := range active {
+		if !s.in[v] {
+			newcomers = append(newcomers, v)
+		}
+	}
+	slices.SortFunc(newcomers, func(a, b string) int {
+		if c := cmp.Compare(active[b], active[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	for _, v := range newcomers {
+		if len(s.in) >= s.max {
+			break
+		}
+		s.in[v] = true
+	}
+	return s.in
+}
+
+// activity is what one entry did: questions answered, connections counted.
+type activity struct{ resolved, connections uint64 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
@@ -49,47 +117,149 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
 	}
-	st := d.Status()
-	counter(descQueries, st.Queries.OK, "ok")
-	counter(descQueries, st.Queries.Stale, "stale")
-	counter(descQueries, st.Queries.Racy, "racy")
-	counter(descQueries, st.Queries.Unknown, "unknown")
-	counter(descQueries, st.Queries.Error, "error")
-	for _, cs := range st.Confs {
-		states := map[string]float64{"live": 0, "absent": 0, "invalid": 0}
-		for _, e := range cs.Entries {
-			counter(descResolved, e.Resolved, cs.Path, e.Key)
-			counter(descConnections, e.Connections, cs.Path, e.Key)
-			states[e.State]++
+	counter(descQueries, d.queries.ok.Load(), "ok")
+	counter(descQueries, d.queries.stale.Load(), "stale")
+	counter(descQueries, d.queries.racy.Load(), "racy")
+	counter(descQueries, d.queries.unknown.Load(), "unknown")
+	counter(descQueries, d.queries.errors.Load(), "error")
+
+	conns := d.connectionsByAddress()
+	var kernel uint64
+	for _, n := range conns {
+		kernel += n
+	}
+	hostAddrs := d.addresses()
+	files := d.confs.all()
+	active := map[string]activity{} // "conf\x00key"
+	mapped := map[netip.Addr]bool{}
+	for _, cf := range files {
+		cf.resolved.Range(func(k, v any) bool {
+			if n := v.(*atomic.Uint64).Load(); n > 0 {
+				a := active[cf.path+"\x00"+k.(string)]
+				a.resolved = n
+				active[cf.path+"\x00"+k.(string)] = a
+			}
+			return true
+		})
+		s := cf.cur.Load()
+		if s == nil {
+			continue
 		}
-		for s, n := range states {
-			gauge(descEntries, n, cs.Path, s)
+		for addr, n := range conns {
+			if m := s.file.Lookup(addr); m.Entry != nil {
+				mapped[addr] = true
+				a := active[cf.path+"\x00"+m.Entry.Key]
+				a.connections += n
+				active[cf.path+"\x00"+m.Entry.Key] = a
+			}
 		}
-		gauge(descGeneration, float64(cs.Generation), cs.Path)
-		if cs.Generation > 0 {
-			gauge(descLoadedAt, float64(cs.LoadedAt.UnixNano())/1e9, cs.Path)
+		c.entryStates(cf, s, hostAddrs, gauge)
+		gauge(descGeneration, float64(s.generation), cf.path)
+		gauge(descLoadedAt, float64(s.loadedAt.UnixNano())/1e9, cf.path)
+	}
+	for _, cf := range files {
+		counter(descReloads, cf.loads.Load(), cf.path)
+		counter(descReloadErrs, cf.loadErrors.Load(), cf.path)
+	}
+
+	busy := map[string]uint64{}
+	for k, a := range active {
+		busy[k] = a.resolved + a.connections
+	}
+	own := c.entries.split(busy)
+	other := map[string]activity{} // by conf
+	for k, a := range active {
+		if own[k] {
+			conf, key, _ := strings.Cut(k, "\x00")
+			counter(descResolved, a.resolved, conf, key)
+			counter(descConnections, a.connections, conf, key)
+			continue
 		}
-		if f := d.confs.get(cs.Path); f != nil {
-			counter(descReloads, f.loads.Load(), cs.Path)
-			counter(descReloadErrs, f.loadErrors.Load(), cs.Path)
+		conf, _, _ := strings.Cut(k, "\x00")
+		o := other[conf]
+		o.resolved += a.resolved
+		o.connections += a.connections
+		other[conf] = o
+	}
+	for conf, o := range other {
+		counter(descResolved, o.resolved, conf, "other")
+		counter(descConnections, o.connections, conf, "other")
+	}
+
+	unmapped := map[string]uint64{}
+	for addr, n := range conns {
+		if !mapped[addr] {
+			unmapped[addr.String()] = n
 		}
 	}
-	for _, u := range st.Unmapped {
-		counter(descUnmapped, u.Connections, u.Address)
+	ownAddrs := c.addrs.split(unmapped)
+	var rest uint64
+	restSeen := false
+	for a, n := range unmapped {
+		if ownAddrs[a] {
+			counter(descUnmapped, n, a)
+		} else {
+			rest, restSeen = rest+n, true
+		}
 	}
-	counter(descResyncs, st.NetlinkResyncs)
+	if restSeen {
+		counter(descUnmapped, rest, "other")
+	}
+	counter(descKernel, kernel)
+	counter(descResyncs, d.tracker.Resyncs())
 	on := 0.0
-	if st.BPF == "on" {
+	if d.counter != nil {
 		on = 1
 	}
 	gauge(descBPF, on)
 	gauge(descBuild, 1, d.cfg.Version, runtime.Version())
 }
 
+// entryStates reports the entries of one file by state without touching
+// every entry: the text's own refusals are counted at load, failed roots
+// by the validator's last pass, and the live entries (those serving an
+// address an interface holds, a handful) are found from the host's
+// addresses and their roots checked now.
+func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Address, gauge func(*prometheus.Desc, float64, ...string)) {
+	checked := cf.checked.Load()
+	if checked != nil && checked.generation != s.generation {
+		checked = nil // a pass over an older snapshot says nothing of this one
+	}
+	live := map[*conf.Entry]bool{}
+	for _, a := range hostAddrs {
+		if m := s.file.Lookup(a.Addr); a.Live() && m.Entry != nil && m.Err == nil {
+			live[m.Entry] = true
+		}
+	}
+	invalid := s.invalid
+	if checked != nil {
+		invalid += checked.invalid
+		gauge(descChecked, float64(checked.at.UnixNano())/1e9, cf.path)
+	}
+	for e := range live {
+		failedThen := checked.failedLine(e.Line)
+		if e.Validate() != nil {
+			delete(live, e)
+			if !failedThen {
+				invalid++
+			}
+		} else if failedThen {
+			invalid-- // fixed since the validator's pass
+		}
+	}
+	gauge(descEntries, float64(invalid), cf.path, ipc.StateInvalid)
+	gauge(descEntries, float64(len(live)), cf.path, ipc.StateLive)
+	gauge(descEntries, float64(len(s.file.Entries)-invalid-len(live)), cf.path, ipc.StateAbsent)
+}
+
 // serveMetrics serves /metrics on the listener until ctx ends.
 func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	max := d.cfg.MetricsMaxEntries
+	if max <= 0 {
+		max = DefaultMetricsMaxEntries
+	}
+	reg.MustRegister(collector{d: d, entries: newSeries(max), addrs: newSeries(max)}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/conf"
+)
+
+// recheckEvery is how often the validator checks every root again: roots
+// change under the daemon (a chmod, a mount), and the metrics report the
+// entries that turned invalid from its last pass.
+const recheckEvery = 5 * time.Minute
+
+// rootCheck is one pass of the validator over a snapshot: which entries,
+// valid by their text, failed the system half of validation (root, user,
+// group), as a bit set by line number. Status checks every root again when
+// asked; the metrics, scraped every few seconds, cannot afford to at a
+// million entries, and read this instead.
+type rootCheck struct {
+	generation uint64 // of the snapshot checked
+	at         time.Time
+	invalid    int      // entries that failed
+	failed     []uint64 // bit per line number
+}
+
+func (r *rootCheck) failedLine(line int) bool {
+	i := line / 64
+	return r != nil && i < len(r.failed) && r.failed[i]&(1<<(line%64)) != 0
+}
+
+// kickValidator asks for a pass over the snapshots soon.
+func (d *Daemon) kickValidator() {
+	select {
+	case d.validate <- struct{}{}:
+	default:
+	}
+}
+
+// validator checks the roots of every snapshot that has no pass of its
+// own, or one older than recheckEvery, one entry at a time, and publishes
+// each pass when it is complete.
+func (d *Daemon) validator(ctx context.Context) error {
+	tick := time.NewTicker(recheckEvery / 4)
+	defer tick.Stop()
+	for {
+		for _, c := range d.confs.all() {
+			s := c.cur.Load()
+			if s == nil {
+				continue
+			}
+			if r := c.checked.Load(); r != nil && r.generation == s.generation && time.Since(r.at) < recheckEvery {
+				continue
+			}
+			r, ok := check(ctx, s)
+			if !ok {
+				return nil
+			}
+			c.checked.Store(r)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.validate:
+		case <-tick.C:
+		}
+	}
+}
+
+// check runs the system half of validation on every entry of s that its
+// text did not already make invalid; ok is false when ctx ended first.
+func check(ctx context.Context, s *snapshot) (r *rootCheck, ok bool) {
+	r = &rootCheck{generation: s.generation, at: time.Now()}
+	var checker conf.Checker
+	for i, e := range s.file.Entries {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return nil, false
+		}
+		if s.file.Refusal(e) != nil || checker.Validate(e) == nil {
+			continue
+		}
+		r.invalid++
+		for len(r.failed) <= e.Line/64 {
+			r.failed = append(r.failed, 0)
+		}
+		r.failed[e.Line/64] |= 1 << (e.Line % 64)
+	}
+	return r, true
+}
