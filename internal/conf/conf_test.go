@@ -469,14 +469,25 @@ func describeMatch(m Match) string {
 	return s
 }
 
+// BenchmarkFind: the address on the last entry line (the seed's worst
+// case, and the inetd benchmark's), and one that only default serves
+// (the whole file's rules must run).
 func BenchmarkFind(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000, 100000} {
 		text, addrs := genConf(n)
 		data := []byte(text)
-		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("entries=%d/last", n), func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			for i := 0; i < b.N; i++ {
-				if m, err := Find("bench.conf", data, addrs[i%len(addrs)]); err != nil || m.Err != nil {
+				if m, err := Find("bench.conf", data, addrs[len(addrs)-1]); err != nil || m.Err != nil || m.Rule != RuleExact {
+					b.Fatal(err, m.Err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("entries=%d/default", n), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				if m, err := Find("bench.conf", data, netip.MustParseAddr("192.0.2.1")); err != nil || m.Rule != RuleDefault {
 					b.Fatal(err, m.Err)
 				}
 			}

@@ -348,6 +348,9 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 	}
 	addr = addr.Unmap().WithZone("")
 	f := &File{Path: path}
+	if e := findExact(data, addr); e != nil {
+		return f.match(e, RuleExact), nil
+	}
 	var exact, prefix, dflt *Entry
 	l := lines{data: data}
 	for l.next() {
@@ -400,6 +403,60 @@ func (f *File) noteSuspension() {
 	}
 	f.addError(f.suspect, "this line "+f.suspectWhy+"; "+note)
 	slices.SortStableFunc(f.Errors, func(a, b *LineError) int { return a.Line - b.Line })
+}
+
+// findExact returns the first entry whose key is addr itself, or nil. It
+// is Find's first pass: an exact entry wins whatever else the file holds
+// (nothing suspends it), so when there is one nothing else needs parsing,
+// and a line is rejected by comparing bytes. An IPv4 address has one text
+// form a key can take without a colon (netip accepts no leading zeros),
+// so only keys holding a colon (IPv6, or IPv4-mapped) are parsed. The
+// second pass, the whole file's rules, runs only when this one finds
+// nothing: the property tests check that Find agrees with Parse+Lookup.
+func findExact(data []byte, addr netip.Addr) *Entry {
+	var buf [64]byte
+	text := addr.AppendTo(buf[:0])
+	no := 0
+	for len(data) > 0 {
+		no++
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		if len(line) > MaxLine {
+			continue // unreadable: never anyone's exact entry
+		}
+		i := 0
+		for i < len(line) && isBlank(line[i]) {
+			i++
+		}
+		j := i
+		for j < len(line) && !isBlank(line[j]) {
+			j++
+		}
+		key := line[i:j]
+		if len(key) == 0 || key[0] == '#' {
+			continue
+		}
+		if !bytes.Equal(key, text) {
+			if bytes.IndexByte(key, ':') < 0 || bytes.IndexByte(key, '/') >= 0 {
+				continue
+			}
+			if a, err := netip.ParseAddr(string(key)); err != nil || a.Unmap() != addr {
+				continue
+			}
+		}
+		l := lines{no: no, fields: splitFields(line, nil)}
+		e, err := l.key()
+		if err != nil || e.Kind != KeyAddr || e.Prefix.Addr() != addr {
+			continue
+		}
+		l.rest(&e)
+		return &e
+	}
+	return nil
 }
 
 func (f *File) addError(line int, msg string) {
