@@ -351,11 +351,7 @@ func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr) (m
 
 // fromFile reads the conf file itself; why is why the daemon did not answer.
 func fromFile(confPath string, addr netip.Addr, why string) (m conf.Match, via, _ string, err error) {
-	data, err := conf.Read(confPath)
-	if err != nil {
-		return conf.Match{}, "file", why, err
-	}
-	m, err = conf.Find(confPath, data, addr)
+	m, err = conf.FindFile(confPath, addr)
 	return m, "file", why, err
 }
 
