@@ -19,7 +19,10 @@ import (
 
 const usage = `usage: ipwatchctl [-socket PATH] COMMAND
 
-  status [-json]           every conf file the daemon serves, each entry's state, and unmapped addresses
+  status [-json] [-all] [-state live|absent|invalid] [-limit N] [ADDRESS|PREFIX]
+                           every conf file the daemon serves: its entries by state, the live and
+                           invalid ones (up to -limit, 100), unmapped addresses; ADDRESS lists the
+                           entry serving it, PREFIX the entries within it; -all streams every entry
   resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
   check [-program PATH] CONF...
                            validate conf files offline, with the rules virtuald applies:
@@ -88,10 +91,27 @@ func (e *env) status(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+	var q ipc.StatusQuery
+	fs.BoolVar(&q.All, "all", false, "list every entry that matches (streamed), not the first -limit")
+	fs.StringVar(&q.State, "state", "", "list only the entries in this state: live, absent or invalid")
+	fs.IntVar(&q.Limit, "limit", ipc.DefaultStatusLimit, "list at most this many entries per conf file")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 1 {
 		return 2
 	}
-	st, err := e.fetchStatus()
+	if fs.NArg() == 1 {
+		m, err := ipc.ParseMatch(fs.Arg(0))
+		if err != nil {
+			return e.fail("%q is not an address or a prefix", fs.Arg(0))
+		}
+		q.Match = m
+	}
+	if q.All {
+		if err := e.streamStatus(q, *asJSON); err != nil {
+			return e.fail("%v", err)
+		}
+		return 0
+	}
+	st, err := e.fetchStatus(q)
 	if err != nil {
 		return e.fail("%v", err)
 	}
@@ -100,8 +120,46 @@ func (e *env) status(args []string) int {
 		fmt.Fprintln(e.stdout, string(b))
 		return 0
 	}
-	printStatus(e.stdout, st)
+	printStatus(e.stdout, st, q)
 	return 0
+}
+
+// streamStatus prints a status of every entry q matches as the daemon
+// streams it: neither side holds more than a batch of entries.
+func (e *env) streamStatus(q ipc.StatusQuery, asJSON bool) error {
+	var out statusStream
+	if asJSON {
+		out = &jsonStream{w: e.stdout}
+	} else {
+		out = &tableStream{w: e.stdout}
+	}
+	err := ipc.CallStream(e.socket, 60*time.Second, append([]string{ipc.Version, ipc.OpStatus}, q.Fields()...), func(frame [][]byte) error {
+		switch {
+		case string(frame[0]) == ipc.ReplyOK && len(frame) == 2:
+			var st ipc.Status
+			if err := json.Unmarshal(frame[1], &st); err != nil {
+				return fmt.Errorf("bad status from ipwatchd: %v", err)
+			}
+			out.header(&st)
+		case string(frame[0]) == ipc.ReplyEntries && len(frame) == 3:
+			var es []ipc.EntryStatus
+			if err := json.Unmarshal(frame[2], &es); err != nil {
+				return fmt.Errorf("bad status from ipwatchd: %v", err)
+			}
+			out.entries(string(frame[1]), es)
+		default:
+			return errors.New("unexpected reply from ipwatchd")
+		}
+		return nil
+	})
+	if errors.Is(err, ipc.ErrAbsent) {
+		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
+	}
+	if err != nil {
+		return err
+	}
+	out.end()
+	return nil
 }
 
 // resolve says what virtuald would do for IP: the daemon's answer for each
@@ -122,12 +180,12 @@ func (e *env) resolve(args []string) int {
 	}
 	paths := []string{*confPath}
 	if *confPath == "" {
-		st, err := e.fetchStatus()
+		confs, err := e.fetchConfs()
 		if err != nil {
 			return e.fail("%v (give -conf FILE to read a file without the daemon)", err)
 		}
 		paths = paths[:0]
-		for _, c := range st.Confs {
+		for _, c := range confs {
 			paths = append(paths, c.Path)
 		}
 		if len(paths) == 0 {
@@ -184,8 +242,22 @@ func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 	return m, "read from the file", err
 }
 
-func (e *env) fetchStatus() (*ipc.Status, error) {
-	reply, err := e.call(10*time.Second, ipc.OpStatus)
+// fetchConfs asks which conf files the daemon serves, without their
+// entries: what resolve needs, however large the files are.
+func (e *env) fetchConfs() ([]ipc.ConfStatus, error) {
+	reply, err := e.call(10*time.Second, ipc.OpConfs)
+	if err != nil {
+		return nil, err
+	}
+	var l ipc.ConfList
+	if len(reply) != 2 || string(reply[0]) != ipc.ReplyOK || json.Unmarshal(reply[1], &l) != nil {
+		return nil, errors.New("unexpected reply from ipwatchd")
+	}
+	return l.Confs, nil
+}
+
+func (e *env) fetchStatus(q ipc.StatusQuery) (*ipc.Status, error) {
+	reply, err := e.call(10*time.Second, append([]string{ipc.OpStatus}, q.Fields()...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -11,55 +13,218 @@ import (
 )
 
 // printStatus renders the status for a person: a header, then per conf file
-// a table of its entries (with the reason of each invalid one under it),
-// then the addresses no entry serves.
-func printStatus(w io.Writer, st *ipc.Status) {
+// its entries by state and a table of those the query listed (with the
+// reason of each invalid one under it, and how to list more), then the
+// addresses no entry serves.
+func printStatus(w io.Writer, st *ipc.Status, q ipc.StatusQuery) {
+	printHeader(w, st)
+	for _, c := range st.Confs {
+		printConf(w, &c)
+		printEntries(w, c.Entries)
+		if c.More > 0 {
+			fmt.Fprintf(w, "  ... and %d more %s (ipwatchctl status %s)\n", c.More, plural(c.More, "entry", "entries"), moreHint(q))
+		}
+	}
+	printUnmapped(w, st.Unmapped)
+}
+
+// moreHint says how to list what a status left out.
+func moreHint(q ipc.StatusQuery) string {
+	var args []string
+	if q.State != "" {
+		args = append(args, "-state "+q.State)
+	}
+	args = append(args, "-all")
+	if q.Match.IsValid() {
+		args = append(args, q.Match.String())
+	}
+	return strings.Join(args, " ") + ", or -state, -limit, ADDRESS or PREFIX"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func printHeader(w io.Writer, st *ipc.Status) {
 	fmt.Fprintf(w, "ipwatchd %s, up %s, netlink resyncs %d, bpf %s\n", st.Version,
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
 	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
 		st.Queries.OK, st.Queries.Stale, st.Queries.Racy, st.Queries.Unknown, st.Queries.Error)
-	for _, c := range st.Confs {
-		loaded := "never loaded"
-		if c.Generation > 0 {
-			loaded = fmt.Sprintf("generation %d, loaded %s", c.Generation, c.LoadedAt.UTC().Format(time.RFC3339))
+}
+
+// printConf prints a conf file's lines above its entries.
+func printConf(w io.Writer, c *ipc.ConfStatus) {
+	loaded := "never loaded"
+	if c.Generation > 0 {
+		loaded = fmt.Sprintf("generation %d, loaded %s", c.Generation, c.LoadedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "\n%s: %s\n", c.Path, loaded)
+	switch {
+	case c.Error != "" && c.Generation == 0:
+		fmt.Fprintf(w, "  cannot be loaded (virtuald reads the file itself): %s\n", c.Error)
+	case c.Error != "":
+		fmt.Fprintf(w, "  the last load failed (generation %d is still served): %s\n", c.Generation, c.Error)
+	}
+	if c.Generation == 0 {
+		return
+	}
+	n := c.Counts.Live + c.Counts.Absent + c.Counts.Invalid
+	checked := ""
+	switch {
+	case c.Checking:
+		checked = " (roots still being checked: the entries not listed count as valid until then)"
+	case !c.CheckedAt.IsZero():
+		checked = fmt.Sprintf(" (roots of entries not listed checked %s)", c.CheckedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "  %d %s: %d live, %d absent, %d invalid%s\n", n, plural(n, "entry", "entries"), c.Counts.Live, c.Counts.Absent, c.Counts.Invalid, checked)
+	for _, p := range c.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", p)
+	}
+	if c.ProblemsMore > 0 {
+		fmt.Fprintf(w, "  ... and %d more problems (ipwatchctl check %s lists them all)\n", c.ProblemsMore, c.Path)
+	}
+}
+
+// printEntries prints a table of entries, then the reasons and warnings
+// under it.
+func printEntries(w io.Writer, entries []ipc.EntryStatus) {
+	if len(entries) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED")
+	for _, en := range entries {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", en.Key, en.Root, userOf(en), en.State, addressesOf(en), en.Connections, en.Resolved)
+	}
+	tw.Flush()
+	for _, en := range entries {
+		if en.Reason != "" {
+			fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
 		}
-		fmt.Fprintf(w, "\n%s: %s\n", c.Path, loaded)
-		switch {
-		case c.Error != "" && c.Generation == 0:
-			fmt.Fprintf(w, "  cannot be loaded (virtuald reads the file itself): %s\n", c.Error)
-		case c.Error != "":
-			fmt.Fprintf(w, "  the last load failed (generation %d is still served): %s\n", c.Generation, c.Error)
+		if en.Warning != "" {
+			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
 		}
-		for _, p := range c.Problems {
-			fmt.Fprintf(w, "  problem: %s\n", p)
-		}
-		if len(c.Entries) == 0 {
-			continue
-		}
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED")
-		for _, en := range c.Entries {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", en.Key, en.Root, userOf(en), en.State, addressesOf(en), en.Connections, en.Resolved)
-		}
-		tw.Flush()
-		for _, en := range c.Entries {
-			if en.Reason != "" {
-				fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
-			}
-			if en.Warning != "" {
-				fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
+	}
+}
+
+func printUnmapped(w io.Writer, unmapped []ipc.Unmapped) {
+	if len(unmapped) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\naddresses no entry serves:")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ADDRESS\tINTERFACE\tCONNECTIONS")
+	for _, u := range unmapped {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\n", u.Address, u.Interface, u.Connections)
+	}
+	tw.Flush()
+}
+
+// statusStream prints a streamed status: the header, each batch of
+// entries as it arrives, then the end.
+type statusStream interface {
+	header(st *ipc.Status)
+	entries(conf string, es []ipc.EntryStatus)
+	end()
+}
+
+// tableStream prints a streamed status as printStatus would, one table
+// per batch.
+type tableStream struct {
+	w    io.Writer
+	st   *ipc.Status
+	conf string
+}
+
+func (t *tableStream) header(st *ipc.Status) {
+	t.st = st
+	printHeader(t.w, st)
+}
+
+func (t *tableStream) entries(conf string, es []ipc.EntryStatus) {
+	if conf != t.conf {
+		t.conf = conf
+		for i := range t.st.Confs {
+			if t.st.Confs[i].Path == conf {
+				printConf(t.w, &t.st.Confs[i])
 			}
 		}
 	}
-	if len(st.Unmapped) > 0 {
-		fmt.Fprintln(w, "\naddresses no entry serves:")
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ADDRESS\tINTERFACE\tCONNECTIONS")
-		for _, u := range st.Unmapped {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\n", u.Address, u.Interface, u.Connections)
+	printEntries(t.w, es)
+}
+
+func (t *tableStream) end() { printUnmapped(t.w, t.st.Unmapped) }
+
+// jsonStream prints a streamed status as the same JSON object as
+// status -json, writing each entry as it arrives.
+type jsonStream struct {
+	w        io.Writer
+	st       *ipc.Status
+	tail     []byte // what follows the confs list
+	confTail []byte // what follows the open conf's entries
+	open     string // the conf whose entries array is open
+	nconf    int
+	nentry   int
+}
+
+func (j *jsonStream) header(st *ipc.Status) {
+	j.st = st
+	head := *st
+	head.Confs = nil
+	b, _ := json.Marshal(head)
+	// {"version":...,"confs":null,"unmapped":[...]}: open the confs list.
+	i := bytes.Index(b, []byte(`"confs":null`))
+	fmt.Fprintf(j.w, "%s\"confs\":[", b[:i])
+	j.tail = b[i+len(`"confs":null`):]
+}
+
+func (j *jsonStream) entries(conf string, es []ipc.EntryStatus) {
+	if conf != j.open {
+		j.closeConf()
+		for i := range j.st.Confs {
+			if j.st.Confs[i].Path == conf {
+				j.openConf(&j.st.Confs[i])
+			}
 		}
-		tw.Flush()
 	}
+	for _, e := range es {
+		b, _ := json.Marshal(e)
+		if j.nentry > 0 {
+			fmt.Fprint(j.w, ",")
+		}
+		j.w.Write(b)
+		j.nentry++
+	}
+}
+
+// openConf prints a conf file's object up to its entries array.
+func (j *jsonStream) openConf(c *ipc.ConfStatus) {
+	cs := *c
+	cs.Entries = []ipc.EntryStatus{}
+	b, _ := json.Marshal(cs)
+	i := bytes.Index(b, []byte(`"entries":[]`))
+	if j.nconf > 0 {
+		fmt.Fprint(j.w, ",")
+	}
+	fmt.Fprintf(j.w, "%s\"entries\":[", b[:i])
+	j.confTail = b[i+len(`"entries":[]`):]
+	j.open, j.nentry = c.Path, 0
+	j.nconf++
+}
+
+func (j *jsonStream) closeConf() {
+	if j.open != "" {
+		fmt.Fprintf(j.w, "]%s", j.confTail)
+		j.open = ""
+	}
+}
+
+func (j *jsonStream) end() {
+	j.closeConf()
+	fmt.Fprintf(j.w, "]%s\n", j.tail)
 }
 
 func userOf(en ipc.EntryStatus) string {

@@ -2,18 +2,24 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
+	"golang.org/x/sys/unix"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -26,6 +32,7 @@ func fixedStatus() *ipc.Status {
 		Queries: ipc.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
 		Confs: []ipc.ConfStatus{{
 			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded,
+			Counts: ipc.StateCounts{Live: 3, Absent: 6, Invalid: 1}, More: 4, ProblemsMore: 2, CheckedAt: loaded.Add(time.Minute),
 			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`},
 			Entries: []ipc.EntryStatus{
 				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", State: ipc.StateLive,
@@ -65,7 +72,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestStatusTableGolden(t *testing.T) {
 	var b bytes.Buffer
-	printStatus(&b, fixedStatus())
+	printStatus(&b, fixedStatus(), ipc.StatusQuery{})
 	golden(t, "status.txt", b.Bytes())
 }
 
@@ -149,3 +156,103 @@ func TestReload(t *testing.T) {
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// status -all streams every entry, as the same JSON object as status -json
+// (in batches on the wire: 2,500 entries are three of them), and the
+// filters list exactly what they name.
+func TestStatusAllAndFilters(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	good := roots.Root("good", "")
+	var lines []string
+	for i := 0; i < 2500; i++ {
+		lines = append(lines, fmt.Sprintf("10.0.%d.%d %s user=nobody", i/250, i%250, good))
+	}
+	lines = append(lines, "127.0.0.1 "+good+" user=nobody", "192.0.2.9 relative")
+	conf := roots.WriteConf("conf", lines...)
+	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+	ipwatchdtest.StartDaemon(t, sock, conf)
+
+	code, out, errOut := runCtl("-socket", sock, "status", "-json", "-all")
+	var st ipc.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+		t.Fatalf("status -json -all: exit %d, %v, %s\n%.500s", code, err, errOut, out)
+	}
+	if len(st.Confs) != 1 || len(st.Confs[0].Entries) != 2502 || st.Confs[0].More != 0 || st.Confs[0].Counts.Live != 1 {
+		t.Fatalf("status -json -all: %d confs, %d entries, %d more, counts %+v", len(st.Confs), len(st.Confs[0].Entries), st.Confs[0].More, st.Confs[0].Counts)
+	}
+	code, out, _ = runCtl("-socket", sock, "status", "-all")
+	if code != 0 || strings.Count(out, " absent ") != 2500 || !strings.Contains(out, "192.0.2.9 (line 2502) is invalid") {
+		t.Errorf("status -all: exit %d, %d absent rows:\n%.300s", code, strings.Count(out, " absent "), out)
+	}
+
+	for _, c := range []struct {
+		args []string
+		rows int    // entry rows in the table
+		more string // the line that says how many more, "" for none
+	}{
+		{[]string{"status"}, 100, "... and 2402 more entries"},
+		{[]string{"status", "-state", "live"}, 1, ""},
+		{[]string{"status", "-state", "invalid"}, 1, ""},
+		{[]string{"status", "10.0.1.0/24"}, 100, "... and 150 more entries (ipwatchctl status -all 10.0.1.0/24"},
+		{[]string{"status", "-limit", "1000", "10.0.1.0/24"}, 250, ""},
+		{[]string{"status", "127.0.0.1"}, 1, ""},
+	} {
+		code, out, _ := runCtl(append([]string{"-socket", sock}, c.args...)...)
+		rows := 0
+		for _, l := range strings.Split(out, "\n") {
+			if regexp.MustCompile(`^  (10\.0\.|127\.0\.0\.1 |192\.0\.2\.9 )`).MatchString(l) && !strings.Contains(l, "(line ") {
+				rows++
+			}
+		}
+		if code != 0 || rows != c.rows || (c.more != "") != strings.Contains(out, "more entries") || !strings.Contains(out, c.more) {
+			t.Errorf("%q: exit %d, %d rows (want %d), more line %q:\n%.400s", c.args, code, rows, c.rows, c.more, out)
+		}
+	}
+}
+
+// resolve asks the daemon which files it serves and resolves in each with
+// the lookup operation: never the status, which at a million entries is
+// no question to ask per address. A daemon that fails the test if asked
+// for its status stands in for ipwatchd.
+func TestResolveNeverAsksStatus(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	conf := roots.WriteConf("conf", "127.0.0.1 "+roots.Root("good", ""))
+	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+	srv, err := server.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	var mu sync.Mutex
+	srv.Handler = func(peer unix.Ucred, req [][]byte) [][]byte {
+		mu.Lock()
+		asked = append(asked, string(req[1]))
+		mu.Unlock()
+		switch string(req[1]) {
+		case ipc.OpConfs:
+			b, _ := json.Marshal(ipc.ConfList{Confs: []ipc.ConfStatus{{Path: conf, Generation: 1}}})
+			return [][]byte{[]byte(ipc.ReplyOK), b}
+		case ipc.OpLookup:
+			a := ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "127.0.0.1", Root: roots.Dir + "/good"}
+			var reply [][]byte
+			for _, f := range append([]string{ipc.ReplyOK}, a.Fields()...) {
+				reply = append(reply, []byte(f))
+			}
+			return reply
+		}
+		return [][]byte{[]byte(ipc.ReplyError), []byte("not this")}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	code, out, errOut := runCtl("-socket", sock, "resolve", "127.0.0.1")
+	if code != 0 || !strings.Contains(out, "answered by ipwatchd") {
+		t.Errorf("resolve: exit %d: %s %s", code, out, errOut)
+	}
+	if !slices.Equal(asked, []string{ipc.OpConfs, ipc.OpLookup}) {
+		t.Errorf("resolve asked the daemon %q, want confs then lookup", asked)
+	}
+}

@@ -173,4 +173,3 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
-

@@ -120,6 +120,7 @@ func New(cfg Config) (*Daemon, error) {
 	// one before.
 	os.Remove(ipc.MarkFor(cfg.Socket).Path())
 	d.srv.Handler = d.handle
+	d.srv.Stream = d.stream
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
 	for _, p := range cfg.Confs {
 		d.adopt(p)
@@ -329,16 +330,35 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 	case ipc.OpCount:
 		return d.count(peer, req[2:])
 	case ipc.OpStatus:
-		return jsonReply(d.Status())
+		q, err := ipc.ParseStatusQuery(req[2:])
+		if err != nil {
+			return replyStrings(ipc.ReplyError, err.Error())
+		}
+		return jsonReply(d.Status(q))
+	case ipc.OpConfs:
+		return jsonReply(ipc.ConfList{Confs: d.confList()})
 	case ipc.OpReload:
 		if peer.Uid != 0 {
 			return replyStrings(ipc.ReplyError, "reload is for root only")
 		}
 		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
 		d.ReloadAll()
-		return jsonReply(ipc.ReloadResult{Confs: d.confStatuses(false, nil)})
+		return jsonReply(ipc.ReloadResult{Confs: d.confList()})
 	}
 	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
+}
+
+// stream answers the requests whose replies are streamed: a status of
+// every entry.
+func (d *Daemon) stream(peer unix.Ucred, req [][]byte) func(send func([][]byte) error) error {
+	if string(req[1]) != ipc.OpStatus {
+		return nil
+	}
+	q, err := ipc.ParseStatusQuery(req[2:])
+	if err != nil || !q.All {
+		return nil
+	}
+	return func(send func([][]byte) error) error { return d.StreamStatus(q, send) }
 }
 
 // resolve answers: path, address, then the file identity virtuald saw.

@@ -196,15 +196,16 @@ func TestLastGoodCopyKept(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
 	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	settle(t, p) // no read again of a racy copy may land between the writes below
 	d, _ := startDaemon(t, []string{p})
 	d.ReloadAll()
-	first := d.confStatuses(false, nil)[0]
+	first := d.confList()[0]
 	if first.Generation == 0 || first.Error != "" {
 		t.Fatalf("first load: %+v", first)
 	}
 	os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644)
 	d.ReloadAll()
-	broken := d.confStatuses(false, nil)[0]
+	broken := d.confList()[0]
 	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
 		t.Fatalf("after a broken write: %+v, want generation %d kept and the reason", broken, first.Generation)
 	}
@@ -213,7 +214,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 	}
 	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
 	d.ReloadAll()
-	fixed := d.confStatuses(false, nil)[0]
+	fixed := d.confList()[0]
 	if fixed.Generation <= first.Generation || fixed.Error != "" {
 		t.Fatalf("after the fix: %+v", fixed)
 	}

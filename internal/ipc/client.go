@@ -24,48 +24,99 @@ var (
 // descriptors so that virtuald does not start the runtime's poller.
 func Call(path string, timeout time.Duration, replyLimit int, fields ...string) ([][]byte, error) {
 	deadline := time.Now().Add(timeout)
-	req, err := EncodeStrings(fields...)
+	fd, err := request(path, deadline, fields)
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	defer unix.Close(fd)
+	return readFrame(fd, deadline, replyLimit)
+}
+
+// CallStream sends one request whose reply is streamed (several frames,
+// the last ReplyEnd) and hands each frame to onFrame, each within timeout
+// of the one before. An error reply ends the stream with its message.
+func CallStream(path string, timeout time.Duration, fields []string, onFrame func([][]byte) error) error {
+	fd, err := request(path, time.Now().Add(timeout), fields)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return err
 	}
 	defer unix.Close(fd)
-	switch err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err {
-	case nil:
-	case unix.EAGAIN:
-		return nil, fmt.Errorf("%w: its backlog at %s is full", ErrSlow, path)
-	case unix.ENOENT, unix.ECONNREFUSED:
-		return nil, fmt.Errorf("%w: %s: %v", ErrAbsent, path, err)
-	default:
-		return nil, fmt.Errorf("%w: connecting to %s: %v", ErrAbsent, path, err)
+	for {
+		frame, err := readFrame(fd, time.Now().Add(timeout), MaxReply)
+		switch {
+		case err != nil:
+			return err
+		case len(frame) == 0:
+			return fmt.Errorf("%w: an empty frame", ErrFrame)
+		case string(frame[0]) == ReplyEnd:
+			return nil
+		case string(frame[0]) == ReplyError && len(frame) > 1:
+			return fmt.Errorf("ipwatchd: %s", frame[1])
+		}
+		if err := onFrame(frame); err != nil {
+			return err
+		}
 	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+}
+
+// request connects, checks the peer and sends the request frame; the
+// caller closes the descriptor.
+func request(path string, deadline time.Time, fields []string) (int, error) {
+	req, err := EncodeStrings(fields...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: SO_PEERCRED: %v", ErrUntrusted, err)
+		return -1, err
 	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("%w: the listener at %s runs as uid %d (pid %d), not root", ErrUntrusted, path, cred.Uid, cred.Pid)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := connect(fd, path); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
 	for len(req) > 0 {
 		if err := wait(fd, unix.POLLOUT, deadline); err != nil {
-			return nil, err
+			unix.Close(fd)
+			return -1, err
 		}
 		n, err := unix.Write(fd, req)
 		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
-			return nil, fmt.Errorf("%w: writing: %v", ErrAbsent, err)
+			unix.Close(fd)
+			return -1, fmt.Errorf("%w: writing: %v", ErrAbsent, err)
 		}
 		if n > 0 {
 			req = req[n:]
 		}
 	}
+	return fd, nil
+}
+
+func connect(fd int, path string) error {
+	switch err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err {
+	case nil:
+	case unix.EAGAIN:
+		return fmt.Errorf("%w: its backlog at %s is full", ErrSlow, path)
+	case unix.ENOENT, unix.ECONNREFUSED:
+		return fmt.Errorf("%w: %s: %v", ErrAbsent, path, err)
+	default:
+		return fmt.Errorf("%w: connecting to %s: %v", ErrAbsent, path, err)
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return fmt.Errorf("%w: SO_PEERCRED: %v", ErrUntrusted, err)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: the listener at %s runs as uid %d (pid %d), not root", ErrUntrusted, path, cred.Uid, cred.Pid)
+	}
+	return nil
+}
+
+func readFrame(fd int, deadline time.Time, limit int) ([][]byte, error) {
 	var prefix [4]byte
 	if err := readFull(fd, prefix[:], deadline); err != nil {
 		return nil, err
 	}
-	n, err := FrameLen(prefix, replyLimit)
+	n, err := FrameLen(prefix, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,8 @@ const (
 	OpResolve = "resolve" // virtuald's question: counted per entry
 	OpLookup  = "lookup"  // the same question from ipwatchctl: not counted
 	OpCount   = "count"   // connections accept mode answered itself: conf path, then entry key and count pairs
-	OpStatus  = "status"
+	OpStatus  = "status"  // StatusQuery fields follow
+	OpConfs   = "confs"   // the conf files served, without entries (ConfList)
 	OpReload  = "reload"
 )
 
@@ -48,6 +49,11 @@ const (
 	ReplyRacy    = "racy"    // the file changed too recently for its status to name its content
 	ReplyUnknown = "unknown" // the daemon does not know the conf file (yet)
 	ReplyError   = "error"
+	// A streamed reply (status with "all"): ReplyOK and its header first,
+	// then ReplyEntries frames (conf path, a JSON array of entries), then
+	// ReplyEnd.
+	ReplyEntries = "entries"
+	ReplyEnd     = "end"
 )
 
 // DefaultSocket is where ipwatchd listens unless told otherwise.

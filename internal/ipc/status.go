@@ -1,6 +1,13 @@
 package ipc
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Status is the reply to OpStatus, as JSON: the contract of
 // `ipwatchctl status -json` (see the README).
@@ -25,12 +32,29 @@ type QueryCounts struct {
 
 // ConfStatus is one conf file as the daemon holds it.
 type ConfStatus struct {
-	Path       string        `json:"path"`
-	Generation uint64        `json:"generation"` // 0: never loaded
-	LoadedAt   time.Time     `json:"loaded_at"`
-	Error      string        `json:"error"`    // why the last load failed ("" when it did not); the last good copy is kept
-	Problems   []string      `json:"problems"` // FILE:LINE messages of the loaded copy
-	Entries    []EntryStatus `json:"entries"`
+	Path         string      `json:"path"`
+	Generation   uint64      `json:"generation"` // 0: never loaded
+	LoadedAt     time.Time   `json:"loaded_at"`
+	Error        string      `json:"error"`                   // why the last load failed ("" when it did not); the last good copy is kept
+	Problems     []string    `json:"problems"`                // FILE:LINE messages of the loaded copy, the first DefaultStatusLimit
+	ProblemsMore int         `json:"problems_more,omitempty"` // problems beyond those (ipwatchctl check lists them all)
+	Counts       StateCounts `json:"counts"`                  // every entry, by state
+	// CheckedAt is when the roots of the entries not listed, and of the
+	// absent ones, were last checked (by the daemon's validator); zero
+	// when every root was checked for this reply.
+	CheckedAt time.Time `json:"checked_at"`
+	// Checking is set while the daemon's validator has not yet checked
+	// every root of a large file: entries not listed count as valid.
+	Checking bool          `json:"checking,omitempty"`
+	Entries  []EntryStatus `json:"entries"` // those the query lists (see StatusQuery)
+	More     int           `json:"more"`    // entries the query matches beyond those listed
+}
+
+// StateCounts counts entries by state.
+type StateCounts struct {
+	Live    int `json:"live"`
+	Absent  int `json:"absent"`
+	Invalid int `json:"invalid"`
 }
 
 // Entry states.
@@ -73,4 +97,91 @@ type Unmapped struct {
 // ReloadResult is the reply to OpReload, as JSON.
 type ReloadResult struct {
 	Confs []ConfStatus `json:"confs"` // without entries
+}
+
+// StatusQuery says which entries a status lists. Without All, at most
+// Limit entries per conf file; with it, every matching entry, streamed in
+// frames (OpStatus with "all" answers ReplyOK with the header, then
+// ReplyEntries frames, then ReplyEnd).
+type StatusQuery struct {
+	All   bool
+	State string       // "" for any, or StateLive, StateAbsent, StateInvalid
+	Match netip.Prefix // zero for any; one address: the entry serving it; a prefix: the entries whose keys lie within it
+	Limit int          // 0: DefaultStatusLimit
+}
+
+// DefaultStatusLimit is how many entries per conf file a status lists
+// unless asked for more: what a person reads first.
+const DefaultStatusLimit = 100
+
+// Fields gives the query as request fields, after OpStatus.
+func (q StatusQuery) Fields() []string {
+	var f []string
+	if q.All {
+		f = append(f, "all")
+	}
+	if q.State != "" {
+		f = append(f, "state="+q.State)
+	}
+	if q.Match.IsValid() {
+		f = append(f, "match="+q.Match.String())
+	}
+	if q.Limit > 0 {
+		f = append(f, "limit="+strconv.Itoa(q.Limit))
+	}
+	return f
+}
+
+// ParseStatusQuery reads a query from the request fields after OpStatus.
+func ParseStatusQuery(fields [][]byte) (StatusQuery, error) {
+	var q StatusQuery
+	for _, f := range fields {
+		name, value, _ := strings.Cut(string(f), "=")
+		var err error
+		switch name {
+		case "all":
+			q.All = true
+		case "state":
+			if value != StateLive && value != StateAbsent && value != StateInvalid {
+				err = errors.New("state must be live, absent or invalid")
+			}
+			q.State = value
+		case "match":
+			q.Match, err = ParseMatch(value)
+		case "limit":
+			q.Limit, err = strconv.Atoi(value)
+			if err == nil && q.Limit < 1 {
+				err = errors.New("limit must be positive")
+			}
+		default:
+			err = fmt.Errorf("unknown status option %q", name)
+		}
+		if err != nil {
+			return q, fmt.Errorf("%w: %v", ErrFrame, err)
+		}
+	}
+	return q, nil
+}
+
+// ParseMatch reads an address (as a full-length prefix) or a prefix.
+func ParseMatch(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ConfList is the reply to OpConfs, as JSON: the conf files the daemon
+// serves, without their entries.
+type ConfList struct {
+	Confs []ConfStatus `json:"confs"`
 }

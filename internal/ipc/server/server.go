@@ -23,9 +23,17 @@ import (
 // req[1] the operation. It returns the reply's fields.
 type Handler func(peer unix.Ucred, req [][]byte) [][]byte
 
+// Streamer answers a request whose reply is several frames (a status of
+// every entry): it returns nil for any other request, or a function that
+// writes the frames with send, each within the server's Timeout, so that a
+// client that stops reading is dropped and the daemon holds one frame of
+// it at a time.
+type Streamer func(peer unix.Ucred, req [][]byte) func(send func(fields [][]byte) error) error
+
 // Server is a listening socket and its handler.
 type Server struct {
 	Handler Handler
+	Stream  Streamer // may be nil
 	// Timeout bounds the wait for each request and the write of its reply.
 	Timeout time.Duration
 	// MaxConns bounds the connections served at once; past it new ones
@@ -221,17 +229,32 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		case string(req[0]) != ipc.Version:
 			reply = errorReply("unsupported protocol version " + string(req[0]) + "; this daemon speaks " + ipc.Version)
 		default:
+			if s.Stream != nil {
+				if stream := s.Stream(*peer, req); stream != nil {
+					if err := stream(func(fields [][]byte) error { return s.write(c, fields) }); err != nil {
+						s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+					}
+					return
+				}
+			}
 			reply = s.Handler(*peer, req)
 		}
-		frame, err := ipc.Encode(reply...)
-		if err != nil {
-			frame, _ = ipc.Encode(errorReply(err.Error())...)
-		}
-		if _, err := c.Write(frame); err != nil {
+		if err := s.write(c, reply); err != nil {
 			s.report(err)
 			return
 		}
 	}
+}
+
+// write sends one frame within the server's Timeout.
+func (s *Server) write(c *net.UnixConn, fields [][]byte) error {
+	frame, err := ipc.Encode(fields...)
+	if err != nil {
+		frame, _ = ipc.Encode(errorReply(err.Error())...)
+	}
+	c.SetWriteDeadline(time.Now().Add(s.Timeout))
+	_, err = c.Write(frame)
+	return err
 }
 
 func errorReply(msg string) [][]byte {
