@@ -42,7 +42,7 @@ func CallStream(path string, timeout time.Duration, fields []string, onFrame fun
 	}
 	defer unix.Close(fd)
 	for {
-		frame, err := readFrame(fd, time.Now().Add(timeout), MaxReply)
+		frame, err := readFrameExact(fd, time.Now().Add(timeout), MaxReply)
 		switch {
 		case err != nil:
 			return err
@@ -74,13 +74,18 @@ func request(path string, deadline time.Time, fields []string) (int, error) {
 		unix.Close(fd)
 		return -1, err
 	}
+	// A fresh socket's buffer takes a request at once: wait only when
+	// it does not (every system call counts on virtuald's path).
 	for len(req) > 0 {
-		if err := wait(fd, unix.POLLOUT, deadline); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
 		n, err := unix.Write(fd, req)
-		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+		switch {
+		case err == unix.EAGAIN:
+			if err := wait(fd, unix.POLLOUT, deadline); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		case err == unix.EINTR:
+		case err != nil:
 			unix.Close(fd)
 			return -1, fmt.Errorf("%w: writing: %v", ErrAbsent, err)
 		}
@@ -111,7 +116,8 @@ func connect(fd int, path string) error {
 	return nil
 }
 
-func readFrame(fd int, deadline time.Time, limit int) ([][]byte, error) {
+// readFrameExact reads one frame of a stream, and not a byte of the next.
+func readFrameExact(fd int, deadline time.Time, limit int) ([][]byte, error) {
 	var prefix [4]byte
 	if err := readFull(fd, prefix[:], deadline); err != nil {
 		return nil, err
@@ -127,23 +133,63 @@ func readFrame(fd int, deadline time.Time, limit int) ([][]byte, error) {
 	return Decode(body)
 }
 
-func readFull(fd int, b []byte, deadline time.Time) error {
-	for len(b) > 0 {
-		if err := wait(fd, unix.POLLIN, deadline); err != nil {
-			return err
-		}
-		n, err := unix.Read(fd, b)
+// readFrame reads the one frame of a reply: usually in one read, the
+// length prefix and an answer's body together. Anything after the frame
+// breaks the protocol (a reply is one frame).
+func readFrame(fd int, deadline time.Time, limit int) ([][]byte, error) {
+	buf := make([]byte, 4+answerSize)
+	got, err := readSome(fd, buf, 4, deadline)
+	if err != nil {
+		return nil, err
+	}
+	n, err := FrameLen([4]byte(buf[:4]), limit)
+	if err != nil {
+		return nil, err
+	}
+	if got > 4+n {
+		return nil, fmt.Errorf("%w: %d bytes after the frame", ErrFrame, got-4-n)
+	}
+	if 4+n > len(buf) {
+		buf = append(buf[:got], make([]byte, 4+n-got)...)
+	}
+	if err := readFull(fd, buf[got:4+n], deadline); err != nil {
+		return nil, err
+	}
+	return Decode(buf[4 : 4+n])
+}
+
+// answerSize is what one read takes at first: an answer fits (a status
+// needs more reads).
+const answerSize = 4096
+
+// readSome reads into b until it holds at least min bytes, and returns
+// how many it holds; it waits for the descriptor only when a read would
+// block.
+func readSome(fd int, b []byte, min int, deadline time.Time) (int, error) {
+	got := 0
+	for got < min {
+		n, err := unix.Read(fd, b[got:])
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if err := wait(fd, unix.POLLIN, deadline); err != nil {
+				return got, err
+			}
+			continue
+		case err == unix.EINTR:
 			continue
 		case err != nil:
-			return fmt.Errorf("%w: reading: %v", ErrAbsent, err)
+			return got, fmt.Errorf("%w: reading: %v", ErrAbsent, err)
 		case n == 0:
-			return fmt.Errorf("%w: it closed the connection", ErrAbsent)
+			return got, fmt.Errorf("%w: it closed the connection", ErrAbsent)
 		}
-		b = b[n:]
+		got += n
 	}
-	return nil
+	return got, nil
+}
+
+func readFull(fd int, b []byte, deadline time.Time) error {
+	_, err := readSome(fd, b, len(b), deadline)
+	return err
 }
 
 func wait(fd int, events int16, deadline time.Time) error {

@@ -200,50 +200,71 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		s.report(err)
 		return
 	}
-	for {
-		c.SetDeadline(time.Now().Add(s.Timeout))
-		var prefix [4]byte
-		if _, err := io.ReadFull(c, prefix[:]); err != nil {
-			if err != io.EOF {
-				s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-			}
-			return
-		}
-		n, err := ipc.FrameLen(prefix, ipc.MaxRequest)
-		if err != nil {
+	// One request per connection, as every client asks: the reply is
+	// followed by the close, with no wait for another request (that wait
+	// would cost every question a wake-up of its own).
+	c.SetDeadline(time.Now().Add(s.Timeout))
+	body, err := readRequest(c)
+	if err != nil {
+		if err != io.EOF {
 			s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-			return
 		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(c, body); err != nil {
-			s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-			return
-		}
-		var reply [][]byte
-		req, err := ipc.Decode(body)
-		switch {
-		case err != nil:
-			reply = errorReply(err.Error())
-		case len(req) < 2:
-			reply = errorReply("a request needs a version and an operation")
-		case string(req[0]) != ipc.Version:
-			reply = errorReply("unsupported protocol version " + string(req[0]) + "; this daemon speaks " + ipc.Version)
-		default:
-			if s.Stream != nil {
-				if stream := s.Stream(*peer, req); stream != nil {
-					if err := stream(func(fields [][]byte) error { return s.write(c, fields) }); err != nil {
-						s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-					}
-					return
-				}
-			}
-			reply = s.Handler(*peer, req)
-		}
-		if err := s.write(c, reply); err != nil {
-			s.report(err)
-			return
-		}
+		return
 	}
+	var reply [][]byte
+	req, err := ipc.Decode(body)
+	switch {
+	case err != nil:
+		reply = errorReply(err.Error())
+	case len(req) < 2:
+		reply = errorReply("a request needs a version and an operation")
+	case string(req[0]) != ipc.Version:
+		reply = errorReply("unsupported protocol version " + string(req[0]) + "; this daemon speaks " + ipc.Version)
+	default:
+		if s.Stream != nil {
+			if stream := s.Stream(*peer, req); stream != nil {
+				if err := stream(func(fields [][]byte) error { return s.write(c, fields) }); err != nil {
+					s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+				}
+				return
+			}
+		}
+		reply = s.Handler(*peer, req)
+	}
+	if err := s.write(c, reply); err != nil {
+		s.report(err)
+	}
+}
+
+// readRequest reads one request frame and returns its body, usually in
+// one read: its length prefix and body arrive together.
+func readRequest(c *net.UnixConn) ([]byte, error) {
+	buf := make([]byte, 1024)
+	got := 0
+	for got < 4 {
+		n, err := c.Read(buf[got:])
+		if err != nil {
+			if err == io.EOF && got > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		got += n
+	}
+	n, err := ipc.FrameLen([4]byte(buf[:4]), ipc.MaxRequest)
+	if err != nil {
+		return nil, err
+	}
+	if got > 4+n {
+		return nil, fmt.Errorf("%w: %d bytes after the request", ipc.ErrFrame, got-4-n)
+	}
+	if 4+n > len(buf) {
+		buf = append(buf[:got], make([]byte, 4+n-got)...)
+	}
+	if _, err := io.ReadFull(c, buf[got:4+n]); err != nil {
+		return nil, err
+	}
+	return buf[4 : 4+n], nil
 }
 
 // write sends one frame within the server's Timeout.
