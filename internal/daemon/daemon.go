@@ -121,6 +121,7 @@ func New(cfg Config) (*Daemon, error) {
 	os.Remove(ipc.MarkFor(cfg.Socket).Path())
 	d.srv.Handler = d.handle
 	d.srv.Stream = d.stream
+	d.srv.Inline = inline
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
 	for _, p := range cfg.Confs {
 		d.adopt(p)
@@ -346,6 +347,17 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 		return jsonReply(ipc.ReloadResult{Confs: d.confList()})
 	}
 	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
+}
+
+// inline reports the requests the socket's event loop answers itself:
+// virtuald's questions, a map lookup each; status and reload take longer
+// and go to goroutines.
+func inline(req [][]byte) bool {
+	switch string(req[1]) {
+	case ipc.OpResolve, ipc.OpLookup, ipc.OpCount:
+		return true
+	}
+	return false
 }
 
 // stream answers the requests whose replies are streamed: a status of

@@ -1,18 +1,25 @@
 // Package server serves the ipc protocol on a Unix socket for ipwatchd:
 // bounded frames, a deadline on every request, the peer's credentials
-// handed to the handler, and one goroutine per connection so that a slow,
-// silent or hostile client delays nobody else.
+// handed to the handler, and no client able to delay another.
+//
+// virtuald asks one question per connection, on every connection a host
+// serves, so the common path is an event loop of raw system calls (epoll,
+// accept4, read, write, close), the shape a C server would have: it reads
+// requests without ever waiting on one client, answers the quick ones
+// (Inline) itself, and hands the rest (status, reload, streams) to
+// goroutines. Going through the Go net package instead cost each question
+// two wake-ups of its poller.
 package server
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
@@ -34,6 +41,10 @@ type Streamer func(peer unix.Ucred, req [][]byte) func(send func(fields [][]byte
 type Server struct {
 	Handler Handler
 	Stream  Streamer // may be nil
+	// Inline reports whether the event loop may answer a request itself:
+	// a question the handler answers in microseconds, without blocking
+	// (may be nil: every request goes to a goroutine).
+	Inline func(req [][]byte) bool
 	// Timeout bounds the wait for each request and the write of its reply.
 	Timeout time.Duration
 	// MaxConns bounds the connections served at once; past it new ones
@@ -42,9 +53,10 @@ type Server struct {
 	// OnError is told about connection-level failures (may be nil).
 	OnError func(error)
 
-	ln   *net.UnixListener
-	path string
-	wg   sync.WaitGroup
+	lfd    int // the listening socket, non-blocking
+	path   string
+	wg     sync.WaitGroup
+	active atomic.Int64 // connections handed to goroutines
 }
 
 // Listen creates the socket at path, in a directory that must be owned by
@@ -75,14 +87,21 @@ func Listen(path string) (*Server, error) {
 	}
 	// The socket is made with mode 0660 from the start (umask), not
 	// chmodded after: there is no moment when it is open to everyone.
-	old := unix.Umask(0o117)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("socket", err)
 	}
-	ln.SetUnlinkOnClose(true)
-	return &Server{ln: ln, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
+	old := unix.Umask(0o117)
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	unix.Umask(old)
+	if err == nil {
+		err = unix.Listen(fd, 4096)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	return &Server{lfd: fd, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
 }
 
 // lockDir makes Listen's probe, removal and bind one step across
@@ -151,120 +170,268 @@ func probe(path string) (*unix.Ucred, error) {
 	return unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 }
 
-// Close closes the socket of a server that will not Serve.
-func (s *Server) Close() error { return s.ln.Close() }
+// Close closes and removes the socket of a server that will not Serve.
+func (s *Server) Close() error {
+	os.Remove(s.path)
+	return unix.Close(s.lfd)
+}
 
-// Serve accepts connections until ctx ends, then closes the socket (which
-// removes it) and waits for the connections in progress.
+// pending is a connection whose request has not all arrived.
+type pending struct {
+	peer  unix.Ucred
+	since time.Time
+	buf   []byte
+}
+
+// Serve answers connections until ctx ends, then closes the socket,
+// removes it, and waits for the connections handed to goroutines.
 func (s *Server) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
-	defer stop()
-	slots := make(chan struct{}, s.MaxConns)
-	for {
-		c, err := s.ln.AcceptUnix()
-		if err != nil {
-			s.wg.Wait()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("epoll_create1", err)
+	}
+	defer unix.Close(ep)
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return os.NewSyscallError("eventfd", err)
+	}
+	defer unix.Close(wake)
+	for _, fd := range []int{s.lfd, wake} {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return os.NewSyscallError("epoll_ctl", err)
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			c.Close()
+	}
+	stop := context.AfterFunc(ctx, func() { unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
+	defer stop()
+	err = s.loop(ctx, ep, wake)
+	s.Close()
+	s.wg.Wait()
+	return err
+}
+
+// loop is the event loop: it accepts, reads requests as they arrive, and
+// answers or hands them on, until wake is written to.
+func (s *Server) loop(ctx context.Context, ep, wake int) error {
+	conns := map[int]*pending{}
+	defer func() {
+		for fd := range conns {
+			unix.Close(fd)
+		}
+	}()
+	events := make([]unix.EpollEvent, 256)
+	lastScan := time.Now()
+	for {
+		n, err := unix.EpollWait(ep, events, 100)
+		if err != nil && err != unix.EINTR {
+			return os.NewSyscallError("epoll_wait", err)
+		}
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			switch {
+			case fd == wake:
+				return nil
+			case fd == s.lfd:
+				s.acceptAll(ctx, ep, conns)
+			default:
+				if p := conns[fd]; p != nil && s.readRequest(ctx, fd, p) {
+					unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
+					delete(conns, fd)
+				}
+			}
+		}
+		if now := time.Now(); now.Sub(lastScan) >= 100*time.Millisecond {
+			lastScan = now
+			for fd, p := range conns {
+				if now.Sub(p.since) > s.Timeout {
+					s.report(fmt.Errorf("pid %d uid %d: no whole request within %v", p.peer.Pid, p.peer.Uid, s.Timeout))
+					unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
+					unix.Close(fd)
+					delete(conns, fd)
+				}
+			}
+		}
+	}
+}
+
+// acceptAll accepts every connection waiting, reads what each has sent,
+// and watches those whose request is not all there.
+func (s *Server) acceptAll(ctx context.Context, ep int, conns map[int]*pending) {
+	for {
+		fd, _, err := unix.Accept4(s.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			if err != unix.EAGAIN && err != unix.EINTR && err != unix.ECONNABORTED {
+				s.report(os.NewSyscallError("accept4", err))
+				if err == unix.EMFILE || err == unix.ENFILE {
+					time.Sleep(10 * time.Millisecond) // do not spin on a full table
+				}
+			}
+			return
+		}
+		if len(conns)+int(s.active.Load()) >= s.MaxConns {
+			unix.Close(fd)
 			s.report(errors.New("too many connections: one closed at once"))
 			continue
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-slots }()
-			s.serveConn(ctx, c)
-		}()
+		cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			unix.Close(fd)
+			s.report(os.NewSyscallError("SO_PEERCRED", err))
+			continue
+		}
+		p := &pending{peer: *cred, since: time.Now()}
+		if s.readRequest(ctx, fd, p) {
+			continue
+		}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}); err != nil {
+			unix.Close(fd)
+			continue
+		}
+		conns[fd] = p
 	}
+}
+
+// readRequest reads what fd has of its request without waiting. It
+// reports whether the connection is done with here: answered, handed on,
+// or closed.
+func (s *Server) readRequest(ctx context.Context, fd int, p *pending) bool {
+	if p.buf == nil {
+		p.buf = make([]byte, 0, 1024)
+	}
+	for {
+		if len(p.buf) == cap(p.buf) {
+			p.buf = append(p.buf, 0)[:len(p.buf)]
+		}
+		n, err := unix.Read(fd, p.buf[len(p.buf):cap(p.buf)])
+		switch {
+		case err == unix.EAGAIN:
+			return false
+		case err == unix.EINTR:
+			continue
+		case err != nil || n == 0:
+			if len(p.buf) > 0 {
+				s.report(fmt.Errorf("pid %d uid %d: the connection ended inside a request", p.peer.Pid, p.peer.Uid))
+			}
+			unix.Close(fd)
+			return true
+		}
+		p.buf = p.buf[:len(p.buf)+n]
+		if len(p.buf) < 4 {
+			continue
+		}
+		size, err := ipc.FrameLen([4]byte(p.buf[:4]), ipc.MaxRequest)
+		if err != nil {
+			s.report(fmt.Errorf("pid %d uid %d: %w", p.peer.Pid, p.peer.Uid, err))
+			unix.Close(fd)
+			return true
+		}
+		switch {
+		case len(p.buf) > 4+size:
+			s.report(fmt.Errorf("pid %d uid %d: %w: bytes after the request", p.peer.Pid, p.peer.Uid, ipc.ErrFrame))
+			unix.Close(fd)
+			return true
+		case len(p.buf) == 4+size:
+			s.dispatch(ctx, fd, p.peer, p.buf[4:])
+			return true
+		}
+		if cap(p.buf) < 4+size {
+			p.buf = append(make([]byte, 0, 4+size), p.buf...)
+		}
+	}
+}
+
+// dispatch answers a whole request: itself when it is quick, else on a
+// goroutine. fd is the connection's from here on.
+func (s *Server) dispatch(ctx context.Context, fd int, peer unix.Ucred, body []byte) {
+	req, err := ipc.Decode(body)
+	switch {
+	case err != nil:
+		s.answer(ctx, fd, errorReply(err.Error()))
+		return
+	case len(req) < 2:
+		s.answer(ctx, fd, errorReply("a request needs a version and an operation"))
+		return
+	case string(req[0]) != ipc.Version:
+		s.answer(ctx, fd, errorReply("unsupported protocol version "+string(req[0])+"; this daemon speaks "+ipc.Version))
+		return
+	}
+	if s.Stream != nil {
+		if stream := s.Stream(peer, req); stream != nil {
+			s.handOff(ctx, fd, func(c *net.UnixConn) {
+				if err := stream(func(fields [][]byte) error { return s.write(c, fields) }); err != nil {
+					s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
+				}
+			})
+			return
+		}
+	}
+	if s.Inline != nil && s.Inline(req) {
+		s.answer(ctx, fd, s.Handler(peer, req))
+		return
+	}
+	req = cloneFields(req) // body is the loop's buffer
+	s.handOff(ctx, fd, func(c *net.UnixConn) {
+		if err := s.write(c, s.Handler(peer, req)); err != nil {
+			s.report(err)
+		}
+	})
+}
+
+// answer writes a reply on the loop when the socket takes it whole at
+// once, as a fresh one does; what it does not take goes on a goroutine.
+func (s *Server) answer(ctx context.Context, fd int, reply [][]byte) {
+	frame, err := ipc.Encode(reply...)
+	if err != nil {
+		frame, _ = ipc.Encode(errorReply(err.Error())...)
+	}
+	n, err := unix.Write(fd, frame)
+	if err == nil && n == len(frame) {
+		unix.Close(fd)
+		return
+	}
+	rest := frame[max(n, 0):]
+	s.handOff(ctx, fd, func(c *net.UnixConn) {
+		c.SetWriteDeadline(time.Now().Add(s.Timeout))
+		if _, err := c.Write(rest); err != nil {
+			s.report(err)
+		}
+	})
+}
+
+// handOff runs serve on a goroutine with fd as a net.UnixConn (the Go
+// poller waits for it, not a thread), and closes it after.
+func (s *Server) handOff(ctx context.Context, fd int, serve func(c *net.UnixConn)) {
+	f := os.NewFile(uintptr(fd), "ipc")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		s.report(err)
+		return
+	}
+	c := fc.(*net.UnixConn)
+	s.wg.Add(1)
+	s.active.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.active.Add(-1)
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+		defer stop()
+		serve(c)
+	}()
+}
+
+func cloneFields(req [][]byte) [][]byte {
+	out := make([][]byte, len(req))
+	for i, f := range req {
+		out[i] = append([]byte(nil), f...)
+	}
+	return out
 }
 
 func (s *Server) report(err error) {
 	if s.OnError != nil {
 		s.OnError(err)
 	}
-}
-
-func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	peer, err := peerCred(c)
-	if err != nil {
-		s.report(err)
-		return
-	}
-	// One request per connection, as every client asks: the reply is
-	// followed by the close, with no wait for another request (that wait
-	// would cost every question a wake-up of its own).
-	c.SetDeadline(time.Now().Add(s.Timeout))
-	body, err := readRequest(c)
-	if err != nil {
-		if err != io.EOF {
-			s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-		}
-		return
-	}
-	var reply [][]byte
-	req, err := ipc.Decode(body)
-	switch {
-	case err != nil:
-		reply = errorReply(err.Error())
-	case len(req) < 2:
-		reply = errorReply("a request needs a version and an operation")
-	case string(req[0]) != ipc.Version:
-		reply = errorReply("unsupported protocol version " + string(req[0]) + "; this daemon speaks " + ipc.Version)
-	default:
-		if s.Stream != nil {
-			if stream := s.Stream(*peer, req); stream != nil {
-				if err := stream(func(fields [][]byte) error { return s.write(c, fields) }); err != nil {
-					s.report(fmt.Errorf("pid %d uid %d: %w", peer.Pid, peer.Uid, err))
-				}
-				return
-			}
-		}
-		reply = s.Handler(*peer, req)
-	}
-	if err := s.write(c, reply); err != nil {
-		s.report(err)
-	}
-}
-
-// readRequest reads one request frame and returns its body, usually in
-// one read: its length prefix and body arrive together.
-func readRequest(c *net.UnixConn) ([]byte, error) {
-	buf := make([]byte, 1024)
-	got := 0
-	for got < 4 {
-		n, err := c.Read(buf[got:])
-		if err != nil {
-			if err == io.EOF && got > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		got += n
-	}
-	n, err := ipc.FrameLen([4]byte(buf[:4]), ipc.MaxRequest)
-	if err != nil {
-		return nil, err
-	}
-	if got > 4+n {
-		return nil, fmt.Errorf("%w: %d bytes after the request", ipc.ErrFrame, got-4-n)
-	}
-	if 4+n > len(buf) {
-		buf = append(buf[:got], make([]byte, 4+n-got)...)
-	}
-	if _, err := io.ReadFull(c, buf[got:4+n]); err != nil {
-		return nil, err
-	}
-	return buf[4 : 4+n], nil
 }
 
 // write sends one frame within the server's Timeout.
@@ -280,19 +447,4 @@ func (s *Server) write(c *net.UnixConn, fields [][]byte) error {
 
 func errorReply(msg string) [][]byte {
 	return [][]byte{[]byte(ipc.ReplyError), []byte(msg)}
-}
-
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }
