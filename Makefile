@@ -48,6 +48,7 @@ bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the see
 	$(GO) test -run '^$$' -bench 'Inetd$$' -benchtime 20x ./bench
 	$(GO) test -run '^$$' -bench InetdWedged -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench
+	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
 
 demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
