@@ -11,7 +11,6 @@ import (
 
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/testbed"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkRoundTrip compares virtuald's question to ipwatchd (its raw
@@ -36,24 +35,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 	conf := filepath.Join(dir, "conf")
 	os.WriteFile(conf, []byte("10.0.0.1 /\n127.0.0.1 /\n"), 0o644)
-	time.Sleep(60 * time.Millisecond) // past the file's racy window
 	sock := filepath.Join(dir, "run", "ipwatchd.sock")
-	daemon := exec.Command(bins["ipwatchd"], "-socket", sock, "-conf", conf, "-bpf", "off", "-log-level", "warn")
-	if err := daemon.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { daemon.Process.Signal(unix.SIGTERM); daemon.Wait() }()
-	var st unix.Stat_t
-	unix.Stat(conf, &st)
-	question := append([]string{ipc.Version, ipc.OpResolve, conf, "127.0.0.1"}, ipc.FileIDOf(&st).Fields()...)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if r, err := ipc.Call(sock, time.Second, 1<<16, question...); err == nil && string(r[0]) == ipc.ReplyOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("ipwatchd did not answer")
-		}
-	}
+	question := resolveQuestion(b, conf, "127.0.0.1")
+	daemon, _ := startIpwatchd(b, bins["ipwatchd"], sock, conf, question)
+	defer stopIpwatchd(daemon)
 
 	frame, _ := ipc.EncodeStrings(question...)
 	reqFile := filepath.Join(dir, "request")

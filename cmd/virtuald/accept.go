@@ -485,12 +485,7 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	if ok {
 		return kept.match, "daemon-cache", "", nil
 	}
-	at := a.health.Begin()
-	if !at.Ask {
-		return fromFile(a.confPath, addr, at.Why)
-	}
-	d := askDaemon(a.socketPath, a.confPath, k.id, addr, at.Probe)
-	at.Done(d.slow)
+	d := askDaemon(&a.health, a.socketPath, a.confPath, k.id, addr)
 	if d.match == nil {
 		return fromFile(a.confPath, addr, d.reason)
 	}

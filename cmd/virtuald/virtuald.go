@@ -135,9 +135,8 @@ func parseOptions(args []string) (options, []string, error) {
 // run is virtuald; std is what shieldStdio did with fds 1 and 2 (shieldErr
 // when it could not).
 func run(args, env []string, std stdio, shieldErr error) int {
-	log := syslog.Open("virtuald")
+	log := syslog.Open("virtuald", std.stderr())
 	defer log.Close()
-	log.EchoTo(std.stderr())
 	if shieldErr != nil {
 		log.Log(syslog.Err, shieldErr.Error())
 		return exitUsage
@@ -337,12 +336,7 @@ func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr) (m
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
-	at := health.Begin()
-	if !at.Ask {
-		return fromFile(confPath, addr, at.Why)
-	}
-	d := askDaemon(socketPath, confPath, ipc.FileIDOf(&st), addr, at.Probe)
-	at.Done(d.slow)
+	d := askDaemon(health, socketPath, confPath, ipc.FileIDOf(&st), addr)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -363,8 +357,21 @@ type daemonAnswer struct {
 }
 
 // askDaemon asks ipwatchd which entry of the conf file with identity id
-// serves addr; a probe of a daemon held to be slow waits less.
-func askDaemon(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
+// serves addr, unless health holds the daemon to be slow, and tells health
+// how the question went.
+func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, addr netip.Addr) daemonAnswer {
+	at := health.Begin()
+	if !at.Ask {
+		return daemonAnswer{reason: at.Why}
+	}
+	d := question(socketPath, confPath, id, addr, at.Probe)
+	at.Done(d.slow)
+	return d
+}
+
+// question is askDaemon's exchange; a probe of a daemon held to be slow
+// waits less.
+func question(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
 	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
 	timeout := daemonTimeout
 	if probe {

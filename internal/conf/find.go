@@ -41,6 +41,8 @@ func FindFile(path string, addr netip.Addr) (Match, error) {
 	if err != nil {
 		return Match{}, err
 	}
+	// All of Find again, not only its rules: the file may have changed
+	// since the stream, and this read must stand on its own.
 	return Find(path, data, addr)
 }
 

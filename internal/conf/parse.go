@@ -198,11 +198,19 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 		return Match{}, err
 	}
 	addr = addr.Unmap().WithZone("")
-	f := &File{Path: path}
 	if e := findExact(data, addr); e != nil {
+		f := &File{Path: path}
 		return f.match(e, RuleExact), nil
 	}
-	var exact, prefix, dflt *Entry
+	return findCatchAll(path, data, addr), nil
+}
+
+// findCatchAll is Find for an address that no line names: the longest
+// prefix holding it, else default, else none, subject to every line (one
+// that cannot be read, or may join two, suspends them).
+func findCatchAll(path string, data []byte, addr netip.Addr) Match {
+	f := &File{Path: path}
+	var prefix, dflt *Entry
 	l := lines{data: data}
 	for l.next() {
 		k, err := l.key()
@@ -211,10 +219,6 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 		}
 		var win **Entry
 		switch k.Kind {
-		case KeyAddr:
-			if exact == nil && k.Prefix.Addr() == addr {
-				win = &exact
-			}
 		case KeyPrefix:
 			if k.Prefix.Contains(addr) && (prefix == nil || k.Prefix.Bits() > prefix.Prefix.Bits()) {
 				win = &prefix
@@ -232,14 +236,12 @@ func Find(path string, data []byte, addr netip.Addr) (Match, error) {
 	}
 	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
 	switch {
-	case exact != nil:
-		return f.match(exact, RuleExact), nil
 	case prefix != nil:
-		return f.match(prefix, RulePrefix), nil
+		return f.match(prefix, RulePrefix)
 	case dflt != nil:
-		return f.match(dflt, RuleDefault), nil
+		return f.match(dflt, RuleDefault)
 	}
-	return f.Lookup(addr), nil
+	return f.Lookup(addr)
 }
 
 // noteSuspension says on the suspect line's error (or a new one) that the

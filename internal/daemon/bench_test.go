@@ -167,7 +167,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 }
 
 func benchMetricsDaemon(b *testing.B, conf string, max int) *Daemon {
-	time.Sleep(60 * time.Millisecond) // past the racy window of the files just written
+	settle(b, conf)
 	d, err := New(Config{Socket: filepath.Join(b.TempDir(), "run", "s.sock"), Confs: []string{conf}, Log: zap.NewNop(),
 		Metrics: "127.0.0.1:0", MetricsMaxEntries: max})
 	if err != nil {

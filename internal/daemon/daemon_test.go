@@ -223,7 +223,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 // settle waits until the files' timestamps are older than their
 // granularity, so that the daemon vouches for its next read of them at
 // once (see conf.Racy).
-func settle(t *testing.T, paths ...string) {
+func settle(t testing.TB, paths ...string) {
 	t.Helper()
 	for _, p := range paths {
 		var st unix.Stat_t

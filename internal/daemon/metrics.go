@@ -215,41 +215,24 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBuild, 1, d.cfg.Version, runtime.Version())
 }
 
-// entryStates reports the entries of one file by state without touching
-// every entry: the text's own refusals are counted at load, failed roots
-// by the validator's last pass, and the live entries (those serving an
-// address an interface holds, a handful) are found from the host's
-// addresses and their roots checked now.
+// entryStates reports the entries of one file by state, as a status of a
+// large file counts them (stateCounts): without touching every entry.
 func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Address, gauge func(*prometheus.Desc, float64, ...string)) {
-	checked := cf.checked.Load()
-	if checked != nil && checked.generation != s.generation {
-		checked = nil // a pass over an older snapshot says nothing of this one
-	}
+	checked := cf.checkFor(s)
 	live := map[*conf.Entry]bool{}
 	for _, a := range hostAddrs {
-		if m := s.file.Lookup(a.Addr); a.Live() && m.Entry != nil && m.Err == nil {
+		if m := s.file.Lookup(a.Addr); a.Live() && m.Entry != nil {
 			live[m.Entry] = true
 		}
 	}
-	invalid := s.invalid
+	var checker conf.Checker
+	n := stateCounts(s, checked, live, &checker)
 	if checked != nil {
-		invalid += checked.invalid
 		gauge(descChecked, float64(checked.at.UnixNano())/1e9, cf.path)
 	}
-	for e := range live {
-		failedThen := checked.failedLine(e.Line)
-		if e.Validate() != nil {
-			delete(live, e)
-			if !failedThen {
-				invalid++
-			}
-		} else if failedThen {
-			invalid-- // fixed since the validator's pass
-		}
-	}
-	gauge(descEntries, float64(invalid), cf.path, ipc.StateInvalid)
-	gauge(descEntries, float64(len(live)), cf.path, ipc.StateLive)
-	gauge(descEntries, float64(len(s.file.Entries)-invalid-len(live)), cf.path, ipc.StateAbsent)
+	gauge(descEntries, float64(n.Invalid), cf.path, ipc.StateInvalid)
+	gauge(descEntries, float64(n.Live), cf.path, ipc.StateLive)
+	gauge(descEntries, float64(n.Absent), cf.path, ipc.StateAbsent)
 }
 
 // serveMetrics serves /metrics on the listener until ctx ends.

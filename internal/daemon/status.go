@@ -172,10 +172,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 		}
 	}
 	fresh := len(s.file.Entries) <= freshLimit || q.All
-	checked := c.checked.Load()
-	if checked != nil && checked.generation != s.generation {
-		checked = nil
-	}
+	checked := c.checkFor(s)
 	var checker conf.Checker
 	memo := map[*conf.Entry][2]string{} // a small file's entries, checked once for counts and listing
 	// state tells an entry's state and why it is invalid: the text's

@@ -29,6 +29,15 @@ func (r *rootCheck) failedLine(line int) bool {
 	return r != nil && i < len(r.failed) && r.failed[i]&(1<<(line%64)) != 0
 }
 
+// checkFor returns the validator's last pass if it was over s, else nil:
+// a pass over an older snapshot says nothing of this one.
+func (c *confFile) checkFor(s *snapshot) *rootCheck {
+	if r := c.checked.Load(); r != nil && r.generation == s.generation {
+		return r
+	}
+	return nil
+}
+
 // kickValidator asks for a pass over the snapshots soon.
 func (d *Daemon) kickValidator() {
 	select {

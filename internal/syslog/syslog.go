@@ -48,26 +48,19 @@ type Logger struct {
 }
 
 // Open connects to /dev/log. A missing syslog daemon is not an error: the
-// messages are then lost, as with syslog(3).
-func Open(tag string) *Logger { return open(tag, socketPath) }
+// messages are then lost, as with syslog(3). Each message is also copied to
+// stderr when it is a terminal (a person running the program by hand);
+// virtuald keeps its real stderr apart from fd 2 (see its stdio.go) and
+// names it here.
+func Open(tag string, stderr int) *Logger { return open(tag, socketPath, stderr) }
 
-func open(tag, path string) *Logger {
+func open(tag, path string, stderr int) *Logger {
 	l := &Logger{tag: tag, path: path, fd: -1, echoFd: -1, prefix: tag + "[" + strconv.Itoa(os.Getpid()) + "]: "}
-	l.EchoTo(2)
+	if _, err := unix.IoctlGetTermios(stderr, unix.TCGETS); err == nil {
+		l.echoFd = stderr
+	}
 	l.connect()
 	return l
-}
-
-// EchoTo copies every message to fd when fd is a terminal, and to nothing
-// otherwise. virtuald keeps its real stderr apart from fd 2 (see its
-// stdio.go) and names it here.
-func (l *Logger) EchoTo(fd int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.echoFd = -1
-	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
-		l.echoFd = fd
-	}
 }
 
 // Seal forbids connecting again by path: after a chroot, /dev/log is the

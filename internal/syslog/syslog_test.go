@@ -33,7 +33,7 @@ func TestSealedNeverReconnects(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		path := filepath.Join(t.TempDir(), "log")
 		host := listen(t, path)
-		l := open("virtuald", path)
+		l := open("virtuald", path, 2)
 		l.Log(Info, "first")
 		if got := received(host); !strings.HasSuffix(got, "]: first") {
 			t.Fatalf("the host's syslog got %q", got)
@@ -60,7 +60,7 @@ func TestSealedNeverReconnects(t *testing.T) {
 func TestLogEscapes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	c := listen(t, path)
-	l := open("virtuald", path)
+	l := open("virtuald", path, 2)
 	defer l.Close()
 	l.Log(Err, "a\nb\x00c\x7f")
 	if got := received(c); !strings.HasPrefix(got, "<27>virtuald[") || !strings.HasSuffix(got, "]: a?b?c?") {
