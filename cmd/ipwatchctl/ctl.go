@@ -326,11 +326,11 @@ func check(args []string, out, errOut io.Writer) int {
 		for _, e := range f.Errors {
 			fmt.Fprintln(out, e)
 		}
-		if len(f.Entries) == 0 {
+		if f.Len() == 0 {
 			fmt.Fprintf(out, "%s: no entries: every connection will be refused\n", path)
 			problems++
 		}
-		for _, e := range f.Entries {
+		for _, e := range f.All() {
 			if e.Err != nil {
 				invalid++
 				continue
@@ -359,7 +359,7 @@ func check(args []string, out, errOut io.Writer) int {
 			}
 			t.Root.Close()
 		}
-		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, len(f.Entries), invalid, problems, warnings)
+		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, f.Len(), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1
 		}

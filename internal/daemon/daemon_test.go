@@ -209,8 +209,8 @@ func TestLastGoodCopyKept(t *testing.T) {
 	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
 		t.Fatalf("after a broken write: %+v, want generation %d kept and the reason", broken, first.Generation)
 	}
-	if s := d.confs.get(p).cur.Load(); s.file.Entries[0].Root != "/a" {
-		t.Fatalf("the last good copy was not kept: %s", s.file.Entries[0])
+	if s := d.confs.get(p).cur.Load(); s.file.Entry(0).Root != "/a" {
+		t.Fatalf("the last good copy was not kept: %s", s.file.Entry(0))
 	}
 	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
 	d.ReloadAll()

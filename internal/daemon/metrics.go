@@ -219,10 +219,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // large file counts them (stateCounts): without touching every entry.
 func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Address, gauge func(*prometheus.Desc, float64, ...string)) {
 	checked := cf.checkFor(s)
-	live := map[*conf.Entry]bool{}
+	live := map[int]*conf.Entry{} // by line
 	for _, a := range hostAddrs {
 		if m := s.file.Lookup(a.Addr); a.Live() && m.Entry != nil {
-			live[m.Entry] = true
+			live[m.Entry.Line] = m.Entry
 		}
 	}
 	var checker conf.Checker
