@@ -226,7 +226,10 @@ func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Addr
 		}
 	}
 	var checker conf.Checker
-	n := stateCounts(s, checked, live, &checker)
+	n := ipc.StateCounts{Invalid: s.file.Len()} // the file cannot be used now: all refused, as status says
+	if cf.lastError() == "" {
+		n = stateCounts(s, checked, live, &checker)
+	}
 	if checked != nil {
 		gauge(descChecked, float64(checked.at.UnixNano())/1e9, cf.path)
 	}

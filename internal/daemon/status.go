@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
 	"iter"
 	"maps"
 	"net/netip"
@@ -183,11 +184,20 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	checked := c.checkFor(s)
 	var checker conf.Checker
 	memo := map[int][2]string{} // a small file's entries by line, checked once for counts and listing
+	// While the file as it is now cannot be used, virtuald reads it and
+	// refuses every connection: no entry of the last good copy is served.
+	var refused string
+	if cs.Error != "" {
+		refused = fmt.Sprintf("every connection is refused: the conf file cannot be used as it is now (%s); generation %d was the last good copy", cs.Error, s.generation)
+	}
 	// state tells an entry's state and why it is invalid: the text's
 	// refusal, else its root, user and group checked now when the file is
 	// small, the entry live, the validator's pass found it failing, or the
 	// listing checks every root; else the validator's pass.
 	state := func(e *conf.Entry, now bool) (string, string) {
+		if refused != "" {
+			return ipc.StateInvalid, refused
+		}
 		if r, ok := memo[e.Line]; ok {
 			return r[0], r[1]
 		}
@@ -198,7 +208,9 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 		}
 		return st, why
 	}
-	if fresh {
+	if refused != "" {
+		cs.Counts = ipc.StateCounts{Invalid: s.file.Len()}
+	} else if fresh {
 		for _, e := range s.file.All() {
 			switch st, _ := state(e, false); st {
 			case ipc.StateLive:

@@ -35,7 +35,7 @@ type ConfStatus struct {
 	Path         string      `json:"path"`
 	Generation   uint64      `json:"generation"` // 0: never loaded
 	LoadedAt     time.Time   `json:"loaded_at"`
-	Error        string      `json:"error"`                   // why the last load failed ("" when it did not); the last good copy is kept
+	Error        string      `json:"error"`                   // why the last load failed ("" when it did not): every entry is then refused (state invalid), as virtuald refuses every connection
 	Problems     []string    `json:"problems"`                // FILE:LINE messages of the loaded copy, the first DefaultStatusLimit
 	ProblemsMore int         `json:"problems_more,omitempty"` // problems beyond those (ipwatchctl check lists them all)
 	Counts       StateCounts `json:"counts"`                  // every entry, by state
