@@ -30,6 +30,11 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            warns about roots without /dev/log; with -program, checks that the
                            program, its ELF interpreter and its libraries are inside every root
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
+  install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+                           copy programs into ROOT at the same paths, with their ELF interpreter and
+                           every shared library they need (links too), root's and read-only to others;
+                           -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
+                           writes NAME's passwd and group lines; -n prints what would change (root only)
 `
 
 // env is what a command may touch, injected so that tests run commands
@@ -63,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(rest, stdout, stderr)
 	case "reload":
 		return e.reload(rest)
+	case "install":
+		return e.install(rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
