@@ -35,6 +35,10 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            every shared library they need (links too), root's and read-only to others;
                            -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
                            writes NAME's passwd and group lines; -n prints what would change (root only)
+  exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
+                           run COMMAND inside the virtual host of ADDRESS as virtuald would start its
+                           service (same resolution, checks, refusals, user; no_new_privs), with the
+                           terminal kept: exec 192.0.2.10 -- /bin/sh (root only)
 `
 
 // env is what a command may touch, injected so that tests run commands
@@ -70,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return e.reload(rest)
 	case "install":
 		return e.install(rest)
+	case "exec":
+		return e.execIn(rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
