@@ -93,14 +93,14 @@ func (e *env) execIn(args []string) int {
 // Two files may serve it from different roots (one per service): then
 // the operator must say which.
 func (e *env) servingConf(addr netip.Addr) (string, error) {
-	confs, err := e.fetchConfs()
+	l, err := e.fetchConfs()
 	if err != nil {
 		return "", fmt.Errorf("%v (give -conf FILE to read a file without the daemon)", err)
 	}
 	var serving []string
 	var first conf.Match
 	same := true
-	for _, c := range confs {
+	for _, c := range l.Confs {
 		m, _, err := e.lookup(c.Path, addr)
 		if err != nil || m.Entry == nil {
 			continue

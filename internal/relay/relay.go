@@ -70,6 +70,11 @@ const (
 	rcvBuffer = 64 << 10
 )
 
+// UnitRootsDir is where the shipped unit (dist/ipwatchd.service) lets the
+// relay write under ProtectSystem=strict: the Virtual Services HOWTO's
+// place for roots. Roots elsewhere need a drop-in.
+const UnitRootsDir = "/virtual"
+
 // Entry is a valid conf entry: its key, and the root it maps.
 type Entry struct{ Key, Root string }
 
@@ -239,14 +244,14 @@ func (r *Relay) stop() {
 
 // root is one served dev/log.
 type root struct {
-	path     string
-	label    atomic.Pointer[string]
-	dev      int      // dev/, O_PATH: the socket is made and removed through it
-	sock     *os.File // the socket, in the runtime's poller
-	sockDev  uint64   // the socket's device and inode: only this one is ever removed
-	sockIno  uint64
-	burst    float64
-	rate     float64
+	path    string
+	label   atomic.Pointer[string]
+	dev     int      // dev/, O_PATH: the socket is made and removed through it
+	sock    *os.File // the socket, in the runtime's poller
+	sockDev uint64   // the socket's device and inode: only this one is ever removed
+	sockIno uint64
+	burst   float64
+	rate    float64
 
 	tokens float64 // the reader's own
 	last   time.Time

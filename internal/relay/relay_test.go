@@ -131,9 +131,12 @@ func TestRelayHostileDev(t *testing.T) {
 			os.Mkdir(filepath.Join(root, "dev"), 0o755)
 			os.Chown(filepath.Join(root, "dev"), 1000, 1000)
 		}, "/dev is owned by uid 1000 with mode 0755: the relay puts its socket only in a dev/ owned by root and not writable by group or others"},
-		"dev-writable": {func(root string) { os.Mkdir(filepath.Join(root, "dev"), 0o777); os.Chmod(filepath.Join(root, "dev"), 0o777) }, "/dev is owned by uid 0 with mode 0777"},
-		"dev-file":     {func(root string) { os.WriteFile(filepath.Join(root, "dev"), nil, 0o644) }, "/dev is not a directory"},
-		"no-dev":       {func(root string) {}, "/dev does not exist (ipwatchctl install -dev ROOT makes it)"},
+		"dev-writable": {func(root string) {
+			os.Mkdir(filepath.Join(root, "dev"), 0o777)
+			os.Chmod(filepath.Join(root, "dev"), 0o777)
+		}, "/dev is owned by uid 0 with mode 0777"},
+		"dev-file": {func(root string) { os.WriteFile(filepath.Join(root, "dev"), nil, 0o644) }, "/dev is not a directory"},
+		"no-dev":   {func(root string) {}, "/dev does not exist (ipwatchctl install -dev ROOT makes it)"},
 		"log-file": {func(root string) {
 			os.Mkdir(filepath.Join(root, "dev"), 0o755)
 			os.WriteFile(filepath.Join(root, "dev", "log"), []byte("keep"), 0o644)
