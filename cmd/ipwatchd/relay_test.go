@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
-	"github.com/virtuald/virtuald/internal/testbed"
 )
 
 // TestRelaySyslog: a real C service calling syslog(3) inside roots built
@@ -21,17 +20,11 @@ import (
 // stops warning about the dev/log the relay serves; the sockets go when
 // the daemon stops and come back when it starts again.
 func TestRelaySyslog(t *testing.T) {
-	testbed.RequirePrivileges(t)
+	w := newWorld(t, 0)
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
 		t.Fatal("gcc is needed to build the C service (apt-get install gcc libc6-dev)")
 	}
-	w := &world{t: t, bin: testbed.Binaries(t)}
-	w.ns = testbed.NewNetNS(t)
-	w.roots = testbed.NewRoots(t)
-	tmp := t.TempDir()
-	w.log = testbed.NewSyslog(t, tmp)
-	w.socket = filepath.Join(tmp, "run", "ipwatchd.sock")
 	svc := filepath.Join(w.roots.Dir, "bin", "logsvc")
 	os.MkdirAll(filepath.Dir(svc), 0o755)
 	if out, err := exec.Command(gcc, "-O2", "-o", svc, "testdata/logsvc.c").CombinedOutput(); err != nil {
