@@ -371,11 +371,10 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			}
 			root := service.In(t.Root.Fd())
 			if !root.Exists("/dev/log") {
-				switch err := relay.Check(t.Root.Fd(), e.Root); {
-				case !relaying:
+				if !relaying {
 					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
 					warnings++
-				case err != nil:
+				} else if err := relay.Check(t.Root.Fd(), e.Root); err != nil {
 					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing, and ipwatchd's log relay cannot serve it: %v\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"), err)
 					warnings++
 				}

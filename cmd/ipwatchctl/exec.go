@@ -55,6 +55,9 @@ func (e *env) execIn(args []string) int {
 	if err == nil && m.Err != nil {
 		err = m.Err
 	}
+	if err == nil && m.Entry == nil {
+		err = fmt.Errorf("%s: no entry serves it", path)
+	}
 	if err != nil {
 		return e.fail("%s: refused: %v", addr, err)
 	}
