@@ -114,6 +114,9 @@ func New(cfg Config) *Relay {
 	if cfg.Burst < 1 {
 		cfg.Burst = 1
 	}
+	if cfg.MaxRoots < 1 {
+		cfg.MaxRoots = DefaultMaxRoots
+	}
 	if cfg.OnChange == nil {
 		cfg.OnChange = func(string, string, string) {}
 	}
