@@ -38,6 +38,7 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzJoinedLines$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
+	$(GO) test -run '^$$' -fuzz '^FuzzFormat$$' -fuzztime $(FUZZTIME) ./internal/relay
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
 
 bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)

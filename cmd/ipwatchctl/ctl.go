@@ -13,6 +13,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,15 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            warns about roots without /dev/log; with -program, checks that the
                            program, its ELF interpreter and its libraries are inside every root
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
+  install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+                           copy programs into ROOT at the same paths, with their ELF interpreter and
+                           every shared library they need (links too), root's and read-only to others;
+                           -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
+                           writes NAME's passwd and group lines; -n prints what would change (root only)
+  exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
+                           run COMMAND inside the virtual host of ADDRESS as virtuald would start its
+                           service (same resolution, checks, refusals, user; no_new_privs), with the
+                           terminal kept: exec 192.0.2.10 -- /bin/sh (root only)
 `
 
 // env is what a command may touch, injected so that tests run commands
@@ -60,9 +70,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "resolve":
 		return e.resolve(rest)
 	case "check":
-		return check(rest, stdout, stderr)
+		return check(rest, stdout, stderr, e.relaying())
 	case "reload":
 		return e.reload(rest)
+	case "install":
+		return e.install(rest)
+	case "exec":
+		return e.execIn(rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -180,12 +194,12 @@ func (e *env) resolve(args []string) int {
 	}
 	paths := []string{*confPath}
 	if *confPath == "" {
-		confs, err := e.fetchConfs()
+		l, err := e.fetchConfs()
 		if err != nil {
 			return e.fail("%v (give -conf FILE to read a file without the daemon)", err)
 		}
 		paths = paths[:0]
-		for _, c := range confs {
+		for _, c := range l.Confs {
 			paths = append(paths, c.Path)
 		}
 		if len(paths) == 0 {
@@ -244,16 +258,24 @@ func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 
 // fetchConfs asks which conf files the daemon serves, without their
 // entries: what resolve needs, however large the files are.
-func (e *env) fetchConfs() ([]ipc.ConfStatus, error) {
+func (e *env) fetchConfs() (ipc.ConfList, error) {
 	reply, err := e.call(10*time.Second, ipc.OpConfs)
 	if err != nil {
-		return nil, err
+		return ipc.ConfList{}, err
 	}
 	var l ipc.ConfList
 	if len(reply) != 2 || string(reply[0]) != ipc.ReplyOK || json.Unmarshal(reply[1], &l) != nil {
-		return nil, errors.New("unexpected reply from ipwatchd")
+		return ipc.ConfList{}, errors.New("unexpected reply from ipwatchd")
 	}
-	return l.Confs, nil
+	return l, nil
+}
+
+// relaying reports whether a daemon answers and relays syslog from
+// inside the roots (-relay-syslog); without one, check warns about every
+// root without dev/log.
+func (e *env) relaying() bool {
+	l, err := e.fetchConfs()
+	return err == nil && l.RelaySyslog
 }
 
 func (e *env) fetchStatus(q ipc.StatusQuery) (*ipc.Status, error) {
@@ -303,10 +325,11 @@ const checkPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 
 // check validates each file: the text rules first, then every entry
 // against the system (its root, user and group), as virtuald would. It
-// warns about roots without /dev/log (the service inside cannot log), and
-// with -program, checks that the program can start inside every root.
-// Problems make the exit status 1; warnings do not.
-func check(args []string, out, errOut io.Writer) int {
+// warns about roots without /dev/log (the service inside cannot log)
+// unless relaying (ipwatchd's log relay is on) and the relay can serve
+// one there, and with -program, checks that the program can start inside
+// every root. Problems make the exit status 1; warnings do not.
+func check(args []string, out, errOut io.Writer, relaying bool) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	program := fs.String("program", "", "also check that this program, with its ELF interpreter and shared libraries, is inside every root")
@@ -348,8 +371,13 @@ func check(args []string, out, errOut io.Writer) int {
 			}
 			root := service.In(t.Root.Fd())
 			if !root.Exists("/dev/log") {
-				fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
-				warnings++
+				if !relaying {
+					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
+					warnings++
+				} else if err := relay.Check(t.Root.Fd(), e.Root); err != nil {
+					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing, and ipwatchd's log relay cannot serve it: %v\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"), err)
+					warnings++
+				}
 			}
 			if *program != "" {
 				if _, err := root.Check(*program, []string{checkPath}); err != nil {

@@ -107,6 +107,11 @@ func printEntries(w io.Writer, entries []ipc.EntryStatus) {
 		if en.Warning != "" {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
 		}
+		if r := en.Relay; r != nil && r.State == "on" {
+			fmt.Fprintf(w, "  %s (line %d): log relay on: %d relayed, %d dropped\n", en.Key, en.Line, r.Relayed, r.Dropped)
+		} else if r != nil {
+			fmt.Fprintf(w, "  %s (line %d): log relay off: %s\n", en.Key, en.Line, r.Reason)
+		}
 	}
 }
 

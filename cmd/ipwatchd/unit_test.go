@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -169,7 +170,8 @@ func TestUnitExposure(t *testing.T) {
 // the unit turns on is writable under the unit, and nothing else is. The
 // unit runs ipwatchd without -socket or -bpf-pin-dir, so the daemon writes
 // its socket in ipc.DefaultSocket's directory and its pins in
-// bpf.DefaultPinDir (-bpf auto); the metrics, netlink and the conf files
+// bpf.DefaultPinDir (-bpf auto), and with -relay-syslog the dev/log of
+// roots below relay.UnitRootsDir; the metrics, netlink and the conf files
 // write nothing. A change of either constant without the unit, or of the
 // unit without the code, fails here.
 func TestUnitWritablePaths(t *testing.T) {
@@ -232,8 +234,14 @@ func TestUnitWritablePaths(t *testing.T) {
 	for _, p := range u.list("Service", "ReadWritePaths") {
 		rw = append(rw, strings.TrimLeft(p, "-+"))
 	}
-	if !slices.Equal(rw, []string{bpf.DefaultPinDir}) {
-		t.Errorf("ReadWritePaths=%q; the pins (bpf.DefaultPinDir) need exactly %s", rw, bpf.DefaultPinDir)
+	// The log relay, which the unit turns on, binds dev/log in roots
+	// below relay.UnitRootsDir.
+	want := []string{bpf.DefaultPinDir}
+	if strings.Contains(one("ExecStart"), " -relay-syslog") {
+		want = append(want, relay.UnitRootsDir)
+	}
+	if !slices.Equal(rw, want) {
+		t.Errorf("ReadWritePaths=%q; the pins (bpf.DefaultPinDir) and the log relay's roots need exactly %q", rw, want)
 	}
 	if !strings.HasPrefix(bpf.DefaultPinDir, "/sys/fs/bpf/") {
 		t.Errorf("bpf.DefaultPinDir %s is not below /sys/fs/bpf", bpf.DefaultPinDir)

@@ -30,6 +30,7 @@ import (
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
+	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/sdnotify"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -54,6 +55,9 @@ type Config struct {
 	// "" is off without touching pins (for tests).
 	BPF       string
 	BPFPinDir string // "" for bpf.DefaultPinDir: one per network namespace
+	// Relay is the syslog relay into every valid root (-relay-syslog),
+	// nil for none.
+	Relay *relay.Config
 }
 
 // Daemon is one running ipwatchd.
@@ -68,6 +72,7 @@ type Daemon struct {
 	metrics  net.Listener // nil without -metrics
 	counter  *bpf.Counter // nil when the kernel does not count
 	bpfState string       // "on", or "off: why"
+	relay    *relay.Relay // nil without -relay-syslog
 
 	loadMu  sync.Mutex // one load at a time
 	pending struct {
@@ -119,6 +124,7 @@ func New(cfg Config) (*Daemon, error) {
 	// A fresh daemon is not slow: clear what virtualds marked of the
 	// one before.
 	os.Remove(ipc.MarkFor(cfg.Socket).Path())
+	d.relay = d.newRelay()
 	d.srv.Handler = d.handle
 	d.srv.Stream = d.stream
 	d.srv.Inline = inline
@@ -199,6 +205,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	task("watcher", d.watch.run)
 	d.loadAll()
 	task("loader", d.loader)
+	if d.relay != nil {
+		task("relay", d.relay.Run)
+	}
 	task("validator", d.validator)
 	select {
 	case <-d.tracker.Ready():
@@ -337,7 +346,7 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 		}
 		return jsonReply(d.Status(q))
 	case ipc.OpConfs:
-		return jsonReply(ipc.ConfList{Confs: d.confList()})
+		return jsonReply(ipc.ConfList{Confs: d.confList(), RelaySyslog: d.relay != nil})
 	case ipc.OpReload:
 		if peer.Uid != 0 {
 			return replyStrings(ipc.ReplyError, "reload is for root only")

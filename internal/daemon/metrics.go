@@ -246,6 +246,9 @@ func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 		max = DefaultMetricsMaxEntries
 	}
 	reg.MustRegister(collector{d: d, entries: newSeries(max), addrs: newSeries(max)}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.relay != nil {
+		reg.MustRegister(relayCollector{d.relay})
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}

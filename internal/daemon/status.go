@@ -13,6 +13,7 @@ import (
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 )
 
@@ -112,10 +113,11 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 type view struct {
 	addrs []addrs.Address
 	conns map[netip.Addr]uint64
+	relay *relay.Relay // nil without -relay-syslog
 }
 
 func (d *Daemon) newView() *view {
-	return &view{addrs: d.addresses(), conns: d.connectionsByAddress()}
+	return &view{addrs: d.addresses(), conns: d.connectionsByAddress(), relay: d.relay}
 }
 
 func (v *view) header(d *Daemon) ipc.Status {
@@ -250,6 +252,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 			}
 			if st != ipc.StateInvalid {
 				es.Warning = conf.RootWarning(e)
+				es.Relay = relayStatus(v.relay, e.Root)
 			}
 			if n, ok := c.resolved.Load(e.Key); ok {
 				es.Resolved = n.(*atomic.Uint64).Load()

@@ -85,6 +85,7 @@ func (d *Daemon) validator(ctx context.Context) error {
 			}
 			c.checked.Store(r)
 		}
+		d.syncRelay()
 		select {
 		case <-ctx.Done():
 			return nil
