@@ -43,7 +43,7 @@ func (d *Daemon) syncRelay() {
 		if checked == nil {
 			continue
 		}
-		for _, e := range s.file.Entries {
+		for _, e := range s.file.All() {
 			if s.file.Refusal(e) == nil && !checked.failedLine(e.Line) {
 				es = append(es, relay.Entry{Key: e.Key, Root: e.Root})
 			}
