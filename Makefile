@@ -1,9 +1,11 @@
 # Every command of the project. `make help` lists them.
 
 # sudo's secure_path usually lacks Go's own directory; the tests also run
-# go (to build the programs they start), so it goes on the PATH too.
+# go (to build the programs they start), so it goes on the PATH too. So do
+# the sbin directories, which a normal user's PATH lacks on Debian: inetd,
+# ip and keepalived live there, and scripts/need looks for them on the PATH.
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-export PATH := $(dir $(GO)):$(PATH)
+export PATH := $(dir $(GO)):$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
@@ -18,7 +20,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test fuzz bench demo install generate clean help FORCE
+.PHONY: all build test fuzz bench demo install generate clean help FORCE need-demo need-test need-bench
 
 all: build
 
@@ -30,7 +32,12 @@ bin/%: FORCE
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
 
-test: ## run every test (as root the end-to-end tests run too)
+# need-demo, need-test, need-bench: every tool the target runs is there
+# (installed, as root on Debian), or it stops at once saying which are not.
+need-%:
+	@scripts/need $*
+
+test: need-test ## run every test (as root the end-to-end tests run too)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
@@ -40,7 +47,7 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
 
-bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
+bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
 	$(GO) test -run '^$$' -bench . ./internal/daemon ./cmd/virtuald
 	$(GO) test -run '^$$' -bench BenchmarkAddToLive -benchtime 200x ./internal/addrs
@@ -51,7 +58,7 @@ bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the see
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
 
-demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
+demo: need-demo build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
 
 install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $(DESTDIR)$(UNITDIR)

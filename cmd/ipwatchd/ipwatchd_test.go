@@ -92,16 +92,10 @@ func (w *world) startDaemon(args ...string) {
 	ipwatchdtest.Settle(w.t, w.conf)
 	args = append([]string{"-socket", w.socket, "-conf", w.conf, "-bpf-pin-dir", w.pinDir}, args...)
 	w.daemon = w.ns.Start(w.log, w.bin["ipwatchd"], args...)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := w.status(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("ipwatchd did not answer within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	w.ns.Await("ipwatchd answers", 10*time.Second, func() bool {
+		_, err := w.status()
+		return err == nil
+	})
 }
 
 func (w *world) status() (*ipc.Status, error) {
@@ -277,7 +271,7 @@ func testDaemonKilled(t *testing.T, accept bool) {
 		failed, wrong, msgs = w.connect(1500, nil)
 	}()
 	waitLog(t, w, 300, "via=")
-	w.daemon.Process.Signal(unix.SIGKILL)
+	w.daemon.Kill()
 	<-done
 	if failed+wrong > 0 {
 		t.Fatalf("%d failed, %d wrong: %s", failed, wrong, msgs)
