@@ -28,7 +28,9 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
                            warns about roots without /dev/log; with -program, checks that the
-                           program, its ELF interpreter and its libraries are inside every root
+                           program, its ELF interpreter and its libraries are inside every root;
+                           prints each file's digest (its entries in canonical form), the same on
+                           every host whose file means the same
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
 `
 
@@ -359,6 +361,9 @@ func check(args []string, out, errOut io.Writer) int {
 			}
 			t.Root.Close()
 		}
+		// What the file means, for hosts that must serve alike (see
+		// conf.File.Digest): comments and layout do not count.
+		fmt.Fprintf(out, "%s: digest %s\n", path, f.Digest())
 		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, len(f.Entries), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1

@@ -53,13 +53,7 @@ func newWorld(t *testing.T, n int) *world {
 	w := &world{t: t, bin: testbed.Binaries(t)}
 	w.ns = testbed.NewNetNS(t)
 	w.roots = testbed.NewRoots(t)
-	tmp := t.TempDir()
-	w.log = testbed.NewSyslog(t, tmp)
-	w.socket = filepath.Join(tmp, "run", "ipwatchd.sock")
-	// Counters are pinned per network namespace: never the host's.
-	testbed.MountBPFFS(t)
-	w.pinDir = "/sys/fs/bpf/" + w.ns.Name
-	t.Cleanup(func() { bpf.Remove(w.pinDir) })
+	w.daemonPlaces()
 	var lines []string
 	for i := 0; i < n; i++ {
 		a := fmt.Sprintf("192.0.2.%d", i+1)
@@ -72,6 +66,18 @@ func newWorld(t *testing.T, n int) *world {
 	}
 	w.conf = w.roots.WriteConf("conf", lines...)
 	return w
+}
+
+// daemonPlaces gives the world's ipwatchd in w.ns its log, its socket and
+// its own BPF pin directory.
+func (w *world) daemonPlaces() {
+	tmp := w.t.TempDir()
+	w.log = testbed.NewSyslog(w.t, tmp)
+	w.socket = filepath.Join(tmp, "run", "ipwatchd.sock")
+	// Counters are pinned per network namespace: never the host's.
+	testbed.MountBPFFS(w.t)
+	w.pinDir = "/sys/fs/bpf/" + w.ns.Name
+	w.t.Cleanup(func() { bpf.Remove(w.pinDir) })
 }
 
 // startInetd runs inetd with virtuald asking the daemon at w.socket.
