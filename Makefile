@@ -11,6 +11,7 @@ DESTDIR  ?=
 FUZZTIME ?= 20s
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
 
 # Static binaries: virtuald starts once per connection (no dynamic loader
 # to pay for), and dropping privileges on every thread needs Go's
@@ -20,14 +21,14 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test fuzz bench demo install generate clean help FORCE need-demo need-test need-bench
+.PHONY: all build test fuzz bench demo install deb docs generate clean help FORCE need-demo need-test need-bench
 
 all: build
 
 build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
 
 bin/%: FORCE
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/$*
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
 
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
@@ -68,11 +69,36 @@ install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
 
+# The Debian package. Its version is VERSION made a Debian version
+# (scripts/debversion); everything generated for it goes in DEBBUILD.
+DEBVERSION     = $(shell scripts/debversion $(VERSION))
+DEBARCH       ?= $(shell $(GO) env GOARCH)
+DEBBUILD      ?= build/deb
+DEBMAINTAINER ?= virtuald maintainers <virtuald@example.org>
+# The commit's date, not today's, in the man pages and the changelog.
+DOCDATE        = $(shell git log -1 --format=%as 2>/dev/null || date +%F)
+DEBDATE        = $(shell git log -1 --format=%aD 2>/dev/null || date -R)
+
+deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled, not started), /etc/virtuald, man pages, examples
+	rm -rf $(DEBBUILD) && mkdir -p $(DEBBUILD)/bin $(DEBBUILD)/man
+	for p in $(PROGRAMS); do $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEBBUILD)/bin/$$p ./cmd/$$p || exit 1; done
+	$(GO) run ./docs/mangen -o $(DEBBUILD)/man -version '$(VERSION)' -date '$(DOCDATE)' docs/*.md
+	gzip -9n $(DEBBUILD)/man/*
+	sed 's|@SBINDIR@|/usr/sbin|' dist/ipwatchd.service > $(DEBBUILD)/ipwatchd.service
+	printf 'virtuald (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- %s  %s\n' \
+		'$(DEBVERSION)' '$(VERSION)' '$(DEBMAINTAINER)' '$(DEBDATE)' | gzip -9n > $(DEBBUILD)/changelog.gz
+	sed -e 's|@DEBVERSION@|$(DEBVERSION)|' -e 's|@DEBARCH@|$(DEBARCH)|' -e 's|@DEBMAINTAINER@|$(DEBMAINTAINER)|' \
+		-e 's|@DEBBUILD@|$(DEBBUILD)|' dist/nfpm.yaml > $(DEBBUILD)/nfpm.yaml
+	$(GO) tool nfpm package -f $(DEBBUILD)/nfpm.yaml -p deb -t $(DEBBUILD)/virtuald_$(DEBVERSION)_$(DEBARCH).deb
+
+docs: ## copy the sections of docs/*.md (the man pages' sources) into README.md again
+	$(GO) run ./docs/mangen -readme README.md
+
 generate: ## rebuild bpf/ from bpf/connacct.c (needs: apt-get install clang llvm libbpf-dev)
 	$(GO) generate ./bpf
 
 clean:
-	rm -rf bin
+	rm -rf bin build
 
 help:
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

@@ -130,9 +130,7 @@ func servedBy(t *testing.T, client *testbed.NetNS, network, addr, host string) t
 // ipwatchd follows: live on the new holder, absent on the old.
 func TestFailoverKeepalived(t *testing.T) {
 	testbed.RequirePrivileges(t)
-	if _, err := exec.LookPath("keepalived"); err != nil {
-		t.Fatalf("keepalived is not installed (make test installs it: scripts/need test): %v", err)
-	}
+	testbed.RequireTool(t, "keepalived")
 	lan := testbed.NewLAN(t)
 	client := testbed.NewNetNS(t)
 	lan.Plug(client, "192.0.2.100/24")

@@ -54,6 +54,26 @@ func RequirePrivileges(t interface {
 	t.Skip("skipped: needs root for network namespaces and chroot")
 }
 
+// RequireTool returns the path of a program a test runs, and skips the
+// test when it is missing, unless VIRTUALD_REQUIRE_PRIVILEGES=1 (CI),
+// where a missing tool fails it, as a missing privilege does.
+// scripts/need installs them all for make test.
+func RequireTool(t interface {
+	T
+	Skip(args ...any)
+}, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
+		t.Fatalf("%s is missing (make test installs it: scripts/need test), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping: %v", name, err)
+	}
+	t.Skip("skipped: needs " + name)
+	return ""
+}
+
 func randomSuffix() string {
 	b := make([]byte, 4)
 	rand.Read(b)
