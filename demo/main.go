@@ -21,13 +21,17 @@ import (
 
 // demoT gives the testbed what it needs outside a test: cleanups run at
 // the end, and a fatal error ends the demo after them.
-type demoT struct{ cleanups []func() }
+type demoT struct {
+	cleanups []func()
+	failed   bool
+}
 
 func (d *demoT) Helper()                         {}
 func (d *demoT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 func (d *demoT) Cleanup(f func())                { d.cleanups = append(d.cleanups, f) }
-func (d *demoT) Failed() bool                    { return false }
+func (d *demoT) Failed() bool                    { return d.failed }
 func (d *demoT) Fatalf(format string, args ...any) {
+	d.failed = true
 	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
 	d.done()
 	os.Exit(1)
@@ -108,7 +112,10 @@ func main() {
 	t.Cleanup(func() { bpf.Remove(pinDir) })
 	fmt.Printf("\n== ipwatchd -socket %s -conf %s -bpf-pin-dir %s -relay-syslog (in the namespace)\n", socket, conf, pinDir)
 	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf, "-bpf-pin-dir", pinDir, "-relay-syslog")
-	waitSocket(socket)
+	ns.Await("ipwatchd makes its socket", 5*time.Second, func() bool {
+		_, err := os.Stat(socket)
+		return err == nil
+	})
 	ns.Start(syslog, "inetd", "-d", inetdConf)
 	ns.WaitListening("tcp", 7000)
 	ns.WaitListening("tcp", 7001)
@@ -149,15 +156,6 @@ func main() {
 	status.Stdout, status.Stderr = os.Stdout, os.Stderr
 	status.Run()
 	fmt.Println("\n== cleaning up: namespace, roots, ipwatchd and inetd removed")
-}
-
-func waitSocket(p string) {
-	for i := 0; i < 500; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func fmtAddr(a string) string {

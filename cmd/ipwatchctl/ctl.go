@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/digest"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/service"
@@ -29,7 +30,9 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
                            warns about roots without /dev/log; with -program, checks that the
-                           program, its ELF interpreter and its libraries are inside every root
+                           program, its ELF interpreter and its libraries are inside every root;
+                           prints each file's digest (its entries in canonical form), the same on
+                           every host whose file means the same
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
   install [-n] [-dev] [-user NAME] ROOT PROGRAM...
                            copy programs into ROOT at the same paths, with their ELF interpreter and
@@ -387,6 +390,9 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			}
 			t.Root.Close()
 		}
+		// What the file means, for hosts that must serve alike (see
+		// conf.File.Digest): comments and layout do not count.
+		fmt.Fprintf(out, "%s: digest %s\n", path, digest.Of(f))
 		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, f.Len(), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1

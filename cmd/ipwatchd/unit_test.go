@@ -37,21 +37,8 @@ const maxExposure = 2.0
 // with the unit under test.
 const unitName = "ipwatchd-unittest.service"
 
-// systemdAnalyze returns the path of systemd-analyze, and skips the test
-// when it is missing, unless VIRTUALD_REQUIRE_PRIVILEGES=1 (CI), where a
-// missing tool fails it, as testbed.RequirePrivileges does for root.
-func systemdAnalyze(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("systemd-analyze")
-	if err == nil {
-		return p
-	}
-	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
-		t.Fatalf("systemd-analyze is missing (apt-get install systemd), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping: %v", err)
-	}
-	t.Skip("skipped: needs systemd-analyze (apt-get install systemd)")
-	return ""
-}
+// systemdAnalyze returns the path of systemd-analyze (testbed.RequireTool).
+func systemdAnalyze(t *testing.T) string { return testbed.RequireTool(t, "systemd-analyze") }
 
 // installedUnit writes the unit as `make install` would, with @SBINDIR@
 // replaced by the directory of a freshly built ipwatchd (systemd-analyze

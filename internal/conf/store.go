@@ -215,3 +215,7 @@ func (f *File) EntryAt(line int) *Entry {
 	}
 	return f.Entry(i)
 }
+
+// CatchAllsSuspended reports whether a line that may have been meant for
+// other addresses suspends the prefix and default entries.
+func (f *File) CatchAllsSuspended() bool { return f.suspect != 0 }
