@@ -93,11 +93,23 @@ func Run(root string, programs []string, o Options) (int, error) {
 		return in.changes, nil // the root is not there yet to be checked
 	}
 	for _, p := range paths {
-		if _, err := service.In(in.rootFd).Check(p, nil); err != nil {
+		if err := checkInstalled(service.In(in.rootFd), p); err != nil {
 			return in.changes, fmt.Errorf("installed, but %s cannot start in %s: %v", p, root, err)
 		}
 	}
 	return in.changes, nil
+}
+
+// checkInstalled checks a program as `check -program` does, and a file
+// that is not executable (a library, or a module its program loads with
+// dlopen, such as a PAM or NSS module) as the loader will load it.
+func checkInstalled(root service.Root, p string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err == nil && st.Mode&0o111 == 0 {
+		return root.CheckLibrary(p)
+	}
+	_, err := root.Check(p, nil)
+	return err
 }
 
 // lookHost finds a program given by name in the host's usual PATH.

@@ -188,6 +188,23 @@ func (r Root) Check(program string, env []string) (string, error) {
 	return path, nil
 }
 
+// CheckLibrary reports whether the shared object at path inside the root
+// (a library, or a module a program loads itself with dlopen: a PAM or
+// NSS module) can be loaded there: every library of its closure present.
+func (r Root) CheckLibrary(path string) error {
+	var st unix.Stat_t
+	switch err := r.stat(path, &st); {
+	case err != nil:
+		return fmt.Errorf("%s does not exist inside the root", path)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if why := r.missingDeps(path, nil); why != "" {
+		return fmt.Errorf("%s exists but %s", path, why)
+	}
+	return nil
+}
+
 // MissingLibraries returns the shared libraries of the ELF program at path
 // that the dynamic loader will not find inside the root ("" when none are
 // missing or path is not a dynamic ELF program). The loader would report
