@@ -221,6 +221,8 @@ func newBed(t *testing.T) *bed {
 	inetd := []string{
 		"21 stream tcp nowait root " + virtuald + b.confs["ftp"] + " /usr/sbin/in.ftpd -l",
 		"79 stream tcp nowait root " + virtuald + b.confs["finger"] + " /usr/sbin/in.fingerd",
+		// A program by name, as the first try had it.
+		"7079 stream tcp nowait root " + virtuald + b.confs["finger"] + " in.fingerd",
 	}
 	// A datagram service gets one line per address: inetd's socket then
 	// carries that address's datagrams only.
@@ -231,6 +233,7 @@ func newBed(t *testing.T) *bed {
 	b.ns.WaitListening("tcp", 21)
 	b.ns.WaitListening("tcp", 79)
 	b.ns.WaitListening("udp", 69)
+	b.ns.WaitListening("tcp", 7079)
 	return b
 }
 
@@ -399,6 +402,25 @@ func TestRealServices(t *testing.T) {
 		got, _ := b.ftp(nolibAddr, "nick", "hello.txt")
 		if _, ok := b.log.WaitFor(5*time.Second, "local="+nolibAddr+":21", "outcome=exec", "warning=", "libpam.so.0"); !ok {
 			t.Errorf("no warning naming libpam.so.0 in the log (the client got %q); log ends:\n%s", got, b.log.Tail(8))
+		}
+	})
+
+	t.Run("a program by name: looked up where virtuald looks, by check too", func(t *testing.T) {
+		// Debian's inetd gives virtuald no PATH: in.fingerd, in
+		// /usr/sbin, is not found, and check says so before a client does.
+		why := "in.fingerd is not in PATH (/bin:/usr/bin) inside the root"
+		if got, err := b.ns.Ask(sites[0].addr + ":7079"); got != "" {
+			t.Errorf("in.fingerd by name: %q, %v, want the connection closed", got, err)
+		}
+		if _, ok := b.log.WaitFor(5*time.Second, "local="+sites[0].addr+":7079", "outcome=refused", why); !ok {
+			t.Errorf("no refusal saying %q; log ends:\n%s", why, b.log.Tail(5))
+		}
+		out, code := b.ctl("check", "-program", "in.fingerd", b.confs["finger"])
+		if code != 1 || !strings.Contains(out, sites[0].addr+": in.fingerd cannot start in "+sites[0].root+": "+why) || !strings.Contains(out, "PATH=/bin:/usr/bin") {
+			t.Errorf("check -program in.fingerd: exit %d:\n%s", code, out)
+		}
+		if out, code := b.ctl("check", "-program", "/usr/sbin/in.fingerd", b.confs["finger"]); strings.Contains(out, "cannot start") || code != 1 {
+			t.Errorf("check -program /usr/sbin/in.fingerd: exit %d (1 for the open root only):\n%s", code, out)
 		}
 	})
 }

@@ -25,7 +25,7 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            invalid ones (up to -limit, 100), unmapped addresses; ADDRESS lists the
                            entry serving it, PREFIX the entries within it; -all streams every entry
   resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
-  check [-program PATH] CONF...
+  check [-program PATH] [-path DIRS] CONF...
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
                            warns about roots without /dev/log; with -program, checks that the
@@ -319,10 +319,6 @@ func (e *env) reload(args []string) int {
 	return status
 }
 
-// checkPath is the PATH a program given without a slash is looked up in,
-// inside each root: inetd's usual one.
-const checkPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // check validates each file: the text rules first, then every entry
 // against the system (its root, user and group), as virtuald would. It
 // warns about roots without /dev/log (the service inside cannot log)
@@ -333,9 +329,15 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	program := fs.String("program", "", "also check that this program, with its ELF interpreter and shared libraries, is inside every root")
+	// virtuald looks a program up in the PATH its super-server gives it:
+	// none under Debian's inetd, so execvp's default.
+	search := fs.String("path", service.DefaultPath, "the PATH virtuald gets from its super-server, where -program without a slash is looked up inside each root")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] CONF...\n")
+		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] [-path DIRS] CONF...\n")
 		return 2
+	}
+	if *program != "" && !strings.Contains(*program, "/") {
+		fmt.Fprintf(out, "%s is looked up in PATH=%s inside each root, as virtuald does when its super-server gives it that PATH (Debian's inetd gives none: %s; -path to change)\n", *program, *search, service.DefaultPath)
 	}
 	status := 0
 	for _, path := range fs.Args() {
@@ -381,7 +383,7 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 				}
 			}
 			if *program != "" {
-				if _, err := root.Check(*program, []string{checkPath}); err != nil {
+				if _, err := root.Check(*program, []string{"PATH=" + *search}); err != nil {
 					fmt.Fprintf(out, "%s:%d: %s: %s cannot start in %s: %v\n", path, e.Line, e.Key, *program, e.Root, err)
 					problems++
 				}

@@ -125,6 +125,23 @@ func TestCheckRoots(t *testing.T) {
 	if code != 1 || strings.Contains(out, ":1: 10.0.0.1") {
 		t.Errorf("-program: exit %d, want 1 with the good root silent:\n%s", code, out)
 	}
+
+	// A name is looked up where virtuald will look under Debian's inetd,
+	// which gives it no PATH: not in sbin; -path says where else.
+	sbin := withLog(roots.Root("sbin", ""))
+	os.MkdirAll(filepath.Join(sbin, "usr", "sbin"), 0o755)
+	os.Rename(filepath.Join(sbin, "bin"), filepath.Join(sbin, "usr", "sbin"))
+	os.Mkdir(filepath.Join(sbin, "bin"), 0o755)
+	os.Link(bin["whoami"], filepath.Join(sbin, "usr", "sbin", "whoami"))
+	sbinConf := roots.WriteConf("sbin.conf", "10.0.0.1 "+sbin+" user=nobody")
+	code, out, _ = runCtl("check", "-program", "whoami", sbinConf)
+	if code != 1 || !strings.Contains(out, "whoami is looked up in PATH=/bin:/usr/bin inside each root") ||
+		!strings.Contains(out, "whoami cannot start in "+sbin+": whoami is not in PATH (/bin:/usr/bin) inside the root") {
+		t.Errorf("-program whoami in usr/sbin: exit %d, want 1 and the PATH named:\n%s", code, out)
+	}
+	if code, out, _ := runCtl("check", "-program", "whoami", "-path", "/usr/sbin:/usr/bin", sbinConf); code != 0 || !strings.Contains(out, "PATH=/usr/sbin:/usr/bin") {
+		t.Errorf("-path /usr/sbin:/usr/bin: exit %d:\n%s", code, out)
+	}
 }
 
 func TestUsage(t *testing.T) {

@@ -19,8 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultPath is what execvp(3) searches when PATH is unset.
-const defaultPath = "/bin:/usr/bin"
+// DefaultPath is what execvp(3), and so virtuald, searches when PATH is
+// unset: under Debian's inetd, which gives services no PATH.
+const DefaultPath = "/bin:/usr/bin"
 
 // Root is a root directory, seen from inside.
 type Root struct{ fd int }
@@ -109,7 +110,7 @@ func (r Root) LookPath(program string, env []string) (string, error) {
 	}
 	pathEnv, ok := getenv(env, "PATH")
 	if !ok {
-		pathEnv = defaultPath
+		pathEnv = DefaultPath
 	}
 	first := ""
 	for _, dir := range strings.Split(pathEnv, ":") {
