@@ -395,9 +395,13 @@ func TestRealServices(t *testing.T) {
 			t.Errorf("check -program: exit %d:\n%s", code, out)
 		}
 		for _, s := range sites {
-			if strings.Contains(out, s.addr+": /usr/sbin/in.ftpd cannot start") {
-				t.Errorf("check -program: a good root fails:\n%s", out)
+			if strings.Contains(out, s.addr+": /usr/sbin/in.ftpd cannot start") || strings.Contains(out, s.addr+": warning: "+s.root+"/dev/") {
+				t.Errorf("check -program: a good root fails or lacks something in dev/:\n%s", out)
 			}
+		}
+		// What it cannot see (PAM, NSS, the files in writeTenant), said.
+		if !strings.Contains(out, "check cannot see what the service looks for by itself") || !strings.Contains(out, "strace -f -e trace=file") {
+			t.Errorf("check -program does not say what it cannot see:\n%s", out)
 		}
 		got, _ := b.ftp(nolibAddr, "nick", "hello.txt")
 		if _, ok := b.log.WaitFor(5*time.Second, "local="+nolibAddr+":21", "outcome=exec", "warning=", "libpam.so.0"); !ok {

@@ -28,8 +28,10 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
   check [-program PATH] [-path DIRS] CONF...
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
-                           warns about roots without /dev/log; with -program, checks that the
-                           program, its ELF interpreter and its libraries are inside every root
+                           warns about a dev/null that is not the null device and a dev/log that
+                           is missing or dead; with -program, checks that the program (a name: in
+                           -path, default /bin:/usr/bin as under Debian's inetd), its ELF interpreter
+                           and its libraries are inside every root
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
   install [-n] [-dev] [-user NAME] ROOT PROGRAM...
                            copy programs into ROOT at the same paths, with their ELF interpreter and
@@ -321,10 +323,9 @@ func (e *env) reload(args []string) int {
 
 // check validates each file: the text rules first, then every entry
 // against the system (its root, user and group), as virtuald would. It
-// warns about roots without /dev/log (the service inside cannot log)
-// unless relaying (ipwatchd's log relay is on) and the relay can serve
-// one there, and with -program, checks that the program can start inside
-// every root. Problems make the exit status 1; warnings do not.
+// warns about what the root's dev/ lacks (devWarnings; relaying: ipwatchd's
+// log relay is on), and with -program, checks that the program can start
+// inside every root. Problems make the exit status 1; warnings do not.
 func check(args []string, out, errOut io.Writer, relaying bool) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(errOut)
@@ -372,15 +373,9 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 				warnings++
 			}
 			root := service.In(t.Root.Fd())
-			if !root.Exists("/dev/log") {
-				switch err := relay.Check(t.Root.Fd(), e.Root); {
-				case !relaying:
-					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
-					warnings++
-				case err != nil:
-					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing, and ipwatchd's log relay cannot serve it: %v\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"), err)
-					warnings++
-				}
+			for _, w := range devWarnings(root, t.Root.Fd(), e.Root, relaying) {
+				fmt.Fprintf(out, "%s:%d: %s: warning: %s\n", path, e.Line, e.Key, w)
+				warnings++
 			}
 			if *program != "" {
 				if _, err := root.Check(*program, []string{"PATH=" + *search}); err != nil {
@@ -395,5 +390,46 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			status = 1
 		}
 	}
+	if *program != "" {
+		fmt.Fprint(out, unseen)
+	}
 	return status
+}
+
+// unseen is what check -program cannot see: what the service finds by
+// itself once it runs, which no ELF header names.
+const unseen = `check cannot see what the service looks for by itself once it runs: programs it runs
+(in.fingerd runs /usr/bin/finger), PAM modules and etc/pam.d, NSS modules and etc/nsswitch.conf,
+the root's own etc/passwd, etc/group and etc/shadow, and any file it reads. To list them, trace
+one real connection and look for ENOENT:
+  strace -f -e trace=file -o /tmp/trace -p "$(pidof inetd)"       # then connect once
+or, for a program that runs without a client:
+  strace -f -e trace=file ipwatchctl exec ADDRESS -- PROGRAM ARGS...
+`
+
+// devWarnings says what the service will miss in the root's dev/: a
+// dev/null that is not the null device, and a dev/log that is missing
+// (unless ipwatchd's log relay serves one there) or that nobody listens on.
+func devWarnings(root service.Root, rootFd int, path string, relaying bool) []string {
+	var ws []string
+	if w := devNullProblem(rootFd, path); w != "" {
+		ws = append(ws, w)
+	}
+	show := strings.TrimSuffix(path, "/") + "/dev/log"
+	if !root.Exists("/dev/log") {
+		switch err := relay.Check(rootFd, path); {
+		case !relaying:
+			ws = append(ws, show+" is missing: the service inside cannot log to syslog")
+		case err != nil:
+			ws = append(ws, fmt.Sprintf("%s is missing, and ipwatchd's log relay cannot serve it: %v", show, err))
+		}
+		return ws
+	}
+	if w := devLogDead(rootFd, path); w != "" {
+		if relaying && relay.Check(rootFd, path) == nil {
+			w += " (ipwatchd's log relay replaces a dead socket in the roots it serves)"
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }

@@ -427,16 +427,22 @@ func (in *inst) inTheWay(d dir, name, want string, err error) error {
 		case unix.S_IFDIR:
 			return fmt.Errorf("%s is a directory where install needs %s: refused", p, want)
 		default:
-			return fmt.Errorf("%s is %s where install needs %s: refused", p, kind(st.Mode), want)
+			return fmt.Errorf("%s is %s where install needs %s: refused", p, Kind(st.Mode), want)
 		}
 	}
 	return fmt.Errorf("%s: %w", p, err)
 }
 
-func kind(mode uint32) string {
+// Kind names the type of a file in words (for messages about what is
+// found in a root where something else belongs).
+func Kind(mode uint32) string {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symbolic link"
 	case unix.S_IFCHR:
 		return "a character device"
 	case unix.S_IFBLK:
@@ -490,7 +496,7 @@ func (in *inst) link(d dir, name, target string) (dir, error) {
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return in.subdir(d, name)
 	}
-	return dir{}, fmt.Errorf("%s is %s where the host has a symbolic link to %s: refused", in.show(p), kind(st.Mode), target)
+	return dir{}, fmt.Errorf("%s is %s where the host has a symbolic link to %s: refused", in.show(p), Kind(st.Mode), target)
 }
 
 // file copies the host's regular file hostPath to name in d: root's,
