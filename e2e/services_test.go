@@ -116,7 +116,7 @@ type bed struct {
 	log    *testbed.Syslog
 	bin    map[string]string
 	socket string
-	confs  map[string]string // by service: ftp, tftp, finger
+	confs  map[string]string // by service: ftp, tftp, finger, and ftp-as-user (the wrong kind)
 	tmp    string
 }
 
@@ -216,11 +216,15 @@ func newBed(t *testing.T) *bed {
 		b.confs[svc] = b.roots.WriteConf("conf."+svc, lines...)
 	}
 
+	b.confs["ftp-as-user"] = b.roots.WriteConf("conf.ftp-as-user", sites[0].addr+" "+sites[0].root+" user=nobody")
+
 	b.startDaemon()
 	virtuald := b.bin["virtuald"] + " virtuald -socket " + b.socket + " "
 	inetd := []string{
 		"21 stream tcp nowait root " + virtuald + b.confs["ftp"] + " /usr/sbin/in.ftpd -l",
 		"79 stream tcp nowait root " + virtuald + b.confs["finger"] + " /usr/sbin/in.fingerd",
+		// The wrong kind: a service that drops privileges itself, given user=.
+		"2121 stream tcp nowait root " + virtuald + b.confs["ftp-as-user"] + " /usr/sbin/in.ftpd -l",
 		// A program by name, as the first try had it.
 		"7079 stream tcp nowait root " + virtuald + b.confs["finger"] + " in.fingerd",
 	}
@@ -234,6 +238,7 @@ func newBed(t *testing.T) *bed {
 	b.ns.WaitListening("tcp", 79)
 	b.ns.WaitListening("udp", 69)
 	b.ns.WaitListening("tcp", 7079)
+	b.ns.WaitListening("tcp", 2121)
 	return b
 }
 
@@ -375,7 +380,8 @@ func TestRealServices(t *testing.T) {
 				t.Errorf("no refusal in the log for %s%s; log ends:\n%s", openAddr, port, b.log.Tail(8))
 			}
 		}
-		for svc, conf := range b.confs {
+		for _, svc := range []string{"ftp", "tftp", "finger"} {
+			conf := b.confs[svc]
 			if e := b.status(conf, openAddr); e.State != "invalid" || !strings.Contains(e.Reason, why) {
 				t.Errorf("status of %s in conf.%s: %s %q, want invalid: %s", openAddr, svc, e.State, e.Reason, why)
 			}
@@ -425,6 +431,27 @@ func TestRealServices(t *testing.T) {
 		}
 		if out, code := b.ctl("check", "-program", "/usr/sbin/in.fingerd", b.confs["finger"]); strings.Contains(out, "cannot start") || code != 1 {
 			t.Errorf("check -program /usr/sbin/in.fingerd: exit %d (1 for the open root only):\n%s", code, out)
+		}
+	})
+
+	t.Run("a service that drops privileges itself, given user=: foreseen by check", func(t *testing.T) {
+		// Started as nobody (no_new_privs), in.ftpd cannot read
+		// etc/shadow nor take on alice's groups: every login fails.
+		if got, err := b.client("curl", "-sS", "--max-time", "20", "--user", "alice:pw-alice", "ftp://"+sites[0].addr+":2121/hello.txt"); err == nil || strings.Contains(got, "ftp from site") {
+			t.Errorf("in.ftpd as nobody served a login: %q, %v", got, err)
+		}
+		for prog, why := range map[string]string{
+			"/usr/sbin/in.ftpd":  "/usr/sbin/in.ftpd calls initgroups and links libpam",
+			"/usr/sbin/in.tftpd": "/usr/sbin/in.tftpd calls initgroups",
+		} {
+			out, code := b.ctl("check", "-program", prog, b.confs["ftp-as-user"])
+			if code != 0 || !strings.Contains(out, sites[0].addr+": warning: "+why+", as services that drop privileges themselves do, but user=nobody starts it without root") {
+				t.Errorf("check -program %s with user=nobody: exit %d:\n%s", prog, code, out)
+			}
+			// Without user= (the right kind), no such warning.
+			if out, _ := b.ctl("check", "-program", prog, b.confs["ftp"]); strings.Contains(out, "drop privileges themselves") {
+				t.Errorf("check -program %s without user=: \n%s", prog, out)
+			}
 		}
 	})
 }

@@ -378,9 +378,18 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 				warnings++
 			}
 			if *program != "" {
-				if _, err := root.Check(*program, []string{"PATH=" + *search}); err != nil {
+				prog, err := root.Check(*program, []string{"PATH=" + *search})
+				switch {
+				case err != nil:
 					fmt.Fprintf(out, "%s:%d: %s: %s cannot start in %s: %v\n", path, e.Line, e.Key, *program, e.Root, err)
 					problems++
+				case e.User != "":
+					if why := dropsPrivileges(root, prog); why != "" {
+						fmt.Fprintf(out, "%s:%d: %s: warning: %s %s, as services that drop privileges themselves do, but user=%s starts it without root: "+
+							"if its connections fail (cannot set groups, logins refused), remove user= and give its users in %s/etc/passwd\n",
+							path, e.Line, e.Key, prog, why, e.User, strings.TrimSuffix(e.Root, "/"))
+						warnings++
+					}
 				}
 			}
 			t.Root.Close()
