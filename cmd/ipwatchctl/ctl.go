@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -91,16 +92,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 func (e *env) call(timeout time.Duration, fields ...string) ([][]byte, error) {
 	reply, err := ipc.Call(e.socket, timeout, ipc.MaxReply, append([]string{ipc.Version}, fields...)...)
 	switch {
-	case errors.Is(err, ipc.ErrAbsent):
-		return nil, fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
 	case err != nil:
-		return nil, err
+		return nil, e.unreachable(err)
 	case len(reply) == 0:
 		return nil, errors.New("empty reply from ipwatchd")
 	case string(reply[0]) == ipc.ReplyError && len(reply) > 1:
 		return nil, fmt.Errorf("ipwatchd: %s", reply[1])
 	}
 	return reply, nil
+}
+
+// unreachable says in one sentence why the daemon could not be asked: a
+// daemon is called absent only when nothing answers at its socket, never
+// when this user may not connect to it.
+func (e *env) unreachable(err error) error {
+	switch {
+	case errors.Is(err, ipc.ErrAbsent):
+		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
+	case errors.Is(err, ipc.ErrDenied):
+		who := "root and the socket's group"
+		var st unix.Stat_t
+		if unix.Stat(e.socket, &st) == nil {
+			who = "root and the members of group " + groupName(st.Gid)
+		}
+		return fmt.Errorf("permission denied connecting to ipwatchd at %s: only %s may ask (ipwatchd -socket-group); try as root", e.socket, who)
+	}
+	return err
+}
+
+// groupName is gid's name in the host's group file, or the number.
+func groupName(gid uint32) string {
+	id := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(id); err == nil {
+		return g.Name
+	}
+	return id
 }
 
 func (e *env) status(args []string) int {
@@ -168,11 +194,8 @@ func (e *env) streamStatus(q ipc.StatusQuery, asJSON bool) error {
 		}
 		return nil
 	})
-	if errors.Is(err, ipc.ErrAbsent) {
-		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
-	}
 	if err != nil {
-		return err
+		return e.unreachable(err)
 	}
 	out.end()
 	return nil
