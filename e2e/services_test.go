@@ -344,6 +344,10 @@ func TestRealServices(t *testing.T) {
 				t.Errorf("%s: %q (client said %q, %v); log ends:\n%s", s.addr, content, got, err, b.log.Tail(8))
 			}
 		}
+		// The datagram's source is logged, as a connection's remote is.
+		if l, ok := b.log.WaitFor(5*time.Second, "local=192.0.2.32:69", "outcome=exec"); !ok || !strings.Contains(l, "remote=192.0.2.32:") {
+			t.Errorf("the datagram's log line lacks its source: %q", l)
+		}
 	})
 
 	t.Run("finger: each address its own users", func(t *testing.T) {

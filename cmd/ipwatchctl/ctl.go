@@ -251,8 +251,14 @@ func (e *env) resolve(args []string) int {
 			continue
 		}
 		user := ""
-		if m.Entry.User != "" || m.Entry.Group != "" {
-			user = fmt.Sprintf(" as user=%s group=%s", m.Entry.User, m.Entry.Group)
+		if m.Entry.User != "" {
+			user += " user=" + m.Entry.User
+		}
+		if m.Entry.Group != "" {
+			user += " group=" + m.Entry.Group
+		}
+		if user != "" {
+			user = " as" + user
 		}
 		fmt.Fprintf(e.stdout, "%s: %s: served from %s%s (%s; %s)\n", p, addr, m.Entry.Root, user, how, source)
 	}
