@@ -203,7 +203,10 @@ func TestLastGoodCopyKept(t *testing.T) {
 	if first.Generation == 0 || first.Error != "" {
 		t.Fatalf("first load: %+v", first)
 	}
-	os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644)
+	// Replaced whole, by rename: a rewrite in place is empty for a moment,
+	// and a reload (the watcher's, or the read again of a racy copy) that
+	// reads it then loads an empty file as a new generation (1 run in 60).
+	replace(t, p, "10.0.0.1 /b\x00\n")
 	d.ReloadAll()
 	broken := d.confList()[0]
 	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
@@ -212,11 +215,23 @@ func TestLastGoodCopyKept(t *testing.T) {
 	if s := d.confs.get(p).cur.Load(); s.file.Entries[0].Root != "/a" {
 		t.Fatalf("the last good copy was not kept: %s", s.file.Entries[0])
 	}
-	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
+	replace(t, p, "10.0.0.1 /c\n")
 	d.ReloadAll()
 	fixed := d.confList()[0]
 	if fixed.Generation <= first.Generation || fixed.Error != "" {
 		t.Fatalf("after the fix: %+v", fixed)
+	}
+}
+
+// replace gives the file at p the content text at once, by rename.
+func replace(t *testing.T, p, text string) {
+	t.Helper()
+	tmp := p + ".new"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
 	}
 }
 
