@@ -140,7 +140,7 @@ func TestDebContents(t *testing.T) {
 	dir := t.TempDir()
 	dpkgDeb(t, "-x", deb, dir)
 	unit, _ := os.ReadFile(filepath.Join(dir, "lib/systemd/system/ipwatchd.service"))
-	if !bytes.Contains(unit, []byte("\nExecStart=/usr/sbin/ipwatchd $IPWATCHD_ARGS\n")) || bytes.Contains(unit, []byte("@SBINDIR@")) {
+	if !bytes.Contains(unit, []byte("\nExecStart=/usr/sbin/ipwatchd ")) || bytes.Contains(unit, []byte("@SBINDIR@")) {
 		t.Errorf("the unit's ExecStart is not /usr/sbin/ipwatchd:\n%s", unit)
 	}
 	// The binaries carry the version they were built as.
@@ -178,6 +178,7 @@ func TestDebInstallRemove(t *testing.T) {
 	}
 	testbed.RequireTool(t, "dpkg")
 	deb := buildDeb(t)
+	groupsBefore := readAll(t, groupFiles...)
 	uppers := overlaySystem(t)
 
 	dpkg := func(args ...string) {
@@ -194,6 +195,9 @@ func TestDebInstallRemove(t *testing.T) {
 			t.Errorf("installed: %v", err)
 		}
 	}
+	if err := exec.Command("getent", "group", "virtuald").Run(); err != nil {
+		t.Errorf("installed, there is no group virtuald for the unit's socket: %v", err)
+	}
 	wants := "/etc/systemd/system/multi-user.target.wants/ipwatchd.service"
 	if target, err := os.Readlink(wants); err != nil || target != "/lib/systemd/system/ipwatchd.service" {
 		t.Errorf("the unit is not enabled: %s -> %q, %v", wants, target, err)
@@ -206,8 +210,8 @@ func TestDebInstallRemove(t *testing.T) {
 	}
 
 	dpkg("-r", "virtuald")
-	if left := changes(t, uppers); !slices.Equal(left, []string{"/etc/virtuald/example.conf"}) {
-		t.Errorf("removed, the package left behind %q; want only its conffile", left)
+	if left := changes(t, uppers); !slices.Equal(left, []string{"/etc/group", "/etc/gshadow", "/etc/virtuald/example.conf"}) {
+		t.Errorf("removed, the package left behind %q; want only its conffile and its group", left)
 	}
 	// Installed again, it is enabled again: remove forgot the state.
 	dpkg("-i", deb)
@@ -215,7 +219,11 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Errorf("installed again after a remove, the unit is not enabled: %v", err)
 	}
 	dpkg("-P", "virtuald")
-	if left := changes(t, uppers); len(left) > 0 {
+	if after := readAll(t, groupFiles...); after != groupsBefore {
+		t.Errorf("purged, the group files differ from before the install:\n%s\nwant\n%s", after, groupsBefore)
+	}
+	left := slices.DeleteFunc(changes(t, uppers), func(p string) bool { return slices.Contains(groupFiles, p) }) // copied up, compared above
+	if len(left) > 0 {
 		t.Errorf("purged, the package left behind %q", left)
 	}
 	if _, err := os.Stat("/etc/virtuald"); err == nil {
@@ -264,7 +272,26 @@ func mount(t *testing.T, source, target, fstype, data string) {
 
 // bookkeeping is where dpkg and the tools it runs keep their own records:
 // its database and log, man-db's cache. Not the package's leftovers.
-var bookkeeping = []string{"/var/lib/dpkg/", "/var/log/", "/var/cache/man/", "/var/cache/debconf/"}
+// The shadow tools keep a backup of each file they change (/etc/group-)
+// and take their lock file.
+var bookkeeping = []string{"/var/lib/dpkg/", "/var/log/", "/var/cache/man/", "/var/cache/debconf/", "/etc/group-", "/etc/gshadow-", "/etc/.pwd.lock"}
+
+// groupFiles are what groupadd changes.
+var groupFiles = []string{"/etc/group", "/etc/gshadow"}
+
+// readAll returns the files' contents, one after the other.
+func readAll(t *testing.T, paths ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
 
 // changes lists every file, link or deletion (whiteout) made through the
 // overlays, outside dpkg's bookkeeping. Directories are left out: the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -26,13 +27,14 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            invalid ones (up to -limit, 100), unmapped addresses; ADDRESS lists the
                            entry serving it, PREFIX the entries within it; -all streams every entry
   resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
-  check [-program PATH] CONF...
+  check [-program PATH] [-path DIRS] CONF...
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
-                           warns about roots without /dev/log; with -program, checks that the
-                           program, its ELF interpreter and its libraries are inside every root;
-                           prints each file's digest (its entries in canonical form), the same on
-                           every host whose file means the same
+                           warns about a dev/null that is not the null device and a dev/log that
+                           is missing or dead; with -program, checks that the program (a name: in
+                           -path, default /bin:/usr/bin as under Debian's inetd), its ELF interpreter
+                           and its libraries are inside every root; prints each file's digest (its
+                           entries in canonical form), the same on every host whose file means the same
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
   install [-n] [-dev] [-user NAME] ROOT PROGRAM...
                            copy programs into ROOT at the same paths, with their ELF interpreter and
@@ -92,16 +94,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 func (e *env) call(timeout time.Duration, fields ...string) ([][]byte, error) {
 	reply, err := ipc.Call(e.socket, timeout, ipc.MaxReply, append([]string{ipc.Version}, fields...)...)
 	switch {
-	case errors.Is(err, ipc.ErrAbsent):
-		return nil, fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
 	case err != nil:
-		return nil, err
+		return nil, e.unreachable(err)
 	case len(reply) == 0:
 		return nil, errors.New("empty reply from ipwatchd")
 	case string(reply[0]) == ipc.ReplyError && len(reply) > 1:
 		return nil, fmt.Errorf("ipwatchd: %s", reply[1])
 	}
 	return reply, nil
+}
+
+// unreachable says in one sentence why the daemon could not be asked: a
+// daemon is called absent only when nothing answers at its socket, never
+// when this user may not connect to it.
+func (e *env) unreachable(err error) error {
+	switch {
+	case errors.Is(err, ipc.ErrAbsent):
+		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
+	case errors.Is(err, ipc.ErrDenied):
+		who := "root and the socket's group"
+		var st unix.Stat_t
+		if unix.Stat(e.socket, &st) == nil {
+			who = "root and the members of group " + groupName(st.Gid)
+		}
+		return fmt.Errorf("permission denied connecting to ipwatchd at %s: only %s may ask (ipwatchd -socket-group); try as root", e.socket, who)
+	}
+	return err
+}
+
+// groupName is gid's name in the host's group file, or the number.
+func groupName(gid uint32) string {
+	id := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(id); err == nil {
+		return g.Name
+	}
+	return id
 }
 
 func (e *env) status(args []string) int {
@@ -169,11 +196,8 @@ func (e *env) streamStatus(q ipc.StatusQuery, asJSON bool) error {
 		}
 		return nil
 	})
-	if errors.Is(err, ipc.ErrAbsent) {
-		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
-	}
 	if err != nil {
-		return err
+		return e.unreachable(err)
 	}
 	out.end()
 	return nil
@@ -229,8 +253,14 @@ func (e *env) resolve(args []string) int {
 			continue
 		}
 		user := ""
-		if m.Entry.User != "" || m.Entry.Group != "" {
-			user = fmt.Sprintf(" as user=%s group=%s", m.Entry.User, m.Entry.Group)
+		if m.Entry.User != "" {
+			user += " user=" + m.Entry.User
+		}
+		if m.Entry.Group != "" {
+			user += " group=" + m.Entry.Group
+		}
+		if user != "" {
+			user = " as" + user
 		}
 		fmt.Fprintf(e.stdout, "%s: %s: served from %s%s (%s; %s)\n", p, addr, m.Entry.Root, user, how, source)
 	}
@@ -322,23 +352,24 @@ func (e *env) reload(args []string) int {
 	return status
 }
 
-// checkPath is the PATH a program given without a slash is looked up in,
-// inside each root: inetd's usual one.
-const checkPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // check validates each file: the text rules first, then every entry
 // against the system (its root, user and group), as virtuald would. It
-// warns about roots without /dev/log (the service inside cannot log)
-// unless relaying (ipwatchd's log relay is on) and the relay can serve
-// one there, and with -program, checks that the program can start inside
-// every root. Problems make the exit status 1; warnings do not.
+// warns about what the root's dev/ lacks (devWarnings; relaying: ipwatchd's
+// log relay is on), and with -program, checks that the program can start
+// inside every root. Problems make the exit status 1; warnings do not.
 func check(args []string, out, errOut io.Writer, relaying bool) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	program := fs.String("program", "", "also check that this program, with its ELF interpreter and shared libraries, is inside every root")
+	// virtuald looks a program up in the PATH its super-server gives it:
+	// none under Debian's inetd, so execvp's default.
+	search := fs.String("path", service.DefaultPath, "the PATH virtuald gets from its super-server, where -program without a slash is looked up inside each root")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] CONF...\n")
+		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] [-path DIRS] CONF...\n")
 		return 2
+	}
+	if *program != "" && !strings.Contains(*program, "/") {
+		fmt.Fprintf(out, "%s is looked up in PATH=%s inside each root, as virtuald does when its super-server gives it that PATH (Debian's inetd gives none: %s; -path to change)\n", *program, *search, service.DefaultPath)
 	}
 	status := 0
 	for _, path := range fs.Args() {
@@ -373,19 +404,23 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 				warnings++
 			}
 			root := service.In(t.Root.Fd())
-			if !root.Exists("/dev/log") {
-				if !relaying {
-					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
-					warnings++
-				} else if err := relay.Check(t.Root.Fd(), e.Root); err != nil {
-					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing, and ipwatchd's log relay cannot serve it: %v\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"), err)
-					warnings++
-				}
+			for _, w := range devWarnings(root, t.Root.Fd(), e.Root, relaying) {
+				fmt.Fprintf(out, "%s:%d: %s: warning: %s\n", path, e.Line, e.Key, w)
+				warnings++
 			}
 			if *program != "" {
-				if _, err := root.Check(*program, []string{checkPath}); err != nil {
+				prog, err := root.Check(*program, []string{"PATH=" + *search})
+				switch {
+				case err != nil:
 					fmt.Fprintf(out, "%s:%d: %s: %s cannot start in %s: %v\n", path, e.Line, e.Key, *program, e.Root, err)
 					problems++
+				case e.User != "":
+					if why := dropsPrivileges(root, prog); why != "" {
+						fmt.Fprintf(out, "%s:%d: %s: warning: %s %s, as services that drop privileges themselves do, but user=%s starts it without root: "+
+							"if its connections fail (cannot set groups, logins refused), remove user= and give its users in %s/etc/passwd\n",
+							path, e.Line, e.Key, prog, why, e.User, strings.TrimSuffix(e.Root, "/"))
+						warnings++
+					}
 				}
 			}
 			t.Root.Close()
@@ -398,5 +433,45 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			status = 1
 		}
 	}
+	if *program != "" {
+		fmt.Fprint(out, unseen)
+	}
 	return status
+}
+
+// unseen is what check -program cannot see: what the service finds by
+// itself once it runs, which no ELF header names.
+const unseen = `check cannot see what the service looks for by itself once it runs: programs it runs
+(in.fingerd runs /usr/bin/finger), PAM modules and etc/pam.d, NSS modules and etc/nsswitch.conf,
+the root's own etc/passwd, etc/group and etc/shadow, and any file it reads. To list them, trace
+one real connection and look for ENOENT:
+  strace -f -e trace=file -o /tmp/trace -p "$(pidof inetd)"       # then connect once
+or, for a program that runs without a client:
+  strace -f -e trace=file ipwatchctl exec ADDRESS -- PROGRAM ARGS...
+`
+
+// devWarnings says what the service will miss in the root's dev/: a
+// dev/null that is not the null device, and a dev/log that is missing
+// (unless ipwatchd's log relay serves one there) or that nobody listens on.
+func devWarnings(root service.Root, rootFd int, path string, relaying bool) []string {
+	var ws []string
+	if w := devNullProblem(rootFd, path); w != "" {
+		ws = append(ws, w)
+	}
+	show := strings.TrimSuffix(path, "/") + "/dev/log"
+	if !root.Exists("/dev/log") {
+		if !relaying {
+			ws = append(ws, show+" is missing: the service inside cannot log to syslog")
+		} else if err := relay.Check(rootFd, path); err != nil {
+			ws = append(ws, fmt.Sprintf("%s is missing, and ipwatchd's log relay cannot serve it: %v", show, err))
+		}
+		return ws
+	}
+	if w := devLogDead(rootFd, path); w != "" {
+		if relaying && relay.Check(rootFd, path) == nil {
+			w += " (ipwatchd's log relay replaces a dead socket in the roots it serves)"
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/virtuald/virtuald/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
@@ -18,11 +21,26 @@ func runCtl(args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
-// withLog gives a root a /dev/log, so that check does not warn about it.
-func withLog(root string) string {
+// withLog gives a root the dev/null and dev/log check wants (a socket
+// that this test process listens on), so that check does not warn.
+func withLog(t *testing.T, root string) string {
+	t.Helper()
 	os.MkdirAll(filepath.Join(root, "dev"), 0o755)
-	os.WriteFile(filepath.Join(root, "dev", "log"), nil, 0o644)
+	if err := unix.Mknod(filepath.Join(root, "dev", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	listen(t, filepath.Join(root, "dev", "log"))
 	return root
+}
+
+// listen serves a datagram socket at path until the test ends.
+func listen(t *testing.T, path string) {
+	t.Helper()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 }
 
 // check on every broken conf file of the foundation issue: the right
@@ -30,7 +48,7 @@ func withLog(root string) string {
 func TestCheckHostileConfs(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
-	confs := roots.HostileConfs(withLog(roots.Root("good", "")))
+	confs := roots.HostileConfs(withLog(t, roots.Root("good", "")))
 	want := map[string]string{
 		"missing":    confs["missing"] + ": cannot open: no such file or directory",
 		"directory":  confs["directory"] + ": is not a regular file",
@@ -56,7 +74,7 @@ func TestCheckRoots(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	bin := testbed.Binaries(t)
-	good := withLog(roots.Root("good", bin["whoami"]))
+	good := withLog(t, roots.Root("good", bin["whoami"]))
 	noLog := roots.Root("no-log", bin["whoami"])
 	ww := roots.Root("ww", "")
 	os.Chmod(ww, 0o777)
@@ -92,9 +110,10 @@ func TestCheckRoots(t *testing.T) {
 		conf + ":8: 10.0.0.8: " + filepath.Join(roots.Dir, "missing") + " does not exist",
 		conf + ":9: 10.0.0.9: " + file + " is not a directory",
 		conf + ":10: 10.0.0.10: user no-such-user does not exist",
+		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/null is missing: services that open it fail, or (as root) create it as a regular file (ipwatchctl install -dev ROOT makes it)",
 		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
 		conf + ": digest " + digestLine(t, conf),
-		conf + ": 11 entries, 9 invalid, 9 problems, 1 warnings",
+		conf + ": 11 entries, 9 invalid, 9 problems, 2 warnings",
 	}
 	if code != 1 || strings.TrimSpace(out) != strings.Join(want, "\n") {
 		t.Errorf("exit %d, output:\n%s\nwant exit 1 and:\n%s", code, out, strings.Join(want, "\n"))
@@ -103,16 +122,16 @@ func TestCheckRoots(t *testing.T) {
 	// A clean file passes; a missing /dev/log only warns, and so does an
 	// entry without user=, whose service runs as root inside its root.
 	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good, "default "+noLog+" user=nobody")
-	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 2 warnings") ||
+	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 3 warnings") ||
 		!strings.Contains(out, clean+":1: 10.0.0.1: warning: no user=: the service runs as root inside "+good+", and root can leave a chroot") {
 		t.Errorf("clean file: exit %d:\n%s", code, out)
 	}
 
 	// -program: present and static, a dynamic one without its loader, none.
-	dynamic := withLog(roots.Root("dynamic", ""))
+	dynamic := withLog(t, roots.Root("dynamic", ""))
 	data, _ := os.ReadFile("/bin/true")
 	os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755)
-	empty := withLog(roots.Root("empty", ""))
+	empty := withLog(t, roots.Root("empty", ""))
 	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good+" user=nobody", "10.0.0.2 "+dynamic+" user=nobody", "10.0.0.3 "+empty+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", progConf)
 	for _, line := range []string{
@@ -125,6 +144,23 @@ func TestCheckRoots(t *testing.T) {
 	}
 	if code != 1 || strings.Contains(out, ":1: 10.0.0.1") {
 		t.Errorf("-program: exit %d, want 1 with the good root silent:\n%s", code, out)
+	}
+
+	// A name is looked up where virtuald will look under Debian's inetd,
+	// which gives it no PATH: not in sbin; -path says where else.
+	sbin := withLog(t, roots.Root("sbin", ""))
+	os.MkdirAll(filepath.Join(sbin, "usr", "sbin"), 0o755)
+	os.Rename(filepath.Join(sbin, "bin"), filepath.Join(sbin, "usr", "sbin"))
+	os.Mkdir(filepath.Join(sbin, "bin"), 0o755)
+	os.Link(bin["whoami"], filepath.Join(sbin, "usr", "sbin", "whoami"))
+	sbinConf := roots.WriteConf("sbin.conf", "10.0.0.1 "+sbin+" user=nobody")
+	code, out, _ = runCtl("check", "-program", "whoami", sbinConf)
+	if code != 1 || !strings.Contains(out, "whoami is looked up in PATH=/bin:/usr/bin inside each root") ||
+		!strings.Contains(out, "whoami cannot start in "+sbin+": whoami is not in PATH (/bin:/usr/bin) inside the root") {
+		t.Errorf("-program whoami in usr/sbin: exit %d, want 1 and the PATH named:\n%s", code, out)
+	}
+	if code, out, _ := runCtl("check", "-program", "whoami", "-path", "/usr/sbin:/usr/bin", sbinConf); code != 0 || !strings.Contains(out, "PATH=/usr/sbin:/usr/bin") {
+		t.Errorf("-path /usr/sbin:/usr/bin: exit %d:\n%s", code, out)
 	}
 }
 
@@ -146,7 +182,7 @@ func digestLine(t *testing.T, path string) string {
 func TestCheckDigest(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
-	a, b := withLog(roots.Root("a", "")), withLog(roots.Root("b", ""))
+	a, b := withLog(t, roots.Root("a", "")), withLog(t, roots.Root("b", ""))
 	hostA := roots.WriteConf("host-a.conf", "192.0.2.50 "+a+" user=nobody", "192.0.2.51 "+b+" user=nobody")
 	hostB := roots.WriteConf("host-b.conf", "# host b", "192.0.2.51\t"+b+"   user=nobody  # second site", "", "  192.0.2.50  "+a+" user=nobody")
 	moved := roots.WriteConf("moved.conf", "192.0.2.50 "+b+" user=nobody", "192.0.2.51 "+b+" user=nobody")
@@ -178,6 +214,85 @@ func TestAbsentDaemon(t *testing.T) {
 		code, out, errOut := runCtl(append([]string{"-socket", sock}, cmd...)...)
 		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "ipwatchd is not running (nothing answers at "+sock+")") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", cmd, code, out, errOut)
+		}
+	}
+}
+
+// What a chroot usually gets wrong in dev/: check warns about a dev/null
+// that is not the null device and a dev/log nobody listens on, and it
+// asks the socket it checked, never one a tenant's link leads to.
+func TestCheckDev(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	hostLive := filepath.Join(t.TempDir(), "live.sock")
+	listen(t, hostLive)
+	type want struct{ null, log string }
+	cases := map[string]struct {
+		prepare func(dev string)
+		want    want
+	}{
+		"good": {func(dev string) {}, want{}},
+		"null-file": {func(dev string) {
+			os.Remove(filepath.Join(dev, "null"))
+			os.WriteFile(filepath.Join(dev, "null"), []byte("a service's output"), 0o644)
+		}, want{null: "/dev/null is a regular file, not the character device 1:3"}},
+		"null-zero": {func(dev string) {
+			os.Remove(filepath.Join(dev, "null"))
+			unix.Mknod(filepath.Join(dev, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 5)))
+		}, want{null: "/dev/null is the character device 1:5, not the character device 1:3"}},
+		"null-missing": {func(dev string) { os.Remove(filepath.Join(dev, "null")) }, want{null: "/dev/null is missing"}},
+		"log-dead": {func(dev string) {
+			os.Remove(filepath.Join(dev, "log"))
+			c, _ := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dev, "log"), Net: "unixgram"})
+			c.Close() // a socket file nobody listens on, as cp -a leaves it
+		}, want{log: "/dev/log is a socket nobody listens on"}},
+		// A tenant's link to a live socket of the host: inside the root
+		// it leads nowhere, and check says what the service will see.
+		"log-link-out": {func(dev string) {
+			os.Remove(filepath.Join(dev, "log"))
+			os.Symlink(hostLive, filepath.Join(dev, "log"))
+		}, want{log: "/dev/log is missing"}},
+		// The same link, and a dead socket where it leads inside the
+		// root: the service's messages are lost, though a connect by
+		// path from the host would reach the host's live socket.
+		"log-link": {func(dev string) {
+			os.Remove(filepath.Join(dev, "log"))
+			os.Symlink(hostLive, filepath.Join(dev, "log"))
+			inside := filepath.Join(filepath.Dir(dev), hostLive)
+			os.MkdirAll(filepath.Dir(inside), 0o755)
+			c, _ := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: inside, Net: "unixgram"})
+			c.Close()
+		}, want{log: "/dev/log is, or is reached through, a symbolic link: check does not follow it"}},
+		// A FIFO is not opened (it would block), only named.
+		"log-fifo": {func(dev string) {
+			os.Remove(filepath.Join(dev, "log"))
+			unix.Mkfifo(filepath.Join(dev, "log"), 0o666)
+		}, want{log: "/dev/log is a FIFO, not a socket"}},
+	}
+	var lines []string
+	keys := map[string]string{}
+	i := 0
+	for name, c := range cases {
+		i++
+		root := withLog(t, roots.Root(name, ""))
+		c.prepare(filepath.Join(root, "dev"))
+		keys[name] = fmt.Sprintf("10.0.0.%d", i)
+		lines = append(lines, keys[name]+" "+root+" user=nobody")
+	}
+	conf := roots.WriteConf("dev.conf", lines...)
+	code, out, _ := runCtl("check", conf)
+	if code != 0 {
+		t.Errorf("warnings only, yet exit %d:\n%s", code, out)
+	}
+	for name, c := range cases {
+		prefix := keys[name] + ": warning: " + filepath.Join(roots.Dir, name)
+		for _, w := range []string{c.want.null, c.want.log} {
+			if w != "" && !strings.Contains(out, prefix+w) {
+				t.Errorf("%s: no warning %q in:\n%s", name, prefix+w, out)
+			}
+		}
+		if c.want.null == "" && strings.Contains(out, prefix+"/dev/null") || c.want.log == "" && strings.Contains(out, prefix+"/dev/log") {
+			t.Errorf("%s: a warning it should not have:\n%s", name, out)
 		}
 	}
 }

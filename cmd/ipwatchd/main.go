@@ -2,7 +2,7 @@
 // file in memory, follows the host's addresses through netlink, and
 // answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
-//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off]
+//	ipwatchd [-socket PATH] [-socket-group GROUP] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off]
 //	         [-relay-syslog [-relay-burst N] [-relay-rate N] [-relay-max-roots N]] [-log-format console|json] [-log-level LEVEL]
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/virtuald/virtuald/internal/daemon"
@@ -44,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ipwatchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "the Unix socket to serve (default $VIRTUALD_SOCKET or "+ipc.DefaultSocket+")")
+	socketGroup := fs.String("socket-group", "", "give the socket (mode 0660) to this group, by name or number, so that its members may read status, resolve and lookups without root (reload stays root's)")
 	var confs confList
 	fs.Var(&confs, "conf", "a conf file to load and watch (repeat for more); others are loaded when a root virtuald asks about them")
 	bpfMode := fs.String("bpf", "auto", "count connections in the kernel: auto (when possible), on (or fail), off (and remove the pins)")
@@ -63,6 +66,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ipwatchd: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	gid, err := lookupGroup(*socketGroup)
+	if err != nil {
+		fmt.Fprintln(stderr, "ipwatchd:", err)
+		return 2
+	}
 	log, err := newLogger(*logFormat, *logLevel, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "ipwatchd:", err)
@@ -70,7 +78,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	cfg := daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
+	cfg := daemon.Config{Socket: ipc.SocketPath(*socket), SocketGroup: gid, Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
 	if *relaySyslog {
 		if *relayBurst < 1 || *relayRate <= 0 || *relayMax < 1 {
 			fmt.Fprintln(stderr, "ipwatchd: -relay-burst, -relay-rate and -relay-max-roots must be positive")
@@ -104,6 +112,23 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// lookupGroup returns the gid of -socket-group (0, root's, for none). A
+// group that does not exist stops the daemon rather than leave the socket
+// to root alone while the operator believes it shared.
+func lookupGroup(name string) (int, error) {
+	if name == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("-socket-group %s: %v (create it: groupadd --system %s)", name, err, name)
+	}
+	return strconv.Atoi(g.Gid)
 }
 
 func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {

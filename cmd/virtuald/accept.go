@@ -90,7 +90,7 @@ func listeners() ([]int, error) {
 func checkListening(fds []int) error {
 	for _, fd := range fds {
 		if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
-			return &os.SyscallError{Syscall: "fd " + strconv.Itoa(fd) + " is not a listening socket (use inetd's \"wait\", or systemd's Accept=no)", Err: unix.ENOTSOCK}
+			return &os.SyscallError{Syscall: "fd " + strconv.Itoa(fd) + " is not a listening socket (use inetd's \"wait\", or systemd's Accept=no; inetd keeps a line's nowait or wait until it restarts: SIGHUP is not enough)", Err: unix.ENOTSOCK}
 		}
 	}
 	return nil

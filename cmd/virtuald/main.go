@@ -4,7 +4,7 @@
 // file, enters that root, drops to the entry's credentials and executes the
 // real service:
 //
-//	ftp stream tcp nowait root /usr/sbin/virtuald virtuald /etc/virtuald/conf.ftp in.ftpd -l
+//	ftp stream tcp nowait root /usr/sbin/virtuald virtuald /etc/virtuald/conf.ftp /usr/sbin/in.ftpd -l
 //
 // With -accept it is started once with the listening socket instead (inetd
 // "wait", systemd Accept=no) and starts the service for each connection

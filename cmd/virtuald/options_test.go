@@ -1,9 +1,13 @@
 package main
 
 import (
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/testbed"
 )
 
 // The flags come before the conf path, as the seed's inetd lines have it;
@@ -26,6 +30,7 @@ func TestParseOptions(t *testing.T) {
 		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-socket"}, err: true},
+		{args: []string{"virtuald", "-h"}, err: true},
 	} {
 		got, rest, err := parseOptions(c.args)
 		if c.err {
@@ -46,5 +51,17 @@ func TestWithoutListenVars(t *testing.T) {
 	env := []string{"PATH=/bin", "LISTEN_PID=7", "LISTEN_FDS=1", "LISTEN_FDNAMES=c", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}
 	if got := withoutListenVars(env); !slices.Equal(got, []string{"PATH=/bin", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}) {
 		t.Errorf("got %q", got)
+	}
+}
+
+// -h and --help print the usage on stdout and exit 0 (-h was taken for an
+// option that needs a value).
+func TestHelp(t *testing.T) {
+	bin := testbed.Binaries(t)["virtuald"]
+	for _, flag := range []string{"-h", "--help", "-help"} {
+		out, err := exec.Command(bin, flag).Output()
+		if err != nil || !strings.HasPrefix(string(out), "usage: virtuald ") {
+			t.Errorf("virtuald %s: %q, %v", flag, out, err)
+		}
 	}
 }

@@ -80,6 +80,9 @@ type options struct {
 	allowWildcardDgram bool
 }
 
+// errHelp is -h or --help: a person asks for the usage.
+var errHelp = errors.New("usage asked for")
+
 func parseOptions(args []string) (options, []string, error) {
 	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry, stopTimeout: defaultStopTimeout}
 	rest := args[1:]
@@ -91,6 +94,8 @@ func parseOptions(args []string) (options, []string, error) {
 			break
 		}
 		switch name {
+		case "h", "help":
+			return o, nil, errHelp
 		case "accept":
 			o.accept = true
 			continue
@@ -153,6 +158,16 @@ func run(args, env []string, std stdio, shieldErr error) int {
 	// descriptors it does not pass on: a service must not believe them.
 	env = withoutListenVars(env)
 	o, args, err := parseOptions(args)
+	if errors.Is(err, errHelp) {
+		// fd 1 is the person's unless it was a socket (a client's,
+		// shielded): then the usage goes to the log only.
+		if std.saved[0] < 0 {
+			unix.Write(1, []byte(usage+"\n"))
+		} else {
+			log.Log(syslog.Info, usage)
+		}
+		return 0
+	}
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
 			log.Log(syslog.Err, err.Error())

@@ -42,11 +42,14 @@ const maxAdopted = 1024
 
 // Config is what ipwatchd is started with.
 type Config struct {
-	Socket  string
-	Confs   []string
-	Log     *zap.Logger
-	Version string
-	Metrics string // address to serve Prometheus metrics on; "" for none
+	Socket string
+	// SocketGroup is the group the socket is given (its members may read
+	// status, resolve and lookups); 0 keeps the one it is made with.
+	SocketGroup int
+	Confs       []string
+	Log         *zap.Logger
+	Version     string
+	Metrics     string // address to serve Prometheus metrics on; "" for none
 	// MetricsMaxEntries bounds the entries, and the unmapped addresses,
 	// with series of their own (0: DefaultMetricsMaxEntries).
 	MetricsMaxEntries int
@@ -108,6 +111,11 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.srv, err = server.Listen(cfg.Socket)
+	if err == nil && cfg.SocketGroup != 0 {
+		if err = d.srv.SetGroup(cfg.SocketGroup); err != nil {
+			d.srv.Close()
+		}
+	}
 	if err != nil {
 		d.closeBPF()
 		d.watch.close()
@@ -432,7 +440,9 @@ func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
 	a := ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
 	if m.Entry != nil {
 		a.Line, a.Key, a.Root, a.User, a.Group = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.User, m.Entry.Group
-		if count {
+		// Only root's questions are virtuald's: a member of the
+		// socket's group cannot make an entry's count grow.
+		if count && peer.Uid == 0 {
 			c.counter(m.Entry.Key).Add(1)
 		}
 	}

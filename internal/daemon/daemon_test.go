@@ -200,7 +200,12 @@ func TestLastGoodCopyKept(t *testing.T) {
 		apply func(p string) error
 		why   string
 	}{
-		{"a NUL byte", func(p string) error { return os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644) }, "holds a NUL byte"},
+		{"a NUL byte", func(p string) error { // by rename, as replace does
+			if err := os.WriteFile(p+".new", []byte("10.0.0.1 /b\x00\n"), 0o644); err != nil {
+				return err
+			}
+			return os.Rename(p+".new", p)
+		}, "holds a NUL byte"},
 		{"group-writable", func(p string) error { return os.Chmod(p, 0o664) }, "writable"},
 		{"owned by another user", func(p string) error { return os.Chown(p, 65534, 65534) }, "owned by"},
 		{"gone", os.Remove, "no such file"},
@@ -235,15 +240,27 @@ func TestLastGoodCopyKept(t *testing.T) {
 				broken.Counts != (ipc.StateCounts{Invalid: 1}) {
 				t.Fatalf("status shows an entry of an unusable file as served: %+v, counts %+v", broken.Entries, broken.Counts)
 			}
-			os.WriteFile(p, []byte("10.0.0.1 /\n"), 0o644)
-			os.Chmod(p, 0o644)
-			os.Chown(p, os.Geteuid(), os.Getegid())
+			// Replaced whole, by rename: a rewrite in place is empty for a
+			// moment, and a reload that reads it then loads an empty file.
+			replace(t, p, "10.0.0.1 /\n")
 			d.ReloadAll()
 			fixed := d.Status(ipc.StatusQuery{}).Confs[0]
 			if fixed.Generation <= first.Generation || fixed.Error != "" || fixed.Counts.Invalid != 0 {
 				t.Fatalf("after the fix: %+v", fixed)
 			}
 		})
+	}
+}
+
+// replace gives the file at p the content text at once, by rename.
+func replace(t *testing.T, p, text string) {
+	t.Helper()
+	tmp := p + ".new"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
 	}
 }
 

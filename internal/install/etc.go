@@ -55,7 +55,7 @@ func (in *inst) devices() error {
 		case st.Mode&unix.S_IFMT == unix.S_IFLNK || st.Mode&unix.S_IFMT == unix.S_IFDIR:
 			return in.inTheWay(dev, n.name, "a device", unix.EEXIST)
 		default:
-			in.change("replace %s (%s) with the device %d:%d", p, kind(st.Mode), n.major, n.minor)
+			in.change("replace %s (%s) with the device %d:%d", p, Kind(st.Mode), n.major, n.minor)
 		}
 		if in.dry {
 			continue

@@ -93,11 +93,23 @@ func Run(root string, programs []string, o Options) (int, error) {
 		return in.changes, nil // the root is not there yet to be checked
 	}
 	for _, p := range paths {
-		if _, err := service.In(in.rootFd).Check(p, nil); err != nil {
+		if err := checkInstalled(service.In(in.rootFd), p); err != nil {
 			return in.changes, fmt.Errorf("installed, but %s cannot start in %s: %v", p, root, err)
 		}
 	}
 	return in.changes, nil
+}
+
+// checkInstalled checks a program as `check -program` does, and a file
+// that is not executable (a library, or a module its program loads with
+// dlopen, such as a PAM or NSS module) as the loader will load it.
+func checkInstalled(root service.Root, p string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err == nil && st.Mode&0o111 == 0 {
+		return root.CheckLibrary(p)
+	}
+	_, err := root.Check(p, nil)
+	return err
 }
 
 // lookHost finds a program given by name in the host's usual PATH.
@@ -415,16 +427,22 @@ func (in *inst) inTheWay(d dir, name, want string, err error) error {
 		case unix.S_IFDIR:
 			return fmt.Errorf("%s is a directory where install needs %s: refused", p, want)
 		default:
-			return fmt.Errorf("%s is %s where install needs %s: refused", p, kind(st.Mode), want)
+			return fmt.Errorf("%s is %s where install needs %s: refused", p, Kind(st.Mode), want)
 		}
 	}
 	return fmt.Errorf("%s: %w", p, err)
 }
 
-func kind(mode uint32) string {
+// Kind names the type of a file in words (for messages about what is
+// found in a root where something else belongs).
+func Kind(mode uint32) string {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symbolic link"
 	case unix.S_IFCHR:
 		return "a character device"
 	case unix.S_IFBLK:
@@ -478,7 +496,7 @@ func (in *inst) link(d dir, name, target string) (dir, error) {
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return in.subdir(d, name)
 	}
-	return dir{}, fmt.Errorf("%s is %s where the host has a symbolic link to %s: refused", in.show(p), kind(st.Mode), target)
+	return dir{}, fmt.Errorf("%s is %s where the host has a symbolic link to %s: refused", in.show(p), Kind(st.Mode), target)
 }
 
 // file copies the host's regular file hostPath to name in d: root's,

@@ -212,3 +212,34 @@ func TestInstallRefusesBadRoots(t *testing.T) {
 		t.Errorf("dev/null is still not a device: mode %o", st.Mode)
 	}
 }
+
+// A module its program loads itself (a PAM module: not executable, no ELF
+// interpreter) is installed with its closure and checked as the loader
+// will load it, not refused as a program that cannot start.
+func TestInstallModule(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	module := "/usr/lib/x86_64-linux-gnu/security/pam_unix.so"
+	if _, err := os.Stat(module); err != nil {
+		t.Skipf("%s: %v", module, err)
+	}
+	root := filepath.Join(testbed.NewRoots(t).Dir, "pam")
+	if n, out, err := run(t, root, Options{}, module); err != nil || n == 0 {
+		t.Fatalf("install %s: %d changes, %v:\n%s", module, n, err, out)
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := service.In(fd).CheckLibrary(module); err != nil {
+		t.Errorf("after install: %v", err)
+	}
+	// libcrypt is pam_unix's, not libpam's: the module's own closure came.
+	if matches, _ := filepath.Glob(filepath.Join(root, "usr/lib/x86_64-linux-gnu/libcrypt.so.1*")); len(matches) == 0 {
+		t.Errorf("libcrypt.so.1, which pam_unix.so needs, is not in the root")
+	}
+	os.Remove(filepath.Join(root, "usr/lib/x86_64-linux-gnu/libcrypt.so.1"))
+	if err := service.In(fd).CheckLibrary(module); err == nil || !strings.Contains(err.Error(), "libcrypt.so.1") {
+		t.Errorf("with libcrypt.so.1 removed: %v, want it named", err)
+	}
+}

@@ -15,6 +15,10 @@ var (
 	ErrAbsent    = errors.New("daemon absent")
 	ErrUntrusted = errors.New("daemon not trusted")
 	ErrSlow      = errors.New("daemon too slow")
+	// ErrDenied: the socket is there but this process may not connect
+	// (EACCES): a daemon may well be running. Only root and the socket's
+	// group (ipwatchd -socket-group) may ask.
+	ErrDenied = errors.New("permission denied")
 )
 
 // Call connects to the daemon at path, checks that the peer runs as root or
@@ -103,6 +107,8 @@ func connect(fd int, path string) error {
 		return fmt.Errorf("%w: its backlog at %s is full", ErrSlow, path)
 	case unix.ENOENT, unix.ECONNREFUSED:
 		return fmt.Errorf("%w: %s: %v", ErrAbsent, path, err)
+	case unix.EACCES, unix.EPERM:
+		return fmt.Errorf("%w: connecting to %s", ErrDenied, path)
 	default:
 		return fmt.Errorf("%w: connecting to %s: %v", ErrAbsent, path, err)
 	}

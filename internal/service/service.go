@@ -19,8 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultPath is what execvp(3) searches when PATH is unset.
-const defaultPath = "/bin:/usr/bin"
+// DefaultPath is what execvp(3), and so virtuald, searches when PATH is
+// unset: under Debian's inetd, which gives services no PATH.
+const DefaultPath = "/bin:/usr/bin"
 
 // Root is a root directory, seen from inside.
 type Root struct{ fd int }
@@ -109,7 +110,7 @@ func (r Root) LookPath(program string, env []string) (string, error) {
 	}
 	pathEnv, ok := getenv(env, "PATH")
 	if !ok {
-		pathEnv = defaultPath
+		pathEnv = DefaultPath
 	}
 	first := ""
 	for _, dir := range strings.Split(pathEnv, ":") {
@@ -186,6 +187,23 @@ func (r Root) Check(program string, env []string) (string, error) {
 		return path, fmt.Errorf("%s exists but %s", path, why)
 	}
 	return path, nil
+}
+
+// CheckLibrary reports whether the shared object at path inside the root
+// (a library, or a module a program loads itself with dlopen: a PAM or
+// NSS module) can be loaded there: every library of its closure present.
+func (r Root) CheckLibrary(path string) error {
+	var st unix.Stat_t
+	switch err := r.stat(path, &st); {
+	case err != nil:
+		return fmt.Errorf("%s does not exist inside the root", path)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if why := r.missingDeps(path, nil); why != "" {
+		return fmt.Errorf("%s exists but %s", path, why)
+	}
+	return nil
 }
 
 // MissingLibraries returns the shared libraries of the ELF program at path

@@ -83,6 +83,14 @@ func Inspect(fd int, peekTimeout time.Duration) (Conn, error) {
 			c.Local = netip.AddrPortFrom(dst, local.Port())
 			c.Remote = src
 			c.Wildcard = true
+		} else {
+			// Bound to one address, the destination is known; the
+			// source, for the log, is the queued datagram's (inetd
+			// starts virtuald for one), peeked without waiting.
+			var b [1]byte
+			if _, _, _, from, err := unix.Recvmsg(fd, b[:], nil, unix.MSG_PEEK|unix.MSG_DONTWAIT); err == nil {
+				c.Remote = addrPort(from)
+			}
 		}
 		return c, nil
 	}

@@ -104,6 +104,18 @@ func Listen(path string) (*Server, error) {
 	return &Server{lfd: fd, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
 }
 
+// SetGroup gives the socket to group gid (mode 0660 stays), so that its
+// members may ask status, resolve and lookups without root (ipwatchd
+// -socket-group); what changes the daemon's state checks the peer's uid
+// itself. The socket's directory is the daemon's own (Listen checked it),
+// so the path names the socket Listen bound.
+func (s *Server) SetGroup(gid int) error {
+	if err := unix.Fchownat(unix.AT_FDCWD, s.path, -1, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("giving %s to group %d: %w", s.path, gid, err)
+	}
+	return nil
+}
+
 // lockDir makes Listen's probe, removal and bind one step across
 // processes, with flock on the socket's directory: two daemons starting at
 // once would otherwise both find a socket stale, and the second would

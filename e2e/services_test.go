@@ -1,0 +1,461 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
+	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
+
+// The host programs the test runs: the services, copied into the roots,
+// and the clients, run in the namespace. .ci/run installs their packages.
+var (
+	services = []string{"/usr/sbin/in.ftpd", "/usr/sbin/in.tftpd", "/usr/sbin/in.fingerd", "/usr/bin/finger"}
+	// PAM modules are loaded by libpam with dlopen: no program names
+	// them, so install is given them by path.
+	pamModules = []string{"/usr/lib/x86_64-linux-gnu/security/pam_ftp.so", "/usr/lib/x86_64-linux-gnu/security/pam_unix.so", "/usr/lib/x86_64-linux-gnu/security/pam_permit.so", "/usr/lib/x86_64-linux-gnu/security/pam_deny.so"}
+	clients    = []string{"inetd", "curl", "tftp", "finger"}
+)
+
+const packages = "apt-get install openbsd-inetd ftpd tftpd-hpa fingerd finger tftp-hpa curl"
+
+// site is one virtual host: its address, its root, and its one user.
+type site struct {
+	addr, name, user, hash string
+	uid                    int
+	root                   string
+}
+
+// Passwords are pw-USER; the hashes are `openssl passwd -6 -salt virtualdUSER pw-USER`.
+var sites = []*site{
+	{addr: "192.0.2.31", name: "a", user: "alice", uid: 3001, hash: "$6$virtualdalice$GvDq/HrRN5TbT7r85CylC7Sf7bhv3brrl8fsQ9XQkl901MLx7ou/17B6QCDL5Yf6uY6IEcsiyd.ChplW2oN9C/"},
+	{addr: "192.0.2.32", name: "b", user: "bob", uid: 3002, hash: "$6$virtualdbob$3KnKjB/3ML/Yohe7jW0d3ycKr2QA0cLEpQleQenu2y2yNY9sJCQKpUmagk2bKZNVIWup2Wwrnxgy5C2S1r/8W."},
+	{addr: "192.0.2.33", name: "c", user: "carol", uid: 3003, hash: "$6$virtualdcarol$2cnlYiie0ixkh8x.QCp71cikS2NyfYH3iC5V5wDjuP6NUsXvBAnC7VfWp.pHaAAdM5Uo.7fotzChMrURyhhxn1"},
+}
+
+// Two broken roots: one virtuald refuses (writable by others), one it
+// serves but whose program cannot start (a library removed after install).
+const (
+	openAddr  = "192.0.2.34"
+	nolibAddr = "192.0.2.35"
+)
+
+// writeTenant writes what a root needs beyond install's programs and
+// their libraries: the files the services read themselves, which no ELF
+// header names. This is the list README's worked example gives.
+//
+//   - etc/passwd, etc/group, etc/shadow: the root's own users (they need
+//     not exist on the host): the FTP user, and tftp, the user in.tftpd
+//     drops to (-u tftp, as Debian's tftpd-hpa runs it; without -u it
+//     looks for nobody). shadow is root's, mode 0640:
+//     pam_unix reads it as root.
+//   - etc/nsswitch.conf: getpwnam and getspnam read the files above
+//     (glibc's files backend is built into libc.so.6; any other, such as
+//     systemd or ldap, is a libnss_*.so.2 module to install by path).
+//   - etc/pam.d/ftp and its modules, given to install by path (libpam
+//     loads them with dlopen): in.ftpd hands the password to PAM through
+//     pam_ftp.so (its conversation answers nothing else), then pam_unix.so
+//     checks it against etc/shadow (nodelay: the test's refused logins
+//     need not wait the usual two seconds). etc/pam.d/other denies everything
+//     else (libpam reads it for any service without a file).
+//   - the content: the user's home with its files, srv/tftp for in.tftpd -s.
+//   - in.fingerd runs /usr/bin/finger itself: installed beside it.
+func writeTenant(t *testing.T, s *site) {
+	t.Helper()
+	files := []struct {
+		path, content string
+		mode          os.FileMode
+		uid           int
+	}{
+		{"etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d:%s of %s:/home/%s:/bin/sh\ntftp:x:3100:3100:tftp:/srv/tftp:/usr/sbin/nologin\n", s.user, s.uid, s.uid, strings.ToUpper(s.user[:1])+s.user[1:], s.name, s.user), 0o644, 0},
+		{"etc/group", fmt.Sprintf("root:x:0:\n%s:x:%d:\ntftp:x:3100:\n", s.user, s.uid), 0o644, 0},
+		{"etc/shadow", fmt.Sprintf("root:*:19000:0:99999:7:::\n%s:%s:19000:0:99999:7:::\ntftp:*:19000:0:99999:7:::\n", s.user, s.hash), 0o640, 0},
+		{"etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files\n", 0o644, 0},
+		{"etc/pam.d/ftp", "auth sufficient pam_ftp.so\nauth required pam_unix.so nodelay\naccount required pam_unix.so\nsession required pam_permit.so\n", 0o644, 0},
+		{"etc/pam.d/other", "auth required pam_deny.so\naccount required pam_deny.so\npassword required pam_deny.so\nsession required pam_deny.so\n", 0o644, 0},
+		{"home/" + s.user + "/hello.txt", "ftp from site " + s.name + "\n", 0o644, s.uid},
+		{"srv/tftp/hello.txt", "tftp from site " + s.name + "\n", 0o644, 0},
+	}
+	for _, f := range files {
+		p := filepath.Join(s.root, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, f.mode)
+		if f.uid != 0 {
+			if err := os.Chown(filepath.Dir(p), f.uid, f.uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(p, f.uid, f.uid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// bed is the namespace with its daemon, inetd and roots.
+type bed struct {
+	t      *testing.T
+	ns     *testbed.NetNS
+	roots  *testbed.Roots
+	log    *testbed.Syslog
+	bin    map[string]string
+	socket string
+	confs  map[string]string // by service: ftp, tftp, finger, and ftp-as-user (the wrong kind)
+	tmp    string
+}
+
+// install builds a root with the real `ipwatchctl install`.
+func (b *bed) install(root string) {
+	b.t.Helper()
+	args := append([]string{"install", "-dev", root}, services...)
+	if out, err := exec.Command(b.bin["ipwatchctl"], append(args, pamModules...)...).CombinedOutput(); err != nil {
+		b.t.Fatalf("ipwatchctl install %s: %v\n%s", root, err, out)
+	}
+}
+
+// ctl runs ipwatchctl against the test's daemon; it returns the output
+// and the exit status.
+func (b *bed) ctl(args ...string) (string, int) {
+	b.t.Helper()
+	out, err := exec.Command(b.bin["ipwatchctl"], append([]string{"-socket", b.socket}, args...)...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	case err != nil:
+		b.t.Fatalf("ipwatchctl %q: %v", args, err)
+	}
+	return string(out), 0
+}
+
+// client runs a real client inside the namespace (only its network: the
+// clients need nothing else of it).
+func (b *bed) client(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + b.ns.Name, "--", name}, args...)...)
+	cmd.Dir = b.tmp
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (b *bed) ftp(addr, user, file string) (string, error) {
+	return b.client("curl", "-sS", "--max-time", "20", "--user", user+":pw-"+user, "ftp://"+addr+"/"+file)
+}
+
+func newBed(t *testing.T) *bed {
+	testbed.RequirePrivileges(t)
+	for _, p := range append(append([]string{}, services...), pamModules...) {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%v: this test runs Debian's own services (%s)", err, packages)
+		}
+	}
+	for _, c := range clients {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s is missing: %s", c, packages)
+		}
+	}
+	b := &bed{t: t, bin: testbed.Binaries(t), confs: map[string]string{}, tmp: t.TempDir()}
+	b.ns = testbed.NewNetNS(t)
+	b.roots = testbed.NewRoots(t)
+	b.log = testbed.NewSyslog(t, b.tmp)
+	b.socket = filepath.Join(b.tmp, "run", "ipwatchd.sock")
+
+	for _, s := range sites {
+		s.root = filepath.Join(b.roots.Dir, s.name)
+		b.install(s.root)
+		writeTenant(t, s)
+		b.ns.AddAddr(s.addr)
+	}
+	open := &site{addr: openAddr, name: "open", user: "olive", uid: 3004, hash: "*", root: filepath.Join(b.roots.Dir, "open")}
+	b.install(open.root)
+	writeTenant(t, open)
+	os.Chmod(open.root, 0o777)
+	nolib := &site{addr: nolibAddr, name: "nolib", user: "nick", uid: 3005, hash: "*", root: filepath.Join(b.roots.Dir, "nolib")}
+	b.install(nolib.root)
+	writeTenant(t, nolib)
+	for _, p := range []string{"usr/lib/x86_64-linux-gnu/libpam.so.0"} {
+		if err := os.Remove(filepath.Join(nolib.root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.ns.AddAddr(openAddr)
+	b.ns.AddAddr(nolibAddr)
+
+	// Services that drop privileges themselves (in.ftpd after PAM,
+	// in.tftpd to -u tftp) start as root: no user=. in.fingerd does not:
+	// user=nobody (a host user) confines it.
+	for _, svc := range []string{"ftp", "tftp", "finger"} {
+		opts := ""
+		if svc == "finger" {
+			opts = " user=nobody"
+		}
+		var lines []string
+		for _, s := range append(append([]*site{}, sites...), open) {
+			lines = append(lines, s.addr+" "+s.root+opts)
+		}
+		if svc == "ftp" {
+			lines = append(lines, nolib.addr+" "+nolib.root)
+		}
+		b.confs[svc] = b.roots.WriteConf("conf."+svc, lines...)
+	}
+
+	b.confs["ftp-as-user"] = b.roots.WriteConf("conf.ftp-as-user", sites[0].addr+" "+sites[0].root+" user=nobody")
+
+	b.startDaemon()
+	virtuald := b.bin["virtuald"] + " virtuald -socket " + b.socket + " "
+	inetd := []string{
+		"21 stream tcp nowait root " + virtuald + b.confs["ftp"] + " /usr/sbin/in.ftpd -l",
+		"79 stream tcp nowait root " + virtuald + b.confs["finger"] + " /usr/sbin/in.fingerd",
+		// The wrong kind: a service that drops privileges itself, given user=.
+		"2121 stream tcp nowait root " + virtuald + b.confs["ftp-as-user"] + " /usr/sbin/in.ftpd -l",
+		// A program by name, as the issue's first try had it.
+		"7079 stream tcp nowait root " + virtuald + b.confs["finger"] + " in.fingerd",
+	}
+	// A datagram service gets one line per address: inetd's socket then
+	// carries that address's datagrams only.
+	for _, s := range append(append([]*site{}, sites...), open) {
+		inetd = append(inetd, s.addr+":69 dgram udp wait root "+virtuald+b.confs["tftp"]+" /usr/sbin/in.tftpd -s -u tftp /srv/tftp")
+	}
+	b.ns.Start(b.log, "inetd", "-d", "-R", "1000000", b.roots.WriteConf("inetd.conf", inetd...))
+	b.ns.WaitListening("tcp", 21)
+	b.ns.WaitListening("tcp", 79)
+	b.ns.WaitListening("udp", 69)
+	b.ns.WaitListening("tcp", 7079)
+	b.ns.WaitListening("tcp", 2121)
+	return b
+}
+
+// startDaemon runs ipwatchd in the namespace (it must see the addresses)
+// with the log relay, which serves dev/log in every valid root.
+func (b *bed) startDaemon() {
+	b.t.Helper()
+	confs := []string{b.confs["ftp"], b.confs["tftp"], b.confs["finger"]}
+	ipwatchdtest.Settle(b.t, confs...)
+	args := []string{"-socket", b.socket, "-bpf", "off", "-relay-syslog"}
+	for _, c := range confs {
+		args = append(args, "-conf", c)
+	}
+	b.ns.Start(b.log, b.bin["ipwatchd"], args...)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ipc.Call(b.socket, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("ipwatchd did not answer within 10s")
+		}
+	}
+}
+
+// status is `ipwatchctl status -json`'s entry for key in conf.
+func (b *bed) status(conf, key string) *ipc.EntryStatus {
+	b.t.Helper()
+	out, code := b.ctl("status", "-json", "-all")
+	if code != 0 {
+		b.t.Fatalf("status: %d: %s", code, out)
+	}
+	var st ipc.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		b.t.Fatalf("status -json: %v\n%s", err, out)
+	}
+	for _, c := range st.Confs {
+		for i := range c.Entries {
+			if c.Path == conf && c.Entries[i].Key == key {
+				return &c.Entries[i]
+			}
+		}
+	}
+	b.t.Fatalf("status has no entry %s in %s:\n%s", key, conf, out)
+	return nil
+}
+
+// TestRealServices: Debian's in.ftpd (PAM), in.tftpd (UDP) and in.fingerd
+// (which runs finger) in three roots built by install, each address
+// serving its own root's files and users and nothing else, through a real
+// inetd, virtuald and ipwatchd, to real clients; broken roots refused, or
+// named, with the same reason by status, resolve, check and the log.
+func TestRealServices(t *testing.T) {
+	b := newBed(t)
+
+	t.Run("ftp: each address its own users and files", func(t *testing.T) {
+		for _, s := range sites {
+			got, err := b.ftp(s.addr, s.user, "hello.txt")
+			if err != nil || got != "ftp from site "+s.name+"\n" {
+				t.Errorf("%s as %s: %q, %v; log ends:\n%s", s.addr, s.user, got, err, b.log.Tail(8))
+			}
+			// The root's own etc/passwd, by absolute path: this root's
+			// user, no other site's.
+			got, err = b.ftp(s.addr, s.user, "%2Fetc/passwd")
+			if err != nil || !strings.Contains(got, s.user+":x:") {
+				t.Errorf("%s: /etc/passwd: %q, %v", s.addr, got, err)
+			}
+			for _, o := range sites {
+				if o != s && strings.Contains(got, o.user) {
+					t.Errorf("%s: /etc/passwd holds %s of site %s: %q", s.addr, o.user, o.name, got)
+				}
+			}
+			// Another site's user does not exist here.
+			for _, o := range sites {
+				if o == s {
+					continue
+				}
+				if got, err := b.ftp(s.addr, o.user, "hello.txt"); err == nil || !strings.Contains(got, "Access denied") {
+					t.Errorf("%s as %s (a user of site %s): %q, %v, want the login denied", s.addr, o.user, o.name, got, err)
+				}
+			}
+		}
+	})
+
+	t.Run("ftp logs through the relay under its own address", func(t *testing.T) {
+		// in.ftpd -l logs each login to syslog from inside its root;
+		// ipwatchd's relay serves that root's dev/log.
+		if l, ok := b.log.WaitFor(10*time.Second, "virtuald[192.0.2.31]:", "FTP LOGIN FROM", "alice"); !ok {
+			t.Errorf("no login line of alice relayed from 192.0.2.31's root; log ends:\n%s", b.log.Tail(10))
+		} else {
+			t.Logf("relayed: %q", l)
+		}
+		if _, ok := b.log.WaitFor(0, "virtuald[192.0.2.31]:", "FTP LOGIN FROM", "bob"); ok {
+			t.Errorf("bob's login was relayed from 192.0.2.31's root")
+		}
+	})
+
+	t.Run("tftp: each address its own files", func(t *testing.T) {
+		for _, s := range sites {
+			out := filepath.Join(b.tmp, "tftp-"+s.name)
+			got, err := b.client("tftp", "-m", "binary", s.addr, "-c", "get", "hello.txt", out)
+			content, _ := os.ReadFile(out)
+			if err != nil || string(content) != "tftp from site "+s.name+"\n" {
+				t.Errorf("%s: %q (client said %q, %v); log ends:\n%s", s.addr, content, got, err, b.log.Tail(8))
+			}
+		}
+		// The datagram's source is logged, as a connection's remote is.
+		if l, ok := b.log.WaitFor(5*time.Second, "local=192.0.2.32:69", "outcome=exec"); !ok || !strings.Contains(l, "remote=192.0.2.32:") {
+			t.Errorf("the datagram's log line lacks its source: %q", l)
+		}
+	})
+
+	t.Run("finger: each address its own users", func(t *testing.T) {
+		for _, s := range sites {
+			got, err := b.client("finger", s.user+"@"+s.addr)
+			want := "Name: " + strings.ToUpper(s.user[:1]) + s.user[1:] + " of " + s.name
+			if err != nil || !strings.Contains(got, want) {
+				t.Errorf("finger %s@%s: %q, %v, want %q; log ends:\n%s", s.user, s.addr, got, err, want, b.log.Tail(8))
+			}
+			for _, o := range sites {
+				if o == s {
+					continue
+				}
+				if got, _ := b.client("finger", o.user+"@"+s.addr); !strings.Contains(got, "no such user") {
+					t.Errorf("finger %s@%s (a user of site %s): %q, want no such user", o.user, s.addr, o.name, got)
+				}
+			}
+		}
+		if l, ok := b.log.WaitFor(5*time.Second, "local=192.0.2.31:79", "outcome=exec"); !ok || !strings.Contains(l, "user=nobody(65534:65534)") {
+			t.Errorf("finger did not run as nobody: %q", l)
+		}
+	})
+
+	t.Run("a root writable by others: refused, the same reason everywhere", func(t *testing.T) {
+		why := "is writable by group or others (mode 0777)"
+		if got, err := b.ftp(openAddr, "olive", "hello.txt"); err == nil || got == "" {
+			t.Errorf("ftp to %s: %q, %v, want the connection closed", openAddr, got, err)
+		}
+		if got, _ := b.client("finger", "olive@"+openAddr); strings.Contains(got, "olive") {
+			t.Errorf("finger to %s: %q", openAddr, got)
+		}
+		for _, port := range []string{":21", ":79"} {
+			if _, ok := b.log.WaitFor(5*time.Second, "local="+openAddr+port, "outcome=refused", why); !ok {
+				t.Errorf("no refusal in the log for %s%s; log ends:\n%s", openAddr, port, b.log.Tail(8))
+			}
+		}
+		for _, svc := range []string{"ftp", "tftp", "finger"} {
+			conf := b.confs[svc]
+			if e := b.status(conf, openAddr); e.State != "invalid" || !strings.Contains(e.Reason, why) {
+				t.Errorf("status of %s in conf.%s: %s %q, want invalid: %s", openAddr, svc, e.State, e.Reason, why)
+			}
+			if out, code := b.ctl("resolve", "-conf", conf, openAddr); code != 1 || !strings.Contains(out, "refused") || !strings.Contains(out, why) {
+				t.Errorf("resolve %s in conf.%s: exit %d: %s", openAddr, svc, code, out)
+			}
+			if out, code := b.ctl("check", conf); code != 1 || !strings.Contains(out, openAddr+": ") || !strings.Contains(out, why) {
+				t.Errorf("check conf.%s: exit %d:\n%s", svc, code, out)
+			}
+		}
+	})
+
+	t.Run("a library missing: named by check and the log", func(t *testing.T) {
+		want := "shared libraries it needs are missing inside the root: libpam.so.0"
+		out, code := b.ctl("check", "-program", "/usr/sbin/in.ftpd", b.confs["ftp"])
+		if code != 1 || !strings.Contains(out, nolibAddr+": /usr/sbin/in.ftpd cannot start") || !strings.Contains(out, want) {
+			t.Errorf("check -program: exit %d:\n%s", code, out)
+		}
+		for _, s := range sites {
+			if strings.Contains(out, s.addr+": /usr/sbin/in.ftpd cannot start") || strings.Contains(out, s.addr+": warning: "+s.root+"/dev/") {
+				t.Errorf("check -program: a good root fails or lacks something in dev/:\n%s", out)
+			}
+		}
+		// What it cannot see (PAM, NSS, the files in writeTenant), said.
+		if !strings.Contains(out, "check cannot see what the service looks for by itself") || !strings.Contains(out, "strace -f -e trace=file") {
+			t.Errorf("check -program does not say what it cannot see:\n%s", out)
+		}
+		got, _ := b.ftp(nolibAddr, "nick", "hello.txt")
+		if _, ok := b.log.WaitFor(5*time.Second, "local="+nolibAddr+":21", "outcome=exec", "warning=", "libpam.so.0"); !ok {
+			t.Errorf("no warning naming libpam.so.0 in the log (the client got %q); log ends:\n%s", got, b.log.Tail(8))
+		}
+	})
+
+	t.Run("a program by name: looked up where virtuald looks, by check too", func(t *testing.T) {
+		// Debian's inetd gives virtuald no PATH: in.fingerd, in
+		// /usr/sbin, is not found, and check says so before a client does.
+		why := "in.fingerd is not in PATH (/bin:/usr/bin) inside the root"
+		if got, err := b.ns.Ask(sites[0].addr + ":7079"); got != "" {
+			t.Errorf("in.fingerd by name: %q, %v, want the connection closed", got, err)
+		}
+		if _, ok := b.log.WaitFor(5*time.Second, "local="+sites[0].addr+":7079", "outcome=refused", why); !ok {
+			t.Errorf("no refusal saying %q; log ends:\n%s", why, b.log.Tail(5))
+		}
+		out, code := b.ctl("check", "-program", "in.fingerd", b.confs["finger"])
+		if code != 1 || !strings.Contains(out, sites[0].addr+": in.fingerd cannot start in "+sites[0].root+": "+why) || !strings.Contains(out, "PATH=/bin:/usr/bin") {
+			t.Errorf("check -program in.fingerd: exit %d:\n%s", code, out)
+		}
+		if out, code := b.ctl("check", "-program", "/usr/sbin/in.fingerd", b.confs["finger"]); strings.Contains(out, "cannot start") || code != 1 {
+			t.Errorf("check -program /usr/sbin/in.fingerd: exit %d (1 for the open root only):\n%s", code, out)
+		}
+	})
+
+	t.Run("a service that drops privileges itself, given user=: foreseen by check", func(t *testing.T) {
+		// Started as nobody (no_new_privs), in.ftpd cannot read
+		// etc/shadow nor take on alice's groups: every login fails.
+		if got, err := b.client("curl", "-sS", "--max-time", "20", "--user", "alice:pw-alice", "ftp://"+sites[0].addr+":2121/hello.txt"); err == nil || strings.Contains(got, "ftp from site") {
+			t.Errorf("in.ftpd as nobody served a login: %q, %v", got, err)
+		}
+		for prog, why := range map[string]string{
+			"/usr/sbin/in.ftpd":  "/usr/sbin/in.ftpd calls initgroups and links libpam",
+			"/usr/sbin/in.tftpd": "/usr/sbin/in.tftpd calls initgroups",
+		} {
+			out, code := b.ctl("check", "-program", prog, b.confs["ftp-as-user"])
+			if code != 0 || !strings.Contains(out, sites[0].addr+": warning: "+why+", as services that drop privileges themselves do, but user=nobody starts it without root") {
+				t.Errorf("check -program %s with user=nobody: exit %d:\n%s", prog, code, out)
+			}
+			// Without user= (the right kind), no such warning.
+			if out, _ := b.ctl("check", "-program", prog, b.confs["ftp"]); strings.Contains(out, "drop privileges themselves") {
+				t.Errorf("check -program %s without user=: \n%s", prog, out)
+			}
+		}
+	})
+}
