@@ -15,7 +15,7 @@ import (
 // this test hides; the commands the script itself runs come first.
 var testTools = []string{"bash", "cut", "sort", "paste", "id",
 	"ip", "ss", "nsenter", "unshare", "tcpserver", "systemd-socket-activate", "systemd-analyze",
-	"dpkg-deb", "lintian", "setpriv", "groff", "make"}
+	"dpkg-deb", "lintian", "setpriv", "groff", "make", "finger", "tftp", "curl"}
 
 // pathWith returns a directory holding links to the real tools named,
 // to be the whole PATH of the script.
