@@ -18,7 +18,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test fuzz bench demo install generate clean help FORCE
+.PHONY: all build test lint race fuzz bench demo install generate clean help FORCE
 
 all: build
 
@@ -33,6 +33,19 @@ bin/whoami: FORCE
 test: ## run every test (as root the end-to-end tests run too)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+lint: ## gofmt, go vet and staticcheck (the version go.mod pins, every check: staticcheck.conf)
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt'd:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# The race detector needs cgo. Only the test binaries are built with it:
+# the programs the end-to-end tests start stay static (testbed.Build).
+RACE_PACKAGES := ./internal/daemon/... ./internal/ipc/... ./internal/addrs ./cmd/ipwatchctl
+
+race: ## the tests of the packages that run goroutines, under the race detector (needs gcc)
+	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PACKAGES)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Accept' ./cmd/virtuald
 
 fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf

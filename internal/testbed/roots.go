@@ -133,11 +133,9 @@ func Binaries(t T) map[string]string {
 // RunMain runs the tests and removes what Binaries built.
 func RunMain(m interface{ Run() int }) int {
 	code := m.Run()
-	if built != nil {
-		for _, p := range built {
-			os.RemoveAll(filepath.Dir(p))
-			break
-		}
+	for _, p := range built {
+		os.RemoveAll(filepath.Dir(p))
+		break
 	}
 	return code
 }
