@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/bpf"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -239,8 +239,8 @@ func report(b *testing.B, ws []*wrapper) {
 
 // answers reports whether a daemon answers at sock.
 func answers(sock string) bool {
-	r, err := ipc.Call(sock, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus)
-	return err == nil && string(r[0]) == ipc.ReplyOK
+	_, err := admin.Client{Socket: sock}.Status(admin.StatusQuery{})
+	return err == nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

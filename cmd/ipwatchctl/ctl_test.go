@@ -12,9 +12,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 
+// runCtl runs ipwatchctl in-process, in an environment without
+// $VIRTUALD_SOCKET.
 func runCtl(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
+	code = run(args, &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
 	return code, out.String(), errOut.String()
 }
 

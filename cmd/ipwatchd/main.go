@@ -64,7 +64,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket), Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
+	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket, os.Getenv(ipc.SocketEnv)), Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,33 +67,26 @@ type child struct {
 	line  connLog
 }
 
-// listeners returns the listening sockets: those systemd passed
-// (LISTEN_FDS, for this pid) or else fd 0, as inetd's "wait" passes it.
-func listeners() ([]int, error) {
-	if pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID")); pid == os.Getpid() {
-		n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-		var fds []int
+// listeners returns the listening sockets: the n that systemd passed from
+// fd 3 on, or else fd 0, as inetd's "wait" passes it.
+func listeners(n int) ([]int, error) {
+	fds := []int{0}
+	if n > 0 {
+		fds = fds[:0]
 		for fd := 3; fd < 3+n; fd++ {
 			fds = append(fds, fd)
 		}
-		if len(fds) > 0 {
-			return fds, checkListening(fds)
-		}
 	}
-	return []int{0}, checkListening([]int{0})
-}
-
-func checkListening(fds []int) error {
 	for _, fd := range fds {
 		if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
-			return &os.SyscallError{Syscall: "fd " + strconv.Itoa(fd) + " is not a listening socket (use inetd's \"wait\", or systemd's Accept=no)", Err: unix.ENOTSOCK}
+			return nil, fmt.Errorf("fd %d is not a listening socket (use inetd's \"wait\", or systemd's Accept=no)", fd)
 		}
 	}
-	return nil
+	return fds, nil
 }
 
-func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, env []string) int {
-	fds, err := listeners()
+func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int, confPath, program string, argv, env []string) int {
+	fds, err := listeners(listenFDs)
 	if err != nil {
 		log.Log(syslog.Err, "accept mode: "+err.Error())
 		return exitUsage
@@ -111,7 +104,7 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 		return exitRefused
 	}
 	a := &acceptor{
-		log: log, opts: o, socketPath: ipc.SocketPath(o.socket), confPath: confPath,
+		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
 		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
 	}
@@ -407,18 +400,6 @@ func (a *acceptor) reap() {
 	}
 }
 
-// withoutListenVars drops systemd's socket-passing variables: the services
-// must not believe the listening sockets are theirs.
-func withoutListenVars(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "LISTEN_PID=") && !strings.HasPrefix(kv, "LISTEN_FDS=") && !strings.HasPrefix(kv, "LISTEN_FDNAMES=") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 // answerCache keeps the daemon's answers by conf file identity and
 // address. The daemon answers for an identity only when it names the
 // file's content (it refuses while the file's timestamps are too fresh to
@@ -516,51 +497,42 @@ func (a *acceptor) reportCounts(stop <-chan struct{}) {
 	}
 }
 
+// flushCounts reports the connections answered from the cache since the
+// last report, in batches of ipc.MaxCounts entries; a batch the daemon
+// did not take is kept for the next report.
 func (a *acceptor) flushCounts() {
 	c := &a.answers
 	c.mu.Lock()
 	pending := c.pending
 	c.pending = map[string]uint64{}
 	c.mu.Unlock()
-	fields := []string{ipc.Version, ipc.OpCount, a.confPath}
-	send := func() bool {
-		if len(fields) == 3 {
-			return true
-		}
-		reply, err := ipc.Call(a.socketPath, daemonTimeout, 1024, fields...)
-		fields = fields[:3]
-		if err != nil || len(reply) == 0 || string(reply[0]) != ipc.ReplyOK {
-			return false
-		}
-		if len(reply) == 2 {
-			if gen, err := strconv.ParseUint(string(reply[1]), 10, 64); err == nil {
-				c.mu.Lock()
-				c.sawGeneration(gen)
-				c.mu.Unlock()
-			}
-		}
-		return true
-	}
-	var failed []string
-	batch := []string{}
-	for key, n := range pending {
-		fields = append(fields, key, strconv.FormatUint(n, 10))
-		batch = append(batch, key)
-		if len(fields) >= ipc.MaxFields-1 {
-			if !send() {
-				failed = append(failed, batch...)
-			}
-			batch = batch[:0]
-		}
-	}
-	if !send() {
-		failed = append(failed, batch...)
-	}
-	if len(failed) > 0 {
+	daemon := ipc.Client{Socket: a.socketPath, Timeout: daemonTimeout}
+	for _, batch := range countBatches(pending) {
+		gen, err := daemon.Count(ipc.CountRequest{Conf: a.confPath, Counts: batch})
 		c.mu.Lock()
-		for _, key := range failed {
-			c.pending[key] += pending[key]
+		if err != nil {
+			for _, n := range batch {
+				c.pending[n.Key] += n.Connections
+			}
+		} else if gen != 0 {
+			c.sawGeneration(gen)
 		}
 		c.mu.Unlock()
 	}
+}
+
+// countBatches splits the pending counts into the requests that carry them.
+func countBatches(pending map[string]uint64) [][]ipc.EntryCount {
+	var batches [][]ipc.EntryCount
+	var batch []ipc.EntryCount
+	for key, n := range pending {
+		if len(batch) == ipc.MaxCounts {
+			batches, batch = append(batches, batch), nil
+		}
+		batch = append(batch, ipc.EntryCount{Key: key, Connections: n})
+	}
+	if len(batch) > 0 {
+		batches = append(batches, batch)
+	}
+	return batches
 }

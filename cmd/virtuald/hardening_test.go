@@ -110,8 +110,14 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	return d
 }
 
+// frame encodes raw reply fields: the replies here are malformed on
+// purpose, which no typed encoder of package ipc can make.
 func frame(fields ...string) []byte {
-	b, err := ipc.EncodeStrings(fields...)
+	raw := make([][]byte, len(fields))
+	for i, f := range fields {
+		raw[i] = []byte(f)
+	}
+	b, err := ipc.Encode(raw...)
 	if err != nil {
 		panic(err)
 	}

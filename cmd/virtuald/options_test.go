@@ -37,11 +37,38 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
-// Only systemd's socket-passing variables are taken out of a service's
-// environment.
-func TestWithoutListenVars(t *testing.T) {
-	env := []string{"PATH=/bin", "LISTEN_PID=7", "LISTEN_FDS=1", "LISTEN_FDNAMES=c", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}
-	if got := withoutListenVars(env); !slices.Equal(got, []string{"PATH=/bin", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}) {
-		t.Errorf("got %q", got)
+// virtuald takes the daemon's socket and systemd's listening sockets from
+// its environment, and passes everything else on to the service: never
+// systemd's socket-passing variables, which name virtuald's pid and
+// descriptors.
+func TestReadEnvironment(t *testing.T) {
+	const pid = 4242
+	service := []string{"PATH=/bin", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}
+	for _, c := range []struct {
+		name string
+		env  []string
+		want environment
+	}{
+		{"inetd's", service, environment{service: service}},
+		{"the socket named",
+			[]string{"VIRTUALD_SOCKET=/run/other.sock", "PATH=/bin"},
+			environment{socket: "/run/other.sock", service: []string{"VIRTUALD_SOCKET=/run/other.sock", "PATH=/bin"}}},
+		{"systemd's, for this process",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=2", "LISTEN_FDNAMES=a:b"}, service...),
+			environment{listenFDs: 2, service: service}},
+		{"systemd's, for another process",
+			append([]string{"LISTEN_PID=1", "LISTEN_FDS=2"}, service...),
+			environment{service: service}},
+		{"systemd's, no number",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=two"}, service...),
+			environment{service: service}},
+		{"systemd's, none passed",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=0"}, service...),
+			environment{service: service}},
+	} {
+		got := readEnvironment(c.env, pid)
+		if got.socket != c.want.socket || got.listenFDs != c.want.listenFDs || !slices.Equal(got.service, c.want.service) {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
 	}
 }

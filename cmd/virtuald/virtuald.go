@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,9 +142,7 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		log.Log(syslog.Err, shieldErr.Error())
 		return exitUsage
 	}
-	// The super-server's socket-passing variables name virtuald's pid and
-	// descriptors it does not pass on: a service must not believe them.
-	env = withoutListenVars(env)
+	e := readEnvironment(env, os.Getpid())
 	o, args, err := parseOptions(args)
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
@@ -152,6 +151,7 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		log.Log(syslog.Err, usage)
 		return exitUsage
 	}
+	socketPath := ipc.SocketPath(o.socket, e.socket)
 	if o.accept {
 		// The connections are never fds 1 and 2 here: give the process
 		// its stderr back (the journal under systemd).
@@ -159,9 +159,9 @@ func run(args, env []string, std stdio, shieldErr error) int {
 			log.Log(syslog.Err, err.Error())
 			return exitUsage
 		}
-		return acceptMode(log, o, args[1], args[2], args[2:], env)
+		return acceptMode(log, o, socketPath, e.listenFDs, args[1], args[2], args[2:], e.service)
 	}
-	return perConnection(log, std, o, args[1], args[2], args[2:], env)
+	return perConnection(log, std, o, socketPath, args[1], args[2], args[2:], e.service)
 }
 
 // decision is what virtuald resolved for one connection: the checked root
@@ -223,7 +223,7 @@ func (d *decision) check(confPath string) error {
 
 // perConnection is the seed's mode: inetd started virtuald for one
 // connection on fd 0; virtuald enters the root and becomes the service.
-func perConnection(log *syslog.Logger, std stdio, o options, confPath, program string, argv, env []string) int {
+func perConnection(log *syslog.Logger, std stdio, o options, socketPath, confPath, program string, argv, env []string) int {
 	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
@@ -237,7 +237,6 @@ func perConnection(log *syslog.Logger, std stdio, o options, confPath, program s
 		refuse(&line, err.Error())
 		return exitUsage
 	}
-	socketPath := ipc.SocketPath(o.socket)
 	health := ipc.MarkFor(socketPath)
 	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
 		return resolve(health, socketPath, confPath, addr)
@@ -372,37 +371,20 @@ func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, ad
 // question is askDaemon's exchange; a probe of a daemon held to be slow
 // waits less.
 func question(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
-	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
-	timeout := daemonTimeout
+	daemon := ipc.Client{Socket: socketPath, Timeout: daemonTimeout}
 	if probe {
-		timeout = ipc.ProbeTimeout
+		daemon.Timeout = ipc.ProbeTimeout
 	}
-	reply, err := ipc.Call(socketPath, timeout, 64<<10, req...)
+	a, err := daemon.Resolve(ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id})
+	var refused *ipc.RefusedError
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
 		return daemonAnswer{reason: "absent"}
-	case errors.Is(err, ipc.ErrUntrusted):
-		return daemonAnswer{reason: err.Error()}
 	case errors.Is(err, ipc.ErrSlow):
 		return daemonAnswer{reason: "slow", slow: true}
-	case err != nil:
-		return daemonAnswer{reason: err.Error()}
-	case len(reply) == 0:
-		return daemonAnswer{reason: "empty reply"}
-	}
-	switch string(reply[0]) {
-	case ipc.ReplyOK:
-	case ipc.ReplyStale:
-		return daemonAnswer{reason: "its copy of the conf is stale"}
-	case ipc.ReplyRacy:
-		return daemonAnswer{reason: "the conf changed too recently for its copy to be vouched for"}
-	case ipc.ReplyUnknown:
-		return daemonAnswer{reason: "conf unknown to it"}
-	default:
+	case errors.As(err, &refused):
 		return daemonAnswer{reason: "it refused the question"}
-	}
-	a, err := ipc.ParseAnswer(reply[1:])
-	if err != nil {
+	case err != nil:
 		return daemonAnswer{reason: err.Error()}
 	}
 	m, err := a.Match(addr)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/virtuald/virtuald/internal/ipc"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // writeBig writes a conf of n exact entries and returns its path and the
@@ -46,9 +45,8 @@ func BenchmarkQueries1000Clients(b *testing.B) {
 	dir := b.TempDir()
 	path, addr := writeBig(b, dir, 1000)
 	_, sock := startDaemon(b, []string{path})
-	var st unix.Stat_t
-	unix.Stat(path, &st)
-	frame, _ := ipc.EncodeStrings(append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
+	q := question(b, path, addr)
+	frame := q.AppendFrame(nil)
 	const clients = 1000
 	per := b.N/clients + 1
 	lat := make([][]time.Duration, clients)
@@ -141,14 +139,15 @@ func BenchmarkMetricsScrape(b *testing.B) {
 					b.Fatal("the validator did not finish its first pass")
 				}
 			}
-			var st unix.Stat_t
-			unix.Stat(c.conf, &st)
+			client := ipc.Client{Socket: d.cfg.Socket, Timeout: time.Second}
 			for i := 0; i < c.active; i++ {
 				a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
 				if c.active == 1 {
 					a = netip.MustParseAddr("127.0.0.1")
 				}
-				ipc.Call(d.cfg.Socket, time.Second, 1<<16, append([]string{ipc.Version, ipc.OpResolve, c.conf, a.String()}, ipc.FileIDOf(&st).Fields()...)...)
+				if _, err := client.Resolve(question(b, c.conf, a)); err != nil {
+					b.Fatal(err)
+				}
 			}
 			size := 0
 			b.ResetTimer()

@@ -15,13 +15,10 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +26,7 @@ import (
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/sdnotify"
 	"go.uber.org/zap"
@@ -322,31 +320,44 @@ func (d *Daemon) loadAll() {
 	}
 }
 
+// handle answers the requests the socket's event loop (inline) or its
+// goroutines hand it.
 func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 	switch string(req[1]) {
-	case ipc.OpResolve:
-		return d.resolve(peer, req[2:], true)
-	case ipc.OpLookup:
-		return d.resolve(peer, req[2:], false)
-	case ipc.OpCount:
-		return d.count(peer, req[2:])
-	case ipc.OpStatus:
-		q, err := ipc.ParseStatusQuery(req[2:])
+	case ipc.OpResolve, ipc.OpLookup:
+		r, err := ipc.ParseResolveRequest(req)
 		if err != nil {
-			return replyStrings(ipc.ReplyError, err.Error())
+			d.queries.errors.Add(1)
+			return ipc.ErrorReply(err.Error())
 		}
-		return jsonReply(d.Status(q))
+		return ipc.ResolveReply(d.resolve(peer, r))
+	case ipc.OpCount:
+		if peer.Uid != 0 {
+			return ipc.ErrorReply("count is for root only")
+		}
+		r, err := ipc.ParseCountRequest(req)
+		if err != nil {
+			return ipc.ErrorReply(err.Error())
+		}
+		return ipc.CountReply(d.count(r))
+	case ipc.OpStatus:
+		q, err := admin.ParseStatusQuery(req)
+		if err != nil {
+			return ipc.ErrorReply(err.Error())
+		}
+		st := d.Status(q)
+		return admin.StatusReply(&st)
 	case ipc.OpConfs:
-		return jsonReply(ipc.ConfList{Confs: d.confList()})
+		return admin.ConfsReply(d.confList())
 	case ipc.OpReload:
 		if peer.Uid != 0 {
-			return replyStrings(ipc.ReplyError, "reload is for root only")
+			return ipc.ErrorReply("reload is for root only")
 		}
 		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
 		d.ReloadAll()
-		return jsonReply(ipc.ReloadResult{Confs: d.confList()})
+		return admin.ConfsReply(d.confList())
 	}
-	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
+	return ipc.ErrorReply("unknown operation " + string(req[1]))
 }
 
 // inline reports the requests the socket's event loop answers itself:
@@ -366,64 +377,50 @@ func (d *Daemon) stream(peer unix.Ucred, req [][]byte) func(send func([][]byte) 
 	if string(req[1]) != ipc.OpStatus {
 		return nil
 	}
-	q, err := ipc.ParseStatusQuery(req[2:])
+	q, err := admin.ParseStatusQuery(req)
 	if err != nil || !q.All {
 		return nil
 	}
 	return func(send func([][]byte) error) error { return d.StreamStatus(q, send) }
 }
 
-// resolve answers: path, address, then the file identity virtuald saw.
-// count says whether the answer counts as one of virtuald's.
-func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
-	if len(args) != 7 {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, "resolve takes a conf path, an address and a file identity")
-	}
-	path := string(args[0])
-	addr, err := netip.ParseAddr(string(args[1]))
-	if err != nil {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, "bad address")
-	}
-	id, err := ipc.ParseFileID(args[2:])
-	if err != nil {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, err.Error())
-	}
-	c := d.confs.get(path)
+// resolve answers r from the daemon's copy of the conf file, when that
+// copy is the file virtuald sees; a resolve (not a lookup) counts as one
+// of virtuald's.
+func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, error) {
+	c := d.confs.get(r.Conf)
 	if c == nil {
 		// Only virtuald's questions as root make the daemon read a new
 		// file (it holds what it reads for good); ipwatchctl's lookups
 		// change nothing.
-		if count && peer.Uid == 0 && filepath.IsAbs(path) && filepath.Clean(path) == path && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
-			d.log.Info("adopting conf file", zap.String("conf", path), zap.Int32("pid", peer.Pid))
-			d.adopt(path)
+		if !r.Lookup && peer.Uid == 0 && filepath.IsAbs(r.Conf) && filepath.Clean(r.Conf) == r.Conf && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
+			d.log.Info("adopting conf file", zap.String("conf", r.Conf), zap.Int32("pid", peer.Pid))
+			d.adopt(r.Conf)
 		}
 		d.queries.unknown.Add(1)
-		return replyStrings(ipc.ReplyUnknown)
+		return nil, ipc.ErrUnknown
 	}
 	s := c.cur.Load()
 	if s == nil {
 		d.queries.unknown.Add(1)
-		return replyStrings(ipc.ReplyUnknown)
+		return nil, ipc.ErrUnknown
 	}
-	if s.id != id {
-		d.queue(path)
+	if s.id != r.ID {
+		d.queue(r.Conf)
 		d.queries.stale.Add(1)
-		return replyStrings(ipc.ReplyStale)
+		return nil, ipc.ErrStale
 	}
 	if s.racy() {
 		// The read again is scheduled; until it is done, the file
 		// itself is the only safe answer.
 		d.queries.racy.Add(1)
-		return replyStrings(ipc.ReplyRacy)
+		return nil, ipc.ErrRacy
 	}
-	m := s.file.Lookup(addr)
-	a := ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
+	m := s.file.Lookup(r.Addr)
+	a := &ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
 	if m.Entry != nil {
 		a.Line, a.Key, a.Root, a.User, a.Group = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.User, m.Entry.Group
-		if count {
+		if !r.Lookup {
 			c.counter(m.Entry.Key).Add(1)
 		}
 	}
@@ -431,50 +428,23 @@ func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
 		a.Refusal = m.Err.Error()
 	}
 	d.queries.ok.Add(1)
-	return replyStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
+	return a, nil
 }
 
 // count adds connections that virtuald in accept mode answered from the
-// answers it keeps (args: conf path, then entry key and count pairs) to the
-// entries' resolved counts. Only root's reports count.
-func (d *Daemon) count(peer unix.Ucred, args [][]byte) [][]byte {
-	if peer.Uid != 0 {
-		return replyStrings(ipc.ReplyError, "count is for root only")
-	}
-	if len(args) < 1 || len(args)%2 != 1 {
-		return replyStrings(ipc.ReplyError, "count takes a conf path, then key and count pairs")
-	}
-	c := d.confs.get(string(args[0]))
+// answers it keeps to the entries' resolved counts, and returns the
+// generation of the file, which lets accept mode drop the answers it keeps
+// when the file changed.
+func (d *Daemon) count(r ipc.CountRequest) (generation uint64, err error) {
+	c := d.confs.get(r.Conf)
 	if c == nil {
-		return replyStrings(ipc.ReplyUnknown)
+		return 0, ipc.ErrUnknown
 	}
-	for i := 1; i+1 < len(args); i += 2 {
-		n, err := strconv.ParseUint(string(args[i+1]), 10, 64)
-		if err != nil {
-			return replyStrings(ipc.ReplyError, "bad count")
-		}
-		c.counter(string(args[i])).Add(n)
+	for _, n := range r.Counts {
+		c.counter(n.Key).Add(n.Connections)
 	}
-	// The generation lets accept mode drop the answers it keeps when the
-	// file changed.
 	if s := c.cur.Load(); s != nil {
-		return replyStrings(ipc.ReplyOK, strconv.FormatUint(s.generation, 10))
+		return s.generation, nil
 	}
-	return replyStrings(ipc.ReplyOK)
-}
-
-func replyStrings(s ...string) [][]byte {
-	b := make([][]byte, len(s))
-	for i := range s {
-		b[i] = []byte(s[i])
-	}
-	return b
-}
-
-func jsonReply(v any) [][]byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return replyStrings(ipc.ReplyError, err.Error())
-	}
-	return [][]byte{[]byte(ipc.ReplyOK), b}
+	return 0, nil
 }

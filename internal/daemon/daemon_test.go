@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -57,18 +58,27 @@ func startDaemon(t testing.TB, confs []string) (*Daemon, string) {
 	return d, sock
 }
 
-func ask(t *testing.T, sock, path string, addr netip.Addr) [][]byte {
+// question is virtuald's question about addr in the conf file at path, as
+// it finds the file now.
+func question(t testing.TB, path string, addr netip.Addr) ipc.ResolveRequest {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	reply, err := ipc.Call(sock, 5*time.Second, 1<<16,
-		append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
-	if err != nil {
+	return ipc.ResolveRequest{Conf: path, Addr: addr, ID: ipc.FileIDOf(&st)}
+}
+
+// ask asks the daemon at sock virtuald's question; the error is the
+// daemon's reply when it did not answer (stale, unknown...), and fails the
+// test when the daemon could not be asked.
+func ask(t *testing.T, sock, path string, addr netip.Addr) (*ipc.Answer, error) {
+	t.Helper()
+	a, err := ipc.Client{Socket: sock, Timeout: 5 * time.Second}.Resolve(question(t, path, addr))
+	if errors.Is(err, ipc.ErrAbsent) || errors.Is(err, ipc.ErrSlow) || errors.Is(err, ipc.ErrUntrusted) {
 		t.Fatal(err)
 	}
-	return reply
+	return a, err
 }
 
 // The daemon and the file never disagree: for many generated conf files
@@ -98,13 +108,9 @@ func TestDaemonAgreesWithFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			reply := ask(t, sock, p, addr)
-			if string(reply[0]) != ipc.ReplyOK {
-				t.Fatalf("%s %s: reply %q", p, a, reply[0])
-			}
-			got, err := ipc.ParseAnswer(reply[1:])
+			got, err := ask(t, sock, p, addr)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s %s: %v", p, a, err)
 			}
 			if msg := compare(got, want); msg != "" {
 				t.Fatalf("%s, address %s: %s\nfile:\n%s", p, a, msg, data)
@@ -145,8 +151,8 @@ func TestStaleAndUnknown(t *testing.T) {
 	d, sock := startDaemon(t, []string{p})
 	d.ReloadAll()
 	addr := netip.MustParseAddr("10.0.0.1")
-	if r := ask(t, sock, p, addr); string(r[0]) != ipc.ReplyOK || string(r[5]) != "/a" {
-		t.Fatalf("first answer: %q", r)
+	if a, err := ask(t, sock, p, addr); err != nil || a.Root != "/a" {
+		t.Fatalf("first answer: %+v, %v", a, err)
 	}
 	tmp := p + ".new"
 	os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644)
@@ -155,12 +161,12 @@ func TestStaleAndUnknown(t *testing.T) {
 	// must never answer from the old copy.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r := ask(t, sock, p, addr)
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/b" {
+		a, err := ask(t, sock, p, addr)
+		if err == nil && a.Root == "/b" {
 			break
 		}
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) != "/b" {
-			t.Fatalf("answered from the old copy after the rename: %q", r)
+		if err == nil {
+			t.Fatalf("answered from the old copy after the rename: %+v", a)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the daemon did not pick up the renamed file")
@@ -171,20 +177,20 @@ func TestStaleAndUnknown(t *testing.T) {
 	other := filepath.Join(dir, "other")
 	os.WriteFile(other, []byte("default /c\n"), 0o644)
 	settle(t, other)
-	if r := ask(t, sock, other, addr); string(r[0]) != ipc.ReplyUnknown {
-		t.Fatalf("unknown file: %q", r)
+	if a, err := ask(t, sock, other, addr); !errors.Is(err, ipc.ErrUnknown) {
+		t.Fatalf("unknown file: %+v, %v", a, err)
 	}
 	if os.Geteuid() != 0 {
 		return // only root's questions adopt a file
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		r := ask(t, sock, other, addr)
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/c" {
+		a, err := ask(t, sock, other, addr)
+		if err == nil && a.Root == "/c" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the file root asked about was not adopted: %q", r)
+			t.Fatalf("the file root asked about was not adopted: %+v, %v", a, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

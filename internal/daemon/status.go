@@ -1,14 +1,13 @@
 package daemon
 
 import (
-	"encoding/json"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"go.uber.org/zap"
 )
 
@@ -23,7 +22,7 @@ const freshLimit = 10_000
 // Status builds the status report that q asks for from the current
 // snapshots and addresses, with every listed entry (q.All is ignored: see
 // StreamStatus).
-func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
+func (d *Daemon) Status(q admin.StatusQuery) admin.Status {
 	v := d.newView()
 	st := v.header(d)
 	for _, c := range d.confs.all() {
@@ -31,9 +30,9 @@ func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
 		if list != nil {
 			limit := q.Limit
 			if limit <= 0 {
-				limit = ipc.DefaultStatusLimit
+				limit = admin.DefaultStatusLimit
 			}
-			list(func(e ipc.EntryStatus) bool {
+			list(func(e admin.EntryStatus) bool {
 				if len(cs.Entries) >= limit {
 					cs.More++
 					return true
@@ -51,13 +50,13 @@ func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
 // header (the status without entries), then the entries of each file in
 // batches (one at least per file, in order), then the end. The daemon
 // holds one batch at a time, however many entries the files have.
-func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) error {
+func (d *Daemon) StreamStatus(q admin.StatusQuery, send func([][]byte) error) error {
 	const batch = 1000
 	v := d.newView()
 	st := v.header(d)
 	type pending struct {
-		cs   ipc.ConfStatus
-		list func(func(ipc.EntryStatus) bool)
+		cs   admin.ConfStatus
+		list func(func(admin.EntryStatus) bool)
 	}
 	var files []pending
 	for _, c := range d.confs.all() {
@@ -65,17 +64,13 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 		st.Confs = append(st.Confs, cs)
 		files = append(files, pending{cs, list})
 	}
-	head, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	if err := send([][]byte{[]byte(ipc.ReplyOK), head}); err != nil {
+	if err := send(admin.StatusReply(&st)); err != nil {
 		return err
 	}
 	// Every file gets one batch at least, empty if need be, so that the
 	// client meets the files in order.
 	for _, f := range files {
-		buf := []ipc.EntryStatus{}
+		buf := []admin.EntryStatus{}
 		sent := false
 		var sendErr error
 		flush := func() bool {
@@ -83,15 +78,15 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 				return true
 			}
 			sent = true
-			b, err := json.Marshal(buf)
+			frame, err := admin.EntriesFrame(f.cs.Path, buf)
 			if err == nil {
-				err = send([][]byte{[]byte(ipc.ReplyEntries), []byte(f.cs.Path), b})
+				err = send(frame)
 			}
 			buf, sendErr = buf[:0], err
 			return err == nil
 		}
 		if f.list != nil {
-			f.list(func(e ipc.EntryStatus) bool {
+			f.list(func(e admin.EntryStatus) bool {
 				buf = append(buf, e)
 				return len(buf) < batch || flush()
 			})
@@ -100,7 +95,7 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 			return sendErr
 		}
 	}
-	return send([][]byte{[]byte(ipc.ReplyEnd)})
+	return send(admin.EndFrame())
 }
 
 // view is what one status needs of the host: its addresses, the kernel's
@@ -114,22 +109,22 @@ func (d *Daemon) newView() *view {
 	return &view{addrs: d.addresses(), conns: d.connectionsByAddress()}
 }
 
-func (v *view) header(d *Daemon) ipc.Status {
-	st := ipc.Status{
+func (v *view) header(d *Daemon) admin.Status {
+	st := admin.Status{
 		Version:        d.cfg.Version,
 		UptimeSeconds:  time.Since(d.start).Seconds(),
 		BPF:            d.bpfState,
 		NetlinkResyncs: d.tracker.Resyncs(),
-		Queries: ipc.QueryCounts{
+		Queries: admin.QueryCounts{
 			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(), Racy: d.queries.racy.Load(),
 			Unknown: d.queries.unknown.Load(), Error: d.queries.errors.Load(),
 		},
-		Confs:    []ipc.ConfStatus{},
-		Unmapped: []ipc.Unmapped{},
+		Confs:    []admin.ConfStatus{},
+		Unmapped: []admin.Unmapped{},
 	}
 	for _, a := range v.addrs {
 		if !d.mapped(a.Addr) {
-			st.Unmapped = append(st.Unmapped, ipc.Unmapped{Address: a.Addr.String(), Interface: a.Interface, Connections: v.conns[a.Addr]})
+			st.Unmapped = append(st.Unmapped, admin.Unmapped{Address: a.Addr.String(), Interface: a.Interface, Connections: v.conns[a.Addr]})
 		}
 	}
 	return st
@@ -139,15 +134,15 @@ func (v *view) header(d *Daemon) ipc.Status {
 // the entries q matches, in file order (nil when the file has no
 // snapshot). The listing calls yield with each entry until it returns
 // false.
-func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield func(ipc.EntryStatus) bool)) {
-	cs := ipc.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []ipc.EntryStatus{}}
+func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yield func(admin.EntryStatus) bool)) {
+	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
 	s := c.cur.Load()
 	if s == nil {
 		return cs, nil
 	}
 	cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 	for i, e := range s.file.Errors {
-		if i == ipc.DefaultStatusLimit {
+		if i == admin.DefaultStatusLimit {
 			cs.ProblemsMore = len(s.file.Errors) - i // ipwatchctl check lists them all
 			break
 		}
@@ -155,7 +150,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	}
 	// The addresses each entry serves, from the host's addresses: a
 	// handful, whatever the size of the file.
-	served := map[*conf.Entry][]ipc.AddressStatus{}
+	served := map[*conf.Entry][]admin.AddressStatus{}
 	conns := map[*conf.Entry]uint64{}
 	live := map[*conf.Entry]bool{}
 	for _, a := range v.addrs {
@@ -166,7 +161,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 		if !containsAddr(served[m.Entry], a.Addr) {
 			conns[m.Entry] += v.conns[a.Addr] // once per address, however many links hold it
 		}
-		served[m.Entry] = append(served[m.Entry], ipc.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
+		served[m.Entry] = append(served[m.Entry], admin.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
 		if a.Live() {
 			live[m.Entry] = true
 		}
@@ -192,9 +187,9 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	if fresh {
 		for _, e := range s.file.Entries {
 			switch st, _ := state(e, false); st {
-			case ipc.StateLive:
+			case admin.StateLive:
 				cs.Counts.Live++
-			case ipc.StateAbsent:
+			case admin.StateAbsent:
 				cs.Counts.Absent++
 			default:
 				cs.Counts.Invalid++
@@ -212,7 +207,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	// then its invalid ones; anything else lists every entry that
 	// matches, in file order.
 	summary := q.State == "" && !q.All && !q.Match.IsValid() && !fresh
-	list := func(yield func(ipc.EntryStatus) bool) {
+	list := func(yield func(admin.EntryStatus) bool) {
 		matching := entriesMatching(s.file, q.Match)
 		if summary {
 			var first []*conf.Entry
@@ -233,12 +228,12 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 			if q.State != "" && st != q.State {
 				continue
 			}
-			es := ipc.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
+			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
 				State: st, Reason: reason, Addresses: served[e], Connections: conns[e]}
 			if es.Addresses == nil {
-				es.Addresses = []ipc.AddressStatus{}
+				es.Addresses = []admin.AddressStatus{}
 			}
-			if st != ipc.StateInvalid {
+			if st != admin.StateInvalid {
 				es.Warning = conf.RootWarning(e)
 			}
 			if n, ok := c.resolved.Load(e.Key); ok {
@@ -257,24 +252,24 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 // live or absent.
 func entryState(s *snapshot, e *conf.Entry, check, live bool, checker *conf.Checker) (string, string) {
 	if err := s.file.Refusal(e); err != nil {
-		return ipc.StateInvalid, err.Error()
+		return admin.StateInvalid, err.Error()
 	}
 	if check {
 		if err := checker.Validate(e); err != nil {
-			return ipc.StateInvalid, err.Error()
+			return admin.StateInvalid, err.Error()
 		}
 	}
 	if live {
-		return ipc.StateLive, ""
+		return admin.StateLive, ""
 	}
-	return ipc.StateAbsent, ""
+	return admin.StateAbsent, ""
 }
 
 // stateCounts counts the entries of a large file by state without
 // checking every root: the text's refusals were counted at load, failed
 // roots come from the validator's pass, and the live entries are checked
 // now.
-func stateCounts(s *snapshot, checked *rootCheck, live map[*conf.Entry]bool, checker *conf.Checker) ipc.StateCounts {
+func stateCounts(s *snapshot, checked *rootCheck, live map[*conf.Entry]bool, checker *conf.Checker) admin.StateCounts {
 	invalid := s.invalid
 	if checked != nil {
 		invalid += checked.invalid
@@ -295,7 +290,7 @@ func stateCounts(s *snapshot, checked *rootCheck, live map[*conf.Entry]bool, che
 			invalid++ // broken since the pass
 		}
 	}
-	return ipc.StateCounts{Live: n, Invalid: invalid, Absent: len(s.file.Entries) - invalid - n}
+	return admin.StateCounts{Live: n, Invalid: invalid, Absent: len(s.file.Entries) - invalid - n}
 }
 
 // entriesMatching returns the entries of f that match m: all of them for
@@ -320,7 +315,7 @@ func entriesMatching(f *conf.File, m netip.Prefix) []*conf.Entry {
 	return out
 }
 
-func containsAddr(as []ipc.AddressStatus, a netip.Addr) bool {
+func containsAddr(as []admin.AddressStatus, a netip.Addr) bool {
 	for _, x := range as {
 		if x.Address == a.String() {
 			return true
@@ -365,10 +360,10 @@ func (d *Daemon) mapped(a netip.Addr) bool {
 }
 
 // confList reports every file without its entries, for reload and OpConfs.
-func (d *Daemon) confList() []ipc.ConfStatus {
-	var out []ipc.ConfStatus
+func (d *Daemon) confList() []admin.ConfStatus {
+	var out []admin.ConfStatus
 	for _, c := range d.confs.all() {
-		cs := ipc.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []ipc.EntryStatus{}}
+		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
 		if s := c.cur.Load(); s != nil {
 			cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 			for _, e := range s.file.Errors {
