@@ -5,13 +5,12 @@
 //	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
-// removed). It tells systemd READY=1 after the first address dump and
-// load (Type=notify).
+// removed), and a second SIGTERM ends a stop that hangs. It tells systemd
+// READY=1 after the first address dump and load (Type=notify).
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -69,22 +68,11 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, unix.SIGHUP)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: reloading")
-				d.ReloadAll()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	// Signals steer Run: SIGHUP reloads, SIGTERM stops, and a second
+	// SIGTERM ends a stop that hangs.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, unix.SIGHUP, unix.SIGTERM, unix.SIGINT)
+	if err := d.Run(context.Background(), signals); err != nil {
 		log.Error("stopped", zap.Error(err))
 		return 1
 	}

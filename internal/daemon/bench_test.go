@@ -174,7 +174,7 @@ func benchMetricsDaemon(b *testing.B, conf string, max int) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	b.Cleanup(func() { cancel(); <-done })
 	for deadline := time.Now().Add(time.Minute); d.confs.get(conf).cur.Load() == nil; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

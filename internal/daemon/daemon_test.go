@@ -43,7 +43,7 @@ func startDaemon(t testing.TB, confs []string) (*Daemon, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -29,7 +29,7 @@ func metricsDaemon(t *testing.T, max int, confs ...string) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-d.tracker.Ready():
