@@ -45,7 +45,7 @@ RACE_PACKAGES := ./internal/daemon/... ./internal/ipc/... ./internal/addrs ./cmd
 
 race: ## the tests of the packages that run goroutines, under the race detector (needs gcc)
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PACKAGES)
-	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Accept' ./cmd/virtuald
+	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Accept|AnswerCache|FlushCounts|Decide' ./cmd/virtuald
 
 fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,8 +25,6 @@ const (
 	exitUsage   = 2
 )
 
-const usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
-
 // daemonTimeout bounds the whole exchange with ipwatchd (connect, request,
 // reply). Past it virtuald reads the file itself: a slow daemon costs a
 // connection this much, never its answer.
@@ -36,102 +33,6 @@ const daemonTimeout = 250 * time.Millisecond
 // peekTimeout bounds the wait for the datagram of a "dgram wait" service;
 // inetd starts virtuald only when one is queued, so it is normally instant.
 const peekTimeout = 5 * time.Second
-
-// connLog accumulates the fields of the one log line a connection gets.
-type connLog struct {
-	b []byte
-}
-
-func (l *connLog) add(key, value string) {
-	if len(l.b) > 0 {
-		l.b = append(l.b, ' ')
-	}
-	l.b = append(l.b, key...)
-	l.b = append(l.b, '=')
-	if value == "" || strings.ContainsAny(value, " \"=\\") || !isPrintable(value) {
-		l.b = strconv.AppendQuote(l.b, value)
-	} else {
-		l.b = append(l.b, value...)
-	}
-}
-
-func (l *connLog) String() string { return string(l.b) }
-
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// options are virtuald's flags. Only these start with '-': the conf path
-// comes next, as in the seed's inetd lines.
-type options struct {
-	socket      string
-	accept      bool
-	maxChildren int
-	maxPerEntry int
-	stopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
-	// allowWildcardDgram serves a "dgram ... wait" socket bound to a
-	// wildcard address, which carries every address's datagrams to the
-	// one service started for the first.
-	allowWildcardDgram bool
-}
-
-func parseOptions(args []string) (options, []string, error) {
-	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry, stopTimeout: defaultStopTimeout}
-	rest := args[1:]
-	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
-		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
-		name = strings.TrimPrefix(name, "-")
-		rest = rest[1:]
-		if name == "" { // "--" ends the options
-			break
-		}
-		switch name {
-		case "accept":
-			o.accept = true
-			continue
-		case "allow-wildcard-dgram":
-			o.allowWildcardDgram = true
-			continue
-		}
-		if !hasValue {
-			if len(rest) == 0 {
-				return o, nil, fmt.Errorf("-%s needs a value", name)
-			}
-			value, rest = rest[0], rest[1:]
-		}
-		var n int
-		var err error
-		switch name {
-		case "socket":
-			o.socket = value
-			continue
-		case "max-children":
-			n, err = strconv.Atoi(value)
-			o.maxChildren = n
-		case "max-per-entry":
-			n, err = strconv.Atoi(value)
-			o.maxPerEntry = n
-		case "stop-timeout":
-			d, err := time.ParseDuration(value)
-			if err != nil || d < 0 {
-				return o, nil, fmt.Errorf("-stop-timeout takes a duration (e.g. 30s)")
-			}
-			o.stopTimeout = d
-			continue
-		default:
-			return o, nil, fmt.Errorf("unknown option -%s", name)
-		}
-		if err != nil || n < 1 {
-			return o, nil, fmt.Errorf("-%s takes a positive number", name)
-		}
-	}
-	return o, append([]string{args[0]}, rest...), nil
-}
 
 // run is virtuald; std is what shieldStdio did with fds 1 and 2 (shieldErr
 // when it could not).
