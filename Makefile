@@ -8,7 +8,9 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The version every binary reports (internal/buildinfo): the release tag
+# it was built from, or how far past the last one (see CHANGELOG.md).
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # Static binaries: virtuald starts once per connection (no dynamic loader
 # to pay for), and dropping privileges on every thread needs Go's
@@ -25,7 +27,7 @@ all: build
 build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
 
 bin/%: FORCE
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/$*
+	$(GO) build -trimpath -ldflags "-X github.com/virtuald/virtuald/internal/buildinfo.version=$(VERSION)" -o $@ ./cmd/$*
 
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
@@ -18,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: ipwatchctl [-socket PATH] COMMAND
+const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
 
   status [-json] [-all] [-state live|absent|invalid] [-limit N] [ADDRESS|PREFIX]
                            every conf file the daemon serves: its entries by state, the live and
@@ -31,6 +32,7 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            warns about roots without /dev/log; with -program, checks that the
                            program, its ELF interpreter and its libraries are inside every root
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
+  version                  print ipwatchctl's version (also -version)
 `
 
 // env is what a command may touch, injected so that tests run commands
@@ -50,10 +52,14 @@ func run(args []string, e *env) int {
 	fs := flag.NewFlagSet("ipwatchctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	socket := fs.String("socket", "", "")
+	version := fs.Bool("version", false, "")
 	stdout, stderr := e.stdout, e.stderr
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+	if err := fs.Parse(args); err != nil || (fs.NArg() == 0 && !*version) {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if *version {
+		return e.version(fs.Args())
 	}
 	e.socket = ipc.SocketPath(*socket, e.getenv(ipc.SocketEnv))
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
@@ -66,12 +72,24 @@ func run(args []string, e *env) int {
 		return check(rest, stdout, stderr)
 	case "reload":
 		return e.reload(rest)
+	case "version":
+		return e.version(rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
 	fmt.Fprintf(stderr, "ipwatchctl: unknown command %s\n%s", strconv.Quote(cmd), usage)
 	return 2
+}
+
+// version prints ipwatchctl's version; it takes no arguments.
+func (e *env) version(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprint(e.stderr, "usage: ipwatchctl version\n")
+		return 2
+	}
+	fmt.Fprintln(e.stdout, "ipwatchctl", buildinfo.Version())
+	return 0
 }
 
 // daemonErr turns "not there" into one plain sentence.

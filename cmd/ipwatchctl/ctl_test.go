@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -126,6 +127,19 @@ func TestCheckRoots(t *testing.T) {
 	}
 	if code != 1 || strings.Contains(out, ":1: 10.0.0.1") {
 		t.Errorf("-program: exit %d, want 1 with the good root silent:\n%s", code, out)
+	}
+}
+
+// Both ways to ask for the version print it and exit 0.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"-version"}, {"version"}, {"-socket", "/x", "version"}} {
+		code, out, errOut := runCtl(args...)
+		if code != 0 || out != "ipwatchctl "+buildinfo.Version()+"\n" || errOut != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if code, _, errOut := runCtl("version", "extra"); code != 2 || !strings.Contains(errOut, "usage:") {
+		t.Errorf("version with an argument: exit %d, stderr %q", code, errOut)
 	}
 }
 

@@ -1,7 +1,15 @@
-// Command ipwatchctl inspects virtuald conf files and (with ipwatchd) the
-// live address-to-root map. This release has the offline command:
+// Command ipwatchctl is the operator's tool: it checks virtuald conf files
+// offline, asks ipwatchd for the live address-to-root map and its counts,
+// says what virtuald would do for an address, and makes the daemon reload:
 //
-//	ipwatchctl check CONF...
+//	ipwatchctl [-socket PATH] status [-json] [-all] [-state STATE] [-limit N] [ADDRESS|PREFIX]
+//	ipwatchctl [-socket PATH] resolve [-conf FILE] IP
+//	ipwatchctl check [-program PATH] CONF...
+//	ipwatchctl [-socket PATH] reload
+//	ipwatchctl version
+//
+// Each command is a method of env, which carries what it may touch
+// (output, environment), so tests run them in-process (ctl.go).
 package main
 
 import "os"

@@ -3,6 +3,7 @@
 // answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
 //	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
+//	ipwatchd -version
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
 // removed), and a second SIGTERM ends a stop that hangs. It tells systemd
@@ -18,6 +19,7 @@ import (
 	"os/signal"
 	"strings"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"go.uber.org/zap"
@@ -25,11 +27,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// version is set at build time by the Makefile.
-var version = "dev"
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
 
 type confList []string
@@ -37,7 +36,9 @@ type confList []string
 func (c *confList) String() string     { return strings.Join(*c, ",") }
 func (c *confList) Set(v string) error { *c = append(*c, v); return nil }
 
-func run(args []string, stderr io.Writer) int {
+// run is ipwatchd, with what it touches of its process injected so that
+// tests run it in-process.
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := flag.NewFlagSet("ipwatchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "the Unix socket to serve (default $VIRTUALD_SOCKET or "+ipc.DefaultSocket+")")
@@ -49,8 +50,13 @@ func run(args []string, stderr io.Writer) int {
 	metricsMax := fs.Int("metrics-max-entries", daemon.DefaultMetricsMaxEntries, "entries, and unmapped addresses, with metrics series of their own (the rest are summed as \"other\")")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, "ipwatchd", buildinfo.Version())
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ipwatchd: unexpected argument %q\n", fs.Arg(0))
@@ -63,7 +69,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket, os.Getenv(ipc.SocketEnv)), Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
+	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

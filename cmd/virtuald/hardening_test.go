@@ -29,6 +29,8 @@ func runHelper(name string) int {
 		panic("a bug in virtuald")
 	case "panic-unshielded":
 		panic("a bug in virtuald")
+	case "version":
+		return run([]string{"virtuald", "-version"}, nil, stdio{saved: [2]int{-1, -1}, null: -1}, nil)
 	}
 	return 4
 }

@@ -8,11 +8,12 @@ import (
 )
 
 // usage is logged when virtuald is started the wrong way.
-const usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
+const usage = "usage: virtuald -version, or virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
 
 // options are virtuald's flags. Only these start with '-': the conf path
 // comes next, as in the seed's inetd lines.
 type options struct {
+	version     bool // print the version and exit
 	socket      string
 	accept      bool
 	maxChildren int
@@ -35,6 +36,9 @@ func parseOptions(args []string) (options, []string, error) {
 			break
 		}
 		switch name {
+		case "version":
+			o.version = true
+			continue
 		case "accept":
 			o.accept = true
 			continue

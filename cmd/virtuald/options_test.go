@@ -1,9 +1,13 @@
 package main
 
 import (
+	"os"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/buildinfo"
 )
 
 // The flags come before the conf path, as the seed's inetd lines have it;
@@ -23,6 +27,7 @@ func TestParseOptions(t *testing.T) {
 		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-socket"}, err: true},
+		{args: []string{"virtuald", "-version"}, want: options{version: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
 	} {
 		got, rest, err := parseOptions(c.args)
 		if c.err {
@@ -70,5 +75,16 @@ func TestReadEnvironment(t *testing.T) {
 		if got.socket != c.want.socket || got.listenFDs != c.want.listenFDs || !slices.Equal(got.service, c.want.service) {
 			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
 		}
+	}
+}
+
+// virtuald -version prints its version on stdout and exits 0 (in a
+// process of its own: it writes to fd 1).
+func TestVersion(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=version")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "virtuald "+buildinfo.Version()+"\n" {
+		t.Errorf("virtuald -version: %q, %v", out, err)
 	}
 }

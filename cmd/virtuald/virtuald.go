@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
@@ -45,6 +46,9 @@ func run(args, env []string, std stdio, shieldErr error) int {
 	}
 	e := readEnvironment(env, os.Getpid())
 	o, args, err := parseOptions(args)
+	if err == nil && o.version {
+		return printVersion(std)
+	}
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
 			log.Log(syslog.Err, err.Error())
@@ -63,6 +67,18 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		return acceptMode(log, o, socketPath, e.listenFDs, args[1], args[2], args[2:], e.service)
 	}
 	return perConnection(log, std, o, socketPath, args[1], args[2], args[2:], e.service)
+}
+
+// printVersion writes the version to the fd 1 virtuald was started with:
+// only a person asks for it, on a terminal.
+func printVersion(std stdio) int {
+	if err := std.restore(); err != nil {
+		return exitUsage
+	}
+	if _, err := unix.Write(1, []byte("virtuald "+buildinfo.Version()+"\n")); err != nil {
+		return exitUsage
+	}
+	return 0
 }
 
 // decision is what virtuald resolved for one connection: the checked root
