@@ -101,7 +101,7 @@ func BenchmarkInetd(b *testing.B) {
 		b.Fatal(err)
 	}
 	floor := floorBin["floor"]
-	os.Chmod(filepath.Dir(floor), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(floor), 0o755))
 	ns, roots, addrs, rootPaths := sites(b, hello)
 	logDir := b.TempDir()
 	sl := testbed.NewSyslog(t, logDir)
@@ -253,7 +253,7 @@ func buildService(b *testing.B) string {
 	if out, err := exec.Command("gcc", "-static", "-O2", "-o", hello, "service/hello.c").CombinedOutput(); err != nil {
 		b.Fatalf("building the service (gcc, and libc6-dev for -static): %v\n%s", err, out)
 	}
-	os.Chmod(filepath.Dir(hello), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(hello), 0o755))
 	return hello
 }
 
@@ -262,6 +262,6 @@ func buildSeed(b *testing.B) string {
 	if out, err := exec.Command("gcc", "-std=gnu89", "-w", "-O2", "-o", seed, "../../shared/seed/virtuald-seed.c").CombinedOutput(); err != nil {
 		b.Fatalf("building the seed from ../shared/seed (the project's sibling folder): %v\n%s", err, out)
 	}
-	os.Chmod(filepath.Dir(seed), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(seed), 0o755))
 	return seed
 }

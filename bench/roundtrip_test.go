@@ -34,7 +34,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	defer func() { server.Process.Kill(); server.Wait() }()
 
 	conf := filepath.Join(dir, "conf")
-	os.WriteFile(conf, []byte("10.0.0.1 /\n127.0.0.1 /\n"), 0o644)
+	testbed.Must(b, os.WriteFile(conf, []byte("10.0.0.1 /\n127.0.0.1 /\n"), 0o644))
 	sock := filepath.Join(dir, "run", "ipwatchd.sock")
 	question := resolveQuestion(b, conf, "127.0.0.1")
 	daemon, _ := startIpwatchd(b, bins["ipwatchd"], sock, conf, question)
@@ -42,7 +42,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 	frame := question.AppendFrame(nil)
 	reqFile := filepath.Join(dir, "request")
-	os.WriteFile(reqFile, frame, 0o644)
+	testbed.Must(b, os.WriteFile(reqFile, frame, 0o644))
 
 	client := ipc.Client{Socket: sock, Timeout: time.Second}
 	const per = 5000

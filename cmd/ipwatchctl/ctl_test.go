@@ -22,9 +22,9 @@ func runCtl(args ...string) (code int, stdout, stderr string) {
 }
 
 // withLog gives a root a /dev/log, so that check does not warn about it.
-func withLog(root string) string {
-	os.MkdirAll(filepath.Join(root, "dev"), 0o755)
-	os.WriteFile(filepath.Join(root, "dev", "log"), nil, 0o644)
+func withLog(t *testing.T, root string) string {
+	testbed.Must(t, os.MkdirAll(filepath.Join(root, "dev"), 0o755))
+	testbed.Must(t, os.WriteFile(filepath.Join(root, "dev", "log"), nil, 0o644))
 	return root
 }
 
@@ -33,7 +33,7 @@ func withLog(root string) string {
 func TestCheckHostileConfs(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
-	confs := roots.HostileConfs(withLog(roots.Root("good", "")))
+	confs := roots.HostileConfs(withLog(t, roots.Root("good", "")))
 	want := map[string]string{
 		"missing":    confs["missing"] + ": cannot open: no such file or directory",
 		"directory":  confs["directory"] + ": is not a regular file",
@@ -59,17 +59,17 @@ func TestCheckRoots(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	bin := testbed.Binaries(t)
-	good := withLog(roots.Root("good", bin["whoami"]))
+	good := withLog(t, roots.Root("good", bin["whoami"]))
 	noLog := roots.Root("no-log", bin["whoami"])
 	ww := roots.Root("ww", "")
-	os.Chmod(ww, 0o777)
+	testbed.Must(t, os.Chmod(ww, 0o777))
 	gw := roots.Root("gw", "")
-	os.Chmod(gw, 0o775)
+	testbed.Must(t, os.Chmod(gw, 0o775))
 	owned := roots.Root("owned", "")
-	os.Chown(owned, 1000, 1000)
+	testbed.Must(t, os.Chown(owned, 1000, 1000))
 	link := filepath.Join(roots.Dir, "link")
-	os.Symlink(good, link)
-	os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir"))
+	testbed.Must(t, os.Symlink(good, link))
+	testbed.Must(t, os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir")))
 	file := roots.WriteConf("a-file", "x")
 	conf := roots.WriteConf("hostile.conf",
 		"10.0.0.1 "+good+" user=nobody",
@@ -111,10 +111,10 @@ func TestCheckRoots(t *testing.T) {
 	}
 
 	// -program: present and static, a dynamic one without its loader, none.
-	dynamic := withLog(roots.Root("dynamic", ""))
+	dynamic := withLog(t, roots.Root("dynamic", ""))
 	data, _ := os.ReadFile("/bin/true")
-	os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755)
-	empty := withLog(roots.Root("empty", ""))
+	testbed.Must(t, os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755))
+	empty := withLog(t, roots.Root("empty", ""))
 	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good+" user=nobody", "10.0.0.2 "+dynamic+" user=nobody", "10.0.0.3 "+empty+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", progConf)
 	for _, line := range []string{

@@ -60,7 +60,7 @@ func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
 	if *update {
-		os.WriteFile(path, got, 0o644)
+		testbed.Must(t, os.WriteFile(path, got, 0o644))
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
@@ -90,7 +90,7 @@ func TestStatusJSONContract(t *testing.T) {
 	roots := testbed.NewRoots(t)
 	good := roots.Root("good", "")
 	bad := roots.Root("bad", "")
-	os.Chmod(bad, 0o777)
+	testbed.Must(t, os.Chmod(bad, 0o777))
 	conf := roots.WriteConf("conf", "127.0.0.1 "+good, "192.0.2.99 "+bad, "10.0.0.0/8 "+good, "default "+good)
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
 	ipwatchdtest.StartDaemon(t, sock, conf)
@@ -145,12 +145,12 @@ func TestReload(t *testing.T) {
 	conf := roots.WriteConf("conf", "127.0.0.1 "+roots.Root("good", ""))
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
 	ipwatchdtest.StartDaemon(t, sock, conf)
-	os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644)
+	testbed.Must(t, os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644))
 	code, out, _ := runCtl("-socket", sock, "reload")
 	if code != 0 || !regexpMatch(`^`+conf+`: generation [2-9]\n$`, out) {
 		t.Errorf("reload: exit %d: %q", code, out)
 	}
-	os.WriteFile(conf, []byte("127.0.0.1 /\x00"), 0o644)
+	testbed.Must(t, os.WriteFile(conf, []byte("127.0.0.1 /\x00"), 0o644))
 	code, out, _ = runCtl("-socket", sock, "reload")
 	if code != 1 || !strings.Contains(out, conf+": reload failed, generation") || !strings.Contains(out, "holds a NUL byte") {
 		t.Errorf("reload of a broken file: exit %d: %q", code, out)

@@ -346,7 +346,7 @@ func TestAddressStates(t *testing.T) {
 	w := newWorld(t, 3)
 	w.ns.AddAddr("198.51.100.99")
 	bad := w.roots.Root("world-writable", "")
-	os.Chmod(bad, 0o777)
+	testbed.Must(t, os.Chmod(bad, 0o777))
 	f, _ := os.OpenFile(w.conf, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("203.0.113.1 " + bad + "\n")
 	f.Close()
@@ -369,7 +369,7 @@ func TestAddressStates(t *testing.T) {
 		}
 	}
 	waitState(admin.StateLive)
-	if out, err := exec.Command("ip", "-n", w.ns.Name, "addr", "del", a+"/32", "dev", "lo").CombinedOutput(); err != nil {
+	if out, err := w.ns.Exec("ip", "addr", "del", a+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	waitState(admin.StateAbsent)
@@ -393,8 +393,8 @@ func TestAddressStates(t *testing.T) {
 func TestImpostorIgnored(t *testing.T) {
 	w := newWorld(t, 3)
 	dir := filepath.Join(w.roots.Dir, "impostor")
-	os.Mkdir(dir, 0o755)
-	os.Chown(dir, 65534, 65534)
+	testbed.Must(t, os.Mkdir(dir, 0o755))
+	testbed.Must(t, os.Chown(dir, 65534, 65534))
 	w.socket = filepath.Join(dir, "ipwatchd.sock")
 	// The test binary's own directory is private to root: run a copy.
 	self, _ := os.Executable()

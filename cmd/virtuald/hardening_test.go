@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -224,7 +225,7 @@ func tenantTraps(t *testing.T, w *world) (addrs, lines []string) {
 	for i, trap := range traps {
 		root := w.roots.Root(trap.name, "")
 		p := filepath.Join(root, trap.where)
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		if trap.dynamic {
 			if err := os.WriteFile(filepath.Join(root, "bin", "whoami"), dynamic, 0o755); err != nil {
 				t.Fatal(err)

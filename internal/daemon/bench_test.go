@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 )
 
@@ -123,7 +124,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 	}
 	big.WriteString("127.0.0.1 /\n::1 /\n")
 	million := filepath.Join(dir, "conf.1000000")
-	os.WriteFile(million, []byte(big.String()), 0o644)
+	testbed.Must(b, os.WriteFile(million, []byte(big.String()), 0o644))
 	thousand, _ := writeBig(b, dir, 1000)
 	for _, c := range []struct {
 		name   string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -93,7 +94,7 @@ func TestDaemonAgreesWithFile(t *testing.T) {
 		if err := os.WriteFile(p, []byte(randomConf(rng)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(p, 0o644)
+		testbed.Must(t, os.Chmod(p, 0o644))
 		paths = append(paths, p)
 	}
 	settle(t, paths...)
@@ -146,7 +147,7 @@ func compare(got *ipc.Answer, want conf.Match) string {
 func TestStaleAndUnknown(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
-	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644))
 	settle(t, p)
 	d, sock := startDaemon(t, []string{p})
 	d.ReloadAll()
@@ -155,8 +156,8 @@ func TestStaleAndUnknown(t *testing.T) {
 		t.Fatalf("first answer: %+v, %v", a, err)
 	}
 	tmp := p + ".new"
-	os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644)
-	os.Rename(tmp, p)
+	testbed.Must(t, os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644))
+	testbed.Must(t, os.Rename(tmp, p))
 	// Whether the watcher or a stale answer makes the daemon reload, it
 	// must never answer from the old copy.
 	deadline := time.Now().Add(5 * time.Second)
@@ -175,7 +176,7 @@ func TestStaleAndUnknown(t *testing.T) {
 	}
 
 	other := filepath.Join(dir, "other")
-	os.WriteFile(other, []byte("default /c\n"), 0o644)
+	testbed.Must(t, os.WriteFile(other, []byte("default /c\n"), 0o644))
 	settle(t, other)
 	if a, err := ask(t, sock, other, addr); !errors.Is(err, ipc.ErrUnknown) {
 		t.Fatalf("unknown file: %+v, %v", a, err)
@@ -201,7 +202,7 @@ func TestStaleAndUnknown(t *testing.T) {
 func TestLastGoodCopyKept(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
-	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644))
 	settle(t, p) // no read again of a racy copy may land between the writes below
 	d, _ := startDaemon(t, []string{p})
 	d.ReloadAll()
@@ -209,7 +210,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 	if first.Generation == 0 || first.Error != "" {
 		t.Fatalf("first load: %+v", first)
 	}
-	os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644))
 	d.ReloadAll()
 	broken := d.confList()[0]
 	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
@@ -218,7 +219,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 	if s := d.confs.get(p).cur.Load(); s.file.Entries[0].Root != "/a" {
 		t.Fatalf("the last good copy was not kept: %s", s.file.Entries[0])
 	}
-	os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644))
 	d.ReloadAll()
 	fixed := d.confList()[0]
 	if fixed.Generation <= first.Generation || fixed.Error != "" {
