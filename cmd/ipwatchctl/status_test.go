@@ -248,6 +248,8 @@ func TestResolveNeverAsksStatus(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "answered by ipwatchd") {
 		t.Errorf("resolve: exit %d: %s %s", code, out, errOut)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if !slices.Equal(asked, []string{ipc.OpConfs, ipc.OpLookup}) {
 		t.Errorf("resolve asked the daemon %q, want confs then lookup", asked)
 	}
