@@ -1,9 +1,11 @@
 # Every command of the project. `make help` lists them.
 
 # sudo's secure_path usually lacks Go's own directory; the tests also run
-# go (to build the programs they start), so it goes on the PATH too.
+# go (to build the programs they start), so it goes on the PATH too. So do
+# the sbin directories, which a normal user's PATH lacks on Debian: inetd,
+# ip and keepalived live there, and scripts/need looks for them on the PATH.
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-export PATH := $(dir $(GO)):$(PATH)
+export PATH := $(dir $(GO)):$(PATH):/usr/local/sbin:/usr/sbin:/sbin
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
@@ -11,6 +13,7 @@ UNITDIR  ?= $(PREFIX)/lib/systemd/system
 # The version every binary reports (internal/buildinfo): the release tag
 # it was built from, or how far past the last one (see CHANGELOG.md).
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/virtuald/virtuald/internal/buildinfo.version=$(VERSION)
 
 # Static binaries: virtuald starts once per connection (no dynamic loader
 # to pay for), and dropping privileges on every thread needs Go's
@@ -20,19 +23,24 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test lint race fuzz bench demo install generate clean help FORCE
+.PHONY: all build test lint race fuzz bench demo install deb docs generate clean help FORCE need-demo need-test need-bench
 
 all: build
 
 build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
 
 bin/%: FORCE
-	$(GO) build -trimpath -ldflags "-X github.com/virtuald/virtuald/internal/buildinfo.version=$(VERSION)" -o $@ ./cmd/$*
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
 
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
 
-test: ## run every test (as root the end-to-end tests run too)
+# need-demo, need-test, need-bench: every tool the target runs is there
+# (installed, as root on Debian), or it stops at once saying which are not.
+need-%:
+	@scripts/need $*
+
+test: need-test ## run every test (as root the end-to-end tests run too)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
@@ -53,12 +61,13 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzJoinedLines$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
+	$(GO) test -run '^$$' -fuzz '^FuzzFormat$$' -fuzztime $(FUZZTIME) ./internal/relay
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./internal/ipc
 	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./internal/ipc
 	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(FUZZTIME) ./internal/ipc/admin
 
-bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
+bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf
 	$(GO) test -run '^$$' -bench . ./internal/daemon ./cmd/virtuald
 	$(GO) test -run '^$$' -bench BenchmarkAddToLive -benchtime 200x ./internal/addrs
@@ -69,7 +78,7 @@ bench: ## run every benchmark recorded in BENCHMARKS.md (as root; builds the see
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
 
-demo: build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
+demo: need-demo build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
 
 install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $(DESTDIR)$(UNITDIR)
@@ -79,11 +88,36 @@ install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
 
+# The Debian package. Its version is VERSION made a Debian version
+# (scripts/debversion); everything generated for it goes in DEBBUILD.
+DEBVERSION     = $(shell scripts/debversion $(VERSION))
+DEBARCH       ?= $(shell $(GO) env GOARCH)
+DEBBUILD      ?= build/deb
+DEBMAINTAINER ?= virtuald maintainers <virtuald@example.org>
+# The commit's date, not today's, in the man pages and the changelog.
+DOCDATE        = $(shell git log -1 --format=%as 2>/dev/null || date +%F)
+DEBDATE        = $(shell git log -1 --format=%aD 2>/dev/null || date -R)
+
+deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled, not started), /etc/virtuald, man pages, examples
+	rm -rf $(DEBBUILD) && mkdir -p $(DEBBUILD)/bin $(DEBBUILD)/man
+	for p in $(PROGRAMS); do $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEBBUILD)/bin/$$p ./cmd/$$p || exit 1; done
+	$(GO) run ./docs/mangen -o $(DEBBUILD)/man -version '$(VERSION)' -date '$(DOCDATE)' docs/*.md
+	gzip -9n $(DEBBUILD)/man/*
+	sed 's|@SBINDIR@|/usr/sbin|' dist/ipwatchd.service > $(DEBBUILD)/ipwatchd.service
+	printf 'virtuald (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- %s  %s\n' \
+		'$(DEBVERSION)' '$(VERSION)' '$(DEBMAINTAINER)' '$(DEBDATE)' | gzip -9n > $(DEBBUILD)/changelog.gz
+	sed -e 's|@DEBVERSION@|$(DEBVERSION)|' -e 's|@DEBARCH@|$(DEBARCH)|' -e 's|@DEBMAINTAINER@|$(DEBMAINTAINER)|' \
+		-e 's|@DEBBUILD@|$(DEBBUILD)|' dist/nfpm.yaml > $(DEBBUILD)/nfpm.yaml
+	$(GO) tool nfpm package -f $(DEBBUILD)/nfpm.yaml -p deb -t $(DEBBUILD)/virtuald_$(DEBVERSION)_$(DEBARCH).deb
+
+docs: ## copy the sections of docs/*.md (the man pages' sources) into README.md again
+	$(GO) run ./docs/mangen -readme README.md
+
 generate: ## rebuild bpf/ from bpf/connacct.c (needs: apt-get install clang llvm libbpf-dev)
 	$(GO) generate ./bpf
 
 clean:
-	rm -rf bin
+	rm -rf bin build
 
 help:
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

@@ -56,15 +56,17 @@ func TestMain(m *testing.M) {
 }
 
 type variant struct {
-	name string
-	argv []string
-	wall []time.Duration
-	cpu  []time.Duration
+	name   string
+	argv   []string
+	wall   []time.Duration
+	cpu    []time.Duration
+	faults int64 // minor page faults, summed
 }
 
 // runOnce starts argv with stdin the given socket, waits for it, and
-// returns its wall time and its CPU time (user+system, from wait4).
-func runOnce(b *testing.B, argv []string, stdin, devnull *os.File) (time.Duration, time.Duration) {
+// returns its wall time, its CPU time (user+system) and its minor page
+// faults (both from wait4).
+func runOnce(b *testing.B, argv []string, stdin, devnull *os.File) (time.Duration, time.Duration, int64) {
 	start := time.Now()
 	pid, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
 		Env:   []string{"PATH=/usr/bin:/bin"},
@@ -83,7 +85,7 @@ func runOnce(b *testing.B, argv []string, stdin, devnull *os.File) (time.Duratio
 		b.Fatalf("%s exited %d", strings.Join(argv, " "), ws.ExitStatus())
 	}
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return wall, cpu
+	return wall, cpu, ru.Minflt
 }
 
 func median(d []time.Duration) time.Duration {
@@ -117,16 +119,18 @@ func writeConf(b *testing.B, dir string, n int) string {
 
 // BenchmarkStartup runs, per iteration, one connection's worth of each
 // variant, in rotating order: the service alone (/bin/true), a no-op Go
-// program, the seed's C program, and virtuald with conf files of 1, 1,000
+// program, the Go floor (a static Go program that only executes the
+// service), the seed's C program, and virtuald with conf files of 1, 1,000
 // and 10,000 entries. Every wrapper resolves 127.0.0.1 to "/", chroots
 // there and executes /bin/true. It reports each variant's median wall time
-// and mean CPU time per connection, and virtuald's ratios to the seed.
+// and mean CPU time and page faults per connection, and virtuald's
+// ratios to the seed and to the floor.
 func BenchmarkStartup(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: the wrappers chroot")
 	}
 	dir := b.TempDir()
-	bins, err := testbed.Build(dir, "./cmd/virtuald", "./bench/noop")
+	bins, err := testbed.Build(dir, "./cmd/virtuald", "./bench/noop", "./bench/floor")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -136,6 +140,7 @@ func BenchmarkStartup(b *testing.B) {
 	variants := []*variant{
 		{name: "service-alone", argv: []string{trueBin}},
 		{name: "noop-go", argv: []string{bins["noop"]}},
+		{name: "go-floor", argv: []string{bins["floor"], trueBin}},
 		{name: "seed", argv: []string{seed, conf1, trueBin}},
 		{name: "virtuald", argv: []string{bins["virtuald"], conf1, trueBin}},
 		{name: "virtuald-1k", argv: []string{bins["virtuald"], writeConf(b, dir, 1000), trueBin}},
@@ -166,9 +171,10 @@ func BenchmarkStartup(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for j := range variants {
 			v := variants[(i+j)%len(variants)]
-			w, c := runOnce(b, v.argv, sock, devnull)
+			w, c, f := runOnce(b, v.argv, sock, devnull)
 			v.wall = append(v.wall, w)
 			v.cpu = append(v.cpu, c)
+			v.faults += f
 		}
 	}
 	b.StopTimer()
@@ -177,9 +183,11 @@ func BenchmarkStartup(b *testing.B) {
 		byName[v.name] = v
 		b.ReportMetric(float64(median(v.wall).Microseconds()), v.name+"-µs")
 		b.ReportMetric(float64(mean(v.cpu).Microseconds()), v.name+"-cpu-µs")
+		b.ReportMetric(float64(v.faults)/float64(len(v.wall)), v.name+"-faults")
 	}
 	seedWall := float64(median(byName["seed"].wall))
 	b.ReportMetric(float64(median(byName["virtuald"].wall))/seedWall, "virtuald/seed")
 	b.ReportMetric(float64(median(byName["virtuald-10k"].wall))/seedWall, "virtuald-10k/seed")
 	b.ReportMetric(float64(median(byName["noop-go"].wall))/seedWall, "noop-go/seed")
+	b.ReportMetric(float64(median(byName["go-floor"].wall))/float64(median(byName["virtuald"].wall)), "virtuald-of-floor")
 }

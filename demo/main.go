@@ -1,7 +1,8 @@
 // Command demo shows virtuald doing its job, for `make demo`: a private
 // network namespace with a few addresses on its lo, a root directory for
 // each, ipwatchd, a real inetd running virtuald, one connection to each
-// address, what virtuald logged, and ipwatchd's status. It removes
+// address, a root built by ipwatchctl install whose service logs through
+// ipwatchd's relay, what virtuald logged, and ipwatchd's status. It removes
 // everything it made when it ends.
 package main
 
@@ -9,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,13 +21,17 @@ import (
 
 // demoT gives the testbed what it needs outside a test: cleanups run at
 // the end, and a fatal error ends the demo after them.
-type demoT struct{ cleanups []func() }
+type demoT struct {
+	cleanups []func()
+	failed   bool
+}
 
 func (d *demoT) Helper()                         {}
 func (d *demoT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 func (d *demoT) Cleanup(f func())                { d.cleanups = append(d.cleanups, f) }
-func (d *demoT) Failed() bool                    { return false }
+func (d *demoT) Failed() bool                    { return d.failed }
 func (d *demoT) Fatalf(format string, args ...any) {
+	d.failed = true
 	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
 	d.done()
 	os.Exit(1)
@@ -74,11 +80,24 @@ func main() {
 		}
 		lines = append(lines, strings.TrimSpace(fmt.Sprintf("%-16s %s %s", s.key, root, s.opts)))
 	}
+	// One more site, its root built from nothing by ipwatchctl install:
+	// the host's logger, its loader and libraries, dev/ for the relay.
+	built := filepath.Join(roots.Dir, "customer-d")
+	ns.AddAddr("192.0.2.14")
+	lines = append(lines, fmt.Sprintf("%-16s %s %s", "192.0.2.14", built, "user=nobody"))
+	fmt.Printf("== ipwatchctl install -dev -user nobody %s /usr/bin/logger\n", built)
+	install := exec.Command(ipwatchctl, "install", "-dev", "-user", "nobody", built, "/usr/bin/logger")
+	out, err := install.CombinedOutput()
+	fmt.Print(indent(strings.TrimSpace(string(out))) + "\n\n")
+	if err != nil {
+		t.Fatalf("install: %v", err)
+	}
 	conf := roots.WriteConf("conf.demo", lines...)
 	socket := filepath.Join(logDir, "ipwatchd.sock")
 	inetdConf := roots.WriteConf("inetd.conf",
 		fmt.Sprintf("7000 stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
-		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf))
+		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
+		fmt.Sprintf("7001 stream tcp nowait root %s virtuald -socket %s %s /usr/bin/logger -s -t demo hello from inside customer-d", virtuald, socket, conf))
 
 	fmt.Printf("== network namespace %s, addresses on lo:\n", ns.Name)
 	for _, s := range sites {
@@ -91,11 +110,15 @@ func main() {
 	testbed.MountBPFFS(t)
 	pinDir := "/sys/fs/bpf/" + ns.Name
 	t.Cleanup(func() { bpf.Remove(pinDir) })
-	fmt.Printf("\n== ipwatchd -socket %s -conf %s -bpf-pin-dir %s (in the namespace)\n", socket, conf, pinDir)
-	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf, "-bpf-pin-dir", pinDir)
-	waitSocket(socket)
+	fmt.Printf("\n== ipwatchd -socket %s -conf %s -bpf-pin-dir %s -relay-syslog (in the namespace)\n", socket, conf, pinDir)
+	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf, "-bpf-pin-dir", pinDir, "-relay-syslog")
+	ns.Await("ipwatchd makes its socket", 5*time.Second, func() bool {
+		_, err := os.Stat(socket)
+		return err == nil
+	})
 	ns.Start(syslog, "inetd", "-d", inetdConf)
 	ns.WaitListening("tcp", 7000)
+	ns.WaitListening("tcp", 7001)
 
 	fmt.Println("\n== one connection to each address; the service in each root says where it runs:")
 	for _, s := range sites {
@@ -110,8 +133,19 @@ func main() {
 		}
 	}
 
+	// The relay serves customer-d's dev/log once the daemon's validator
+	// has passed over the roots.
+	for i := 0; i < 100; i++ {
+		if st, err := os.Lstat(filepath.Join(built, "dev", "log")); err == nil && st.Mode()&os.ModeSocket != 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := ns.Ask("192.0.2.14:7001")
+	fmt.Printf("\n== logger inside customer-d, port 7001 (it logs, and echoes to the client with -s):\n    192.0.2.14      -> %q %v\n", got, err)
+
 	time.Sleep(200 * time.Millisecond)
-	fmt.Println("\n== what virtuald logged (syslog, facility daemon):")
+	fmt.Println("\n== what virtuald logged, and what the relay passed on from inside customer-d (syslog):")
 	for _, l := range syslog.Lines() {
 		if i := strings.Index(l, "virtuald["); i >= 0 {
 			fmt.Println("   ", l[i:])
@@ -122,15 +156,6 @@ func main() {
 	status.Stdout, status.Stderr = os.Stdout, os.Stderr
 	status.Run()
 	fmt.Println("\n== cleaning up: namespace, roots, ipwatchd and inetd removed")
-}
-
-func waitSocket(p string) {
-	for i := 0; i < 500; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func fmtAddr(a string) string {

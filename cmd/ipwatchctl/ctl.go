@@ -13,8 +13,10 @@ import (
 
 	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/digest"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
+	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
@@ -30,8 +32,19 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
                            warns about roots without /dev/log; with -program, checks that the
-                           program, its ELF interpreter and its libraries are inside every root
+                           program, its ELF interpreter and its libraries are inside every root;
+                           prints each file's digest (its entries in canonical form), the same on
+                           every host whose file means the same
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
+  install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+                           copy programs into ROOT at the same paths, with their ELF interpreter and
+                           every shared library they need (links too), root's and read-only to others;
+                           -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
+                           writes NAME's passwd and group lines; -n prints what would change (root only)
+  exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
+                           run COMMAND inside the virtual host of ADDRESS as virtuald would start its
+                           service (same resolution, checks, refusals, user; no_new_privs), with the
+                           terminal kept: exec 192.0.2.10 -- /bin/sh (root only)
   version                  print ipwatchctl's version (also -version)
 `
 
@@ -69,9 +82,13 @@ func run(args []string, e *env) int {
 	case "resolve":
 		return e.resolve(rest)
 	case "check":
-		return check(rest, stdout, stderr)
+		return check(rest, stdout, stderr, e.relaying())
 	case "reload":
 		return e.reload(rest)
+	case "install":
+		return e.install(rest)
+	case "exec":
+		return e.execIn(rest)
 	case "version":
 		return e.version(rest)
 	case "help":
@@ -173,12 +190,12 @@ func (e *env) resolve(args []string) int {
 	}
 	paths := []string{*confPath}
 	if *confPath == "" {
-		confs, err := e.admin().Confs()
+		l, err := e.admin().Confs()
 		if err != nil {
 			return e.fail("%v (give -conf FILE to read a file without the daemon)", e.daemonErr(err))
 		}
 		paths = paths[:0]
-		for _, c := range confs {
+		for _, c := range l.Confs {
 			paths = append(paths, c.Path)
 		}
 		if len(paths) == 0 {
@@ -236,18 +253,26 @@ func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 	return m, "read from the file", err
 }
 
+// relaying reports whether a daemon answers and relays syslog from
+// inside the roots (-relay-syslog); without one, check warns about every
+// root without dev/log.
+func (e *env) relaying() bool {
+	l, err := e.admin().Confs()
+	return err == nil && l.RelaySyslog
+}
+
 // reload asks the daemon to reload every file and prints what it did.
 func (e *env) reload(args []string) int {
 	if len(args) > 0 {
 		fmt.Fprint(e.stderr, "usage: ipwatchctl reload\n")
 		return 2
 	}
-	confs, err := e.admin().Reload()
+	l, err := e.admin().Reload()
 	if err != nil {
 		return e.fail("%v", e.daemonErr(err))
 	}
 	status := 0
-	for _, c := range confs {
+	for _, c := range l.Confs {
 		if c.Error != "" {
 			fmt.Fprintf(e.stdout, "%s: reload failed, generation %d kept: %s\n", c.Path, c.Generation, c.Error)
 			status = 1
@@ -264,10 +289,11 @@ const checkPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 
 // check validates each file: the text rules first, then every entry
 // against the system (its root, user and group), as virtuald would. It
-// warns about roots without /dev/log (the service inside cannot log), and
-// with -program, checks that the program can start inside every root.
-// Problems make the exit status 1; warnings do not.
-func check(args []string, out, errOut io.Writer) int {
+// warns about roots without /dev/log (the service inside cannot log)
+// unless relaying (ipwatchd's log relay is on) and the relay can serve
+// one there, and with -program, checks that the program can start inside
+// every root. Problems make the exit status 1; warnings do not.
+func check(args []string, out, errOut io.Writer, relaying bool) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	program := fs.String("program", "", "also check that this program, with its ELF interpreter and shared libraries, is inside every root")
@@ -287,11 +313,11 @@ func check(args []string, out, errOut io.Writer) int {
 		for _, e := range f.Errors {
 			fmt.Fprintln(out, e)
 		}
-		if len(f.Entries) == 0 {
+		if f.Len() == 0 {
 			fmt.Fprintf(out, "%s: no entries: every connection will be refused\n", path)
 			problems++
 		}
-		for _, e := range f.Entries {
+		for _, e := range f.All() {
 			if e.Err != nil {
 				invalid++
 				continue
@@ -309,8 +335,13 @@ func check(args []string, out, errOut io.Writer) int {
 			}
 			root := service.In(t.Root.Fd())
 			if !root.Exists("/dev/log") {
-				fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
-				warnings++
+				if !relaying {
+					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing: the service inside cannot log to syslog\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"))
+					warnings++
+				} else if err := relay.Check(t.Root.Fd(), e.Root); err != nil {
+					fmt.Fprintf(out, "%s:%d: %s: warning: %s/dev/log is missing, and ipwatchd's log relay cannot serve it: %v\n", path, e.Line, e.Key, strings.TrimSuffix(e.Root, "/"), err)
+					warnings++
+				}
 			}
 			if *program != "" {
 				if _, err := root.Check(*program, []string{checkPath}); err != nil {
@@ -320,7 +351,10 @@ func check(args []string, out, errOut io.Writer) int {
 			}
 			t.Root.Close()
 		}
-		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, len(f.Entries), invalid, problems, warnings)
+		// What the file means, for hosts that must serve alike (see
+		// conf.File.Digest): comments and layout do not count.
+		fmt.Fprintf(out, "%s: digest %s\n", path, digest.Of(f))
+		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, f.Len(), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1
 		}

@@ -96,6 +96,7 @@ func TestCheckRoots(t *testing.T) {
 		conf + ":9: 10.0.0.9: " + file + " is not a directory",
 		conf + ":10: 10.0.0.10: user no-such-user does not exist",
 		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
+		conf + ": digest " + digestLine(t, conf),
 		conf + ": 11 entries, 9 invalid, 9 problems, 1 warnings",
 	}
 	if code != 1 || strings.TrimSpace(out) != strings.Join(want, "\n") {
@@ -140,6 +141,40 @@ func TestVersion(t *testing.T) {
 	}
 	if code, _, errOut := runCtl("version", "extra"); code != 2 || !strings.Contains(errOut, "usage:") {
 		t.Errorf("version with an argument: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// digestLine is the digest check prints for path, read from its output.
+func digestLine(t *testing.T, path string) string {
+	t.Helper()
+	_, out, _ := runCtl("check", path)
+	for _, l := range strings.Split(out, "\n") {
+		if d, ok := strings.CutPrefix(l, path+": digest "); ok {
+			return d
+		}
+	}
+	t.Fatalf("check %s printed no digest:\n%s", path, out)
+	return ""
+}
+
+// Two hosts' copies of a conf file that differ only in comments, layout
+// and order have one digest; a changed root changes it.
+func TestCheckDigest(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	a, b := withLog(t, roots.Root("a", "")), withLog(t, roots.Root("b", ""))
+	hostA := roots.WriteConf("host-a.conf", "192.0.2.50 "+a+" user=nobody", "192.0.2.51 "+b+" user=nobody")
+	hostB := roots.WriteConf("host-b.conf", "# host b", "192.0.2.51\t"+b+"   user=nobody  # second site", "", "  192.0.2.50  "+a+" user=nobody")
+	moved := roots.WriteConf("moved.conf", "192.0.2.50 "+b+" user=nobody", "192.0.2.51 "+b+" user=nobody")
+	d := digestLine(t, hostA)
+	if !strings.HasPrefix(d, "sha256:") || len(d) != len("sha256:")+64 {
+		t.Fatalf("digest %q: want sha256: and 64 hex digits", d)
+	}
+	if got := digestLine(t, hostB); got != d {
+		t.Errorf("the same entries written otherwise: digest %s, want %s", got, d)
+	}
+	if got := digestLine(t, moved); got == d {
+		t.Errorf("an entry with another root kept the digest %s", d)
 	}
 }
 

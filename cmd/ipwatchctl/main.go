@@ -1,11 +1,14 @@
 // Command ipwatchctl is the operator's tool: it checks virtuald conf files
 // offline, asks ipwatchd for the live address-to-root map and its counts,
-// says what virtuald would do for an address, and makes the daemon reload:
+// says what virtuald would do for an address, makes the daemon reload,
+// builds roots and enters them:
 //
 //	ipwatchctl [-socket PATH] status [-json] [-all] [-state STATE] [-limit N] [ADDRESS|PREFIX]
 //	ipwatchctl [-socket PATH] resolve [-conf FILE] IP
 //	ipwatchctl check [-program PATH] CONF...
 //	ipwatchctl [-socket PATH] reload
+//	ipwatchctl install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+//	ipwatchctl [-socket PATH] exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
 //	ipwatchctl version
 //
 // Each command is a method of env, which carries what it may touch

@@ -66,7 +66,7 @@ func printConf(w io.Writer, c *admin.ConfStatus) {
 	case c.Error != "" && c.Generation == 0:
 		fmt.Fprintf(w, "  cannot be loaded (virtuald reads the file itself): %s\n", c.Error)
 	case c.Error != "":
-		fmt.Fprintf(w, "  the last load failed (generation %d is still served): %s\n", c.Generation, c.Error)
+		fmt.Fprintf(w, "  the conf file cannot be used as it is now: %s\n  every connection is refused until it is fixed (generation %d was the last good copy)\n", c.Error, c.Generation)
 	}
 	if c.Generation == 0 {
 		return
@@ -106,6 +106,11 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 		}
 		if en.Warning != "" {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
+		}
+		if r := en.Relay; r != nil && r.State == "on" {
+			fmt.Fprintf(w, "  %s (line %d): log relay on: %d relayed, %d dropped\n", en.Key, en.Line, r.Relayed, r.Dropped)
+		} else if r != nil {
+			fmt.Fprintf(w, "  %s (line %d): log relay off: %s\n", en.Key, en.Line, r.Reason)
 		}
 	}
 }

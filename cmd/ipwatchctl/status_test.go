@@ -234,7 +234,7 @@ func TestResolveNeverAsksStatus(t *testing.T) {
 		mu.Unlock()
 		switch string(req[1]) {
 		case ipc.OpConfs:
-			return admin.ConfsReply([]admin.ConfStatus{{Path: conf, Generation: 1}})
+			return admin.ConfsReply(&admin.ConfList{Confs: []admin.ConfStatus{{Path: conf, Generation: 1}}})
 		case ipc.OpLookup:
 			return ipc.ResolveReply(&ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "127.0.0.1", Root: roots.Dir + "/good"}, nil)
 		}

@@ -2,7 +2,8 @@
 // file in memory, follows the host's addresses through netlink, and
 // answers virtuald's and ipwatchctl's questions on a Unix socket.
 //
-//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off] [-log-format console|json] [-log-level LEVEL]
+//	ipwatchd [-socket PATH] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off]
+//	         [-relay-syslog [-relay-burst N] [-relay-rate N] [-relay-max-roots N]] [-log-format console|json] [-log-level LEVEL]
 //	ipwatchd -version
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
@@ -22,6 +23,7 @@ import (
 	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
@@ -48,6 +50,10 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	bpfPinDir := fs.String("bpf-pin-dir", "", "where the counters are pinned, one directory per network namespace (default /sys/fs/bpf/ipwatchd)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9323)")
 	metricsMax := fs.Int("metrics-max-entries", daemon.DefaultMetricsMaxEntries, "entries, and unmapped addresses, with metrics series of their own (the rest are summed as \"other\")")
+	relaySyslog := fs.Bool("relay-syslog", false, "serve dev/log inside every valid entry's root and relay it to the host's syslog")
+	relayBurst := fs.Int("relay-burst", relay.DefaultBurst, "messages a root may send at once before -relay-rate applies")
+	relayRate := fs.Float64("relay-rate", relay.DefaultRate, "messages a second a root may send after its burst (the rest are dropped and counted)")
+	relayMax := fs.Int("relay-max-roots", relay.DefaultMaxRoots, "roots whose dev/log the relay serves at most")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -69,7 +75,15 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	}
 	defer log.Sync()
 
-	d, err := daemon.New(daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir})
+	cfg := daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
+	if *relaySyslog {
+		if *relayBurst < 1 || *relayRate <= 0 || *relayMax < 1 {
+			fmt.Fprintln(stderr, "ipwatchd: -relay-burst, -relay-rate and -relay-max-roots must be positive")
+			return 2
+		}
+		cfg.Relay = &relay.Config{Burst: *relayBurst, Rate: *relayRate, MaxRoots: *relayMax}
+	}
+	d, err := daemon.New(cfg)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1

@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -36,21 +37,8 @@ const maxExposure = 2.0
 // with the unit under test.
 const unitName = "ipwatchd-unittest.service"
 
-// systemdAnalyze returns the path of systemd-analyze, and skips the test
-// when it is missing, unless VIRTUALD_REQUIRE_PRIVILEGES=1 (CI), where a
-// missing tool fails it, as testbed.RequirePrivileges does for root.
-func systemdAnalyze(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("systemd-analyze")
-	if err == nil {
-		return p
-	}
-	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
-		t.Fatalf("systemd-analyze is missing (apt-get install systemd), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping: %v", err)
-	}
-	t.Skip("skipped: needs systemd-analyze (apt-get install systemd)")
-	return ""
-}
+// systemdAnalyze returns the path of systemd-analyze (testbed.RequireTool).
+func systemdAnalyze(t *testing.T) string { return testbed.RequireTool(t, "systemd-analyze") }
 
 // installedUnit writes the unit as `make install` would, with @SBINDIR@
 // replaced by the directory of a freshly built ipwatchd (systemd-analyze
@@ -169,7 +157,8 @@ func TestUnitExposure(t *testing.T) {
 // the unit turns on is writable under the unit, and nothing else is. The
 // unit runs ipwatchd without -socket or -bpf-pin-dir, so the daemon writes
 // its socket in ipc.DefaultSocket's directory and its pins in
-// bpf.DefaultPinDir (-bpf auto); the metrics, netlink and the conf files
+// bpf.DefaultPinDir (-bpf auto), and with -relay-syslog the dev/log of
+// roots below relay.UnitRootsDir; the metrics, netlink and the conf files
 // write nothing. A change of either constant without the unit, or of the
 // unit without the code, fails here.
 func TestUnitWritablePaths(t *testing.T) {
@@ -232,8 +221,14 @@ func TestUnitWritablePaths(t *testing.T) {
 	for _, p := range u.list("Service", "ReadWritePaths") {
 		rw = append(rw, strings.TrimLeft(p, "-+"))
 	}
-	if !slices.Equal(rw, []string{bpf.DefaultPinDir}) {
-		t.Errorf("ReadWritePaths=%q; the pins (bpf.DefaultPinDir) need exactly %s", rw, bpf.DefaultPinDir)
+	// The log relay, which the unit turns on, binds dev/log in roots
+	// below relay.UnitRootsDir.
+	want := []string{bpf.DefaultPinDir}
+	if strings.Contains(one("ExecStart"), " -relay-syslog") {
+		want = append(want, relay.UnitRootsDir)
+	}
+	if !slices.Equal(rw, want) {
+		t.Errorf("ReadWritePaths=%q; the pins (bpf.DefaultPinDir) and the log relay's roots need exactly %q", rw, want)
 	}
 	if !strings.HasPrefix(bpf.DefaultPinDir, "/sys/fs/bpf/") {
 		t.Errorf("bpf.DefaultPinDir %s is not below /sys/fs/bpf", bpf.DefaultPinDir)

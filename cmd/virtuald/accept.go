@@ -51,6 +51,10 @@ type acceptor struct {
 	slots    int            // connections accepted and not yet finished
 	stopping bool
 	idle     chan struct{} // closed when stopping and nothing runs
+
+	// lastActive is when the last connection ended (or accept mode
+	// started), for -idle-exit.
+	lastActive time.Time
 }
 
 // child is one running service.
@@ -100,6 +104,7 @@ func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int,
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
 		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
+		lastActive: time.Now(),
 	}
 	a.answers.init()
 	stopReports := make(chan struct{})
@@ -111,6 +116,7 @@ func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int,
 	defer func() { close(stopReports); <-reported }()
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM, unix.SIGINT)
+	watchParent(log)
 	wake, stop := make([]int, 2), false
 	var stopTimer <-chan time.Time
 	killed := false
@@ -122,7 +128,11 @@ func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int,
 	go func() {
 		defer close(done)
 		a.acceptLoop(fds, wake[0])
+		releaseListeners(log, fds)
 	}()
+	if o.idleExit > 0 {
+		go a.idleWatch(o.idleExit)
+	}
 	log.Log(syslog.Info, "accept mode: serving "+strconv.Itoa(len(fds))+" listening socket(s); max-children="+
 		strconv.Itoa(o.maxChildren)+" max-per-entry="+strconv.Itoa(o.maxPerEntry))
 	for {
@@ -247,6 +257,7 @@ func (a *acceptor) refuse(conn int, line *connLog, reason string) {
 func (a *acceptor) release() {
 	a.mu.Lock()
 	a.slots--
+	a.lastActive = time.Now()
 	a.checkIdle()
 	a.mu.Unlock()
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // usage is logged when virtuald is started the wrong way.
-const usage = "usage: virtuald -version, or virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
+const usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
 
 // options are virtuald's flags. Only these start with '-': the conf path
 // comes next, as in the seed's inetd lines.
@@ -19,6 +19,7 @@ type options struct {
 	maxChildren int
 	maxPerEntry int
 	stopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
+	idleExit    time.Duration // accept mode: exit after this long without connections (0: never)
 	// allowWildcardDgram serves a "dgram ... wait" socket bound to a
 	// wildcard address, which carries every address's datagrams to the
 	// one service started for the first.
@@ -64,12 +65,16 @@ func parseOptions(args []string) (options, []string, error) {
 		case "max-per-entry":
 			n, err = strconv.Atoi(value)
 			o.maxPerEntry = n
-		case "stop-timeout":
+		case "stop-timeout", "idle-exit":
 			d, err := time.ParseDuration(value)
 			if err != nil || d < 0 {
-				return o, nil, fmt.Errorf("-stop-timeout takes a duration (e.g. 30s)")
+				return o, nil, fmt.Errorf("-%s takes a duration (e.g. 30s)", name)
 			}
-			o.stopTimeout = d
+			if name == "stop-timeout" {
+				o.stopTimeout = d
+			} else {
+				o.idleExit = d
+			}
 			continue
 		default:
 			return o, nil, fmt.Errorf("unknown option -%s", name)
@@ -77,6 +82,9 @@ func parseOptions(args []string) (options, []string, error) {
 		if err != nil || n < 1 {
 			return o, nil, fmt.Errorf("-%s takes a positive number", name)
 		}
+	}
+	if o.idleExit > 0 && !o.accept {
+		return o, nil, fmt.Errorf("-idle-exit is for accept mode (-accept)")
 	}
 	return o, append([]string{args[0]}, rest...), nil
 }

@@ -23,6 +23,9 @@ func TestParseOptions(t *testing.T) {
 		{args: []string{"virtuald", "-allow-wildcard-dgram", "/c", "prog"}, want: options{maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second, allowWildcardDgram: true}, rest: []string{"virtuald", "/c", "prog"}},
 		{args: []string{"virtuald", "-accept", "-stop-timeout", "5s", "--max-children=3", "/c", "prog"}, want: options{accept: true, maxChildren: 3, maxPerEntry: 64, stopTimeout: 5 * time.Second}, rest: []string{"virtuald", "/c", "prog"}},
 		{args: []string{"virtuald", "-socket", "/s", "--", "-odd-conf", "prog"}, want: options{socket: "/s", maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald", "-odd-conf", "prog"}},
+		{args: []string{"virtuald", "-accept", "-idle-exit", "10m", "/c", "prog"}, want: options{accept: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second, idleExit: 10 * time.Minute}, rest: []string{"virtuald", "/c", "prog"}},
+		{args: []string{"virtuald", "-idle-exit", "10m", "/c", "prog"}, err: true}, // per connection, nothing idles
+		{args: []string{"virtuald", "-accept", "-idle-exit", "-1s", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-stop-timeout", "soon", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: true},

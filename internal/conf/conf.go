@@ -63,27 +63,15 @@ func (e *LineError) Error() string {
 // File is a parsed conf file. It is immutable once returned by Parse, so
 // it can be shared by concurrent readers without locks.
 type File struct {
-	Path    string
-	Entries []*Entry     // keyed lines in file order (duplicates left out)
-	Errors  []*LineError // every problem, in line order
+	Path   string
+	Errors []*LineError // every problem, in line order
+	store               // the entries: Len, Entry, All
 
 	// suspect is the first line that may have been meant for addresses
 	// its key does not name (see lines.suspect), 0 if none; while it
 	// stands, the catch-all rules refuse.
 	suspect    int
 	suspectWhy string
-
-	exact    map[netip.Addr]*Entry
-	prefixes [2]prefixTable // [0] IPv4, [1] IPv6
-	dflt     *Entry
-}
-
-// prefixTable finds the longest matching prefix with one map probe per
-// distinct prefix length in use, so a lookup costs at most 33 (IPv4) or 129
-// (IPv6) probes however many entries the file has.
-type prefixTable struct {
-	lengths []int // distinct lengths in use, longest first
-	byNet   map[netip.Prefix]*Entry
 }
 
 // Rule says which precedence rule matched.
@@ -132,8 +120,8 @@ type Match struct {
 // IPv4 entries. Its cost does not grow with the number of entries.
 func (f *File) Lookup(addr netip.Addr) Match {
 	addr = addr.Unmap().WithZone("")
-	if e := f.exact[addr]; e != nil {
-		return f.match(e, RuleExact)
+	if i, ok := f.exactIndex(addr); ok {
+		return f.match(f.Entry(int(i)), RuleExact)
 	}
 	t := &f.prefixes[family(addr)]
 	for _, bits := range t.lengths {
@@ -141,12 +129,12 @@ func (f *File) Lookup(addr netip.Addr) Match {
 		if err != nil {
 			continue
 		}
-		if e := t.byNet[p]; e != nil {
-			return f.match(e, RulePrefix)
+		if i, ok := t.byNet[p]; ok {
+			return f.match(f.Entry(int(i)), RulePrefix)
 		}
 	}
-	if f.dflt != nil {
-		return f.match(f.dflt, RuleDefault)
+	if f.dflt > 0 {
+		return f.match(f.Entry(int(f.dflt-1)), RuleDefault)
 	}
 	return Match{Rule: RuleNone, Err: fmt.Errorf("%s: no entry for %s and no default", f.Path, addr)}
 }

@@ -134,7 +134,7 @@ func TestParse(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := mustParse(t, tt.text)
 			var got []entry
-			for _, e := range f.Entries {
+			for _, e := range f.All() {
 				g := entry{key: e.Key, root: e.Root, user: e.User, group: e.Group}
 				if e.Err != nil {
 					g.err = e.Err.Error()
@@ -333,7 +333,7 @@ func TestLoadChecksTheFile(t *testing.T) {
 		}
 	}
 	write(0o644)
-	if f, err := Load(p); err != nil || len(f.Entries) != 1 {
+	if f, err := Load(p); err != nil || f.Len() != 1 {
 		t.Fatalf("Load: %v", err)
 	}
 	write(0o664)

@@ -103,3 +103,120 @@ func readSome(fd int, b []byte) (int, error) {
 		}
 	}
 }
+
+// Find answers what Parse(path, data).Lookup(addr) would, without building
+// the whole index: it reads every line's key (a line whose key cannot be
+// read changes the answer) but parses the rest of the winning line only.
+// virtuald uses it when it reads the file itself, once per connection.
+func Find(path string, data []byte, addr netip.Addr) (Match, error) {
+	if err := checkText(path, data); err != nil {
+		return Match{}, err
+	}
+	addr = addr.Unmap().WithZone("")
+	if e := findExact(data, addr); e != nil {
+		f := &File{Path: path}
+		return f.match(e, RuleExact), nil
+	}
+	return findCatchAll(path, data, addr), nil
+}
+
+// findCatchAll is Find for an address that no line names: the longest
+// prefix holding it, else default, else none, subject to every line (one
+// that cannot be read, or may join two, suspends them).
+func findCatchAll(path string, data []byte, addr netip.Addr) Match {
+	f := &File{Path: path}
+	var prefix, dflt *Entry
+	l := lines{data: data}
+	for l.next() {
+		k, err := l.key()
+		if err != nil {
+			continue
+		}
+		var win **Entry
+		switch k.Kind {
+		case KeyPrefix:
+			if k.Prefix.Contains(addr) && (prefix == nil || k.Prefix.Bits() > prefix.Prefix.Bits()) {
+				win = &prefix
+			}
+		case KeyDefault:
+			if dflt == nil {
+				win = &dflt
+			}
+		}
+		if win != nil {
+			e := k
+			l.rest(&e)
+			*win = &e
+		}
+	}
+	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
+	switch {
+	case prefix != nil:
+		return f.match(prefix, RulePrefix)
+	case dflt != nil:
+		return f.match(dflt, RuleDefault)
+	}
+	return f.Lookup(addr)
+}
+
+// findExact returns the first entry whose key is addr itself, or nil. It
+// is Find's first pass: an exact entry wins whatever else the file holds
+// (nothing suspends it), so when there is one nothing else needs parsing.
+// The second pass, the whole file's rules, runs only when this one finds
+// nothing: the property tests check that Find agrees with Parse+Lookup.
+func findExact(data []byte, addr netip.Addr) *Entry {
+	var buf [64]byte
+	text := addr.AppendTo(buf[:0])
+	no := 0
+	for len(data) > 0 {
+		no++
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		if e := exactEntry(line, no, text, addr); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// exactEntry returns the entry of line (number no) when its key is addr
+// (text is addr's canonical text), or nil. A line is rejected by
+// comparing bytes: an IPv4 address has one text form a key can take
+// without a colon (netip accepts no leading zeros), so only keys holding a
+// colon (IPv6, or IPv4-mapped) are parsed.
+func exactEntry(line []byte, no int, text []byte, addr netip.Addr) *Entry {
+	if len(line) > MaxLine {
+		return nil // unreadable: never anyone's exact entry
+	}
+	i := 0
+	for i < len(line) && isBlank(line[i]) {
+		i++
+	}
+	j := i
+	for j < len(line) && !isBlank(line[j]) {
+		j++
+	}
+	key := line[i:j]
+	if len(key) == 0 || key[0] == '#' {
+		return nil
+	}
+	if !bytes.Equal(key, text) {
+		if bytes.IndexByte(key, ':') < 0 || bytes.IndexByte(key, '/') >= 0 {
+			return nil
+		}
+		if a, err := netip.ParseAddr(string(key)); err != nil || a.Unmap() != addr {
+			return nil
+		}
+	}
+	l := lines{no: no, fields: splitFields(line, nil)}
+	e, err := l.key()
+	if err != nil || e.Kind != KeyAddr || e.Prefix.Addr() != addr {
+		return nil
+	}
+	l.rest(&e)
+	return &e
+}

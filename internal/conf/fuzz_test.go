@@ -39,7 +39,7 @@ func FuzzParse(f *testing.F) {
 		}
 		var canon strings.Builder
 		probes := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")}
-		for _, e := range file.Entries {
+		for _, e := range file.All() {
 			k, err := parseKey([]byte(e.Key))
 			if err != nil || k.Kind != e.Kind || k.Prefix != e.Prefix || k.canonicalKey() != e.Key {
 				t.Fatalf("key %q is not canonical: %v", e.Key, err)
@@ -57,15 +57,15 @@ func FuzzParse(f *testing.F) {
 		}
 		again := mustParse(t, canon.String())
 		var valid []*Entry
-		for _, e := range file.Entries {
+		for _, e := range file.All() {
 			if e.Err == nil {
 				valid = append(valid, e)
 			}
 		}
-		if len(again.Entries) != len(valid) || len(again.Errors) != 0 {
+		if again.Len() != len(valid) || len(again.Errors) != 0 {
 			t.Fatalf("canonical form does not parse back:\n%s\nerrors: %v", canon.String(), errorStrings(again))
 		}
-		for i, e := range again.Entries {
+		for i, e := range again.All() {
 			if e.String() != valid[i].String() {
 				t.Fatalf("round trip changed %q into %q", valid[i].String(), e.String())
 			}
@@ -137,7 +137,7 @@ func FuzzJoinedLines(f *testing.F) {
 // entry's own, and the first and last of each prefix.
 func probeAddrs(f *File) []netip.Addr {
 	out := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1")}
-	for _, e := range f.Entries {
+	for _, e := range f.All() {
 		if e.Kind == KeyDefault {
 			continue
 		}

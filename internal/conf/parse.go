@@ -159,90 +159,54 @@ func Parse(path string, data []byte) (*File, error) {
 	if err := checkText(path, data); err != nil {
 		return nil, err
 	}
-	f := &File{Path: path, exact: make(map[netip.Addr]*Entry)}
+	text := string(data)
+	f := &File{Path: path, store: newStore(text)}
 	l := lines{data: data}
+	var fields []string
 	for l.next() {
-		k, err := l.key()
+		e, err := l.key()
 		if err != nil {
 			f.addError(l.no, err.Error())
 			continue
 		}
-		if first := f.find(&k); first != nil {
-			f.addError(l.no, fmt.Sprintf("duplicate key %s: line %d already maps it; this line is ignored", first.Key, first.Line))
+		if first := f.indexOf(&e); first >= 0 {
+			fe := f.Entry(int(first))
+			f.addError(l.no, fmt.Sprintf("duplicate key %s: line %d already maps it; this line is ignored", fe.Key, fe.Line))
 			continue
 		}
-		e := &k
-		l.rest(e)
-		if e.Err != nil {
+		// The fields as spans of the text, so that the entry keeps no
+		// strings of its own.
+		var root, opts span
+		fields = fields[:0]
+		for i, b := range l.fields[1:] {
+			at := span{off: offsetIn(data, b), len: len(b)}
+			fields = append(fields, at.in(text))
+			switch {
+			case i == 0:
+				root = at
+			case i == 1:
+				opts = at
+			default:
+				opts.len = at.off + at.len - opts.off
+			}
+		}
+		if e.Err = e.parseRest(fields); e.Err != nil {
+			e.Key = e.canonicalKey()
 			f.addError(l.no, e.Key+": "+e.Err.Error())
 		}
-		f.add(e)
+		f.add(&e, root, opts)
 	}
 	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
 	if f.suspect != 0 {
 		f.noteSuspension()
 	}
-	for i := range f.prefixes {
-		slices.Sort(f.prefixes[i].lengths)
-		slices.Reverse(f.prefixes[i].lengths)
-	}
+	f.seal()
 	return f, nil
 }
 
-// Find answers what Parse(path, data).Lookup(addr) would, without building
-// the whole index: it reads every line's key (a line whose key cannot be
-// read changes the answer) but parses the rest of the winning line only.
-// virtuald uses it when it reads the file itself, once per connection.
-func Find(path string, data []byte, addr netip.Addr) (Match, error) {
-	if err := checkText(path, data); err != nil {
-		return Match{}, err
-	}
-	addr = addr.Unmap().WithZone("")
-	if e := findExact(data, addr); e != nil {
-		f := &File{Path: path}
-		return f.match(e, RuleExact), nil
-	}
-	return findCatchAll(path, data, addr), nil
-}
-
-// findCatchAll is Find for an address that no line names: the longest
-// prefix holding it, else default, else none, subject to every line (one
-// that cannot be read, or may join two, suspends them).
-func findCatchAll(path string, data []byte, addr netip.Addr) Match {
-	f := &File{Path: path}
-	var prefix, dflt *Entry
-	l := lines{data: data}
-	for l.next() {
-		k, err := l.key()
-		if err != nil {
-			continue
-		}
-		var win **Entry
-		switch k.Kind {
-		case KeyPrefix:
-			if k.Prefix.Contains(addr) && (prefix == nil || k.Prefix.Bits() > prefix.Prefix.Bits()) {
-				win = &prefix
-			}
-		case KeyDefault:
-			if dflt == nil {
-				win = &dflt
-			}
-		}
-		if win != nil {
-			e := k
-			l.rest(&e)
-			*win = &e
-		}
-	}
-	f.suspect, f.suspectWhy = l.suspect, l.suspectWhy
-	switch {
-	case prefix != nil:
-		return f.match(prefix, RulePrefix)
-	case dflt != nil:
-		return f.match(dflt, RuleDefault)
-	}
-	return f.Lookup(addr)
-}
+// offsetIn is where b, a slice of data made by reslicing it, begins in
+// data: such slices all end their capacity where data's does.
+func offsetIn(data, b []byte) int { return cap(data) - cap(b) }
 
 // noteSuspension says on the suspect line's error (or a new one) that the
 // catch-alls are suspended, so that check tells the operator why.
@@ -258,100 +222,8 @@ func (f *File) noteSuspension() {
 	slices.SortStableFunc(f.Errors, func(a, b *LineError) int { return a.Line - b.Line })
 }
 
-// findExact returns the first entry whose key is addr itself, or nil. It
-// is Find's first pass: an exact entry wins whatever else the file holds
-// (nothing suspends it), so when there is one nothing else needs parsing.
-// The second pass, the whole file's rules, runs only when this one finds
-// nothing: the property tests check that Find agrees with Parse+Lookup.
-func findExact(data []byte, addr netip.Addr) *Entry {
-	var buf [64]byte
-	text := addr.AppendTo(buf[:0])
-	no := 0
-	for len(data) > 0 {
-		no++
-		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
-		if e := exactEntry(line, no, text, addr); e != nil {
-			return e
-		}
-	}
-	return nil
-}
-
-// exactEntry returns the entry of line (number no) when its key is addr
-// (text is addr's canonical text), or nil. A line is rejected by
-// comparing bytes: an IPv4 address has one text form a key can take
-// without a colon (netip accepts no leading zeros), so only keys holding a
-// colon (IPv6, or IPv4-mapped) are parsed.
-func exactEntry(line []byte, no int, text []byte, addr netip.Addr) *Entry {
-	if len(line) > MaxLine {
-		return nil // unreadable: never anyone's exact entry
-	}
-	i := 0
-	for i < len(line) && isBlank(line[i]) {
-		i++
-	}
-	j := i
-	for j < len(line) && !isBlank(line[j]) {
-		j++
-	}
-	key := line[i:j]
-	if len(key) == 0 || key[0] == '#' {
-		return nil
-	}
-	if !bytes.Equal(key, text) {
-		if bytes.IndexByte(key, ':') < 0 || bytes.IndexByte(key, '/') >= 0 {
-			return nil
-		}
-		if a, err := netip.ParseAddr(string(key)); err != nil || a.Unmap() != addr {
-			return nil
-		}
-	}
-	l := lines{no: no, fields: splitFields(line, nil)}
-	e, err := l.key()
-	if err != nil || e.Kind != KeyAddr || e.Prefix.Addr() != addr {
-		return nil
-	}
-	l.rest(&e)
-	return &e
-}
-
 func (f *File) addError(line int, msg string) {
 	f.Errors = append(f.Errors, &LineError{File: f.Path, Line: line, Msg: msg})
-}
-
-// find returns the entry already holding e's key, if any.
-func (f *File) find(e *Entry) *Entry {
-	switch e.Kind {
-	case KeyDefault:
-		return f.dflt
-	case KeyAddr:
-		return f.exact[e.Prefix.Addr()]
-	}
-	return f.prefixes[family(e.Prefix.Addr())].byNet[e.Prefix]
-}
-
-func (f *File) add(e *Entry) {
-	f.Entries = append(f.Entries, e)
-	switch e.Kind {
-	case KeyDefault:
-		f.dflt = e
-	case KeyAddr:
-		f.exact[e.Prefix.Addr()] = e
-	case KeyPrefix:
-		t := &f.prefixes[family(e.Prefix.Addr())]
-		if t.byNet == nil {
-			t.byNet = make(map[netip.Prefix]*Entry)
-		}
-		if !slices.Contains(t.lengths, e.Prefix.Bits()) {
-			t.lengths = append(t.lengths, e.Prefix.Bits())
-		}
-		t.byNet[e.Prefix] = e
-	}
 }
 
 // splitFields appends to dst the fields of line, separated by runs of

@@ -147,12 +147,7 @@ func (s *confSet) load(c *confFile) (bool, error) {
 		c.loadErrors.Add(1)
 		return false, err
 	}
-	next.file, next.generation = f, s.gen.Add(1)
-	for _, e := range f.Entries {
-		if f.Refusal(e) != nil {
-			next.invalid++
-		}
-	}
+	next.file, next.generation, next.invalid = f, s.gen.Add(1), f.Refused()
 	c.cur.Store(&next)
 	c.loadErr.Store(nil)
 	c.loads.Add(1)

@@ -25,6 +25,7 @@ import (
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
+	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	// "" is off without touching pins (for tests).
 	BPF       string
 	BPFPinDir string // "" for bpf.DefaultPinDir: one per network namespace
+	// Relay is the syslog relay into every valid root (-relay-syslog),
+	// nil for none.
+	Relay *relay.Config
 }
 
 // Daemon is one running ipwatchd.
@@ -61,6 +65,7 @@ type Daemon struct {
 	metrics  net.Listener // nil without -metrics
 	counter  *bpf.Counter // nil when the kernel does not count
 	bpfState string       // "on", or "off: why"
+	relay    *relay.Relay // nil without -relay-syslog
 
 	loadMu  sync.Mutex // one load at a time
 	pending struct {
@@ -113,6 +118,7 @@ func New(cfg Config) (*Daemon, error) {
 	// A fresh daemon is not slow: clear what virtualds marked of the
 	// one before.
 	os.Remove(ipc.MarkFor(cfg.Socket).Path())
+	d.relay = d.newRelay()
 	d.srv.Handler = d.handle
 	d.srv.Stream = d.stream
 	d.srv.Inline = inline

@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -197,33 +198,60 @@ func TestStaleAndUnknown(t *testing.T) {
 	}
 }
 
-// A file that cannot be loaded any more keeps its last good copy, and the
-// status says why; once fixed, it loads again.
+// A file that cannot be loaded any more keeps its last good copy for
+// when it is fixed, but status never shows an entry of it as served:
+// virtuald reads such a file itself and refuses every connection. Once
+// fixed, it loads again.
 func TestLastGoodCopyKept(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "conf")
-	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644))
-	settle(t, p) // no read again of a racy copy may land between the writes below
-	d, _ := startDaemon(t, []string{p})
-	d.ReloadAll()
-	first := d.confList()[0]
-	if first.Generation == 0 || first.Error != "" {
-		t.Fatalf("first load: %+v", first)
+	breaks := []struct {
+		name  string
+		apply func(p string) error
+		why   string
+	}{
+		{"a NUL byte", func(p string) error { return os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644) }, "holds a NUL byte"},
+		{"group-writable", func(p string) error { return os.Chmod(p, 0o664) }, "writable"},
+		{"owned by another user", func(p string) error { return os.Chown(p, 65534, 65534) }, "owned by"},
+		{"gone", os.Remove, "no such file"},
 	}
-	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /b\x00\n"), 0o644))
-	d.ReloadAll()
-	broken := d.confList()[0]
-	if broken.Generation != first.Generation || !strings.Contains(broken.Error, "holds a NUL byte") {
-		t.Fatalf("after a broken write: %+v, want generation %d kept and the reason", broken, first.Generation)
-	}
-	if s := d.confs.get(p).cur.Load(); s.file.Entries[0].Root != "/a" {
-		t.Fatalf("the last good copy was not kept: %s", s.file.Entries[0])
-	}
-	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /c\n"), 0o644))
-	d.ReloadAll()
-	fixed := d.confList()[0]
-	if fixed.Generation <= first.Generation || fixed.Error != "" {
-		t.Fatalf("after the fix: %+v", fixed)
+	for _, br := range breaks {
+		t.Run(br.name, func(t *testing.T) {
+			if br.name == "owned by another user" && os.Geteuid() != 0 {
+				t.Skip("needs root to give the file away")
+			}
+			dir := t.TempDir()
+			p := filepath.Join(dir, "conf")
+			testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /usr\n"), 0o644))
+			settle(t, p) // no read again of a racy copy may land between the writes below
+			d, _ := startDaemon(t, []string{p})
+			d.ReloadAll()
+			first := d.confList()[0]
+			if first.Generation == 0 || first.Error != "" {
+				t.Fatalf("first load: %+v", first)
+			}
+			if err := br.apply(p); err != nil {
+				t.Fatal(err)
+			}
+			d.ReloadAll()
+			broken := d.Status(admin.StatusQuery{}).Confs[0]
+			if broken.Generation != first.Generation || !strings.Contains(strings.ToLower(broken.Error), strings.ToLower(br.why)) {
+				t.Fatalf("after the break: %+v, want generation %d kept and the reason (%s)", broken, first.Generation, br.why)
+			}
+			if s := d.confs.get(p).cur.Load(); s.file.Entry(0).Root != "/usr" {
+				t.Fatalf("the last good copy was not kept: %s", s.file.Entry(0))
+			}
+			if len(broken.Entries) != 1 || broken.Entries[0].State != admin.StateInvalid || !strings.Contains(broken.Entries[0].Reason, "every connection is refused") ||
+				broken.Counts != (admin.StateCounts{Invalid: 1}) {
+				t.Fatalf("status shows an entry of an unusable file as served: %+v, counts %+v", broken.Entries, broken.Counts)
+			}
+			testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /\n"), 0o644))
+			testbed.Must(t, os.Chmod(p, 0o644))
+			testbed.Must(t, os.Chown(p, os.Geteuid(), os.Getegid()))
+			d.ReloadAll()
+			fixed := d.Status(admin.StatusQuery{}).Confs[0]
+			if fixed.Generation <= first.Generation || fixed.Error != "" || fixed.Counts.Invalid != 0 {
+				t.Fatalf("after the fix: %+v", fixed)
+			}
+		})
 	}
 }
 

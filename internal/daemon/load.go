@@ -68,7 +68,7 @@ func (d *Daemon) loadOne(c *confFile) {
 		d.reloads.Add(1)
 		d.kickValidator()
 		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
-			zap.Int("entries", len(s.file.Entries)), zap.Int("problems", len(s.file.Errors)),
+			zap.Int("entries", s.file.Len()), zap.Int("problems", len(s.file.Errors)),
 			zap.Duration("took", time.Since(start)))
 		for _, e := range s.file.Errors {
 			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))

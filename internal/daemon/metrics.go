@@ -219,14 +219,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // large file counts them (stateCounts): without touching every entry.
 func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Address, gauge func(*prometheus.Desc, float64, ...string)) {
 	checked := cf.checkFor(s)
-	live := map[*conf.Entry]bool{}
+	live := map[int]*conf.Entry{} // by line
 	for _, a := range hostAddrs {
 		if m := s.file.Lookup(a.Addr); a.Live() && m.Entry != nil {
-			live[m.Entry] = true
+			live[m.Entry.Line] = m.Entry
 		}
 	}
 	var checker conf.Checker
-	n := stateCounts(s, checked, live, &checker)
+	n := admin.StateCounts{Invalid: s.file.Len()} // the file cannot be used now: all refused, as status says
+	if cf.lastError() == "" {
+		n = stateCounts(s, checked, live, &checker)
+	}
 	if checked != nil {
 		gauge(descChecked, float64(checked.at.UnixNano())/1e9, cf.path)
 	}
@@ -243,6 +246,9 @@ func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 		max = DefaultMetricsMaxEntries
 	}
 	reg.MustRegister(collector{d: d, entries: newSeries(max), addrs: newSeries(max)}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.relay != nil {
+		reg.MustRegister(relayCollector{d.relay})
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}

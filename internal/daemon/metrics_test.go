@@ -88,8 +88,8 @@ func TestMetrics(t *testing.T) {
 		`ipwatchd_queries_total{result="ok"}`:                         3,
 		`ipwatchd_resolved_total{conf="` + p + `",key="10.0.0.1"}`:    3,
 		`ipwatchd_connections_total{conf="` + p + `",key="10.0.0.1"}`: 0,
-		`ipwatchd_entries{conf="` + p + `",state="invalid"}`:          1,
-		`ipwatchd_entries{conf="` + p + `",state="absent"}`:           1,
+		`ipwatchd_entries{conf="` + p + `",state="invalid"}`:          2, // the file cannot be used now: all refused
+		`ipwatchd_entries{conf="` + p + `",state="absent"}`:           0,
 		`ipwatchd_entries{conf="` + p + `",state="live"}`:             0,
 		`ipwatchd_conf_generation{conf="` + p + `"}`:                  1,
 		`ipwatchd_reloads_total{conf="` + p + `"}`:                    1,

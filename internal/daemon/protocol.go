@@ -37,14 +37,14 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 		st := d.Status(q)
 		return admin.StatusReply(&st)
 	case ipc.OpConfs:
-		return admin.ConfsReply(d.confList())
+		return admin.ConfsReply(&admin.ConfList{Confs: d.confList(), RelaySyslog: d.relay != nil})
 	case ipc.OpReload:
 		if peer.Uid != 0 {
 			return ipc.ErrorReply("reload is for root only")
 		}
 		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
 		d.ReloadAll()
-		return admin.ConfsReply(d.confList())
+		return admin.ConfsReply(&admin.ConfList{Confs: d.confList()})
 	}
 	return ipc.ErrorReply("unknown operation " + string(req[1]))
 }

@@ -1,13 +1,18 @@
 package daemon
 
 import (
+	"fmt"
+	"iter"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
+	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 )
 
@@ -103,10 +108,11 @@ func (d *Daemon) StreamStatus(q admin.StatusQuery, send func([][]byte) error) er
 type view struct {
 	addrs []addrs.Address
 	conns map[netip.Addr]uint64
+	relay *relay.Relay // nil without -relay-syslog
 }
 
 func (d *Daemon) newView() *view {
-	return &view{addrs: d.addresses(), conns: d.connectionsByAddress()}
+	return &view{addrs: d.addresses(), conns: d.connectionsByAddress(), relay: d.relay}
 }
 
 func (v *view) header(d *Daemon) admin.Status {
@@ -150,42 +156,59 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 	}
 	// The addresses each entry serves, from the host's addresses: a
 	// handful, whatever the size of the file.
-	served := map[*conf.Entry][]admin.AddressStatus{}
-	conns := map[*conf.Entry]uint64{}
-	live := map[*conf.Entry]bool{}
+	// Entries are told apart by their line: the file builds a new Entry
+	// each time one is asked for.
+	served := map[int][]admin.AddressStatus{}
+	conns := map[int]uint64{}
+	live := map[int]*conf.Entry{}
 	for _, a := range v.addrs {
-		m := s.file.Lookup(a.Addr)
-		if m.Entry == nil {
+		e := s.file.Lookup(a.Addr).Entry
+		if e == nil {
 			continue
 		}
-		if !containsAddr(served[m.Entry], a.Addr) {
-			conns[m.Entry] += v.conns[a.Addr] // once per address, however many links hold it
+		if !containsAddr(served[e.Line], a.Addr) {
+			conns[e.Line] += v.conns[a.Addr] // once per address, however many links hold it
 		}
-		served[m.Entry] = append(served[m.Entry], admin.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
+		served[e.Line] = append(served[e.Line], admin.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
 		if a.Live() {
-			live[m.Entry] = true
+			live[e.Line] = e
 		}
 	}
-	fresh := len(s.file.Entries) <= freshLimit || q.All
+	// A large file listed whole (-all) is checked entry by entry as it is
+	// listed, but counted from the validator's pass: keeping every
+	// entry's state to count them first would hold the whole file twice.
+	fresh := s.file.Len() <= freshLimit
 	checked := c.checkFor(s)
 	var checker conf.Checker
-	memo := map[*conf.Entry][2]string{} // a small file's entries, checked once for counts and listing
+	memo := map[int][2]string{} // a small file's entries by line, checked once for counts and listing
+	// While the file as it is now cannot be used, virtuald reads it and
+	// refuses every connection: no entry of the last good copy is served.
+	var refused string
+	if cs.Error != "" {
+		refused = fmt.Sprintf("every connection is refused: the conf file cannot be used as it is now (%s); generation %d was the last good copy", cs.Error, s.generation)
+	}
 	// state tells an entry's state and why it is invalid: the text's
 	// refusal, else its root, user and group checked now when the file is
 	// small, the entry live, the validator's pass found it failing, or the
 	// listing checks every root; else the validator's pass.
 	state := func(e *conf.Entry, now bool) (string, string) {
-		if r, ok := memo[e]; ok {
+		if refused != "" {
+			return admin.StateInvalid, refused
+		}
+		if r, ok := memo[e.Line]; ok {
 			return r[0], r[1]
 		}
-		st, why := entryState(s, e, now || fresh || live[e] || checked.failedLine(e.Line), live[e], &checker)
+		isLive := live[e.Line] != nil
+		st, why := entryState(s, e, now || fresh || isLive || checked.failedLine(e.Line), isLive, &checker)
 		if fresh {
-			memo[e] = [2]string{st, why}
+			memo[e.Line] = [2]string{st, why}
 		}
 		return st, why
 	}
-	if fresh {
-		for _, e := range s.file.Entries {
+	if refused != "" {
+		cs.Counts = admin.StateCounts{Invalid: s.file.Len()}
+	} else if fresh {
+		for _, e := range s.file.All() {
 			switch st, _ := state(e, false); st {
 			case admin.StateLive:
 				cs.Counts.Live++
@@ -210,31 +233,21 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 	list := func(yield func(admin.EntryStatus) bool) {
 		matching := entriesMatching(s.file, q.Match)
 		if summary {
-			var first []*conf.Entry
-			for _, e := range matching {
-				if live[e] {
-					first = append(first, e)
-				}
-			}
-			for _, e := range matching {
-				if !live[e] && (s.file.Refusal(e) != nil || checked.failedLine(e.Line)) {
-					first = append(first, e)
-				}
-			}
-			matching = first
+			matching = slices.Values(summaryEntries(s, checked, live))
 		}
-		for _, e := range matching {
+		for e := range matching {
 			st, reason := state(e, q.All)
 			if q.State != "" && st != q.State {
 				continue
 			}
 			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
-				State: st, Reason: reason, Addresses: served[e], Connections: conns[e]}
+				State: st, Reason: reason, Addresses: served[e.Line], Connections: conns[e.Line]}
 			if es.Addresses == nil {
 				es.Addresses = []admin.AddressStatus{}
 			}
 			if st != admin.StateInvalid {
 				es.Warning = conf.RootWarning(e)
+				es.Relay = relayStatus(v.relay, e.Root)
 			}
 			if n, ok := c.resolved.Load(e.Key); ok {
 				es.Resolved = n.(*atomic.Uint64).Load()
@@ -245,6 +258,27 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 		}
 	}
 	return cs, list
+}
+
+// summaryEntries lists what a large file's summary shows: its live
+// entries, then the ones refused by the text or failing the validator's
+// pass, each in line order, without building the entries in between.
+func summaryEntries(s *snapshot, checked *rootCheck, live map[int]*conf.Entry) []*conf.Entry {
+	byLine := func(a, b *conf.Entry) int { return a.Line - b.Line }
+	first := slices.SortedFunc(maps.Values(live), byLine)
+	var refused []*conf.Entry
+	for e := range s.file.Refusals() {
+		if live[e.Line] == nil {
+			refused = append(refused, e)
+		}
+	}
+	for line := range checked.lines() {
+		if e := s.file.EntryAt(line); e != nil && live[line] == nil {
+			refused = append(refused, e) // the pass skips what the text refuses: no duplicates
+		}
+	}
+	slices.SortFunc(refused, byLine)
+	return append(first, refused...)
 }
 
 // entryState is an entry's state and, when invalid, why: the text's
@@ -269,13 +303,13 @@ func entryState(s *snapshot, e *conf.Entry, check, live bool, checker *conf.Chec
 // checking every root: the text's refusals were counted at load, failed
 // roots come from the validator's pass, and the live entries are checked
 // now.
-func stateCounts(s *snapshot, checked *rootCheck, live map[*conf.Entry]bool, checker *conf.Checker) admin.StateCounts {
+func stateCounts(s *snapshot, checked *rootCheck, live map[int]*conf.Entry, checker *conf.Checker) admin.StateCounts {
 	invalid := s.invalid
 	if checked != nil {
 		invalid += checked.invalid
 	}
 	n := 0
-	for e := range live {
+	for _, e := range live {
 		if s.file.Refusal(e) != nil {
 			continue
 		}
@@ -290,29 +324,28 @@ func stateCounts(s *snapshot, checked *rootCheck, live map[*conf.Entry]bool, che
 			invalid++ // broken since the pass
 		}
 	}
-	return admin.StateCounts{Live: n, Invalid: invalid, Absent: len(s.file.Entries) - invalid - n}
+	return admin.StateCounts{Live: n, Invalid: invalid, Absent: s.file.Len() - invalid - n}
 }
 
 // entriesMatching returns the entries of f that match m: all of them for
 // a zero m, the one serving it for an address, the ones whose keys lie
 // within it for a prefix.
-func entriesMatching(f *conf.File, m netip.Prefix) []*conf.Entry {
-	if !m.IsValid() {
-		return f.Entries
-	}
-	if m.IsSingleIP() {
-		if e := f.Lookup(m.Addr()).Entry; e != nil {
-			return []*conf.Entry{e}
+func entriesMatching(f *conf.File, m netip.Prefix) iter.Seq[*conf.Entry] {
+	return func(yield func(*conf.Entry) bool) {
+		if m.IsSingleIP() {
+			if e := f.Lookup(m.Addr()).Entry; e != nil {
+				yield(e)
+			}
+			return
 		}
-		return nil
-	}
-	var out []*conf.Entry
-	for _, e := range f.Entries {
-		if e.Kind != conf.KeyDefault && e.Prefix.Bits() >= m.Bits() && m.Contains(e.Prefix.Addr()) {
-			out = append(out, e)
+		for _, e := range f.All() {
+			if !m.IsValid() || e.Kind != conf.KeyDefault && e.Prefix.Bits() >= m.Bits() && m.Contains(e.Prefix.Addr()) {
+				if !yield(e) {
+					return
+				}
+			}
 		}
 	}
-	return out
 }
 
 func containsAddr(as []admin.AddressStatus, a netip.Addr) bool {

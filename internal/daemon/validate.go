@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"iter"
+	"math/bits"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
@@ -27,6 +29,22 @@ type rootCheck struct {
 func (r *rootCheck) failedLine(line int) bool {
 	i := line / 64
 	return r != nil && i < len(r.failed) && r.failed[i]&(1<<(line%64)) != 0
+}
+
+// lines yields the lines that failed, in order; none for a nil r.
+func (r *rootCheck) lines() iter.Seq[int] {
+	return func(yield func(int) bool) {
+		if r == nil {
+			return
+		}
+		for i, word := range r.failed {
+			for ; word != 0; word &= word - 1 {
+				if !yield(i*64 + bits.TrailingZeros64(word)) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // checkFor returns the validator's last pass if it was over s, else nil:
@@ -67,6 +85,7 @@ func (d *Daemon) validator(ctx context.Context) error {
 			}
 			c.checked.Store(r)
 		}
+		d.syncRelay()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -81,7 +100,7 @@ func (d *Daemon) validator(ctx context.Context) error {
 func check(ctx context.Context, s *snapshot) (r *rootCheck, ok bool) {
 	r = &rootCheck{generation: s.generation, at: time.Now()}
 	var checker conf.Checker
-	for i, e := range s.file.Entries {
+	for i, e := range s.file.All() {
 		if i%1024 == 0 && ctx.Err() != nil {
 			return nil, false
 		}

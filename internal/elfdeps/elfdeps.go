@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 )
 
@@ -23,6 +22,14 @@ type Info struct {
 	Interp  string   // PT_INTERP, "" for a static executable
 	Needed  []string // DT_NEEDED, in order
 	RunPath []string // DT_RUNPATH, or DT_RPATH when there is no RUNPATH
+	// RPath is set when RunPath came from DT_RPATH: the loader then also
+	// searches it for the libraries of the objects this one loads.
+	RPath bool
+	// Class and Machine (EI_CLASS, e_machine): the loader skips a
+	// library of another architecture and searches on, so a 32-bit copy
+	// in a multilib directory does not count as found.
+	Class   byte
+	Machine uint16
 }
 
 const (
@@ -107,7 +114,7 @@ func Read(r io.ReaderAt) (*Info, error) {
 		}
 		phs = append(phs, p)
 	}
-	info := &Info{}
+	info := &Info{Class: ident[4], Machine: bo.Uint16(ident[18:])}
 	for _, p := range phs {
 		switch p.typ {
 		case ptInterp:
@@ -213,7 +220,7 @@ func readDynamic(r io.ReaderAt, bo binary.ByteOrder, is64 bool, dyn phdr, phs []
 	}
 	paths := runpath
 	if len(paths) == 0 {
-		paths = rpath
+		paths, info.RPath = rpath, len(rpath) > 0
 	}
 	for _, i := range paths {
 		for _, d := range strings.Split(str(i), ":") {
@@ -223,84 +230,4 @@ func readDynamic(r io.ReaderAt, bo binary.ByteOrder, is64 bool, dyn phdr, phs []
 		}
 	}
 	return nil
-}
-
-// FS answers whether a path exists under the root being examined. virtuald
-// passes the real file system after its chroot; ipwatchctl passes a lookup
-// under a root directory.
-type FS interface {
-	Exists(path string) bool
-	ReadFile(path string, limit int) ([]byte, error)
-}
-
-// defaultDirs are where glibc's and musl's loaders look last; the
-// multiarch directories come first on Debian and Ubuntu.
-var defaultDirs = []string{
-	"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-	"/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-	"/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu",
-	"/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib",
-}
-
-// Missing returns the interpreter (if missing) and the needed libraries
-// that the loader will not find under fs, for the program at progPath.
-// ldLibraryPath is the LD_LIBRARY_PATH the program will run with.
-func (info *Info) Missing(fs FS, progPath, ldLibraryPath string) (interp string, libs []string) {
-	if info.Interp != "" && !fs.Exists(info.Interp) {
-		interp = info.Interp
-	}
-	var dirs []string
-	for _, d := range info.RunPath {
-		dirs = append(dirs, strings.ReplaceAll(strings.ReplaceAll(d, "${ORIGIN}", path.Dir(progPath)), "$ORIGIN", path.Dir(progPath)))
-	}
-	for _, d := range strings.Split(ldLibraryPath, ":") {
-		if d != "" {
-			dirs = append(dirs, d)
-		}
-	}
-	dirs = append(dirs, defaultDirs...)
-	var cache []byte
-	for _, lib := range info.Needed {
-		if strings.Contains(lib, "/") {
-			if !fs.Exists(lib) {
-				libs = append(libs, lib)
-			}
-			continue
-		}
-		found := false
-		for _, d := range dirs {
-			if fs.Exists(path.Join(d, lib)) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			if cache == nil {
-				cache, _ = fs.ReadFile("/etc/ld.so.cache", 4<<20)
-			}
-			found = inCache(fs, cache, lib)
-		}
-		if !found {
-			libs = append(libs, lib)
-		}
-	}
-	return interp, libs
-}
-
-// inCache looks for a full path ending in /lib in the loader's cache (a
-// list of NUL-terminated names and paths) and checks that it exists.
-func inCache(fs FS, cache []byte, lib string) bool {
-	needle := []byte("/" + lib + "\x00")
-	for len(cache) > 0 {
-		i := bytes.Index(cache, needle)
-		if i < 0 {
-			return false
-		}
-		start := bytes.LastIndexByte(cache[:i], 0) + 1
-		if p := string(cache[start : i+len(needle)-1]); strings.HasPrefix(p, "/") && fs.Exists(p) {
-			return true
-		}
-		cache = cache[i+len(needle):]
-	}
-	return false
 }

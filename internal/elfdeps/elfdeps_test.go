@@ -2,9 +2,11 @@ package elfdeps
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +53,36 @@ func (f fakeFS) ReadFile(p string, limit int) ([]byte, error) {
 	}
 	return nil, os.ErrNotExist
 }
+func (f fakeFS) Open(p string) (File, error) {
+	if s, ok := f[p]; ok {
+		return nopCloser{strings.NewReader(s)}, nil
+	}
+	return nil, os.ErrNotExist
+}
+
+type nopCloser struct{ *strings.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+// makeCache writes an ld.so.cache in glibc's format, listing pairs of
+// names and paths.
+func makeCache(pairs ...string) string {
+	const header, entry = 48, 24
+	n := len(pairs) / 2
+	b := make([]byte, header+n*entry)
+	copy(b, "glibc-ld.so.cache1.1")
+	binary.LittleEndian.PutUint32(b[20:], uint32(n))
+	b[28] = 2 // little-endian
+	for i := 0; i < n; i++ {
+		e := b[header+i*entry:]
+		binary.LittleEndian.PutUint32(e, 0x303)
+		binary.LittleEndian.PutUint32(e[4:], uint32(len(b)))
+		b = append(b, pairs[2*i]+"\x00"...)
+		binary.LittleEndian.PutUint32(b[header+i*entry+8:], uint32(len(b)))
+		b = append(b, pairs[2*i+1]+"\x00"...)
+	}
+	return string(b)
+}
 
 func TestMissing(t *testing.T) {
 	info := &Info{Interp: "/lib64/ld.so", Needed: []string{"liba.so", "libb.so", "libc.so", "libd.so", "libe.so"}, RunPath: []string{"$ORIGIN/../lib"}}
@@ -59,7 +91,7 @@ func TestMissing(t *testing.T) {
 		"/opt/app/lib/libb.so":          "", // through $ORIGIN
 		"/custom/libc.so":               "", // through LD_LIBRARY_PATH
 		"/weird/dir/libd.so":            "", // through ld.so.cache
-		"/etc/ld.so.cache":              "junk\x00libd.so\x00/weird/dir/libd.so\x00",
+		"/etc/ld.so.cache":              "old format junk first" + makeCache("libx.so", "/x/libx.so", "libd.so", "/weird/dir/libd.so"),
 	}
 	interp, libs := info.Missing(fs, "/opt/app/bin/prog", "/custom")
 	if interp != "/lib64/ld.so" || !slices.Equal(libs, []string{"libe.so"}) {

@@ -194,8 +194,13 @@ func (r Root) Check(program string, env []string) (string, error) {
 // them on the service's stderr, which under inetd is the client's socket,
 // and virtuald's log would say nothing.
 func (r Root) MissingLibraries(path string, env []string) string {
-	info := r.readELF(path)
-	if info == nil {
+	f, err := r.Open(path)
+	if err != nil {
+		return ""
+	}
+	info, err := elfdeps.Read(f)
+	f.Close()
+	if err != nil {
 		return ""
 	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
@@ -203,8 +208,11 @@ func (r Root) MissingLibraries(path string, env []string) string {
 	return strings.Join(libs, ", ")
 }
 
-// missingDeps explains an ENOENT from execve for a file that exists: its
-// #! interpreter, or its ELF interpreter, is missing inside the root.
+// missingDeps explains an ENOENT from execve for a file that exists, or
+// what will keep the loader from starting it: its #! interpreter, or its
+// ELF interpreter, is missing inside the root, or a library anywhere in
+// its closure is (each named with the object that needs it, since the
+// one missing is often not one the program names itself).
 func (r Root) missingDeps(path string, env []string) string {
 	if head, err := r.ReadFile(path, 256); err == nil && strings.HasPrefix(string(head), "#!") {
 		line, _, _ := strings.Cut(string(head[2:]), "\n")
@@ -213,36 +221,42 @@ func (r Root) missingDeps(path string, env []string) string {
 		}
 		return ""
 	}
-	info := r.readELF(path)
-	if info == nil {
+	ld, _ := getenv(env, "LD_LIBRARY_PATH")
+	c, err := elfdeps.Resolve(r, path, ld)
+	if err != nil {
 		return ""
 	}
-	ld, _ := getenv(env, "LD_LIBRARY_PATH")
-	interp, libs := info.Missing(r, path, ld)
 	var parts []string
-	if interp != "" {
-		parts = append(parts, "its ELF interpreter "+interp+" is missing inside the root")
+	if c.InterpMissing {
+		parts = append(parts, "its ELF interpreter "+c.Interp+" is missing inside the root")
 	}
-	if len(libs) > 0 {
+	if len(c.Missing) > 0 {
+		libs := make([]string, len(c.Missing))
+		for i, m := range c.Missing {
+			libs[i] = m.Name
+			if m.NeededBy != path {
+				libs[i] += " (needed by " + m.NeededBy + ")"
+			}
+		}
 		parts = append(parts, "shared libraries it needs are missing inside the root: "+strings.Join(libs, ", "))
+	}
+	if c.Truncated {
+		parts = append(parts, fmt.Sprintf("it needs more than %d shared objects (the rest was not checked)", elfdeps.MaxObjects))
 	}
 	if len(parts) == 0 {
 		return ""
 	}
-	return strings.Join(parts, "; ") + " (copy them into the root: ldd lists what it needs)"
+	return strings.Join(parts, "; ") + " (ipwatchctl install ROOT " + path + " copies what it needs)"
 }
 
-func (r Root) readELF(path string) *elfdeps.Info {
-	fd, err := r.openRegular(path)
+// Open opens p inside the root for reading, only if it is a regular file
+// (elfdeps.FS).
+func (r Root) Open(p string) (elfdeps.File, error) {
+	fd, err := r.openRegular(p)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	defer unix.Close(fd)
-	info, err := elfdeps.Read(fileAt(fd))
-	if err != nil {
-		return nil
-	}
-	return info
+	return fileAt(fd), nil
 }
 
 // fileAt reads a descriptor with pread. It stands in for os.File, whose
@@ -267,6 +281,8 @@ func (f fileAt) ReadAt(b []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+func (f fileAt) Close() error { return unix.Close(int(f)) }
 
 func getenv(env []string, key string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,26 @@ func RequirePrivileges(t interface {
 	t.Skip("skipped: needs root for network namespaces and chroot")
 }
 
+// RequireTool returns the path of a program a test runs, and skips the
+// test when it is missing, unless VIRTUALD_REQUIRE_PRIVILEGES=1 (CI),
+// where a missing tool fails it, as a missing privilege does.
+// scripts/need installs them all for make test.
+func RequireTool(t interface {
+	T
+	Skip(args ...any)
+}, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") == "1" {
+		t.Fatalf("%s is missing (make test installs it: scripts/need test), and VIRTUALD_REQUIRE_PRIVILEGES=1 forbids skipping: %v", name, err)
+	}
+	t.Skip("skipped: needs " + name)
+	return ""
+}
+
 func randomSuffix() string {
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -70,11 +91,14 @@ type NetNS struct {
 	// Name labels what a test keeps per namespace (a BPF pin directory)
 	// and its messages; it names nothing in /run/netns.
 	Name string
-	// Path enters the namespace (nsenter --net, setns): the holding
-	// thread's /proc/PID/task/TID/ns/net.
+	// Path enters the namespace (nsenter --net, setns, ip ... netns): the
+	// holding thread's /proc/PID/task/TID/ns/net.
 	Path    string
 	t       T
 	release chan struct{} // closed at cleanup: the holding thread ends
+
+	mu    sync.Mutex
+	procs []*Process // started with Start
 }
 
 // NewNetNS makes a namespace with lo up.
@@ -255,28 +279,58 @@ exec "$@"`
 // Process is a long-running command started with Start.
 type Process struct {
 	*exec.Cmd
-	done chan struct{} // closed when it has exited (and been waited for)
+	name    string
+	out     lockedBuffer  // its stdout and stderr
+	done    chan struct{} // closed when it has exited (and been waited for)
+	stopped atomic.Bool   // Stop was called: its exit is not a failure
 }
 
 // Stop sends SIGTERM and waits for the process to exit. Only Start's own
 // goroutine waits for it: a second Wait would race with that one.
 func (p *Process) Stop() {
+	p.stopped.Store(true)
 	p.Process.Signal(unix.SIGTERM)
 	<-p.done
 }
 
+// Kill kills the process at once, as a crash would, and waits for it: the
+// test means it, so its exit fails no Await.
+func (p *Process) Kill() {
+	p.stopped.Store(true)
+	p.Process.Kill()
+	<-p.done
+}
+
+// Output returns what the process has written so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// died tells whether the process has exited without Stop.
+func (p *Process) died() bool {
+	select {
+	case <-p.done:
+		return !p.stopped.Load()
+	default:
+		return false
+	}
+}
+
 // Start starts a long-running command with Command and stops it at cleanup.
+// Until the test calls Stop, its exit fails every Await in the namespace
+// at once, with its own output.
 func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *Process {
 	ns.t.Helper()
 	cmd := ns.Command(sl, name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	p := &Process{Cmd: cmd, name: name, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
 	if err := cmd.Start(); err != nil {
 		ns.t.Fatalf("starting %s: %v", name, err)
 	}
-	p := &Process{Cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.done) }()
+	ns.mu.Lock()
+	ns.procs = append(ns.procs, p)
+	ns.mu.Unlock()
 	ns.t.Cleanup(func() {
+		p.stopped.Store(true)
 		cmd.Process.Signal(unix.SIGTERM)
 		select {
 		case <-p.done:
@@ -285,10 +339,39 @@ func (ns *NetNS) Start(sl *Syslog, name string, args ...string) *Process {
 			<-p.done
 		}
 		if ns.t.Failed() {
-			ns.t.Logf("output of %s:\n%s", name, out.String())
+			ns.t.Logf("output of %s:\n%s", name, p.Output())
 		}
 	})
 	return p
+}
+
+// Await waits up to timeout for ready to hold, checking every 25 ms. A
+// process started with Start that exits meanwhile (a super-server that
+// cannot bind, a daemon that refuses its flags, a program that is not
+// installed) fails the test at once with its own output; so does the
+// timeout, with the output of every process of the namespace.
+func (ns *NetNS) Await(what string, timeout time.Duration, ready func() bool) {
+	ns.t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(25 * time.Millisecond) {
+		if ready() {
+			return
+		}
+		ns.mu.Lock()
+		procs := append([]*Process(nil), ns.procs...)
+		ns.mu.Unlock()
+		for _, p := range procs {
+			if p.died() {
+				ns.t.Fatalf("%s exited (%v) before %s; its output:\n%s", p.name, p.ProcessState, what, p.Output())
+			}
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, p := range procs {
+				fmt.Fprintf(&b, "\n-- %s:\n%s", p.name, p.Output())
+			}
+			ns.t.Fatalf("%s: not after %v in %s; the output of its processes:%s", what, timeout, ns.Name, b.String())
+		}
+	}
 }
 
 // WaitListening waits until something listens on port (proto "tcp" or
@@ -299,14 +382,28 @@ func (ns *NetNS) WaitListening(proto string, port int) {
 	if proto == "udp" {
 		flag = "-Hlun"
 	}
-	for i := 0; i < 200; i++ {
+	ns.Await(fmt.Sprintf("something listens on %s port %d", proto, port), 5*time.Second, func() bool {
 		out, _ := ns.Exec("ss", flag, fmt.Sprintf("sport = :%d", port)).Output()
-		if len(bytes.TrimSpace(out)) > 0 {
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	ns.t.Fatalf("nothing listens on %s port %d in %s after 5s", proto, port, ns.Name)
+		return len(bytes.TrimSpace(out)) > 0
+	})
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func mustRun(t T, name string, args ...string) {

@@ -54,9 +54,14 @@ func TestCrashLeavesNoNamespace(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	var ino uint64
+	if _, err := fmt.Sscanf(id, "net:[%d]", &ino); err != nil {
+		t.Fatalf("namespace %q: %v", id, err)
+	}
 	entries, err := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		if l, err := os.Readlink("/run/netns/" + e.Name()); err == nil && l == id {
+		var st unix.Stat_t
+		if unix.Stat("/run/netns/"+e.Name(), &st) == nil && st.Ino == ino {
 			t.Errorf("/run/netns/%s names the crashed test's namespace", e.Name())
 		}
 	}

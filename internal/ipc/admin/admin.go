@@ -29,15 +29,15 @@ func ParseStatusReply(reply [][]byte) (*Status, error) {
 
 // ConfsReply is the reply to a confs or a reload request: every conf
 // file the daemon serves, without entries.
-func ConfsReply(confs []ConfStatus) [][]byte { return jsonReply(confList{Confs: confs}) }
+func ConfsReply(l *ConfList) [][]byte { return jsonReply(l) }
 
 // ParseConfsReply reads the reply to a confs or a reload request.
-func ParseConfsReply(reply [][]byte) ([]ConfStatus, error) {
-	var l confList
+func ParseConfsReply(reply [][]byte) (*ConfList, error) {
+	var l ConfList
 	if err := parseJSONReply(reply, &l); err != nil {
 		return nil, err
 	}
-	return l.Confs, nil
+	return &l, nil
 }
 
 // EntriesFrame is one frame of a streamed status: a batch of the entries
@@ -140,7 +140,7 @@ func (c Client) StreamStatus(q StatusQuery, onHeader func(*Status), onEntries fu
 
 // Confs asks which conf files the daemon serves, without their entries:
 // what a lookup in every file needs, however large the files are.
-func (c Client) Confs() ([]ConfStatus, error) {
+func (c Client) Confs() (*ConfList, error) {
 	reply, err := c.call(statusTimeout, ipc.AppendRequest(nil, ipc.OpConfs))
 	if err != nil {
 		return nil, err
@@ -150,7 +150,7 @@ func (c Client) Confs() ([]ConfStatus, error) {
 
 // Reload makes the daemon reload every conf file now, and returns each
 // file's state once it has (root only).
-func (c Client) Reload() ([]ConfStatus, error) {
+func (c Client) Reload() (*ConfList, error) {
 	reply, err := c.call(reloadTimeout, ipc.AppendRequest(nil, ipc.OpReload))
 	if err != nil {
 		return nil, err

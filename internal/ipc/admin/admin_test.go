@@ -71,8 +71,9 @@ func TestRepliesRoundTrip(t *testing.T) {
 	if got, err := ParseStatusReply(onTheWire(t, StatusReply(st))); err != nil || !reflect.DeepEqual(got, st) {
 		t.Errorf("status: %+v, %v; want %+v", got, err, st)
 	}
-	if got, err := ParseConfsReply(onTheWire(t, ConfsReply(confs))); err != nil || !reflect.DeepEqual(got, confs) {
-		t.Errorf("confs: %+v, %v; want %+v", got, err, confs)
+	l := &ConfList{Confs: confs, RelaySyslog: true}
+	if got, err := ParseConfsReply(onTheWire(t, ConfsReply(l))); err != nil || !reflect.DeepEqual(got, l) {
+		t.Errorf("confs: %+v, %v; want %+v", got, err, l)
 	}
 	entries := []EntryStatus{{Key: "10.0.0.1", Line: 1, Root: "/v/a", State: StateLive, Addresses: []AddressStatus{{Address: "10.0.0.1", Interface: "lo", Live: true}}}}
 	frame, err := EntriesFrame("/etc/virtuald/conf.ftp", entries)
@@ -111,7 +112,7 @@ func FuzzAdmin(f *testing.F) {
 	f.Add(q.AppendFrame(nil)[4:])
 	for _, reply := range [][][]byte{
 		StatusReply(&Status{Version: "v1", Confs: []ConfStatus{{Path: "/c", Entries: []EntryStatus{{Key: "default"}}}}}),
-		ConfsReply([]ConfStatus{{Path: "/c", Generation: 1}}),
+		ConfsReply(&ConfList{Confs: []ConfStatus{{Path: "/c", Generation: 1}}, RelaySyslog: true}),
 	} {
 		frame, _ := ipc.Encode(reply...)
 		f.Add(frame[4:])
@@ -133,9 +134,9 @@ func FuzzAdmin(f *testing.F) {
 			again, err := ParseStatusReply(onTheWire(t, StatusReply(st)))
 			sameJSON(t, st, again, err)
 		}
-		if confs, err := ParseConfsReply(fields); err == nil {
-			again, err := ParseConfsReply(onTheWire(t, ConfsReply(confs)))
-			sameJSON(t, confs, again, err)
+		if l, err := ParseConfsReply(fields); err == nil {
+			again, err := ParseConfsReply(onTheWire(t, ConfsReply(l)))
+			sameJSON(t, l, again, err)
 		}
 		if path, es, err := ParseEntriesFrame(fields); err == nil {
 			frame, err := EntriesFrame(path, es)

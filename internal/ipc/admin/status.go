@@ -37,7 +37,7 @@ type ConfStatus struct {
 	Path         string      `json:"path"`
 	Generation   uint64      `json:"generation"` // 0: never loaded
 	LoadedAt     time.Time   `json:"loaded_at"`
-	Error        string      `json:"error"`                   // why the last load failed ("" when it did not); the last good copy is kept
+	Error        string      `json:"error"`                   // why the last load failed ("" when it did not): every entry is then refused (state invalid), as virtuald refuses every connection
 	Problems     []string    `json:"problems"`                // FILE:LINE messages of the loaded copy, the first DefaultStatusLimit
 	ProblemsMore int         `json:"problems_more,omitempty"` // problems beyond those (ipwatchctl check lists them all)
 	Counts       StateCounts `json:"counts"`                  // every entry, by state
@@ -76,9 +76,19 @@ type EntryStatus struct {
 	State       string          `json:"state"`
 	Reason      string          `json:"reason"`
 	Warning     string          `json:"warning,omitempty"` // served, but unsafe: e.g. no user=, so the service runs as root
+	Relay       *RelayStatus    `json:"relay,omitempty"`   // the log relay of its root (ipwatchd -relay-syslog), for a valid entry
 	Addresses   []AddressStatus `json:"addresses"`         // interface addresses this entry serves now
 	Connections uint64          `json:"connections"`       // seen by the kernel (BPF); 0 when BPF is off
 	Resolved    uint64          `json:"resolved"`          // virtuald's questions answered with this entry
+}
+
+// RelayStatus is the log relay of an entry's root: a dev/log that
+// ipwatchd serves and relays to the host's syslog.
+type RelayStatus struct {
+	State   string `json:"state"`            // "on", or "off" for Reason
+	Reason  string `json:"reason,omitempty"` // why it is off
+	Relayed uint64 `json:"relayed"`          // messages of the root relayed (every entry of the root counts them)
+	Dropped uint64 `json:"dropped"`          // over the root's rate, or the queue toward the host's syslog full
 }
 
 // AddressStatus is an interface address.
@@ -180,8 +190,11 @@ func ParseMatch(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// confList is the reply to ipc.OpConfs and ipc.OpReload, as JSON: the
+// ConfList is the reply to ipc.OpConfs and ipc.OpReload, as JSON: the
 // conf files the daemon serves, without their entries.
-type confList struct {
+type ConfList struct {
 	Confs []ConfStatus `json:"confs"`
+	// RelaySyslog says ipwatchd serves dev/log in every valid root
+	// (-relay-syslog): check then does not warn about a missing one.
+	RelaySyslog bool `json:"relay_syslog,omitempty"`
 }

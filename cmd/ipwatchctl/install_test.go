@@ -1,0 +1,80 @@
+package main
+
+import (
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/virtuald/virtuald/internal/elfdeps"
+	"github.com/virtuald/virtuald/internal/service"
+	"github.com/virtuald/virtuald/internal/testbed"
+	"golang.org/x/sys/unix"
+)
+
+// indirect returns a library of program's closure on the host that
+// program does not name itself (only another library needs it).
+func indirect(t *testing.T, program string) string {
+	t.Helper()
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	c, err := elfdeps.Resolve(service.In(fd), program, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range c.Objects[1:] {
+		if !slices.Contains(c.Objects[0].Info.Needed, path.Base(o.Path)) {
+			return o.Path
+		}
+	}
+	t.Skipf("%s needs no library through another here", program)
+	return ""
+}
+
+// A root built by install serves a real dynamic program of the host
+// through a real inetd and virtuald, as the entry's user named by the
+// root's own etc/passwd; check -program passes it, and names a library
+// that only another library needs when it goes missing (the loader
+// would fail with status 127 and the log say nothing).
+func TestInstallServes(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	bin := testbed.Binaries(t)
+	roots := testbed.NewRoots(t)
+	root := filepath.Join(roots.Dir, "built")
+	code, out, errOut := runCtl("install", "-dev", "-user", "nobody", root, "/usr/bin/id")
+	if code != 0 || !strings.Contains(out, "copy /usr/bin/id to "+root+"/usr/bin/id\n") || !strings.HasSuffix(out, " changes\n") {
+		t.Fatalf("install: exit %d:\n%s%s", code, out, errOut)
+	}
+	if code, out, _ := runCtl("install", "-dev", "-user", "nobody", root, "/usr/bin/id"); code != 0 || out != root+": nothing to change, already installed\n" {
+		t.Errorf("second install: exit %d: %q", code, out)
+	}
+	conf := roots.WriteConf("conf", "192.0.2.1 "+root+" user=nobody")
+	if code, out, _ := runCtl("check", "-program", "/usr/bin/id", conf); code != 0 || !strings.Contains(out, "1 entries, 0 invalid, 0 problems") {
+		t.Errorf("check -program after install: exit %d:\n%s", code, out)
+	}
+
+	ns := testbed.NewNetNS(t)
+	ns.AddAddr("192.0.2.1")
+	log := testbed.NewSyslog(t, t.TempDir())
+	ns.Start(log, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
+		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" /usr/bin/id"))
+	ns.WaitListening("tcp", 7000)
+	if got, err := ns.Ask("192.0.2.1:7000"); err != nil || !strings.HasPrefix(got, "uid=65534(nobody) gid=65534(nogroup)") {
+		t.Errorf("the installed id through inetd and virtuald: %q, %v; log:\n%s", got, err, log.Tail(5))
+	}
+
+	lib := indirect(t, "/usr/bin/id")
+	os.Remove(filepath.Join(root, lib))
+	code, out, _ = runCtl("check", "-program", "/usr/bin/id", conf)
+	if want := "shared libraries it needs are missing inside the root: " + path.Base(lib) + " (needed by "; code != 1 || !strings.Contains(out, want) {
+		t.Errorf("check -program without %s: exit %d, want 1 and %q in:\n%s", lib, code, want, out)
+	}
+	if code, out, _ := runCtl("install", root, "/usr/bin/id"); code != 0 || !strings.Contains(out, "/"+path.Base(lib)+" ") || !strings.HasSuffix(out, root+": 1 changes\n") {
+		t.Errorf("install again: exit %d:\n%s", code, out)
+	}
+}

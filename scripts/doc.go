@@ -1,0 +1,4 @@
+// Package scripts holds the shell scripts that the Makefile and CI share
+// (need: the tools each make target runs, installed or named when
+// missing); its tests run them as a person would.
+package scripts
