@@ -10,8 +10,10 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 FUZZTIME ?= 20s
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+# The version every binary reports (internal/buildinfo): the release tag
+# it was built from, or how far past the last one (see CHANGELOG.md).
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/virtuald/virtuald/internal/buildinfo.version=$(VERSION)
 
 # Static binaries: virtuald starts once per connection (no dynamic loader
 # to pay for), and dropping privileges on every thread needs Go's
@@ -21,7 +23,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test fuzz bench demo install deb docs generate clean help FORCE need-demo need-test need-bench
+.PHONY: all build test lint race fuzz bench demo install deb docs generate clean help FORCE need-demo need-test need-bench
 
 all: build
 
@@ -42,12 +44,28 @@ test: need-test ## run every test (as root the end-to-end tests run too)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
+lint: ## gofmt, go vet and staticcheck (the version go.mod pins, every check: staticcheck.conf)
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt'd:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# The race detector needs cgo. Only the test binaries are built with it:
+# the programs the end-to-end tests start stay static (testbed.Build).
+RACE_PACKAGES := ./internal/daemon/... ./internal/ipc/... ./internal/addrs ./cmd/ipwatchctl
+
+race: ## the tests of the packages that run goroutines, under the race detector (needs gcc)
+	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PACKAGES)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Accept|AnswerCache|FlushCounts|Decide' ./cmd/virtuald
+
 fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzJoinedLines$$' -fuzztime $(FUZZTIME) ./internal/conf
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
 	$(GO) test -run '^$$' -fuzz '^FuzzFormat$$' -fuzztime $(FUZZTIME) ./internal/relay
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./internal/ipc
+	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./internal/ipc
+	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(FUZZTIME) ./internal/ipc/admin
 
 bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/bpf"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -101,7 +101,7 @@ func BenchmarkInetd(b *testing.B) {
 		b.Fatal(err)
 	}
 	floor := floorBin["floor"]
-	os.Chmod(filepath.Dir(floor), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(floor), 0o755))
 	ns, roots, addrs, rootPaths := sites(b, hello)
 	logDir := b.TempDir()
 	sl := testbed.NewSyslog(t, logDir)
@@ -239,8 +239,8 @@ func report(b *testing.B, ws []*wrapper) {
 
 // answers reports whether a daemon answers at sock.
 func answers(sock string) bool {
-	r, err := ipc.Call(sock, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus)
-	return err == nil && string(r[0]) == ipc.ReplyOK
+	_, err := admin.Client{Socket: sock}.Status(admin.StatusQuery{})
+	return err == nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -253,7 +253,7 @@ func buildService(b *testing.B) string {
 	if out, err := exec.Command("gcc", "-static", "-O2", "-o", hello, "service/hello.c").CombinedOutput(); err != nil {
 		b.Fatalf("building the service (gcc, and libc6-dev for -static): %v\n%s", err, out)
 	}
-	os.Chmod(filepath.Dir(hello), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(hello), 0o755))
 	return hello
 }
 
@@ -262,6 +262,6 @@ func buildSeed(b *testing.B) string {
 	if out, err := exec.Command("gcc", "-std=gnu89", "-w", "-O2", "-o", seed, "../../shared/seed/virtuald-seed.c").CombinedOutput(); err != nil {
 		b.Fatalf("building the seed from ../shared/seed (the project's sibling folder): %v\n%s", err, out)
 	}
-	os.Chmod(filepath.Dir(seed), 0o755)
+	testbed.Must(b, os.Chmod(filepath.Dir(seed), 0o755))
 	return seed
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,10 +41,11 @@ func BenchmarkMillion(b *testing.B) {
 	sb = strings.Builder{}
 	sock := filepath.Join(dir, "run", "ipwatchd.sock")
 	question := resolveQuestion(b, conf, "127.0.0.1")
+	daemon := ipc.Client{Socket: sock, Timeout: 5 * time.Second}
 	ask := func() (time.Duration, bool) {
 		t0 := time.Now()
-		r, err := ipc.Call(sock, 5*time.Second, 1<<16, question...)
-		return time.Since(t0), err == nil && string(r[0]) == ipc.ReplyOK
+		_, err := daemon.Resolve(question)
+		return time.Since(t0), err == nil
 	}
 	for i := 0; i < b.N; i++ {
 		cmd, firstAnswer := startIpwatchd(b, bins["ipwatchd"], sock, conf, question)
@@ -131,26 +133,27 @@ func rss(pid int, field string) float64 {
 // resolveQuestion is virtuald's question about addr in the conf file, once
 // the file's timestamps are past their granularity (so that the daemon
 // vouches for its first read at once).
-func resolveQuestion(b *testing.B, conf, addr string) []string {
+func resolveQuestion(b *testing.B, conf, addr string) ipc.ResolveRequest {
 	ipwatchdtest.Settle(b, conf)
 	var st unix.Stat_t
 	if err := unix.Stat(conf, &st); err != nil {
 		b.Fatal(err)
 	}
-	return append([]string{ipc.Version, ipc.OpResolve, conf, addr}, ipc.FileIDOf(&st).Fields()...)
+	return ipc.ResolveRequest{Conf: conf, Addr: netip.MustParseAddr(addr), ID: ipc.FileIDOf(&st)}
 }
 
 // startIpwatchd runs the ipwatchd binary on conf (BPF off) and returns it
 // once it answers question, with how long that took from its start.
-func startIpwatchd(b *testing.B, bin, sock, conf string, question []string) (*exec.Cmd, time.Duration) {
+func startIpwatchd(b *testing.B, bin, sock, conf string, question ipc.ResolveRequest) (*exec.Cmd, time.Duration) {
 	start := time.Now()
 	cmd := exec.Command(bin, "-socket", sock, "-conf", conf, "-bpf", "off", "-log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	daemon := ipc.Client{Socket: sock, Timeout: 5 * time.Second}
 	for {
-		if r, err := ipc.Call(sock, 5*time.Second, 1<<16, question...); err == nil && string(r[0]) == ipc.ReplyOK {
+		if _, err := daemon.Resolve(question); err == nil {
 			return cmd, time.Since(start)
 		}
 		if time.Since(start) > time.Minute {

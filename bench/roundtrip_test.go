@@ -13,9 +13,9 @@ import (
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
-// BenchmarkRoundTrip compares virtuald's question to ipwatchd (its raw
-// client, ipc.Call, against the ipwatchd binary: connect, request, answer,
-// close) with the machine's floor for the same exchange, a minimal C
+// BenchmarkRoundTrip compares virtuald's question to ipwatchd (its
+// client, ipc.Client.Resolve, against the ipwatchd binary: connect,
+// request, answer, close) with the machine's floor for the same exchange, a minimal C
 // client and server (bench/uds/floor.c), measured in the same run,
 // alternating, and the C client asking ipwatchd (the server's share). It
 // reports the means and virtuald's ratio to the floor.
@@ -34,16 +34,17 @@ func BenchmarkRoundTrip(b *testing.B) {
 	defer func() { server.Process.Kill(); server.Wait() }()
 
 	conf := filepath.Join(dir, "conf")
-	os.WriteFile(conf, []byte("10.0.0.1 /\n127.0.0.1 /\n"), 0o644)
+	testbed.Must(b, os.WriteFile(conf, []byte("10.0.0.1 /\n127.0.0.1 /\n"), 0o644))
 	sock := filepath.Join(dir, "run", "ipwatchd.sock")
 	question := resolveQuestion(b, conf, "127.0.0.1")
 	daemon, _ := startIpwatchd(b, bins["ipwatchd"], sock, conf, question)
 	defer stopIpwatchd(daemon)
 
-	frame, _ := ipc.EncodeStrings(question...)
+	frame := question.AppendFrame(nil)
 	reqFile := filepath.Join(dir, "request")
-	os.WriteFile(reqFile, frame, 0o644)
+	testbed.Must(b, os.WriteFile(reqFile, frame, 0o644))
 
+	client := ipc.Client{Socket: sock, Timeout: time.Second}
 	const per = 5000
 	var cMean, goMean, cDaemon float64
 	b.ResetTimer()
@@ -56,7 +57,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		cMean += us
 		t0 := time.Now()
 		for j := 0; j < per; j++ {
-			if r, err := ipc.Call(sock, time.Second, 1<<16, question...); err != nil || string(r[0]) != ipc.ReplyOK {
+			if _, err := client.Resolve(question); err != nil {
 				b.Fatal(err)
 			}
 		}

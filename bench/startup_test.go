@@ -56,8 +56,8 @@ func TestMain(m *testing.M) {
 }
 
 type variant struct {
-	name string
-	argv []string
+	name   string
+	argv   []string
 	wall   []time.Duration
 	cpu    []time.Duration
 	faults int64 // minor page faults, summed

@@ -76,7 +76,7 @@ func main() {
 		ns.AddAddr(s.addr)
 		root := roots.Root(s.root, whoami)
 		if strings.HasPrefix(s.root, "broken") {
-			os.Chmod(root, 0o777)
+			testbed.Must(t, os.Chmod(root, 0o777))
 		}
 		lines = append(lines, strings.TrimSpace(fmt.Sprintf("%-16s %s %s", s.key, root, s.opts)))
 	}

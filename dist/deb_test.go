@@ -41,7 +41,7 @@ func buildDeb(t *testing.T) string {
 			debErr = err
 			return
 		}
-		os.Chmod(dir, 0o755) // lintian runs as nobody
+		testbed.Must(t, os.Chmod(dir, 0o755)) // lintian runs as nobody
 		out, err := exec.Command("make", "-C", "..", "--no-print-directory", "deb", "DEBBUILD="+dir, "VERSION="+testVersion).CombinedOutput()
 		if err != nil {
 			debErr = &buildError{err, out}
@@ -144,8 +144,11 @@ func TestDebContents(t *testing.T) {
 		t.Errorf("the unit's ExecStart is not /usr/sbin/ipwatchd:\n%s", unit)
 	}
 	// The binaries carry the version they were built as.
-	if out, err := exec.Command(filepath.Join(dir, "usr/sbin/ipwatchd"), "-h").CombinedOutput(); err == nil || !bytes.Contains(out, []byte("-conf")) {
-		t.Errorf("the packaged ipwatchd does not run: %v\n%s", err, out)
+	for _, bin := range []string{"usr/sbin/virtuald", "usr/sbin/ipwatchd", "usr/bin/ipwatchctl"} {
+		want := filepath.Base(bin) + " " + testVersion + "\n"
+		if out, err := exec.Command(filepath.Join(dir, bin), "-version").CombinedOutput(); err != nil || string(out) != want {
+			t.Errorf("the packaged %s -version: %q, %v; want %q", bin, out, err, want)
+		}
 	}
 }
 

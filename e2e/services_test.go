@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
@@ -254,7 +254,7 @@ func (b *bed) startDaemon() {
 	}
 	b.ns.Start(b.log, b.bin["ipwatchd"], args...)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := ipc.Call(b.socket, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus); err == nil {
+		if _, err := (admin.Client{Socket: b.socket}).Confs(); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -264,13 +264,13 @@ func (b *bed) startDaemon() {
 }
 
 // status is `ipwatchctl status -json`'s entry for key in conf.
-func (b *bed) status(conf, key string) *ipc.EntryStatus {
+func (b *bed) status(conf, key string) *admin.EntryStatus {
 	b.t.Helper()
 	out, code := b.ctl("status", "-json", "-all")
 	if code != 0 {
 		b.t.Fatalf("status: %d: %s", code, out)
 	}
-	var st ipc.Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		b.t.Fatalf("status -json: %v\n%s", err, out)
 	}

@@ -27,7 +27,7 @@ func pathWith(t *testing.T, tools []string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	testbed.Must(t, os.Chmod(dir, 0o755))
 	for _, tool := range tools {
 		p, err := exec.LookPath(tool)
 		if err != nil {

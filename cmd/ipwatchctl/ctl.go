@@ -12,15 +12,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/digest"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: ipwatchctl [-socket PATH] COMMAND
+const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
 
   status [-json] [-all] [-state live|absent|invalid] [-limit N] [ADDRESS|PREFIX]
                            every conf file the daemon serves: its entries by state, the live and
@@ -45,13 +47,15 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND
                            run COMMAND inside the virtual host of ADDRESS as virtuald would start its
                            service (same resolution, checks, refusals, user; no_new_privs), with the
                            terminal kept: exec 192.0.2.10 -- /bin/sh (root only)
+  version                  print ipwatchctl's version (also -version)
 `
 
 // env is what a command may touch, injected so that tests run commands
 // in-process.
 type env struct {
 	stdout, stderr io.Writer
-	socket         string
+	getenv         func(string) string
+	socket         string // the daemon's, from -socket or the environment
 }
 
 func (e *env) fail(format string, args ...any) int {
@@ -59,15 +63,20 @@ func (e *env) fail(format string, args ...any) int {
 	return 1
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, e *env) int {
 	fs := flag.NewFlagSet("ipwatchctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	socket := fs.String("socket", "", "")
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+	version := fs.Bool("version", false, "")
+	stdout, stderr := e.stdout, e.stderr
+	if err := fs.Parse(args); err != nil || (fs.NArg() == 0 && !*version) {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	e := &env{stdout: stdout, stderr: stderr, socket: ipc.SocketPath(*socket)}
+	if *version {
+		return e.version(fs.Args())
+	}
+	e.socket = ipc.SocketPath(*socket, e.getenv(ipc.SocketEnv))
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "status":
@@ -82,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return e.install(rest)
 	case "exec":
 		return e.execIn(rest)
+	case "version":
+		return e.version(rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -90,24 +101,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// call asks the daemon, turning "not there" into one plain sentence.
-func (e *env) call(timeout time.Duration, fields ...string) ([][]byte, error) {
-	reply, err := ipc.Call(e.socket, timeout, ipc.MaxReply, append([]string{ipc.Version}, fields...)...)
-	switch {
-	case err != nil:
-		return nil, e.unreachable(err)
-	case len(reply) == 0:
-		return nil, errors.New("empty reply from ipwatchd")
-	case string(reply[0]) == ipc.ReplyError && len(reply) > 1:
-		return nil, fmt.Errorf("ipwatchd: %s", reply[1])
+// version prints ipwatchctl's version; it takes no arguments.
+func (e *env) version(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprint(e.stderr, "usage: ipwatchctl version\n")
+		return 2
 	}
-	return reply, nil
+	fmt.Fprintln(e.stdout, "ipwatchctl", buildinfo.Version())
+	return 0
 }
 
-// unreachable says in one sentence why the daemon could not be asked: a
+// daemonErr says in one sentence why the daemon could not be asked: a
 // daemon is called absent only when nothing answers at its socket, never
 // when this user may not connect to it.
-func (e *env) unreachable(err error) error {
+func (e *env) daemonErr(err error) error {
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
 		return fmt.Errorf("ipwatchd is not running (nothing answers at %s)", e.socket)
@@ -130,20 +137,21 @@ func groupName(gid uint32) string {
 	}
 	return id
 }
+func (e *env) admin() admin.Client { return admin.Client{Socket: e.socket} }
 
 func (e *env) status(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	var q ipc.StatusQuery
+	var q admin.StatusQuery
 	fs.BoolVar(&q.All, "all", false, "list every entry that matches (streamed), not the first -limit")
 	fs.StringVar(&q.State, "state", "", "list only the entries in this state: live, absent or invalid")
-	fs.IntVar(&q.Limit, "limit", ipc.DefaultStatusLimit, "list at most this many entries per conf file")
+	fs.IntVar(&q.Limit, "limit", admin.DefaultStatusLimit, "list at most this many entries per conf file")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 1 {
 		return 2
 	}
 	if fs.NArg() == 1 {
-		m, err := ipc.ParseMatch(fs.Arg(0))
+		m, err := admin.ParseMatch(fs.Arg(0))
 		if err != nil {
 			return e.fail("%q is not an address or a prefix", fs.Arg(0))
 		}
@@ -155,9 +163,9 @@ func (e *env) status(args []string) int {
 		}
 		return 0
 	}
-	st, err := e.fetchStatus(q)
+	st, err := e.admin().Status(q)
 	if err != nil {
-		return e.fail("%v", err)
+		return e.fail("%v", e.daemonErr(err))
 	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(st, "", "  ")
@@ -170,34 +178,15 @@ func (e *env) status(args []string) int {
 
 // streamStatus prints a status of every entry q matches as the daemon
 // streams it: neither side holds more than a batch of entries.
-func (e *env) streamStatus(q ipc.StatusQuery, asJSON bool) error {
+func (e *env) streamStatus(q admin.StatusQuery, asJSON bool) error {
 	var out statusStream
 	if asJSON {
 		out = &jsonStream{w: e.stdout}
 	} else {
 		out = &tableStream{w: e.stdout}
 	}
-	err := ipc.CallStream(e.socket, 60*time.Second, append([]string{ipc.Version, ipc.OpStatus}, q.Fields()...), func(frame [][]byte) error {
-		switch {
-		case string(frame[0]) == ipc.ReplyOK && len(frame) == 2:
-			var st ipc.Status
-			if err := json.Unmarshal(frame[1], &st); err != nil {
-				return fmt.Errorf("bad status from ipwatchd: %v", err)
-			}
-			out.header(&st)
-		case string(frame[0]) == ipc.ReplyEntries && len(frame) == 3:
-			var es []ipc.EntryStatus
-			if err := json.Unmarshal(frame[2], &es); err != nil {
-				return fmt.Errorf("bad status from ipwatchd: %v", err)
-			}
-			out.entries(string(frame[1]), es)
-		default:
-			return errors.New("unexpected reply from ipwatchd")
-		}
-		return nil
-	})
-	if err != nil {
-		return e.unreachable(err)
+	if err := e.admin().StreamStatus(q, out.header, out.entries); err != nil {
+		return e.daemonErr(err)
 	}
 	out.end()
 	return nil
@@ -221,9 +210,9 @@ func (e *env) resolve(args []string) int {
 	}
 	paths := []string{*confPath}
 	if *confPath == "" {
-		l, err := e.fetchConfs()
+		l, err := e.admin().Confs()
 		if err != nil {
-			return e.fail("%v (give -conf FILE to read a file without the daemon)", err)
+			return e.fail("%v (give -conf FILE to read a file without the daemon)", e.daemonErr(err))
 		}
 		paths = paths[:0]
 		for _, c := range l.Confs {
@@ -267,17 +256,18 @@ func (e *env) resolve(args []string) int {
 	return status
 }
 
+// lookupTimeout bounds a lookup: past it, the file is read instead.
+const lookupTimeout = 5 * time.Second
+
 // lookup is virtuald's resolution without the connection: the daemon when
 // it holds the file as it is on disk, else the file itself.
 func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err == nil {
-		req := append([]string{ipc.OpLookup, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)
-		if reply, err := e.call(5*time.Second, req...); err == nil && string(reply[0]) == ipc.ReplyOK {
-			if a, err := ipc.ParseAnswer(reply[1:]); err == nil {
-				if m, err := a.Match(addr); err == nil {
-					return m, fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
-				}
+		daemon := ipc.Client{Socket: e.socket, Timeout: lookupTimeout}
+		if a, err := daemon.Resolve(ipc.ResolveRequest{Conf: path, Addr: addr, ID: ipc.FileIDOf(&st), Lookup: true}); err == nil {
+			if m, err := a.Match(addr); err == nil {
+				return m, fmt.Sprintf("answered by ipwatchd, generation %d", a.Generation), nil
 			}
 		}
 	}
@@ -289,41 +279,12 @@ func (e *env) lookup(path string, addr netip.Addr) (conf.Match, string, error) {
 	return m, "read from the file", err
 }
 
-// fetchConfs asks which conf files the daemon serves, without their
-// entries: what resolve needs, however large the files are.
-func (e *env) fetchConfs() (ipc.ConfList, error) {
-	reply, err := e.call(10*time.Second, ipc.OpConfs)
-	if err != nil {
-		return ipc.ConfList{}, err
-	}
-	var l ipc.ConfList
-	if len(reply) != 2 || string(reply[0]) != ipc.ReplyOK || json.Unmarshal(reply[1], &l) != nil {
-		return ipc.ConfList{}, errors.New("unexpected reply from ipwatchd")
-	}
-	return l, nil
-}
-
 // relaying reports whether a daemon answers and relays syslog from
 // inside the roots (-relay-syslog); without one, check warns about every
 // root without dev/log.
 func (e *env) relaying() bool {
-	l, err := e.fetchConfs()
+	l, err := e.admin().Confs()
 	return err == nil && l.RelaySyslog
-}
-
-func (e *env) fetchStatus(q ipc.StatusQuery) (*ipc.Status, error) {
-	reply, err := e.call(10*time.Second, append([]string{ipc.OpStatus}, q.Fields()...)...)
-	if err != nil {
-		return nil, err
-	}
-	var st ipc.Status
-	if len(reply) != 2 || string(reply[0]) != ipc.ReplyOK {
-		return nil, errors.New("unexpected reply from ipwatchd")
-	}
-	if err := json.Unmarshal(reply[1], &st); err != nil {
-		return nil, fmt.Errorf("bad status from ipwatchd: %v", err)
-	}
-	return &st, nil
 }
 
 // reload asks the daemon to reload every file and prints what it did.
@@ -332,16 +293,12 @@ func (e *env) reload(args []string) int {
 		fmt.Fprint(e.stderr, "usage: ipwatchctl reload\n")
 		return 2
 	}
-	reply, err := e.call(60*time.Second, ipc.OpReload)
+	l, err := e.admin().Reload()
 	if err != nil {
-		return e.fail("%v", err)
-	}
-	var res ipc.ReloadResult
-	if len(reply) != 2 || json.Unmarshal(reply[1], &res) != nil {
-		return e.fail("unexpected reply from ipwatchd")
+		return e.fail("%v", e.daemonErr(err))
 	}
 	status := 0
-	for _, c := range res.Confs {
+	for _, c := range l.Confs {
 		if c.Error != "" {
 			fmt.Fprintf(e.stdout, "%s: reload failed, generation %d kept: %s\n", c.Path, c.Generation, c.Error)
 			status = 1

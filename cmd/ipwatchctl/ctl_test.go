@@ -9,15 +9,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 
+// runCtl runs ipwatchctl in-process, in an environment without
+// $VIRTUALD_SOCKET.
 func runCtl(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
+	code = run(args, &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
 	return code, out.String(), errOut.String()
 }
 
@@ -77,14 +80,14 @@ func TestCheckRoots(t *testing.T) {
 	good := withLog(t, roots.Root("good", bin["whoami"]))
 	noLog := roots.Root("no-log", bin["whoami"])
 	ww := roots.Root("ww", "")
-	os.Chmod(ww, 0o777)
+	testbed.Must(t, os.Chmod(ww, 0o777))
 	gw := roots.Root("gw", "")
-	os.Chmod(gw, 0o775)
+	testbed.Must(t, os.Chmod(gw, 0o775))
 	owned := roots.Root("owned", "")
-	os.Chown(owned, 1000, 1000)
+	testbed.Must(t, os.Chown(owned, 1000, 1000))
 	link := filepath.Join(roots.Dir, "link")
-	os.Symlink(good, link)
-	os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir"))
+	testbed.Must(t, os.Symlink(good, link))
+	testbed.Must(t, os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir")))
 	file := roots.WriteConf("a-file", "x")
 	conf := roots.WriteConf("hostile.conf",
 		"10.0.0.1 "+good+" user=nobody",
@@ -130,7 +133,7 @@ func TestCheckRoots(t *testing.T) {
 	// -program: present and static, a dynamic one without its loader, none.
 	dynamic := withLog(t, roots.Root("dynamic", ""))
 	data, _ := os.ReadFile("/bin/true")
-	os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755)
+	testbed.Must(t, os.WriteFile(filepath.Join(dynamic, "bin", "whoami"), data, 0o755))
 	empty := withLog(t, roots.Root("empty", ""))
 	progConf := roots.WriteConf("prog.conf", "10.0.0.1 "+good+" user=nobody", "10.0.0.2 "+dynamic+" user=nobody", "10.0.0.3 "+empty+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", progConf)
@@ -149,10 +152,10 @@ func TestCheckRoots(t *testing.T) {
 	// A name is looked up where virtuald will look under Debian's inetd,
 	// which gives it no PATH: not in sbin; -path says where else.
 	sbin := withLog(t, roots.Root("sbin", ""))
-	os.MkdirAll(filepath.Join(sbin, "usr", "sbin"), 0o755)
-	os.Rename(filepath.Join(sbin, "bin"), filepath.Join(sbin, "usr", "sbin"))
-	os.Mkdir(filepath.Join(sbin, "bin"), 0o755)
-	os.Link(bin["whoami"], filepath.Join(sbin, "usr", "sbin", "whoami"))
+	testbed.Must(t, os.MkdirAll(filepath.Join(sbin, "usr", "sbin"), 0o755))
+	testbed.Must(t, os.Rename(filepath.Join(sbin, "bin"), filepath.Join(sbin, "usr", "sbin")))
+	testbed.Must(t, os.Mkdir(filepath.Join(sbin, "bin"), 0o755))
+	testbed.Must(t, os.Link(bin["whoami"], filepath.Join(sbin, "usr", "sbin", "whoami")))
 	sbinConf := roots.WriteConf("sbin.conf", "10.0.0.1 "+sbin+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", sbinConf)
 	if code != 1 || !strings.Contains(out, "whoami is looked up in PATH=/bin:/usr/bin inside each root") ||
@@ -161,6 +164,19 @@ func TestCheckRoots(t *testing.T) {
 	}
 	if code, out, _ := runCtl("check", "-program", "whoami", "-path", "/usr/sbin:/usr/bin", sbinConf); code != 0 || !strings.Contains(out, "PATH=/usr/sbin:/usr/bin") {
 		t.Errorf("-path /usr/sbin:/usr/bin: exit %d:\n%s", code, out)
+	}
+}
+
+// Both ways to ask for the version print it and exit 0.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"-version"}, {"version"}, {"-socket", "/x", "version"}} {
+		code, out, errOut := runCtl(args...)
+		if code != 0 || out != "ipwatchctl "+buildinfo.Version()+"\n" || errOut != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if code, _, errOut := runCtl("version", "extra"); code != 2 || !strings.Contains(errOut, "usage:") {
+		t.Errorf("version with an argument: exit %d, stderr %q", code, errOut)
 	}
 }
 

@@ -96,9 +96,9 @@ func (e *env) execIn(args []string) int {
 // Two files may serve it from different roots (one per service): then
 // the operator must say which.
 func (e *env) servingConf(addr netip.Addr) (string, error) {
-	l, err := e.fetchConfs()
+	l, err := e.admin().Confs()
 	if err != nil {
-		return "", fmt.Errorf("%v (give -conf FILE to read a file without the daemon)", err)
+		return "", fmt.Errorf("%v (give -conf FILE to read a file without the daemon)", e.daemonErr(err))
 	}
 	var serving []string
 	var first conf.Match

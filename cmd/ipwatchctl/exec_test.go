@@ -50,7 +50,7 @@ func TestExec(t *testing.T) {
 		t.Fatalf("install: %s%s", out, errOut)
 	}
 	ww := roots.Root("ww", bin["whoami"])
-	os.Chmod(ww, 0o777)
+	testbed.Must(t, os.Chmod(ww, 0o777))
 	conf := roots.WriteConf("conf",
 		"192.0.2.1 "+good+" user=nobody",
 		"192.0.2.2 "+ww+" user=nobody",

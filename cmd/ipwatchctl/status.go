@@ -9,14 +9,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 )
 
 // printStatus renders the status for a person: a header, then per conf file
 // its entries by state and a table of those the query listed (with the
 // reason of each invalid one under it, and how to list more), then the
 // addresses no entry serves.
-func printStatus(w io.Writer, st *ipc.Status, q ipc.StatusQuery) {
+func printStatus(w io.Writer, st *admin.Status, q admin.StatusQuery) {
 	printHeader(w, st)
 	for _, c := range st.Confs {
 		printConf(w, &c)
@@ -29,7 +29,7 @@ func printStatus(w io.Writer, st *ipc.Status, q ipc.StatusQuery) {
 }
 
 // moreHint says how to list what a status left out.
-func moreHint(q ipc.StatusQuery) string {
+func moreHint(q admin.StatusQuery) string {
 	var args []string
 	if q.State != "" {
 		args = append(args, "-state "+q.State)
@@ -48,7 +48,7 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func printHeader(w io.Writer, st *ipc.Status) {
+func printHeader(w io.Writer, st *admin.Status) {
 	fmt.Fprintf(w, "ipwatchd %s, up %s, netlink resyncs %d, bpf %s\n", st.Version,
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
 	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
@@ -56,7 +56,7 @@ func printHeader(w io.Writer, st *ipc.Status) {
 }
 
 // printConf prints a conf file's lines above its entries.
-func printConf(w io.Writer, c *ipc.ConfStatus) {
+func printConf(w io.Writer, c *admin.ConfStatus) {
 	loaded := "never loaded"
 	if c.Generation > 0 {
 		loaded = fmt.Sprintf("generation %d, loaded %s", c.Generation, c.LoadedAt.UTC().Format(time.RFC3339))
@@ -90,7 +90,7 @@ func printConf(w io.Writer, c *ipc.ConfStatus) {
 
 // printEntries prints a table of entries, then the reasons and warnings
 // under it.
-func printEntries(w io.Writer, entries []ipc.EntryStatus) {
+func printEntries(w io.Writer, entries []admin.EntryStatus) {
 	if len(entries) == 0 {
 		return
 	}
@@ -115,7 +115,7 @@ func printEntries(w io.Writer, entries []ipc.EntryStatus) {
 	}
 }
 
-func printUnmapped(w io.Writer, unmapped []ipc.Unmapped) {
+func printUnmapped(w io.Writer, unmapped []admin.Unmapped) {
 	if len(unmapped) == 0 {
 		return
 	}
@@ -131,8 +131,8 @@ func printUnmapped(w io.Writer, unmapped []ipc.Unmapped) {
 // statusStream prints a streamed status: the header, each batch of
 // entries as it arrives, then the end.
 type statusStream interface {
-	header(st *ipc.Status)
-	entries(conf string, es []ipc.EntryStatus)
+	header(st *admin.Status)
+	entries(conf string, es []admin.EntryStatus)
 	end()
 }
 
@@ -140,16 +140,16 @@ type statusStream interface {
 // per batch.
 type tableStream struct {
 	w    io.Writer
-	st   *ipc.Status
+	st   *admin.Status
 	conf string
 }
 
-func (t *tableStream) header(st *ipc.Status) {
+func (t *tableStream) header(st *admin.Status) {
 	t.st = st
 	printHeader(t.w, st)
 }
 
-func (t *tableStream) entries(conf string, es []ipc.EntryStatus) {
+func (t *tableStream) entries(conf string, es []admin.EntryStatus) {
 	if conf != t.conf {
 		t.conf = conf
 		for i := range t.st.Confs {
@@ -167,7 +167,7 @@ func (t *tableStream) end() { printUnmapped(t.w, t.st.Unmapped) }
 // status -json, writing each entry as it arrives.
 type jsonStream struct {
 	w        io.Writer
-	st       *ipc.Status
+	st       *admin.Status
 	tail     []byte // what follows the confs list
 	confTail []byte // what follows the open conf's entries
 	open     string // the conf whose entries array is open
@@ -175,7 +175,7 @@ type jsonStream struct {
 	nentry   int
 }
 
-func (j *jsonStream) header(st *ipc.Status) {
+func (j *jsonStream) header(st *admin.Status) {
 	j.st = st
 	head := *st
 	head.Confs = nil
@@ -186,7 +186,7 @@ func (j *jsonStream) header(st *ipc.Status) {
 	j.tail = b[i+len(`"confs":null`):]
 }
 
-func (j *jsonStream) entries(conf string, es []ipc.EntryStatus) {
+func (j *jsonStream) entries(conf string, es []admin.EntryStatus) {
 	if conf != j.open {
 		j.closeConf()
 		for i := range j.st.Confs {
@@ -206,9 +206,9 @@ func (j *jsonStream) entries(conf string, es []ipc.EntryStatus) {
 }
 
 // openConf prints a conf file's object up to its entries array.
-func (j *jsonStream) openConf(c *ipc.ConfStatus) {
+func (j *jsonStream) openConf(c *admin.ConfStatus) {
 	cs := *c
-	cs.Entries = []ipc.EntryStatus{}
+	cs.Entries = []admin.EntryStatus{}
 	b, _ := json.Marshal(cs)
 	i := bytes.Index(b, []byte(`"entries":[]`))
 	if j.nconf > 0 {
@@ -232,7 +232,7 @@ func (j *jsonStream) end() {
 	fmt.Fprintf(j.w, "]%s\n", j.tail)
 }
 
-func userOf(en ipc.EntryStatus) string {
+func userOf(en admin.EntryStatus) string {
 	switch {
 	case en.User != "" && en.Group != "":
 		return en.User + ":" + en.Group
@@ -246,7 +246,7 @@ func userOf(en ipc.EntryStatus) string {
 
 // addressesOf lists the interface addresses an entry serves, each with its
 // label (eth0:1) or interface, and whether it is not live yet.
-func addressesOf(en ipc.EntryStatus) string {
+func addressesOf(en admin.EntryStatus) string {
 	if len(en.Addresses) == 0 {
 		return "-"
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
@@ -25,33 +26,33 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // fixedStatus is a status with one of everything the table shows.
-func fixedStatus() *ipc.Status {
+func fixedStatus() *admin.Status {
 	loaded := time.Date(2026, 11, 29, 14, 0, 0, 0, time.UTC)
-	return &ipc.Status{
+	return &admin.Status{
 		Version: "v1.0.0", UptimeSeconds: 3725, BPF: "on", NetlinkResyncs: 2,
-		Queries: ipc.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
-		Confs: []ipc.ConfStatus{{
+		Queries: admin.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
+		Confs: []admin.ConfStatus{{
 			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded,
-			Counts: ipc.StateCounts{Live: 3, Absent: 6, Invalid: 1}, More: 4, ProblemsMore: 2, CheckedAt: loaded.Add(time.Minute),
+			Counts: admin.StateCounts{Live: 3, Absent: 6, Invalid: 1}, More: 4, ProblemsMore: 2, CheckedAt: loaded.Add(time.Minute),
 			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`},
-			Entries: []ipc.EntryStatus{
-				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", State: ipc.StateLive,
-					Addresses: []ipc.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800},
-				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", State: ipc.StateLive,
-					Addresses: []ipc.AddressStatus{{Address: "2001:db8::10", Interface: "eth0", Live: false}, {Address: "2001:db8::10", Interface: "eth1", Live: true}}, Connections: 40, Resolved: 40},
-				{Key: "192.0.2.11", Line: 3, Root: "/virtual/c", State: ipc.StateAbsent, Addresses: []ipc.AddressStatus{},
+			Entries: []admin.EntryStatus{
+				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", State: admin.StateLive,
+					Addresses: []admin.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800},
+				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", State: admin.StateLive,
+					Addresses: []admin.AddressStatus{{Address: "2001:db8::10", Interface: "eth0", Live: false}, {Address: "2001:db8::10", Interface: "eth1", Live: true}}, Connections: 40, Resolved: 40},
+				{Key: "192.0.2.11", Line: 3, Root: "/virtual/c", State: admin.StateAbsent, Addresses: []admin.AddressStatus{},
 					Warning: "no user=: the service runs as root inside /virtual/c, and root can leave a chroot; give the entry user= (and group=) to confine it"},
-				{Key: "192.0.2.12", Line: 4, Root: "/virtual/d", State: ipc.StateInvalid, Reason: "/virtual/d is writable by group or others (mode 0777)",
-					Addresses: []ipc.AddressStatus{{Address: "192.0.2.12", Interface: "eth0", Label: "eth0", Live: true}}, Connections: 5},
-				{Key: "10.20.0.0/24", Line: 5, Root: "/virtual/pool", Group: "www", State: ipc.StateAbsent, Addresses: []ipc.AddressStatus{}},
-				{Key: "default", Line: 6, Root: "/", State: ipc.StateLive,
-					Addresses: []ipc.AddressStatus{{Address: "127.0.0.1", Interface: "lo", Label: "lo", Live: true}}, Connections: 3, Resolved: 360},
+				{Key: "192.0.2.12", Line: 4, Root: "/virtual/d", State: admin.StateInvalid, Reason: "/virtual/d is writable by group or others (mode 0777)",
+					Addresses: []admin.AddressStatus{{Address: "192.0.2.12", Interface: "eth0", Label: "eth0", Live: true}}, Connections: 5},
+				{Key: "10.20.0.0/24", Line: 5, Root: "/virtual/pool", Group: "www", State: admin.StateAbsent, Addresses: []admin.AddressStatus{}},
+				{Key: "default", Line: 6, Root: "/", State: admin.StateLive,
+					Addresses: []admin.AddressStatus{{Address: "127.0.0.1", Interface: "lo", Label: "lo", Live: true}}, Connections: 3, Resolved: 360},
 			},
 		}, {
 			Path: "/etc/virtuald/conf.pop", Error: "/etc/virtuald/conf.pop: cannot open: no such file or directory",
-			Problems: []string{}, Entries: []ipc.EntryStatus{},
+			Problems: []string{}, Entries: []admin.EntryStatus{},
 		}},
-		Unmapped: []ipc.Unmapped{{Address: "198.51.100.7", Interface: "eth1", Connections: 17}},
+		Unmapped: []admin.Unmapped{{Address: "198.51.100.7", Interface: "eth1", Connections: 17}},
 	}
 }
 
@@ -59,7 +60,7 @@ func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
 	if *update {
-		os.WriteFile(path, got, 0o644)
+		testbed.Must(t, os.WriteFile(path, got, 0o644))
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
@@ -72,7 +73,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestStatusTableGolden(t *testing.T) {
 	var b bytes.Buffer
-	printStatus(&b, fixedStatus(), ipc.StatusQuery{})
+	printStatus(&b, fixedStatus(), admin.StatusQuery{})
 	golden(t, "status.txt", b.Bytes())
 }
 
@@ -81,14 +82,15 @@ func TestStatusJSONGolden(t *testing.T) {
 	golden(t, "status.json", append(b, '\n'))
 }
 
-// The contract of status -json, checked on what a real daemon says
-// through the real command: every field of SPEC.md at every level.
+// The contract of status -json (the README's "status -json is a contract
+// for scripts"), checked on what a real daemon says through the real
+// command: every field it names, at every level.
 func TestStatusJSONContract(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	good := roots.Root("good", "")
 	bad := roots.Root("bad", "")
-	os.Chmod(bad, 0o777)
+	testbed.Must(t, os.Chmod(bad, 0o777))
 	conf := roots.WriteConf("conf", "127.0.0.1 "+good, "192.0.2.99 "+bad, "10.0.0.0/8 "+good, "default "+good)
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
 	ipwatchdtest.StartDaemon(t, sock, conf)
@@ -143,12 +145,12 @@ func TestReload(t *testing.T) {
 	conf := roots.WriteConf("conf", "127.0.0.1 "+roots.Root("good", ""))
 	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
 	ipwatchdtest.StartDaemon(t, sock, conf)
-	os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644)
+	testbed.Must(t, os.WriteFile(conf, []byte("127.0.0.1 /\n10.0.0.1 /\n"), 0o644))
 	code, out, _ := runCtl("-socket", sock, "reload")
 	if code != 0 || !regexpMatch(`^`+conf+`: generation [2-9]\n$`, out) {
 		t.Errorf("reload: exit %d: %q", code, out)
 	}
-	os.WriteFile(conf, []byte("127.0.0.1 /\x00"), 0o644)
+	testbed.Must(t, os.WriteFile(conf, []byte("127.0.0.1 /\x00"), 0o644))
 	code, out, _ = runCtl("-socket", sock, "reload")
 	if code != 1 || !strings.Contains(out, conf+": reload failed, generation") || !strings.Contains(out, "holds a NUL byte") {
 		t.Errorf("reload of a broken file: exit %d: %q", code, out)
@@ -174,7 +176,7 @@ func TestStatusAllAndFilters(t *testing.T) {
 	ipwatchdtest.StartDaemon(t, sock, conf)
 
 	code, out, errOut := runCtl("-socket", sock, "status", "-json", "-all")
-	var st ipc.Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
 		t.Fatalf("status -json -all: exit %d, %v, %s\n%.500s", code, err, errOut, out)
 	}
@@ -232,17 +234,11 @@ func TestResolveNeverAsksStatus(t *testing.T) {
 		mu.Unlock()
 		switch string(req[1]) {
 		case ipc.OpConfs:
-			b, _ := json.Marshal(ipc.ConfList{Confs: []ipc.ConfStatus{{Path: conf, Generation: 1}}})
-			return [][]byte{[]byte(ipc.ReplyOK), b}
+			return admin.ConfsReply(&admin.ConfList{Confs: []admin.ConfStatus{{Path: conf, Generation: 1}}})
 		case ipc.OpLookup:
-			a := ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "127.0.0.1", Root: roots.Dir + "/good"}
-			var reply [][]byte
-			for _, f := range append([]string{ipc.ReplyOK}, a.Fields()...) {
-				reply = append(reply, []byte(f))
-			}
-			return reply
+			return ipc.ResolveReply(&ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "127.0.0.1", Root: roots.Dir + "/good"}, nil)
 		}
-		return [][]byte{[]byte(ipc.ReplyError), []byte("not this")}
+		return ipc.ErrorReply("not this")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -252,6 +248,8 @@ func TestResolveNeverAsksStatus(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "answered by ipwatchd") {
 		t.Errorf("resolve: exit %d: %s %s", code, out, errOut)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if !slices.Equal(asked, []string{ipc.OpConfs, ipc.OpLookup}) {
 		t.Errorf("resolve asked the daemon %q, want confs then lookup", asked)
 	}

@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -44,7 +43,7 @@ func newVIPHost(t *testing.T, lan *testbed.LAN, roots *testbed.Roots, name, addr
 	h.ns = testbed.NewNetNS(t)
 	lan.Plug(h.ns, addr+"/24")
 	// inetd binds the services to the VIP before this host holds it.
-	if out, err := exec.Command("ip", "netns", "exec", h.ns.Name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind").CombinedOutput(); err != nil {
+	if out, err := h.ns.Exec("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind").CombinedOutput(); err != nil {
 		t.Fatalf("ip_nonlocal_bind in %s: %v: %s", name, err, out)
 	}
 	h.daemonPlaces()
@@ -158,12 +157,12 @@ func TestFailoverKeepalived(t *testing.T) {
 	t.Logf("host-a serves %s %v after keepalived started", vip, took.Round(time.Millisecond))
 	servedBy(t, client, "tcp", vip+":7001", "host-a")
 	servedBy(t, client, "udp", vip+":7002", "host-a")
-	a.waitState(ipc.StateLive)
-	b.waitState(ipc.StateAbsent)
+	a.waitState(admin.StateLive)
+	b.waitState(admin.StateAbsent)
 
 	// A connection open on host-a when the VIP moves: its service holds
 	// it (the root's /HOLD) until the client closes.
-	os.WriteFile(filepath.Join(roots.Dir, "host-a", "HOLD"), nil, 0o644)
+	testbed.Must(t, os.WriteFile(filepath.Join(roots.Dir, "host-a", "HOLD"), nil, 0o644))
 	var held net.Conn
 	if err := client.Do(func() (err error) { held, err = net.DialTimeout("tcp", vip+":7000", 5*time.Second); return err }); err != nil {
 		t.Fatal(err)
@@ -182,8 +181,8 @@ func TestFailoverKeepalived(t *testing.T) {
 		vip, time.Since(stopped).Round(time.Millisecond), took.Round(time.Millisecond))
 	servedBy(t, client, "tcp", vip+":7001", "host-b")
 	servedBy(t, client, "udp", vip+":7002", "host-b")
-	b.waitState(ipc.StateLive)
-	a.waitState(ipc.StateAbsent)
+	b.waitState(admin.StateLive)
+	a.waitState(admin.StateAbsent)
 	// The held connection does not move: its next segment reaches host-b,
 	// which knows nothing of it and resets it.
 	held.SetDeadline(time.Now().Add(10 * time.Second))

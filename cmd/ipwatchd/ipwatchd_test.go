@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 	"golang.org/x/sys/unix"
@@ -104,19 +104,11 @@ func (w *world) startDaemon(args ...string) {
 	})
 }
 
-func (w *world) status() (*ipc.Status, error) {
-	reply, err := ipc.Call(w.socket, 5*time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus)
-	if err != nil {
-		return nil, err
-	}
-	if string(reply[0]) != ipc.ReplyOK {
-		return nil, fmt.Errorf("status: %q", reply)
-	}
-	var st ipc.Status
-	return &st, json.Unmarshal(reply[1], &st)
+func (w *world) status() (*admin.Status, error) {
+	return admin.Client{Socket: w.socket}.Status(admin.StatusQuery{})
 }
 
-func (w *world) entry(st *ipc.Status, key string) *ipc.EntryStatus {
+func (w *world) entry(st *admin.Status, key string) *admin.EntryStatus {
 	for _, c := range st.Confs {
 		for i := range c.Entries {
 			if c.Entries[i].Key == key {
@@ -216,7 +208,7 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 	}
 	// Accept mode reports the connections it answered itself every second.
 	var resolved uint64
-	var st *ipc.Status
+	var st *admin.Status
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		var err error
 		if st, err = w.status(); err != nil {
@@ -233,7 +225,7 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 		}
 	}
 	for _, a := range w.addrs {
-		if e := w.entry(st, a); e == nil || e.State != ipc.StateLive {
+		if e := w.entry(st, a); e == nil || e.State != admin.StateLive {
 			t.Errorf("%s: entry %+v, want live", a, e)
 		}
 	}
@@ -354,7 +346,7 @@ func TestAddressStates(t *testing.T) {
 	w := newWorld(t, 3)
 	w.ns.AddAddr("198.51.100.99")
 	bad := w.roots.Root("world-writable", "")
-	os.Chmod(bad, 0o777)
+	testbed.Must(t, os.Chmod(bad, 0o777))
 	f, _ := os.OpenFile(w.conf, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("203.0.113.1 " + bad + "\n")
 	f.Close()
@@ -376,13 +368,13 @@ func TestAddressStates(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	waitState(ipc.StateLive)
-	if out, err := exec.Command("ip", "-n", w.ns.Name, "addr", "del", a+"/32", "dev", "lo").CombinedOutput(); err != nil {
+	waitState(admin.StateLive)
+	if out, err := w.ns.Exec("ip", "addr", "del", a+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	waitState(ipc.StateAbsent)
+	waitState(admin.StateAbsent)
 	w.ns.AddAddr(a)
-	waitState(ipc.StateLive)
+	waitState(admin.StateLive)
 	st, _ := w.status()
 	found := false
 	for _, u := range st.Unmapped {
@@ -391,7 +383,7 @@ func TestAddressStates(t *testing.T) {
 	if !found {
 		t.Errorf("198.51.100.99 is not reported unmapped: %+v", st.Unmapped)
 	}
-	if e := w.entry(st, "203.0.113.1"); e == nil || e.State != ipc.StateInvalid || !strings.Contains(e.Reason, "is writable by group or others (mode 0777)") {
+	if e := w.entry(st, "203.0.113.1"); e == nil || e.State != admin.StateInvalid || !strings.Contains(e.Reason, "is writable by group or others (mode 0777)") {
 		t.Errorf("the world-writable root: %+v, want invalid with the reason", e)
 	}
 }
@@ -401,8 +393,8 @@ func TestAddressStates(t *testing.T) {
 func TestImpostorIgnored(t *testing.T) {
 	w := newWorld(t, 3)
 	dir := filepath.Join(w.roots.Dir, "impostor")
-	os.Mkdir(dir, 0o755)
-	os.Chown(dir, 65534, 65534)
+	testbed.Must(t, os.Mkdir(dir, 0o755))
+	testbed.Must(t, os.Chown(dir, 65534, 65534))
 	w.socket = filepath.Join(dir, "ipwatchd.sock")
 	// The test binary's own directory is private to root: run a copy.
 	self, _ := os.Executable()
@@ -453,8 +445,7 @@ func impostor(path string) int {
 		go func(c net.Conn) {
 			defer c.Close()
 			c.Read(make([]byte, 4096))
-			a := ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "x", Root: "/"}
-			frame, _ := ipc.EncodeStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
+			frame, _ := ipc.Encode(ipc.ResolveReply(&ipc.Answer{Generation: 1, Rule: "exact", Line: 1, Key: "x", Root: "/"}, nil)...)
 			c.Write(frame)
 		}(c)
 	}
@@ -579,7 +570,7 @@ func TestBPFOff(t *testing.T) {
 	if st.BPF != "off: disabled with -bpf off" {
 		t.Errorf("bpf: %q", st.BPF)
 	}
-	if e := w.entry(st, w.addrs[0]); e == nil || e.State != ipc.StateLive || e.Resolved != 10 || e.Connections != 0 {
+	if e := w.entry(st, w.addrs[0]); e == nil || e.State != admin.StateLive || e.Resolved != 10 || e.Connections != 0 {
 		t.Errorf("entry: %+v", e)
 	}
 }

@@ -4,15 +4,15 @@
 //
 //	ipwatchd [-socket PATH] [-socket-group GROUP] [-conf FILE]... [-metrics ADDR] [-metrics-max-entries N] [-bpf auto|on|off]
 //	         [-relay-syslog [-relay-burst N] [-relay-rate N] [-relay-max-roots N]] [-log-format console|json] [-log-level LEVEL]
+//	ipwatchd -version
 //
 // SIGHUP reloads every conf file; SIGTERM stops it cleanly (the socket is
-// removed). It tells systemd READY=1 after the first address dump and
-// load (Type=notify).
+// removed), and a second SIGTERM ends a stop that hangs. It tells systemd
+// READY=1 after the first address dump and load (Type=notify).
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/relay"
@@ -30,11 +31,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// version is set at build time by the Makefile.
-var version = "dev"
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
 
 type confList []string
@@ -42,7 +40,9 @@ type confList []string
 func (c *confList) String() string     { return strings.Join(*c, ",") }
 func (c *confList) Set(v string) error { *c = append(*c, v); return nil }
 
-func run(args []string, stderr io.Writer) int {
+// run is ipwatchd, with what it touches of its process injected so that
+// tests run it in-process.
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := flag.NewFlagSet("ipwatchd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "the Unix socket to serve (default $VIRTUALD_SOCKET or "+ipc.DefaultSocket+")")
@@ -59,8 +59,13 @@ func run(args []string, stderr io.Writer) int {
 	relayMax := fs.Int("relay-max-roots", relay.DefaultMaxRoots, "roots whose dev/log the relay serves at most")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, "ipwatchd", buildinfo.Version())
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "ipwatchd: unexpected argument %q\n", fs.Arg(0))
@@ -78,7 +83,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 
-	cfg := daemon.Config{Socket: ipc.SocketPath(*socket), SocketGroup: gid, Confs: confs, Log: log, Version: version, Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
+	cfg := daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), SocketGroup: gid, Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
 	if *relaySyslog {
 		if *relayBurst < 1 || *relayRate <= 0 || *relayMax < 1 {
 			fmt.Fprintln(stderr, "ipwatchd: -relay-burst, -relay-rate and -relay-max-roots must be positive")
@@ -91,22 +96,11 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, unix.SIGHUP)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: reloading")
-				d.ReloadAll()
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	// Signals steer Run: SIGHUP reloads, SIGTERM stops, and a second
+	// SIGTERM ends a stop that hangs.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, unix.SIGHUP, unix.SIGTERM, unix.SIGINT)
+	if err := d.Run(context.Background(), signals); err != nil {
 		log.Error("stopped", zap.Error(err))
 		return 1
 	}

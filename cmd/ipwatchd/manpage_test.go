@@ -15,13 +15,14 @@ func TestManPageFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	var help bytes.Buffer
-	run([]string{"-h"}, &help)
+	run([]string{"-h"}, &help, &help, func(string) string { return "" })
 	flags := regexp.MustCompile(`(?m)^  (-[a-z-]+)`).FindAllStringSubmatch(help.String(), -1)
 	if len(flags) < 5 {
 		t.Fatalf("found %d flags in -h:\n%s", len(flags), help.String())
 	}
 	for _, f := range flags {
-		if !strings.Contains(string(page), "`"+f[1]+" ") && !strings.Contains(string(page), "`"+f[1]+"`") { // with a value, or a switch
+		// A flag with a value is described as `-flag VALUE`, a switch as `-flag`.
+		if !strings.Contains(string(page), "`"+f[1]+" ") && !strings.Contains(string(page), "`"+f[1]+"`") {
 			t.Errorf("%s is not described in docs/ipwatchd.8.md (as `%s ...`: ...)", f[1], f[1])
 		}
 	}

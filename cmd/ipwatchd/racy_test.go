@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,21 +117,21 @@ func (w *world) generation(t *testing.T) uint64 {
 }
 
 // daemonRoot asks the daemon which root serves addr in the conf file as
-// it is on disk now, as virtuald would (by the file's identity); "" when
-// the daemon does not vouch for its copy.
+// it is on disk now, as virtuald would (by the file's identity); when the
+// daemon does not vouch for its copy, why not.
 func (w *world) daemonRoot(t *testing.T, addr string) string {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(w.conf, &st); err != nil {
 		t.Fatal(err)
 	}
-	req := append([]string{ipc.Version, ipc.OpLookup, w.conf, addr}, ipc.FileIDOf(&st).Fields()...)
-	reply, err := ipc.Call(w.socket, 5*time.Second, ipc.MaxReply, req...)
-	if err != nil {
+	daemon := ipc.Client{Socket: w.socket, Timeout: 5 * time.Second}
+	a, err := daemon.Resolve(ipc.ResolveRequest{Conf: w.conf, Addr: netip.MustParseAddr(addr), ID: ipc.FileIDOf(&st), Lookup: true})
+	switch {
+	case errors.Is(err, ipc.ErrStale), errors.Is(err, ipc.ErrRacy), errors.Is(err, ipc.ErrUnknown):
+		return err.Error()
+	case err != nil:
 		t.Fatal(err)
 	}
-	if string(reply[0]) != ipc.ReplyOK || len(reply) < 6 {
-		return string(reply[0])
-	}
-	return string(reply[5])
+	return a.Root
 }

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
+	"github.com/virtuald/virtuald/internal/testbed"
 )
 
 // TestRelaySyslog: a real C service calling syslog(3) inside roots built
@@ -26,7 +27,7 @@ func TestRelaySyslog(t *testing.T) {
 		t.Fatal("gcc is needed to build the C service (apt-get install gcc libc6-dev)")
 	}
 	svc := filepath.Join(w.roots.Dir, "bin", "logsvc")
-	os.MkdirAll(filepath.Dir(svc), 0o755)
+	testbed.Must(t, os.MkdirAll(filepath.Dir(svc), 0o755))
 	if out, err := exec.Command(gcc, "-O2", "-o", svc, "testdata/logsvc.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v: %s", err, out)
 	}
@@ -40,14 +41,14 @@ func TestRelaySyslog(t *testing.T) {
 	}
 	a, flood := root("a"), root("flood")
 	outside := filepath.Join(w.roots.Dir, "outside")
-	os.Mkdir(outside, 0o755)
+	testbed.Must(t, os.Mkdir(outside, 0o755))
 	linked := root("linked")
 	os.RemoveAll(filepath.Join(linked, "dev"))
-	os.Symlink(outside, filepath.Join(linked, "dev"))
+	testbed.Must(t, os.Symlink(outside, filepath.Join(linked, "dev")))
 	tenant := root("tenant")
-	os.Chown(filepath.Join(tenant, "dev"), 1000, 1000)
+	testbed.Must(t, os.Chown(filepath.Join(tenant, "dev"), 1000, 1000))
 	inWay := root("in-the-way")
-	os.WriteFile(filepath.Join(inWay, "dev", "log"), []byte("keep"), 0o644)
+	testbed.Must(t, os.WriteFile(filepath.Join(inWay, "dev", "log"), []byte("keep"), 0o644))
 	w.conf = w.roots.WriteConf("conf",
 		"192.0.2.1 "+a+" user=nobody",
 		"192.0.2.2 "+flood+" user=nobody",
@@ -66,7 +67,7 @@ func TestRelaySyslog(t *testing.T) {
 	w.ns.WaitListening("tcp", 7001)
 	w.startDaemon("-bpf", "off", "-relay-syslog", "-relay-burst", "5", "-relay-rate", "0.001")
 
-	relayOf := func(key string) *ipc.RelayStatus {
+	relayOf := func(key string) *admin.RelayStatus {
 		st, err := w.status()
 		if err != nil {
 			t.Fatal(err)
@@ -74,9 +75,9 @@ func TestRelaySyslog(t *testing.T) {
 		if e := w.entry(st, key); e != nil && e.Relay != nil {
 			return e.Relay
 		}
-		return &ipc.RelayStatus{}
+		return &admin.RelayStatus{}
 	}
-	waitRelay := func(key, state string) *ipc.RelayStatus {
+	waitRelay := func(key, state string) *admin.RelayStatus {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			if r := relayOf(key); r.State == state {

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"net/netip"
+	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -31,11 +29,6 @@ const (
 // past it they are killed, so a stop always ends (systemd's own stop
 // timeout is 90 s).
 const defaultStopTimeout = 30 * time.Second
-
-// answerTTL bounds how long a kept answer of the daemon is used: a safety
-// net under the rule that the daemon answers for a file identity only
-// when the identity names the content.
-const answerTTL = time.Second
 
 // acceptor is "virtuald -accept": started once with listening sockets, it
 // accepts each connection and starts the service for it directly inside
@@ -71,33 +64,26 @@ type child struct {
 	line  connLog
 }
 
-// listeners returns the listening sockets: those systemd passed
-// (LISTEN_FDS, for this pid) or else fd 0, as inetd's "wait" passes it.
-func listeners() ([]int, error) {
-	if pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID")); pid == os.Getpid() {
-		n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-		var fds []int
+// listeners returns the listening sockets: the n that systemd passed from
+// fd 3 on, or else fd 0, as inetd's "wait" passes it.
+func listeners(n int) ([]int, error) {
+	fds := []int{0}
+	if n > 0 {
+		fds = fds[:0]
 		for fd := 3; fd < 3+n; fd++ {
 			fds = append(fds, fd)
 		}
-		if len(fds) > 0 {
-			return fds, checkListening(fds)
-		}
 	}
-	return []int{0}, checkListening([]int{0})
-}
-
-func checkListening(fds []int) error {
 	for _, fd := range fds {
 		if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 1 {
-			return &os.SyscallError{Syscall: "fd " + strconv.Itoa(fd) + " is not a listening socket (use inetd's \"wait\", or systemd's Accept=no; inetd keeps a line's nowait or wait until it restarts: SIGHUP is not enough)", Err: unix.ENOTSOCK}
+			return nil, fmt.Errorf("fd %d is not a listening socket (use inetd's \"wait\", or systemd's Accept=no; inetd keeps a line's nowait or wait until it restarts: SIGHUP is not enough)", fd)
 		}
 	}
-	return nil
+	return fds, nil
 }
 
-func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, env []string) int {
-	fds, err := listeners()
+func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int, confPath, program string, argv, env []string) int {
+	fds, err := listeners(listenFDs)
 	if err != nil {
 		log.Log(syslog.Err, "accept mode: "+err.Error())
 		return exitUsage
@@ -115,7 +101,7 @@ func acceptMode(log *syslog.Logger, o options, confPath, program string, argv, e
 		return exitRefused
 	}
 	a := &acceptor{
-		log: log, opts: o, socketPath: ipc.SocketPath(o.socket), confPath: confPath,
+		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
 		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
 		lastActive: time.Now(),
@@ -415,163 +401,5 @@ func (a *acceptor) reap() {
 		}
 		a.log.Log(sev, ch.line.String())
 		a.release()
-	}
-}
-
-// withoutListenVars drops systemd's socket-passing variables: the services
-// must not believe the listening sockets are theirs.
-func withoutListenVars(env []string) []string {
-	out := make([]string, 0, len(env))
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "LISTEN_PID=") && !strings.HasPrefix(kv, "LISTEN_FDS=") && !strings.HasPrefix(kv, "LISTEN_FDNAMES=") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-// answerCache keeps the daemon's answers by conf file identity and
-// address. The daemon answers for an identity only when it names the
-// file's content (it refuses while the file's timestamps are too fresh to
-// tell same-size writes apart), so a kept answer is the answer the daemon
-// would give again: accept mode asks once per address and file version
-// instead of once per connection. As a safety net, an answer is kept at
-// most answerTTL, and every kept answer is dropped when the daemon's
-// generation for the file changes (seen in any answer or count reply).
-// The connections answered from it are counted here and reported to the
-// daemon in batches, so that its per-entry counts stay whole.
-type answerCache struct {
-	mu         sync.Mutex
-	m          map[answerKey]keptAnswer
-	generation uint64            // the daemon's generation of the file the kept answers came from
-	pending    map[string]uint64 // entry key -> connections not yet reported
-}
-
-type answerKey struct {
-	id   ipc.FileID
-	addr netip.Addr
-}
-
-type keptAnswer struct {
-	match conf.Match
-	at    time.Time
-}
-
-// maxAnswers bounds the cache: past it, it starts again empty.
-const maxAnswers = 1 << 16
-
-func (c *answerCache) init() {
-	c.m = map[answerKey]keptAnswer{}
-	c.pending = map[string]uint64{}
-}
-
-// sawGeneration drops every kept answer when the daemon's generation of
-// the file is not the one they came from; c.mu is held.
-func (c *answerCache) sawGeneration(gen uint64) {
-	if gen != c.generation {
-		c.m = map[answerKey]keptAnswer{}
-		c.generation = gen
-	}
-}
-
-// resolve is accept mode's resolver: the kept answers, then the daemon,
-// then the file, with the same rules and code as the per-connection mode.
-func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(a.confPath, &st); err != nil {
-		return fromFile(a.confPath, addr, "conf not found")
-	}
-	k := answerKey{ipc.FileIDOf(&st), addr.Unmap()}
-	c := &a.answers
-	c.mu.Lock()
-	kept, ok := c.m[k]
-	if ok && time.Since(kept.at) > answerTTL {
-		delete(c.m, k)
-		ok = false
-	}
-	if ok && kept.match.Entry != nil {
-		c.pending[kept.match.Entry.Key]++
-	}
-	c.mu.Unlock()
-	if ok {
-		return kept.match, "daemon-cache", "", nil
-	}
-	d := askDaemon(&a.health, a.socketPath, a.confPath, k.id, addr)
-	if d.match == nil {
-		return fromFile(a.confPath, addr, d.reason)
-	}
-	c.mu.Lock()
-	c.sawGeneration(d.generation)
-	if len(c.m) >= maxAnswers {
-		c.m = map[answerKey]keptAnswer{}
-	}
-	c.m[k] = keptAnswer{match: *d.match, at: time.Now()}
-	c.mu.Unlock()
-	return *d.match, "daemon", "", nil
-}
-
-// reportCounts sends the connections answered from the cache to the
-// daemon every second, and once more when stop closes. Counts the daemon
-// could not take are kept for the next try.
-func (a *acceptor) reportCounts(stop <-chan struct{}) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-		case <-stop:
-			a.flushCounts()
-			return
-		}
-		a.flushCounts()
-	}
-}
-
-func (a *acceptor) flushCounts() {
-	c := &a.answers
-	c.mu.Lock()
-	pending := c.pending
-	c.pending = map[string]uint64{}
-	c.mu.Unlock()
-	fields := []string{ipc.Version, ipc.OpCount, a.confPath}
-	send := func() bool {
-		if len(fields) == 3 {
-			return true
-		}
-		reply, err := ipc.Call(a.socketPath, daemonTimeout, 1024, fields...)
-		fields = fields[:3]
-		if err != nil || len(reply) == 0 || string(reply[0]) != ipc.ReplyOK {
-			return false
-		}
-		if len(reply) == 2 {
-			if gen, err := strconv.ParseUint(string(reply[1]), 10, 64); err == nil {
-				c.mu.Lock()
-				c.sawGeneration(gen)
-				c.mu.Unlock()
-			}
-		}
-		return true
-	}
-	var failed []string
-	batch := []string{}
-	for key, n := range pending {
-		fields = append(fields, key, strconv.FormatUint(n, 10))
-		batch = append(batch, key)
-		if len(fields) >= ipc.MaxFields-1 {
-			if !send() {
-				failed = append(failed, batch...)
-			}
-			batch = batch[:0]
-		}
-	}
-	if !send() {
-		failed = append(failed, batch...)
-	}
-	if len(failed) > 0 {
-		c.mu.Lock()
-		for _, key := range failed {
-			c.pending[key] += pending[key]
-		}
-		c.mu.Unlock()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,11 +56,11 @@ func TestAcceptSystemd(t *testing.T) {
 	}
 }
 
-// holdRoots makes roots whose service keeps the connection until the
+// holdRoot makes a root whose service keeps the connection until the
 // client closes it.
-func holdRoot(w *world, name string) string {
+func holdRoot(t *testing.T, w *world, name string) string {
 	r := w.roots.Root(name, w.bin["whoami"])
-	os.WriteFile(filepath.Join(r, "HOLD"), nil, 0o644)
+	testbed.Must(t, os.WriteFile(filepath.Join(r, "HOLD"), nil, 0o644))
 	return r
 }
 
@@ -89,7 +90,7 @@ func TestAcceptLimits(t *testing.T) {
 	w := newWorld(t)
 	w.ns.AddAddr("203.0.113.21")
 	w.ns.AddAddr("203.0.113.22")
-	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(w, "hold-a"), "203.0.113.22 "+holdRoot(w, "hold-b"))
+	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(t, w, "hold-a"), "203.0.113.22 "+holdRoot(t, w, "hold-b"))
 	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
 		"7302 stream tcp wait root "+w.bin["virtuald"]+" virtuald -accept -max-children 5 -max-per-entry 3 "+conf+" "+whoami))
 	w.ns.WaitListening("tcp", 7302)
@@ -180,7 +181,7 @@ func startAccept(t *testing.T, w *world, laddr string, args ...string) (*exec.Cm
 func startHeldAccept(t *testing.T, w *world, addr string, flags ...string) (*exec.Cmd, chan error, net.Conn) {
 	t.Helper()
 	w.ns.AddAddr(addr)
-	conf := w.roots.WriteConf("conf-hold", addr+" "+holdRoot(w, "hold-a"))
+	conf := w.roots.WriteConf("conf-hold", addr+" "+holdRoot(t, w, "hold-a"))
 	cmd, exited := startAccept(t, w, addr+":7303", append(flags, conf, whoami)...)
 	c := openHeld(t, w, addr+":7303")
 	if c == nil {

@@ -88,18 +88,18 @@ func newWorld(t *testing.T) *world {
 	}
 	mode := func(name string, perm os.FileMode) string {
 		r := w.roots.Root(name, w.bin["whoami"])
-		os.Chmod(r, perm)
+		testbed.Must(t, os.Chmod(r, perm))
 		return r
 	}
 	hostile(1, mode("world-writable", 0o777), "is writable by group or others (mode 0777)")
 	hostile(2, mode("group-writable", 0o775), "is writable by group or others (mode 0775)")
 	owned := w.roots.Root("user-owned", w.bin["whoami"])
-	os.Chown(owned, 1000, 1000)
+	testbed.Must(t, os.Chown(owned, 1000, 1000))
 	hostile(3, owned, "is owned by uid 1000, not by root")
 	link := filepath.Join(w.roots.Dir, "symlink")
-	os.Symlink(w.roots.Root("symlink-target", w.bin["whoami"]), link)
+	testbed.Must(t, os.Symlink(w.roots.Root("symlink-target", w.bin["whoami"]), link))
 	hostile(4, link, "is a symbolic link")
-	os.Symlink(w.roots.Dir, filepath.Join(w.roots.Dir, "linkdir"))
+	testbed.Must(t, os.Symlink(w.roots.Dir, filepath.Join(w.roots.Dir, "linkdir")))
 	w.roots.Root("under/inside", w.bin["whoami"])
 	hostile(5, filepath.Join(w.roots.Dir, "linkdir", "under", "inside"), "linkdir is a symbolic link")
 	hostile(6, "relative/root", "is not an absolute path")
@@ -373,7 +373,7 @@ func TestExecFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := filepath.Join(root, dst)
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		if err := os.WriteFile(p, data, perm); err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,7 +57,7 @@ func waitCount(w *world, n int, subs ...string) (int, bool) {
 func TestAcceptParentDies(t *testing.T) {
 	w := newWorld(t)
 	w.ns.AddAddr("203.0.113.21")
-	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(w, "hold-a"), w.serve[0].addr+" "+filepath.Join(w.roots.Dir, w.serve[0].root))
+	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(t, w, "hold-a"), w.serve[0].addr+" "+filepath.Join(w.roots.Dir, w.serve[0].root))
 	w.conf = conf
 	inetdConf := w.roots.WriteConf("inetd.conf", "7311 stream tcp wait root "+w.bin["virtuald"]+" virtuald -accept "+conf+" "+whoami)
 	inetd := w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", inetdConf)
@@ -78,7 +77,7 @@ func TestAcceptParentDies(t *testing.T) {
 	// The port is inetd's again when inetd alone listens on it: the old
 	// virtuald, still running its service, no longer holds the socket.
 	w.ns.Await("the new inetd alone listens on port 7311", 20*time.Second, func() bool {
-		out, _ := exec.Command("ip", "netns", "exec", w.ns.Name, "ss", "-Hltnp", "sport = :7311").Output()
+		out, _ := w.ns.Exec("ss", "-Hltnp", "sport = :7311").Output()
 		return strings.Contains(string(out), `"inetd"`) && !strings.Contains(string(out), `"virtuald"`)
 	})
 	askServed(t, w, "7311")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +30,13 @@ func runHelper(name string) int {
 		panic("a bug in virtuald")
 	case "panic-unshielded":
 		panic("a bug in virtuald")
+	case "version":
+		return run([]string{"virtuald", "-version"}, nil, stdio{saved: [2]int{-1, -1}, null: -1}, nil)
+	case "help":
+		return run([]string{"virtuald", "-h"}, nil, stdio{saved: [2]int{-1, -1}, null: -1}, nil)
+	case "help-shielded": // as main does, with whatever fds 1-2 are
+		std, err := shieldStdio()
+		return run([]string{"virtuald", "--help"}, nil, std, err)
 	}
 	return 4
 }
@@ -110,8 +118,14 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	return d
 }
 
+// frame encodes raw reply fields: the replies here are malformed on
+// purpose, which no typed encoder of package ipc can make.
 func frame(fields ...string) []byte {
-	b, err := ipc.EncodeStrings(fields...)
+	raw := make([][]byte, len(fields))
+	for i, f := range fields {
+		raw[i] = []byte(f)
+	}
+	b, err := ipc.Encode(raw...)
 	if err != nil {
 		panic(err)
 	}
@@ -216,7 +230,7 @@ func tenantTraps(t *testing.T, w *world) (addrs, lines []string) {
 	for i, trap := range traps {
 		root := w.roots.Root(trap.name, "")
 		p := filepath.Join(root, trap.where)
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		if trap.dynamic {
 			if err := os.WriteFile(filepath.Join(root, "bin", "whoami"), dynamic, 0o755); err != nil {
 				t.Fatal(err)

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/virtuald/virtuald/internal/testbed"
+	"github.com/virtuald/virtuald/internal/buildinfo"
+	"golang.org/x/sys/unix"
 )
 
 // The flags come before the conf path, as the seed's inetd lines have it;
@@ -30,7 +33,9 @@ func TestParseOptions(t *testing.T) {
 		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: true},
 		{args: []string{"virtuald", "-socket"}, err: true},
-		{args: []string{"virtuald", "-h"}, err: true},
+		{args: []string{"virtuald", "-version"}, want: options{version: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
+		{args: []string{"virtuald", "-h"}, want: options{help: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
+		{args: []string{"virtuald", "--help"}, want: options{help: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
 	} {
 		got, rest, err := parseOptions(c.args)
 		if c.err {
@@ -45,23 +50,83 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
-// Only systemd's socket-passing variables are taken out of a service's
-// environment.
-func TestWithoutListenVars(t *testing.T) {
-	env := []string{"PATH=/bin", "LISTEN_PID=7", "LISTEN_FDS=1", "LISTEN_FDNAMES=c", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}
-	if got := withoutListenVars(env); !slices.Equal(got, []string{"PATH=/bin", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}) {
-		t.Errorf("got %q", got)
+// virtuald takes the daemon's socket and systemd's listening sockets from
+// its environment, and passes everything else on to the service: never
+// systemd's socket-passing variables, which name virtuald's pid and
+// descriptors.
+func TestReadEnvironment(t *testing.T) {
+	const pid = 4242
+	service := []string{"PATH=/bin", "TCPLOCALIP=192.0.2.1", "LISTEN=kept"}
+	for _, c := range []struct {
+		name string
+		env  []string
+		want environment
+	}{
+		{"inetd's", service, environment{service: service}},
+		{"the socket named",
+			[]string{"VIRTUALD_SOCKET=/run/other.sock", "PATH=/bin"},
+			environment{socket: "/run/other.sock", service: []string{"VIRTUALD_SOCKET=/run/other.sock", "PATH=/bin"}}},
+		{"systemd's, for this process",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=2", "LISTEN_FDNAMES=a:b"}, service...),
+			environment{listenFDs: 2, service: service}},
+		{"systemd's, for another process",
+			append([]string{"LISTEN_PID=1", "LISTEN_FDS=2"}, service...),
+			environment{service: service}},
+		{"systemd's, no number",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=two"}, service...),
+			environment{service: service}},
+		{"systemd's, none passed",
+			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=0"}, service...),
+			environment{service: service}},
+	} {
+		got := readEnvironment(c.env, pid)
+		if got.socket != c.want.socket || got.listenFDs != c.want.listenFDs || !slices.Equal(got.service, c.want.service) {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
 	}
 }
 
-// -h and --help print the usage on stdout and exit 0 (-h was taken for an
-// option that needs a value).
-func TestHelp(t *testing.T) {
-	bin := testbed.Binaries(t)["virtuald"]
-	for _, flag := range []string{"-h", "--help", "-help"} {
-		out, err := exec.Command(bin, flag).Output()
-		if err != nil || !strings.HasPrefix(string(out), "usage: virtuald ") {
-			t.Errorf("virtuald %s: %q, %v", flag, out, err)
-		}
+// virtuald -version prints its version on stdout and exits 0 (in a
+// process of its own: it writes to fd 1).
+func TestVersion(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=version")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "virtuald "+buildinfo.Version()+"\n" {
+		t.Errorf("virtuald -version: %q, %v", out, err)
 	}
+}
+
+// -h and --help print the usage to a person (-h was once taken for an
+// option that needs a value), and never to a client: when fd 1 is a
+// socket, the usage goes to the log and the socket gets nothing.
+func TestHelp(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=help")
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "usage: virtuald ") {
+		t.Errorf("virtuald -h: %q, %v", out, err)
+	}
+	client, server, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cmd = exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=help-shielded")
+	cmd.Stdout, cmd.Stderr = server, server
+	err = cmd.Run()
+	server.Close()
+	got, _ := io.ReadAll(client)
+	if err != nil || len(got) != 0 {
+		t.Errorf("virtuald --help with a socket as fds 1-2: %v, %d bytes to it: %q", err, len(got), got)
+	}
+}
+
+// socketPair returns the two ends of a connected Unix stream socket.
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "client"), os.NewFile(uintptr(fds[1]), "server"), nil
 }

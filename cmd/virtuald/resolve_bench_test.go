@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkResolve(b *testing.B) {
 			last[n] = a
 		}
 		p := filepath.Join(dir, fmt.Sprintf("conf.%d", n))
-		os.WriteFile(p, []byte(sb.String()), 0o644)
+		testbed.Must(b, os.WriteFile(p, []byte(sb.String()), 0o644))
 		confs = append(confs, p)
 	}
 	sock := filepath.Join(sockDir, "ipwatchd.sock")
@@ -65,7 +66,7 @@ func BenchmarkResolve(b *testing.B) {
 func BenchmarkResolveStalledDaemon(b *testing.B) {
 	dir := b.TempDir()
 	path := filepath.Join(dir, "conf")
-	os.WriteFile(path, []byte("10.0.0.1 /\n"), 0o644)
+	testbed.Must(b, os.WriteFile(path, []byte("10.0.0.1 /\n"), 0o644))
 	sock := filepath.Join(dir, "stalled.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
@@ -25,8 +26,6 @@ const (
 	exitUsage   = 2
 )
 
-const usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] CONF PROGRAM [ARG...] (with a listening socket)"
-
 // daemonTimeout bounds the whole exchange with ipwatchd (connect, request,
 // reply). Past it virtuald reads the file itself: a slow daemon costs a
 // connection this much, never its answer.
@@ -35,115 +34,6 @@ const daemonTimeout = 250 * time.Millisecond
 // peekTimeout bounds the wait for the datagram of a "dgram wait" service;
 // inetd starts virtuald only when one is queued, so it is normally instant.
 const peekTimeout = 5 * time.Second
-
-// connLog accumulates the fields of the one log line a connection gets.
-type connLog struct {
-	b []byte
-}
-
-func (l *connLog) add(key, value string) {
-	if len(l.b) > 0 {
-		l.b = append(l.b, ' ')
-	}
-	l.b = append(l.b, key...)
-	l.b = append(l.b, '=')
-	if value == "" || strings.ContainsAny(value, " \"=\\") || !isPrintable(value) {
-		l.b = strconv.AppendQuote(l.b, value)
-	} else {
-		l.b = append(l.b, value...)
-	}
-}
-
-func (l *connLog) String() string { return string(l.b) }
-
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// options are virtuald's flags. Only these start with '-': the conf path
-// comes next, as in the seed's inetd lines.
-type options struct {
-	socket      string
-	accept      bool
-	maxChildren int
-	maxPerEntry int
-	stopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
-	idleExit    time.Duration // accept mode: exit after this long without connections (0: never)
-	// allowWildcardDgram serves a "dgram ... wait" socket bound to a
-	// wildcard address, which carries every address's datagrams to the
-	// one service started for the first.
-	allowWildcardDgram bool
-}
-
-// errHelp is -h or --help: a person asks for the usage.
-var errHelp = errors.New("usage asked for")
-
-func parseOptions(args []string) (options, []string, error) {
-	o := options{maxChildren: defaultMaxChildren, maxPerEntry: defaultMaxPerEntry, stopTimeout: defaultStopTimeout}
-	rest := args[1:]
-	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
-		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
-		name = strings.TrimPrefix(name, "-")
-		rest = rest[1:]
-		if name == "" { // "--" ends the options
-			break
-		}
-		switch name {
-		case "h", "help":
-			return o, nil, errHelp
-		case "accept":
-			o.accept = true
-			continue
-		case "allow-wildcard-dgram":
-			o.allowWildcardDgram = true
-			continue
-		}
-		if !hasValue {
-			if len(rest) == 0 {
-				return o, nil, fmt.Errorf("-%s needs a value", name)
-			}
-			value, rest = rest[0], rest[1:]
-		}
-		var n int
-		var err error
-		switch name {
-		case "socket":
-			o.socket = value
-			continue
-		case "max-children":
-			n, err = strconv.Atoi(value)
-			o.maxChildren = n
-		case "max-per-entry":
-			n, err = strconv.Atoi(value)
-			o.maxPerEntry = n
-		case "stop-timeout", "idle-exit":
-			d, err := time.ParseDuration(value)
-			if err != nil || d < 0 {
-				return o, nil, fmt.Errorf("-%s takes a duration (e.g. 30s)", name)
-			}
-			if name == "stop-timeout" {
-				o.stopTimeout = d
-			} else {
-				o.idleExit = d
-			}
-			continue
-		default:
-			return o, nil, fmt.Errorf("unknown option -%s", name)
-		}
-		if err != nil || n < 1 {
-			return o, nil, fmt.Errorf("-%s takes a positive number", name)
-		}
-	}
-	if o.idleExit > 0 && !o.accept {
-		return o, nil, fmt.Errorf("-idle-exit is for accept mode (-accept)")
-	}
-	return o, append([]string{args[0]}, rest...), nil
-}
 
 // run is virtuald; std is what shieldStdio did with fds 1 and 2 (shieldErr
 // when it could not).
@@ -154,19 +44,13 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		log.Log(syslog.Err, shieldErr.Error())
 		return exitUsage
 	}
-	// The super-server's socket-passing variables name virtuald's pid and
-	// descriptors it does not pass on: a service must not believe them.
-	env = withoutListenVars(env)
+	e := readEnvironment(env, os.Getpid())
 	o, args, err := parseOptions(args)
-	if errors.Is(err, errHelp) {
-		// fd 1 is the person's unless it was a socket (a client's,
-		// shielded): then the usage goes to the log only.
-		if std.saved[0] < 0 {
-			unix.Write(1, []byte(usage+"\n"))
-		} else {
-			log.Log(syslog.Info, usage)
-		}
-		return 0
+	switch {
+	case err == nil && o.help:
+		return tell(std, log, usage)
+	case err == nil && o.version:
+		return tell(std, log, "virtuald "+buildinfo.Version())
 	}
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
@@ -175,6 +59,7 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		log.Log(syslog.Err, usage)
 		return exitUsage
 	}
+	socketPath := ipc.SocketPath(o.socket, e.socket)
 	if o.accept {
 		// The connections are never fds 1 and 2 here: give the process
 		// its stderr back (the journal under systemd).
@@ -182,9 +67,23 @@ func run(args, env []string, std stdio, shieldErr error) int {
 			log.Log(syslog.Err, err.Error())
 			return exitUsage
 		}
-		return acceptMode(log, o, args[1], args[2], args[2:], env)
+		return acceptMode(log, o, socketPath, e.listenFDs, args[1], args[2], args[2:], e.service)
 	}
-	return perConnection(log, std, o, args[1], args[2], args[2:], env)
+	return perConnection(log, std, o, socketPath, args[1], args[2], args[2:], e.service)
+}
+
+// tell answers a person who asked (-h, -version) on fd 1, unless fd 1
+// was a socket (shielded: a client's, if inetd runs such a line), which
+// must never get a byte from virtuald: then the answer goes to the log.
+func tell(std stdio, log *syslog.Logger, text string) int {
+	if std.saved[0] >= 0 {
+		log.Log(syslog.Info, text)
+		return 0
+	}
+	if _, err := unix.Write(1, []byte(text+"\n")); err != nil {
+		return exitUsage
+	}
+	return 0
 }
 
 // decision is what virtuald resolved for one connection: the checked root
@@ -246,7 +145,7 @@ func (d *decision) check(confPath string) error {
 
 // perConnection is the seed's mode: inetd started virtuald for one
 // connection on fd 0; virtuald enters the root and becomes the service.
-func perConnection(log *syslog.Logger, std stdio, o options, confPath, program string, argv, env []string) int {
+func perConnection(log *syslog.Logger, std stdio, o options, socketPath, confPath, program string, argv, env []string) int {
 	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
@@ -260,7 +159,6 @@ func perConnection(log *syslog.Logger, std stdio, o options, confPath, program s
 		refuse(&line, err.Error())
 		return exitUsage
 	}
-	socketPath := ipc.SocketPath(o.socket)
 	health := ipc.MarkFor(socketPath)
 	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
 		return resolve(health, socketPath, confPath, addr)
@@ -395,37 +293,20 @@ func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, ad
 // question is askDaemon's exchange; a probe of a daemon held to be slow
 // waits less.
 func question(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
-	req := append([]string{ipc.Version, ipc.OpResolve, confPath, addr.String()}, id.Fields()...)
-	timeout := daemonTimeout
+	daemon := ipc.Client{Socket: socketPath, Timeout: daemonTimeout}
 	if probe {
-		timeout = ipc.ProbeTimeout
+		daemon.Timeout = ipc.ProbeTimeout
 	}
-	reply, err := ipc.Call(socketPath, timeout, 64<<10, req...)
+	a, err := daemon.Resolve(ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id})
+	var refused *ipc.RefusedError
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
 		return daemonAnswer{reason: "absent"}
-	case errors.Is(err, ipc.ErrUntrusted):
-		return daemonAnswer{reason: err.Error()}
 	case errors.Is(err, ipc.ErrSlow):
 		return daemonAnswer{reason: "slow", slow: true}
-	case err != nil:
-		return daemonAnswer{reason: err.Error()}
-	case len(reply) == 0:
-		return daemonAnswer{reason: "empty reply"}
-	}
-	switch string(reply[0]) {
-	case ipc.ReplyOK:
-	case ipc.ReplyStale:
-		return daemonAnswer{reason: "its copy of the conf is stale"}
-	case ipc.ReplyRacy:
-		return daemonAnswer{reason: "the conf changed too recently for its copy to be vouched for"}
-	case ipc.ReplyUnknown:
-		return daemonAnswer{reason: "conf unknown to it"}
-	default:
+	case errors.As(err, &refused):
 		return daemonAnswer{reason: "it refused the question"}
-	}
-	a, err := ipc.ParseAnswer(reply[1:])
-	if err != nil {
+	case err != nil:
 		return daemonAnswer{reason: err.Error()}
 	}
 	m, err := a.Match(addr)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -27,7 +26,7 @@ const wait = 10 * time.Second
 func start(tb testing.TB, ns *testbed.NetNS, tune func(*Tracker)) *Tracker {
 	tb.Helper()
 	tr, err := New(Options{
-		NetNS:   "/run/netns/" + ns.Name,
+		NetNS:   ns.Path,
 		OnError: func(err error) { tb.Logf("tracker: %v", err) },
 	})
 	if err != nil {
@@ -100,7 +99,7 @@ var ipFlags = map[string]uint32{
 // kernel returns every address as `ip -j addr` shows it.
 func kernel(tb testing.TB, ns *testbed.NetNS) []Address {
 	tb.Helper()
-	out, err := exec.Command("ip", "-n", ns.Name, "-j", "addr").Output()
+	out, err := ns.Exec("ip", "-j", "addr").Output()
 	if err != nil {
 		tb.Fatalf("ip -j addr: %v", err)
 	}
@@ -188,14 +187,14 @@ func matchKernel(tb testing.TB, tr *Tracker, ns *testbed.NetNS, timeout time.Dur
 	}
 }
 
-// ipBatch runs the commands with `ip -n NS -batch`.
+// ipBatch runs the commands with `ip -batch` in the namespace.
 func ipBatch(tb testing.TB, ns *testbed.NetNS, cmds string) {
 	tb.Helper()
 	f := filepath.Join(tb.TempDir(), "batch")
 	if err := os.WriteFile(f, []byte(cmds), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	if out, err := exec.Command("ip", "-n", ns.Name, "-batch", f).CombinedOutput(); err != nil {
+	if out, err := ns.Exec("ip", "-batch", f).CombinedOutput(); err != nil {
 		tb.Fatalf("ip -batch: %v: %s", err, out)
 	}
 }
@@ -413,7 +412,7 @@ func TestRunEnds(t *testing.T) {
 	ns := testbed.NewNetNS(t)
 	before := runtime.NumGoroutine()
 
-	tr, err := New(Options{NetNS: "/run/netns/" + ns.Name})
+	tr, err := New(Options{NetNS: ns.Path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +474,7 @@ func BenchmarkAddToLive(b *testing.B) {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		ch := tr.Changed()
 		t0 := time.Now()
-		if out, err := exec.Command("ip", "-n", ns.Name, "addr", "add", a.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		if out, err := ns.Exec("ip", "addr", "add", a.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
 			b.Fatalf("ip addr add: %v: %s", err, out)
 		}
 		for !slices.ContainsFunc(tr.Snapshot().Lookup(a), Address.Live) {
@@ -488,7 +487,7 @@ func BenchmarkAddToLive(b *testing.B) {
 		}
 		lat = append(lat, time.Since(t0))
 		b.StopTimer()
-		if out, err := exec.Command("ip", "-n", ns.Name, "addr", "del", a.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		if out, err := ns.Exec("ip", "addr", "del", a.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
 			b.Fatalf("ip addr del: %v: %s", err, out)
 		}
 		b.StartTimer()

@@ -20,8 +20,8 @@ func TestOpen(t *testing.T) {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		unix.Chmod(p, uint32(perm))
-		os.Chown(p, uid, 0)
+		testbed.Must(t, unix.Chmod(p, uint32(perm)))
+		testbed.Must(t, os.Chown(p, uid, 0))
 		return p
 	}
 	good := mk("good/inner", 0o755, 0)
@@ -31,9 +31,9 @@ func TestOpen(t *testing.T) {
 	mk("uo", 0o755, 1000)
 	mk("uo/inner", 0o755, 0)
 	sticky := mk("sticky", 0o1777, 0)
-	os.Symlink(good, filepath.Join(base, "link"))
-	os.Symlink(filepath.Join(base, "good"), filepath.Join(base, "linkdir"))
-	os.WriteFile(filepath.Join(base, "file"), nil, 0o644)
+	testbed.Must(t, os.Symlink(good, filepath.Join(base, "link")))
+	testbed.Must(t, os.Symlink(filepath.Join(base, "good"), filepath.Join(base, "linkdir")))
+	testbed.Must(t, os.WriteFile(filepath.Join(base, "file"), nil, 0o644))
 
 	tests := []struct {
 		path  string
@@ -64,7 +64,7 @@ func TestOpen(t *testing.T) {
 			var st unix.Stat_t
 			unix.Fstat(d.fd, &st)
 			var want unix.Stat_t
-			unix.Stat(tt.path, &want)
+			testbed.Must(t, unix.Stat(tt.path, &want))
 			if st.Ino != want.Ino || st.Dev != want.Dev {
 				t.Errorf("%s: opened another directory", tt.path)
 			}
@@ -85,7 +85,7 @@ func TestOpenHoldsTheCheckedDirectory(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	p := filepath.Join(roots.Dir, "a")
-	os.Mkdir(p, 0o755)
+	testbed.Must(t, os.Mkdir(p, 0o755))
 	d, err := Open(p)
 	if err != nil {
 		t.Fatal(err)
@@ -93,8 +93,8 @@ func TestOpenHoldsTheCheckedDirectory(t *testing.T) {
 	defer d.Close()
 	var before unix.Stat_t
 	unix.Fstat(d.fd, &before)
-	os.Rename(p, p+".old")
-	os.Mkdir(p, 0o777)
+	testbed.Must(t, os.Rename(p, p+".old"))
+	testbed.Must(t, os.Mkdir(p, 0o777))
 	var after unix.Stat_t
 	unix.Fstat(d.fd, &after)
 	if before.Ino != after.Ino {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // writeBig writes a conf of n exact entries and returns its path and the
@@ -46,9 +46,8 @@ func BenchmarkQueries1000Clients(b *testing.B) {
 	dir := b.TempDir()
 	path, addr := writeBig(b, dir, 1000)
 	_, sock := startDaemon(b, []string{path})
-	var st unix.Stat_t
-	unix.Stat(path, &st)
-	frame, _ := ipc.EncodeStrings(append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
+	q := question(b, path, addr)
+	frame := q.AppendFrame(nil)
 	const clients = 1000
 	per := b.N/clients + 1
 	lat := make([][]time.Duration, clients)
@@ -125,7 +124,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 	}
 	big.WriteString("127.0.0.1 /\n::1 /\n")
 	million := filepath.Join(dir, "conf.1000000")
-	os.WriteFile(million, []byte(big.String()), 0o644)
+	testbed.Must(b, os.WriteFile(million, []byte(big.String()), 0o644))
 	thousand, _ := writeBig(b, dir, 1000)
 	for _, c := range []struct {
 		name   string
@@ -141,14 +140,15 @@ func BenchmarkMetricsScrape(b *testing.B) {
 					b.Fatal("the validator did not finish its first pass")
 				}
 			}
-			var st unix.Stat_t
-			unix.Stat(c.conf, &st)
+			client := ipc.Client{Socket: d.cfg.Socket, Timeout: time.Second}
 			for i := 0; i < c.active; i++ {
 				a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
 				if c.active == 1 {
 					a = netip.MustParseAddr("127.0.0.1")
 				}
-				ipc.Call(d.cfg.Socket, time.Second, 1<<16, append([]string{ipc.Version, ipc.OpResolve, c.conf, a.String()}, ipc.FileIDOf(&st).Fields()...)...)
+				if _, err := client.Resolve(question(b, c.conf, a)); err != nil {
+					b.Fatal(err)
+				}
 			}
 			size := 0
 			b.ResetTimer()
@@ -175,7 +175,7 @@ func benchMetricsDaemon(b *testing.B, conf string, max int) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	b.Cleanup(func() { cancel(); <-done })
 	for deadline := time.Now().Add(time.Minute); d.confs.get(conf).cur.Load() == nil; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -14,14 +14,9 @@
 package daemon
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +26,7 @@ import (
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/relay"
-	"github.com/virtuald/virtuald/internal/sdnotify"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // maxAdopted bounds the conf files loaded because a virtuald asked about
@@ -82,8 +75,9 @@ type Daemon struct {
 		sync.Mutex
 		paths map[string]bool
 	}
-	kick     chan struct{}
-	validate chan struct{} // a new snapshot wants its roots checked
+	kick      chan struct{} // a file is queued for the loader
+	reloadAll chan struct{} // SIGHUP: the loader reloads every file
+	validate  chan struct{} // a new snapshot wants its roots checked
 
 	queries struct{ ok, stale, racy, unknown, errors atomic.Uint64 }
 	reloads atomic.Uint64
@@ -92,7 +86,7 @@ type Daemon struct {
 // New prepares a daemon: it opens the socket, so that a second daemon or a
 // bad path fails at once, before anything else starts.
 func New(cfg Config) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1), validate: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1), reloadAll: make(chan struct{}, 1), validate: make(chan struct{}, 1)}
 	d.pending.paths = make(map[string]bool)
 	var err error
 	d.tracker, err = addrs.New(addrs.Options{OnError: func(err error) {
@@ -188,312 +182,10 @@ func (d *Daemon) openBPF() error {
 	return nil
 }
 
-// Run serves until ctx ends: the address tracker, the loader, the file
-// watcher and the socket, each a task; READY=1 goes to systemd once the
-// first address dump and the first load of every file are done.
-func (d *Daemon) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	var failed struct {
-		once sync.Once
-		err  error
-	}
-	task := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				failed.once.Do(func() { failed.err = fmt.Errorf("%s: %w", name, err) })
-				cancel()
-			}
-		}()
-	}
-	task("addresses", d.tracker.Run)
-	task("watcher", d.watch.run)
-	d.loadAll()
-	task("loader", d.loader)
-	if d.relay != nil {
-		task("relay", d.relay.Run)
-	}
-	task("validator", d.validator)
-	select {
-	case <-d.tracker.Ready():
-	case <-ctx.Done():
-	}
-	if ctx.Err() == nil {
-		d.log.Info("ready", zap.String("socket", d.cfg.Socket), zap.Int("confs", d.confs.len()),
-			zap.Int("addresses", len(d.tracker.Snapshot().All())))
-		sdnotify.Notify("READY=1")
-	}
-	task("socket", d.srv.Serve)
-	if d.metrics != nil {
-		task("metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, d.metrics) })
-	}
-	<-ctx.Done()
-	sdnotify.Notify("STOPPING=1")
-	d.watch.close()
-	wg.Wait()
-	d.closeBPF()
-	return failed.err
-}
-
-// adopt adds path to the files served and queues its first load.
-func (d *Daemon) adopt(path string) {
-	if _, created := d.confs.add(path); created {
-		d.watch.add(path)
-		d.queue(path)
-	}
-}
-
-// queue asks the loader to (re)load path soon.
-func (d *Daemon) queue(path string) {
-	d.pending.Lock()
-	d.pending.paths[path] = true
-	d.pending.Unlock()
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Daemon) loader(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-d.kick:
-		}
-		d.pending.Lock()
-		paths := d.pending.paths
-		d.pending.paths = make(map[string]bool)
-		d.pending.Unlock()
-		for p := range paths {
-			if c := d.confs.get(p); c != nil {
-				d.loadOne(c)
-			}
-		}
-	}
-}
-
-func (d *Daemon) loadOne(c *confFile) {
-	d.loadMu.Lock()
-	defer d.loadMu.Unlock()
-	start := time.Now()
-	changed, err := d.confs.load(c)
-	d.recheckRacy(c)
-	switch {
-	case err != nil:
-		fields := []zap.Field{zap.String("conf", c.path), zap.Error(err)}
-		if s := c.cur.Load(); s != nil {
-			fields = append(fields, zap.Uint64("kept_generation", s.generation))
-		}
-		d.log.Error("load failed; the last good copy stays", fields...)
-	case changed:
-		s := c.cur.Load()
-		d.reloads.Add(1)
-		d.kickValidator()
-		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
-			zap.Int("entries", s.file.Len()), zap.Int("problems", len(s.file.Errors)),
-			zap.Duration("took", time.Since(start)))
-		for _, e := range s.file.Errors {
-			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))
-		}
-	}
-}
-
-// recheckRacy schedules the read again that ends a racy snapshot, once
-// its timestamps' granularity has passed; d.loadMu is held.
-func (d *Daemon) recheckRacy(c *confFile) {
-	s := c.cur.Load()
-	if s == nil || !s.racy() {
-		return
-	}
-	wait := time.Until(s.racyUntil) + time.Millisecond
-	if c.recheck == nil {
-		c.recheck = time.AfterFunc(wait, func() { d.queue(c.path) })
-		return
-	}
-	c.recheck.Reset(wait)
-}
-
 // MetricsAddr is where the metrics are served, or nil.
 func (d *Daemon) MetricsAddr() net.Addr {
 	if d.metrics == nil {
 		return nil
 	}
 	return d.metrics.Addr()
-}
-
-// ReloadAll reloads every file now, for SIGHUP and the reload operation,
-// telling systemd around it.
-func (d *Daemon) ReloadAll() {
-	sdnotify.Notify(sdnotify.Reloading())
-	d.loadAll()
-	sdnotify.Notify("READY=1")
-}
-
-func (d *Daemon) loadAll() {
-	for _, c := range d.confs.all() {
-		d.loadOne(c)
-	}
-}
-
-func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
-	switch string(req[1]) {
-	case ipc.OpResolve:
-		return d.resolve(peer, req[2:], true)
-	case ipc.OpLookup:
-		return d.resolve(peer, req[2:], false)
-	case ipc.OpCount:
-		return d.count(peer, req[2:])
-	case ipc.OpStatus:
-		q, err := ipc.ParseStatusQuery(req[2:])
-		if err != nil {
-			return replyStrings(ipc.ReplyError, err.Error())
-		}
-		return jsonReply(d.Status(q))
-	case ipc.OpConfs:
-		return jsonReply(ipc.ConfList{Confs: d.confList(), RelaySyslog: d.relay != nil})
-	case ipc.OpReload:
-		if peer.Uid != 0 {
-			return replyStrings(ipc.ReplyError, "reload is for root only")
-		}
-		d.log.Info("reload requested", zap.Int32("pid", peer.Pid))
-		d.ReloadAll()
-		return jsonReply(ipc.ReloadResult{Confs: d.confList()})
-	}
-	return replyStrings(ipc.ReplyError, "unknown operation "+string(req[1]))
-}
-
-// inline reports the requests the socket's event loop answers itself:
-// virtuald's questions, a map lookup each; status and reload take longer
-// and go to goroutines.
-func inline(req [][]byte) bool {
-	switch string(req[1]) {
-	case ipc.OpResolve, ipc.OpLookup, ipc.OpCount:
-		return true
-	}
-	return false
-}
-
-// stream answers the requests whose replies are streamed: a status of
-// every entry.
-func (d *Daemon) stream(peer unix.Ucred, req [][]byte) func(send func([][]byte) error) error {
-	if string(req[1]) != ipc.OpStatus {
-		return nil
-	}
-	q, err := ipc.ParseStatusQuery(req[2:])
-	if err != nil || !q.All {
-		return nil
-	}
-	return func(send func([][]byte) error) error { return d.StreamStatus(q, send) }
-}
-
-// resolve answers: path, address, then the file identity virtuald saw.
-// count says whether the answer counts as one of virtuald's.
-func (d *Daemon) resolve(peer unix.Ucred, args [][]byte, count bool) [][]byte {
-	if len(args) != 7 {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, "resolve takes a conf path, an address and a file identity")
-	}
-	path := string(args[0])
-	addr, err := netip.ParseAddr(string(args[1]))
-	if err != nil {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, "bad address")
-	}
-	id, err := ipc.ParseFileID(args[2:])
-	if err != nil {
-		d.queries.errors.Add(1)
-		return replyStrings(ipc.ReplyError, err.Error())
-	}
-	c := d.confs.get(path)
-	if c == nil {
-		// Only virtuald's questions as root make the daemon read a new
-		// file (it holds what it reads for good); ipwatchctl's lookups
-		// change nothing.
-		if count && peer.Uid == 0 && filepath.IsAbs(path) && filepath.Clean(path) == path && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
-			d.log.Info("adopting conf file", zap.String("conf", path), zap.Int32("pid", peer.Pid))
-			d.adopt(path)
-		}
-		d.queries.unknown.Add(1)
-		return replyStrings(ipc.ReplyUnknown)
-	}
-	s := c.cur.Load()
-	if s == nil {
-		d.queries.unknown.Add(1)
-		return replyStrings(ipc.ReplyUnknown)
-	}
-	if s.id != id {
-		d.queue(path)
-		d.queries.stale.Add(1)
-		return replyStrings(ipc.ReplyStale)
-	}
-	if s.racy() {
-		// The read again is scheduled; until it is done, the file
-		// itself is the only safe answer.
-		d.queries.racy.Add(1)
-		return replyStrings(ipc.ReplyRacy)
-	}
-	m := s.file.Lookup(addr)
-	a := ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
-	if m.Entry != nil {
-		a.Line, a.Key, a.Root, a.User, a.Group = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.User, m.Entry.Group
-		// Only root's questions are virtuald's: a member of the
-		// socket's group cannot make an entry's count grow.
-		if count && peer.Uid == 0 {
-			c.counter(m.Entry.Key).Add(1)
-		}
-	}
-	if m.Err != nil {
-		a.Refusal = m.Err.Error()
-	}
-	d.queries.ok.Add(1)
-	return replyStrings(append([]string{ipc.ReplyOK}, a.Fields()...)...)
-}
-
-// count adds connections that virtuald in accept mode answered from the
-// answers it keeps (args: conf path, then entry key and count pairs) to the
-// entries' resolved counts. Only root's reports count.
-func (d *Daemon) count(peer unix.Ucred, args [][]byte) [][]byte {
-	if peer.Uid != 0 {
-		return replyStrings(ipc.ReplyError, "count is for root only")
-	}
-	if len(args) < 1 || len(args)%2 != 1 {
-		return replyStrings(ipc.ReplyError, "count takes a conf path, then key and count pairs")
-	}
-	c := d.confs.get(string(args[0]))
-	if c == nil {
-		return replyStrings(ipc.ReplyUnknown)
-	}
-	for i := 1; i+1 < len(args); i += 2 {
-		n, err := strconv.ParseUint(string(args[i+1]), 10, 64)
-		if err != nil {
-			return replyStrings(ipc.ReplyError, "bad count")
-		}
-		c.counter(string(args[i])).Add(n)
-	}
-	// The generation lets accept mode drop the answers it keeps when the
-	// file changed.
-	if s := c.cur.Load(); s != nil {
-		return replyStrings(ipc.ReplyOK, strconv.FormatUint(s.generation, 10))
-	}
-	return replyStrings(ipc.ReplyOK)
-}
-
-func replyStrings(s ...string) [][]byte {
-	b := make([][]byte, len(s))
-	for i := range s {
-		b[i] = []byte(s[i])
-	}
-	return b
-}
-
-func jsonReply(v any) [][]byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return replyStrings(ipc.ReplyError, err.Error())
-	}
-	return [][]byte{[]byte(ipc.ReplyOK), b}
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net/netip"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +45,7 @@ func startDaemon(t testing.TB, confs []string) (*Daemon, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -57,18 +60,27 @@ func startDaemon(t testing.TB, confs []string) (*Daemon, string) {
 	return d, sock
 }
 
-func ask(t *testing.T, sock, path string, addr netip.Addr) [][]byte {
+// question is virtuald's question about addr in the conf file at path, as
+// it finds the file now.
+func question(t testing.TB, path string, addr netip.Addr) ipc.ResolveRequest {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	reply, err := ipc.Call(sock, 5*time.Second, 1<<16,
-		append([]string{ipc.Version, ipc.OpResolve, path, addr.String()}, ipc.FileIDOf(&st).Fields()...)...)
-	if err != nil {
+	return ipc.ResolveRequest{Conf: path, Addr: addr, ID: ipc.FileIDOf(&st)}
+}
+
+// ask asks the daemon at sock virtuald's question; the error is the
+// daemon's reply when it did not answer (stale, unknown...), and fails the
+// test when the daemon could not be asked.
+func ask(t *testing.T, sock, path string, addr netip.Addr) (*ipc.Answer, error) {
+	t.Helper()
+	a, err := ipc.Client{Socket: sock, Timeout: 5 * time.Second}.Resolve(question(t, path, addr))
+	if errors.Is(err, ipc.ErrAbsent) || errors.Is(err, ipc.ErrSlow) || errors.Is(err, ipc.ErrUntrusted) {
 		t.Fatal(err)
 	}
-	return reply
+	return a, err
 }
 
 // The daemon and the file never disagree: for many generated conf files
@@ -83,7 +95,7 @@ func TestDaemonAgreesWithFile(t *testing.T) {
 		if err := os.WriteFile(p, []byte(randomConf(rng)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(p, 0o644)
+		testbed.Must(t, os.Chmod(p, 0o644))
 		paths = append(paths, p)
 	}
 	settle(t, paths...)
@@ -98,13 +110,9 @@ func TestDaemonAgreesWithFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			reply := ask(t, sock, p, addr)
-			if string(reply[0]) != ipc.ReplyOK {
-				t.Fatalf("%s %s: reply %q", p, a, reply[0])
-			}
-			got, err := ipc.ParseAnswer(reply[1:])
+			got, err := ask(t, sock, p, addr)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s %s: %v", p, a, err)
 			}
 			if msg := compare(got, want); msg != "" {
 				t.Fatalf("%s, address %s: %s\nfile:\n%s", p, a, msg, data)
@@ -140,27 +148,27 @@ func compare(got *ipc.Answer, want conf.Match) string {
 func TestStaleAndUnknown(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
-	os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /a\n"), 0o644))
 	settle(t, p)
 	d, sock := startDaemon(t, []string{p})
 	d.ReloadAll()
 	addr := netip.MustParseAddr("10.0.0.1")
-	if r := ask(t, sock, p, addr); string(r[0]) != ipc.ReplyOK || string(r[5]) != "/a" {
-		t.Fatalf("first answer: %q", r)
+	if a, err := ask(t, sock, p, addr); err != nil || a.Root != "/a" {
+		t.Fatalf("first answer: %+v, %v", a, err)
 	}
 	tmp := p + ".new"
-	os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644)
-	os.Rename(tmp, p)
+	testbed.Must(t, os.WriteFile(tmp, []byte("10.0.0.1 /b\n"), 0o644))
+	testbed.Must(t, os.Rename(tmp, p))
 	// Whether the watcher or a stale answer makes the daemon reload, it
 	// must never answer from the old copy.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		r := ask(t, sock, p, addr)
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/b" {
+		a, err := ask(t, sock, p, addr)
+		if err == nil && a.Root == "/b" {
 			break
 		}
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) != "/b" {
-			t.Fatalf("answered from the old copy after the rename: %q", r)
+		if err == nil {
+			t.Fatalf("answered from the old copy after the rename: %+v", a)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the daemon did not pick up the renamed file")
@@ -169,22 +177,22 @@ func TestStaleAndUnknown(t *testing.T) {
 	}
 
 	other := filepath.Join(dir, "other")
-	os.WriteFile(other, []byte("default /c\n"), 0o644)
+	testbed.Must(t, os.WriteFile(other, []byte("default /c\n"), 0o644))
 	settle(t, other)
-	if r := ask(t, sock, other, addr); string(r[0]) != ipc.ReplyUnknown {
-		t.Fatalf("unknown file: %q", r)
+	if a, err := ask(t, sock, other, addr); !errors.Is(err, ipc.ErrUnknown) {
+		t.Fatalf("unknown file: %+v, %v", a, err)
 	}
 	if os.Geteuid() != 0 {
 		return // only root's questions adopt a file
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		r := ask(t, sock, other, addr)
-		if string(r[0]) == ipc.ReplyOK && string(r[5]) == "/c" {
+		a, err := ask(t, sock, other, addr)
+		if err == nil && a.Root == "/c" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the file root asked about was not adopted: %q", r)
+			t.Fatalf("the file root asked about was not adopted: %+v, %v", a, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -217,7 +225,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 			}
 			dir := t.TempDir()
 			p := filepath.Join(dir, "conf")
-			os.WriteFile(p, []byte("10.0.0.1 /usr\n"), 0o644)
+			testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /usr\n"), 0o644))
 			settle(t, p) // no read again of a racy copy may land between the writes below
 			d, _ := startDaemon(t, []string{p})
 			d.ReloadAll()
@@ -229,22 +237,22 @@ func TestLastGoodCopyKept(t *testing.T) {
 				t.Fatal(err)
 			}
 			d.ReloadAll()
-			broken := d.Status(ipc.StatusQuery{}).Confs[0]
+			broken := d.Status(admin.StatusQuery{}).Confs[0]
 			if broken.Generation != first.Generation || !strings.Contains(strings.ToLower(broken.Error), strings.ToLower(br.why)) {
 				t.Fatalf("after the break: %+v, want generation %d kept and the reason (%s)", broken, first.Generation, br.why)
 			}
 			if s := d.confs.get(p).cur.Load(); s.file.Entry(0).Root != "/usr" {
 				t.Fatalf("the last good copy was not kept: %s", s.file.Entry(0))
 			}
-			if len(broken.Entries) != 1 || broken.Entries[0].State != ipc.StateInvalid || !strings.Contains(broken.Entries[0].Reason, "every connection is refused") ||
-				broken.Counts != (ipc.StateCounts{Invalid: 1}) {
+			if len(broken.Entries) != 1 || broken.Entries[0].State != admin.StateInvalid || !strings.Contains(broken.Entries[0].Reason, "every connection is refused") ||
+				broken.Counts != (admin.StateCounts{Invalid: 1}) {
 				t.Fatalf("status shows an entry of an unusable file as served: %+v, counts %+v", broken.Entries, broken.Counts)
 			}
 			// Replaced whole, by rename: a rewrite in place is empty for a
 			// moment, and a reload that reads it then loads an empty file.
 			replace(t, p, "10.0.0.1 /\n")
 			d.ReloadAll()
-			fixed := d.Status(ipc.StatusQuery{}).Confs[0]
+			fixed := d.Status(admin.StatusQuery{}).Confs[0]
 			if fixed.Generation <= first.Generation || fixed.Error != "" || fixed.Counts.Invalid != 0 {
 				t.Fatalf("after the fix: %+v", fixed)
 			}

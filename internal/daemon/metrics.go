@@ -16,7 +16,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -226,16 +226,16 @@ func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Addr
 		}
 	}
 	var checker conf.Checker
-	n := ipc.StateCounts{Invalid: s.file.Len()} // the file cannot be used now: all refused, as status says
+	n := admin.StateCounts{Invalid: s.file.Len()} // the file cannot be used now: all refused, as status says
 	if cf.lastError() == "" {
 		n = stateCounts(s, checked, live, &checker)
 	}
 	if checked != nil {
 		gauge(descChecked, float64(checked.at.UnixNano())/1e9, cf.path)
 	}
-	gauge(descEntries, float64(n.Invalid), cf.path, ipc.StateInvalid)
-	gauge(descEntries, float64(n.Live), cf.path, ipc.StateLive)
-	gauge(descEntries, float64(n.Absent), cf.path, ipc.StateAbsent)
+	gauge(descEntries, float64(n.Invalid), cf.path, admin.StateInvalid)
+	gauge(descEntries, float64(n.Live), cf.path, admin.StateLive)
+	gauge(descEntries, float64(n.Absent), cf.path, admin.StateAbsent)
 }
 
 // serveMetrics serves /metrics on the listener until ctx ends.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 )
 
@@ -29,7 +30,7 @@ func metricsDaemon(t *testing.T, max int, confs ...string) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-d.tracker.Ready():
@@ -70,12 +71,12 @@ func scrape(t *testing.T, d *Daemon) (string, map[string]float64) {
 func TestMetrics(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "conf")
-	os.WriteFile(p, []byte("10.0.0.1 /\n10.0.0.2 relative\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /\n10.0.0.2 relative\n"), 0o644))
 	d := metricsDaemon(t, 0, p)
 	for i := 0; i < 3; i++ {
 		ask(t, d.cfg.Socket, p, netip.MustParseAddr("10.0.0.1"))
 	}
-	os.WriteFile(p, []byte("10.0.0.1 /\x00"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /\x00"), 0o644))
 	d.ReloadAll()
 
 	body, samples := scrape(t, d)
@@ -158,7 +159,7 @@ func TestMetricsCapAndOther(t *testing.T) {
 	for i := 1; i <= 6; i++ {
 		lines = append(lines, fmt.Sprintf("10.0.0.%d /", i))
 	}
-	os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	testbed.Must(t, os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
 	d := metricsDaemon(t, 3, p)
 	askN := func(a string, n int) {
 		for i := 0; i < n; i++ {
@@ -183,7 +184,7 @@ func TestMetricsCapAndOther(t *testing.T) {
 
 	askN("10.0.0.4", 10) // now the busiest: it stays in other
 	settle(t, p)
-	os.WriteFile(p, []byte("10.0.0.1 /\n10.0.0.6 /\n"), 0o644) // 2 and 3 removed
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 /\n10.0.0.6 /\n"), 0o644)) // 2 and 3 removed
 	settle(t, p)
 	d.ReloadAll()
 	askN("10.0.0.6", 1)

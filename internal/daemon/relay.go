@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 )
@@ -53,12 +53,12 @@ func (d *Daemon) syncRelay() {
 }
 
 // relayStatus is the relay of a valid entry's root, for status.
-func relayStatus(r *relay.Relay, root string) *ipc.RelayStatus {
+func relayStatus(r *relay.Relay, root string) *admin.RelayStatus {
 	if r == nil {
 		return nil
 	}
 	st := r.Status(root)
-	out := &ipc.RelayStatus{State: "on", Relayed: st.Relayed, Dropped: st.Dropped}
+	out := &admin.RelayStatus{State: "on", Relayed: st.Relayed, Dropped: st.Dropped}
 	if !st.On {
 		out.State, out.Reason = "off", st.Reason
 	}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"iter"
 	"maps"
@@ -12,7 +11,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/relay"
 	"go.uber.org/zap"
 )
@@ -28,7 +27,7 @@ const freshLimit = 10_000
 // Status builds the status report that q asks for from the current
 // snapshots and addresses, with every listed entry (q.All is ignored: see
 // StreamStatus).
-func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
+func (d *Daemon) Status(q admin.StatusQuery) admin.Status {
 	v := d.newView()
 	st := v.header(d)
 	for _, c := range d.confs.all() {
@@ -36,9 +35,9 @@ func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
 		if list != nil {
 			limit := q.Limit
 			if limit <= 0 {
-				limit = ipc.DefaultStatusLimit
+				limit = admin.DefaultStatusLimit
 			}
-			list(func(e ipc.EntryStatus) bool {
+			list(func(e admin.EntryStatus) bool {
 				if len(cs.Entries) >= limit {
 					cs.More++
 					return true
@@ -56,13 +55,13 @@ func (d *Daemon) Status(q ipc.StatusQuery) ipc.Status {
 // header (the status without entries), then the entries of each file in
 // batches (one at least per file, in order), then the end. The daemon
 // holds one batch at a time, however many entries the files have.
-func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) error {
+func (d *Daemon) StreamStatus(q admin.StatusQuery, send func([][]byte) error) error {
 	const batch = 1000
 	v := d.newView()
 	st := v.header(d)
 	type pending struct {
-		cs   ipc.ConfStatus
-		list func(func(ipc.EntryStatus) bool)
+		cs   admin.ConfStatus
+		list func(func(admin.EntryStatus) bool)
 	}
 	var files []pending
 	for _, c := range d.confs.all() {
@@ -70,17 +69,13 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 		st.Confs = append(st.Confs, cs)
 		files = append(files, pending{cs, list})
 	}
-	head, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	if err := send([][]byte{[]byte(ipc.ReplyOK), head}); err != nil {
+	if err := send(admin.StatusReply(&st)); err != nil {
 		return err
 	}
 	// Every file gets one batch at least, empty if need be, so that the
 	// client meets the files in order.
 	for _, f := range files {
-		buf := []ipc.EntryStatus{}
+		buf := []admin.EntryStatus{}
 		sent := false
 		var sendErr error
 		flush := func() bool {
@@ -88,15 +83,15 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 				return true
 			}
 			sent = true
-			b, err := json.Marshal(buf)
+			frame, err := admin.EntriesFrame(f.cs.Path, buf)
 			if err == nil {
-				err = send([][]byte{[]byte(ipc.ReplyEntries), []byte(f.cs.Path), b})
+				err = send(frame)
 			}
 			buf, sendErr = buf[:0], err
 			return err == nil
 		}
 		if f.list != nil {
-			f.list(func(e ipc.EntryStatus) bool {
+			f.list(func(e admin.EntryStatus) bool {
 				buf = append(buf, e)
 				return len(buf) < batch || flush()
 			})
@@ -105,7 +100,7 @@ func (d *Daemon) StreamStatus(q ipc.StatusQuery, send func([][]byte) error) erro
 			return sendErr
 		}
 	}
-	return send([][]byte{[]byte(ipc.ReplyEnd)})
+	return send(admin.EndFrame())
 }
 
 // view is what one status needs of the host: its addresses, the kernel's
@@ -120,22 +115,22 @@ func (d *Daemon) newView() *view {
 	return &view{addrs: d.addresses(), conns: d.connectionsByAddress(), relay: d.relay}
 }
 
-func (v *view) header(d *Daemon) ipc.Status {
-	st := ipc.Status{
+func (v *view) header(d *Daemon) admin.Status {
+	st := admin.Status{
 		Version:        d.cfg.Version,
 		UptimeSeconds:  time.Since(d.start).Seconds(),
 		BPF:            d.bpfState,
 		NetlinkResyncs: d.tracker.Resyncs(),
-		Queries: ipc.QueryCounts{
+		Queries: admin.QueryCounts{
 			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(), Racy: d.queries.racy.Load(),
 			Unknown: d.queries.unknown.Load(), Error: d.queries.errors.Load(),
 		},
-		Confs:    []ipc.ConfStatus{},
-		Unmapped: []ipc.Unmapped{},
+		Confs:    []admin.ConfStatus{},
+		Unmapped: []admin.Unmapped{},
 	}
 	for _, a := range v.addrs {
 		if !d.mapped(a.Addr) {
-			st.Unmapped = append(st.Unmapped, ipc.Unmapped{Address: a.Addr.String(), Interface: a.Interface, Connections: v.conns[a.Addr]})
+			st.Unmapped = append(st.Unmapped, admin.Unmapped{Address: a.Addr.String(), Interface: a.Interface, Connections: v.conns[a.Addr]})
 		}
 	}
 	return st
@@ -145,15 +140,15 @@ func (v *view) header(d *Daemon) ipc.Status {
 // the entries q matches, in file order (nil when the file has no
 // snapshot). The listing calls yield with each entry until it returns
 // false.
-func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield func(ipc.EntryStatus) bool)) {
-	cs := ipc.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []ipc.EntryStatus{}}
+func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yield func(admin.EntryStatus) bool)) {
+	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
 	s := c.cur.Load()
 	if s == nil {
 		return cs, nil
 	}
 	cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 	for i, e := range s.file.Errors {
-		if i == ipc.DefaultStatusLimit {
+		if i == admin.DefaultStatusLimit {
 			cs.ProblemsMore = len(s.file.Errors) - i // ipwatchctl check lists them all
 			break
 		}
@@ -163,7 +158,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	// handful, whatever the size of the file.
 	// Entries are told apart by their line: the file builds a new Entry
 	// each time one is asked for.
-	served := map[int][]ipc.AddressStatus{}
+	served := map[int][]admin.AddressStatus{}
 	conns := map[int]uint64{}
 	live := map[int]*conf.Entry{}
 	for _, a := range v.addrs {
@@ -174,7 +169,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 		if !containsAddr(served[e.Line], a.Addr) {
 			conns[e.Line] += v.conns[a.Addr] // once per address, however many links hold it
 		}
-		served[e.Line] = append(served[e.Line], ipc.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
+		served[e.Line] = append(served[e.Line], admin.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
 		if a.Live() {
 			live[e.Line] = e
 		}
@@ -198,7 +193,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	// listing checks every root; else the validator's pass.
 	state := func(e *conf.Entry, now bool) (string, string) {
 		if refused != "" {
-			return ipc.StateInvalid, refused
+			return admin.StateInvalid, refused
 		}
 		if r, ok := memo[e.Line]; ok {
 			return r[0], r[1]
@@ -211,13 +206,13 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 		return st, why
 	}
 	if refused != "" {
-		cs.Counts = ipc.StateCounts{Invalid: s.file.Len()}
+		cs.Counts = admin.StateCounts{Invalid: s.file.Len()}
 	} else if fresh {
 		for _, e := range s.file.All() {
 			switch st, _ := state(e, false); st {
-			case ipc.StateLive:
+			case admin.StateLive:
 				cs.Counts.Live++
-			case ipc.StateAbsent:
+			case admin.StateAbsent:
 				cs.Counts.Absent++
 			default:
 				cs.Counts.Invalid++
@@ -235,7 +230,7 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 	// then its invalid ones; anything else lists every entry that
 	// matches, in file order.
 	summary := q.State == "" && !q.All && !q.Match.IsValid() && !fresh
-	list := func(yield func(ipc.EntryStatus) bool) {
+	list := func(yield func(admin.EntryStatus) bool) {
 		matching := entriesMatching(s.file, q.Match)
 		if summary {
 			matching = slices.Values(summaryEntries(s, checked, live))
@@ -245,12 +240,12 @@ func (v *view) conf(c *confFile, q ipc.StatusQuery) (ipc.ConfStatus, func(yield 
 			if q.State != "" && st != q.State {
 				continue
 			}
-			es := ipc.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
+			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
 				State: st, Reason: reason, Addresses: served[e.Line], Connections: conns[e.Line]}
 			if es.Addresses == nil {
-				es.Addresses = []ipc.AddressStatus{}
+				es.Addresses = []admin.AddressStatus{}
 			}
-			if st != ipc.StateInvalid {
+			if st != admin.StateInvalid {
 				es.Warning = conf.RootWarning(e)
 				es.Relay = relayStatus(v.relay, e.Root)
 			}
@@ -291,24 +286,24 @@ func summaryEntries(s *snapshot, checked *rootCheck, live map[int]*conf.Entry) [
 // live or absent.
 func entryState(s *snapshot, e *conf.Entry, check, live bool, checker *conf.Checker) (string, string) {
 	if err := s.file.Refusal(e); err != nil {
-		return ipc.StateInvalid, err.Error()
+		return admin.StateInvalid, err.Error()
 	}
 	if check {
 		if err := checker.Validate(e); err != nil {
-			return ipc.StateInvalid, err.Error()
+			return admin.StateInvalid, err.Error()
 		}
 	}
 	if live {
-		return ipc.StateLive, ""
+		return admin.StateLive, ""
 	}
-	return ipc.StateAbsent, ""
+	return admin.StateAbsent, ""
 }
 
 // stateCounts counts the entries of a large file by state without
 // checking every root: the text's refusals were counted at load, failed
 // roots come from the validator's pass, and the live entries are checked
 // now.
-func stateCounts(s *snapshot, checked *rootCheck, live map[int]*conf.Entry, checker *conf.Checker) ipc.StateCounts {
+func stateCounts(s *snapshot, checked *rootCheck, live map[int]*conf.Entry, checker *conf.Checker) admin.StateCounts {
 	invalid := s.invalid
 	if checked != nil {
 		invalid += checked.invalid
@@ -329,7 +324,7 @@ func stateCounts(s *snapshot, checked *rootCheck, live map[int]*conf.Entry, chec
 			invalid++ // broken since the pass
 		}
 	}
-	return ipc.StateCounts{Live: n, Invalid: invalid, Absent: s.file.Len() - invalid - n}
+	return admin.StateCounts{Live: n, Invalid: invalid, Absent: s.file.Len() - invalid - n}
 }
 
 // entriesMatching returns the entries of f that match m: all of them for
@@ -353,7 +348,7 @@ func entriesMatching(f *conf.File, m netip.Prefix) iter.Seq[*conf.Entry] {
 	}
 }
 
-func containsAddr(as []ipc.AddressStatus, a netip.Addr) bool {
+func containsAddr(as []admin.AddressStatus, a netip.Addr) bool {
 	for _, x := range as {
 		if x.Address == a.String() {
 			return true
@@ -398,10 +393,10 @@ func (d *Daemon) mapped(a netip.Addr) bool {
 }
 
 // confList reports every file without its entries, for reload and OpConfs.
-func (d *Daemon) confList() []ipc.ConfStatus {
-	var out []ipc.ConfStatus
+func (d *Daemon) confList() []admin.ConfStatus {
+	var out []admin.ConfStatus
 	for _, c := range d.confs.all() {
-		cs := ipc.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []ipc.EntryStatus{}}
+		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
 		if s := c.cur.Load(); s != nil {
 			cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 			for _, e := range s.file.Errors {

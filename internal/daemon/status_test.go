@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 )
 
 // millionConf writes a conf of 1,000,000 entries: fillers served from /
@@ -46,14 +47,14 @@ func TestStatusAtAMillionEntries(t *testing.T) {
 		}
 	}
 
-	st := d.Status(ipc.StatusQuery{})
+	st := d.Status(admin.StatusQuery{})
 	b, _ := json.Marshal(st)
 	cs := st.Confs[0]
 	t.Logf("summary: %d bytes, counts %+v, %d listed, %d more", len(b), cs.Counts, len(cs.Entries), cs.More)
 	if len(b) > 1<<20 {
 		t.Errorf("the summary is %d bytes, want < 1 MiB", len(b))
 	}
-	if cs.Counts != (ipc.StateCounts{Live: 2, Invalid: 5, Absent: 1_000_000 - 7}) {
+	if cs.Counts != (admin.StateCounts{Live: 2, Invalid: 5, Absent: 1_000_000 - 7}) {
 		t.Errorf("counts %+v: want 2 live, 5 invalid, the rest absent", cs.Counts)
 	}
 	if len(cs.Entries) != 7 || cs.More != 0 || len(cs.Problems) != 6 || cs.Entries[0].Key != "127.0.0.1" || cs.Entries[6].Reason == "" {
@@ -61,17 +62,17 @@ func TestStatusAtAMillionEntries(t *testing.T) {
 	}
 
 	for _, c := range []struct {
-		q      ipc.StatusQuery
+		q      admin.StatusQuery
 		listed int
 		more   int
 		first  string
 	}{
-		{ipc.StatusQuery{Match: netip.MustParsePrefix("127.0.0.1/32")}, 1, 0, "127.0.0.1"},
-		{ipc.StatusQuery{Match: netip.MustParsePrefix("10.0.1.0/24")}, 100, 156, "10.0.1.0"},
-		{ipc.StatusQuery{Match: netip.MustParsePrefix("10.0.1.0/24"), Limit: 300}, 256, 0, "10.0.1.0"},
-		{ipc.StatusQuery{State: ipc.StateLive}, 2, 0, "127.0.0.1"},
-		{ipc.StatusQuery{State: ipc.StateAbsent, Limit: 5}, 5, 1_000_000 - 7 - 5, "10.0.0.0"},
-		{ipc.StatusQuery{State: ipc.StateInvalid}, 5, 0, "10.255.0.1"},
+		{admin.StatusQuery{Match: netip.MustParsePrefix("127.0.0.1/32")}, 1, 0, "127.0.0.1"},
+		{admin.StatusQuery{Match: netip.MustParsePrefix("10.0.1.0/24")}, 100, 156, "10.0.1.0"},
+		{admin.StatusQuery{Match: netip.MustParsePrefix("10.0.1.0/24"), Limit: 300}, 256, 0, "10.0.1.0"},
+		{admin.StatusQuery{State: admin.StateLive}, 2, 0, "127.0.0.1"},
+		{admin.StatusQuery{State: admin.StateAbsent, Limit: 5}, 5, 1_000_000 - 7 - 5, "10.0.0.0"},
+		{admin.StatusQuery{State: admin.StateInvalid}, 5, 0, "10.255.0.1"},
 	} {
 		cs := d.Status(c.q).Confs[0]
 		if len(cs.Entries) != c.listed || cs.More != c.more || cs.Entries[0].Key != c.first {
@@ -81,13 +82,13 @@ func TestStatusAtAMillionEntries(t *testing.T) {
 
 	// Every entry, streamed: in batches, none large.
 	var entries, frames, largest int
-	err := d.StreamStatus(ipc.StatusQuery{All: true}, func(f [][]byte) error {
+	err := d.StreamStatus(admin.StatusQuery{All: true}, func(f [][]byte) error {
 		frames++
 		if n := len(f[len(f)-1]); n > largest {
 			largest = n
 		}
 		if string(f[0]) == ipc.ReplyEntries {
-			var es []ipc.EntryStatus
+			var es []admin.EntryStatus
 			if err := json.Unmarshal(f[2], &es); err != nil {
 				return err
 			}

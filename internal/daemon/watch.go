@@ -63,7 +63,9 @@ func (w *watcher) add(path string) {
 	})
 }
 
+// run reads the watch's events until ctx ends, which closes the watch.
 func (w *watcher) run(ctx context.Context) error {
+	context.AfterFunc(ctx, w.close)
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := w.f.Read(buf)

@@ -116,9 +116,9 @@ func TestInstallTenantTraps(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	outside := filepath.Join(roots.Dir, "outside")
-	os.Mkdir(outside, 0o755)
+	testbed.Must(t, os.Mkdir(outside, 0o755))
 	secret := filepath.Join(outside, "shadow")
-	os.WriteFile(secret, []byte("secret\n"), 0o600)
+	testbed.Must(t, os.WriteFile(secret, []byte("secret\n"), 0o600))
 
 	trap := func(name string, plant func(root string), want string, o Options) {
 		t.Run(name, func(t *testing.T) {
@@ -152,27 +152,27 @@ func TestInstallTenantTraps(t *testing.T) {
 	trap("dir-link-out", func(root string) { replace(filepath.Join(root, "usr/bin"), outside) },
 		"/usr/bin is a symbolic link to "+outside+" where install needs a directory: refused", Options{})
 	trap("dev-link-out", func(root string) {
-		os.Mkdir(filepath.Join(root, "dev"), 0o755)
+		testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
 		replace(filepath.Join(root, "dev/null"), secret)
 	}, "/dev/null is a symbolic link to "+secret+" where install needs a device: refused", Options{Dev: true})
 	trap("etc-link-out", func(root string) {
-		os.Mkdir(filepath.Join(root, "etc"), 0o755)
+		testbed.Must(t, os.Mkdir(filepath.Join(root, "etc"), 0o755))
 		replace(filepath.Join(root, "etc/passwd"), secret)
 	}, "/etc/passwd is a symbolic link to "+secret+" where install needs a regular file: refused", Options{User: "nobody"})
 	trap("fifo", func(root string) {
 		os.Remove(filepath.Join(root, "usr/bin/id"))
-		unix.Mkfifo(filepath.Join(root, "usr/bin/id"), 0o644)
+		testbed.Must(t, unix.Mkfifo(filepath.Join(root, "usr/bin/id"), 0o644))
 	}, "/usr/bin/id is a FIFO where install needs a regular file: refused", Options{})
 	// A directory the tenant owns could be renamed out of the root
 	// between install's opening it and writing in it (to any directory of
 	// the same file system the tenant can write): install writes only in
 	// directories nobody but root can change.
 	trap("tenant-dir", func(root string) {
-		os.Chown(filepath.Join(root, "usr/lib"), 1000, 1000)
+		testbed.Must(t, os.Chown(filepath.Join(root, "usr/lib"), 1000, 1000))
 		os.Remove(filepath.Join(root, "usr/lib/x86_64-linux-gnu/libc.so.6"))
 	}, "/usr/lib is owned by uid 1000 with mode 0755: install writes only in directories owned by root and not writable by group or others", Options{})
 	trap("writable-dir", func(root string) {
-		os.Chmod(filepath.Join(root, "usr/bin"), 0o777)
+		testbed.Must(t, os.Chmod(filepath.Join(root, "usr/bin"), 0o777))
 	}, "/usr/bin is owned by uid 0 with mode 0777", Options{})
 }
 
@@ -183,9 +183,9 @@ func TestInstallRefusesBadRoots(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	ww := roots.Root("ww", "")
-	os.Chmod(ww, 0o777)
+	testbed.Must(t, os.Chmod(ww, 0o777))
 	link := filepath.Join(roots.Dir, "link")
-	os.Symlink(roots.Root("target", ""), link)
+	testbed.Must(t, os.Symlink(roots.Root("target", ""), link))
 	for root, want := range map[string]string{
 		ww:                              ww + " is writable by group or others (mode 0777): virtuald would refuse this root",
 		link:                            link + " is a symbolic link: virtuald would refuse this root",
@@ -202,8 +202,8 @@ func TestInstallRefusesBadRoots(t *testing.T) {
 	}
 
 	root := roots.Root("devfile", "")
-	os.Mkdir(filepath.Join(root, "dev"), 0o755)
-	os.WriteFile(filepath.Join(root, "dev/null"), []byte("oops"), 0o644)
+	testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
+	testbed.Must(t, os.WriteFile(filepath.Join(root, "dev/null"), []byte("oops"), 0o644))
 	if _, out, err := run(t, root, Options{Dev: true}); err != nil || !strings.Contains(out, "replace "+root+"/dev/null (a regular file) with the device 1:3") {
 		t.Fatalf("%v:\n%s", err, out)
 	}

@@ -9,26 +9,70 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Why a call found no usable daemon. virtuald falls back to the file on
-// any of them and logs which.
+// Why a call found no usable daemon, or the daemon did not answer a
+// resolve from its copy. virtuald reads the file on any of them and logs
+// which; the daemon's own are worded to follow "daemon=" in that line.
 var (
 	ErrAbsent    = errors.New("daemon absent")
 	ErrUntrusted = errors.New("daemon not trusted")
 	ErrSlow      = errors.New("daemon too slow")
+	ErrStale     = errors.New("its copy of the conf is stale")
+	ErrRacy      = errors.New("the conf changed too recently for its copy to be vouched for")
+	ErrUnknown   = errors.New("conf unknown to it")
 	// ErrDenied: the socket is there but this process may not connect
 	// (EACCES): a daemon may well be running. Only root and the socket's
 	// group (ipwatchd -socket-group) may ask.
 	ErrDenied = errors.New("permission denied")
 )
 
-// Call connects to the daemon at path, checks that the peer runs as root or
-// as this process's own uid (SO_PEERCRED: a listener anyone else put at
-// the path is not believed), sends one request and returns the reply's
-// fields. The whole exchange must finish within timeout. It uses raw
-// descriptors so that virtuald does not start the runtime's poller.
-func Call(path string, timeout time.Duration, replyLimit int, fields ...string) ([][]byte, error) {
-	deadline := time.Now().Add(timeout)
-	fd, err := request(path, deadline, fields)
+// Client asks the daemon at Socket, one request per connection, each
+// within Timeout. It checks that the peer runs as root or as this
+// process's own uid (SO_PEERCRED: a listener anyone else put at the path
+// is not believed). It uses raw descriptors so that virtuald does not
+// start the runtime's poller.
+type Client struct {
+	Socket  string
+	Timeout time.Duration
+}
+
+// Replies larger than these are refused: an answer is a few hundred bytes,
+// a count reply a number.
+const (
+	answerLimit     = 64 << 10
+	countReplyLimit = 1024
+)
+
+// Resolve asks which entry serves r.Addr; see ParseResolveReply for the
+// errors beside the connection's (ErrAbsent, ErrUntrusted, ErrSlow).
+func (c Client) Resolve(r ResolveRequest) (*Answer, error) {
+	var buf [512]byte // a request with a path of PATH_MAX grows past it
+	reply, err := c.Call(r.AppendFrame(buf[:0]), answerLimit)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResolveReply(reply)
+}
+
+// Count reports connections and returns the daemon's generation of the
+// conf file; see ParseCountReply for the errors.
+func (c Client) Count(r CountRequest) (generation uint64, err error) {
+	frame, err := r.AppendFrame(nil)
+	if err != nil {
+		return 0, err
+	}
+	reply, err := c.Call(frame, countReplyLimit)
+	if err != nil {
+		return 0, err
+	}
+	return ParseCountReply(reply)
+}
+
+// Call sends one request frame and returns the fields of its reply, which
+// may be up to replyLimit bytes. The whole exchange must finish within the
+// client's Timeout.
+func (c Client) Call(frame []byte, replyLimit int) ([][]byte, error) {
+	deadline := time.Now().Add(c.Timeout)
+	fd, err := request(c.Socket, deadline, frame)
 	if err != nil {
 		return nil, err
 	}
@@ -37,25 +81,26 @@ func Call(path string, timeout time.Duration, replyLimit int, fields ...string) 
 }
 
 // CallStream sends one request whose reply is streamed (several frames,
-// the last ReplyEnd) and hands each frame to onFrame, each within timeout
-// of the one before. An error reply ends the stream with its message.
-func CallStream(path string, timeout time.Duration, fields []string, onFrame func([][]byte) error) error {
-	fd, err := request(path, time.Now().Add(timeout), fields)
+// the last ReplyEnd) and hands each frame to onFrame, each within the
+// client's Timeout of the one before. An error reply ends the stream with
+// a *RefusedError.
+func (c Client) CallStream(frame []byte, onFrame func([][]byte) error) error {
+	fd, err := request(c.Socket, time.Now().Add(c.Timeout), frame)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	for {
-		frame, err := readFrameExact(fd, time.Now().Add(timeout), MaxReply)
+		frame, err := readFrameExact(fd, time.Now().Add(c.Timeout), MaxReply)
+		if err != nil {
+			return err
+		}
+		status, _, err := SplitReply(frame)
 		switch {
 		case err != nil:
 			return err
-		case len(frame) == 0:
-			return fmt.Errorf("%w: an empty frame", ErrFrame)
-		case string(frame[0]) == ReplyEnd:
+		case status == ReplyEnd:
 			return nil
-		case string(frame[0]) == ReplyError && len(frame) > 1:
-			return fmt.Errorf("ipwatchd: %s", frame[1])
 		}
 		if err := onFrame(frame); err != nil {
 			return err
@@ -65,11 +110,7 @@ func CallStream(path string, timeout time.Duration, fields []string, onFrame fun
 
 // request connects, checks the peer and sends the request frame; the
 // caller closes the descriptor.
-func request(path string, deadline time.Time, fields []string) (int, error) {
-	req, err := EncodeStrings(fields...)
-	if err != nil {
-		return -1, err
-	}
+func request(path string, deadline time.Time, req []byte) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)

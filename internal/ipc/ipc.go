@@ -1,7 +1,11 @@
 // Package ipc is the protocol between ipwatchd and its clients (virtuald on
 // every connection, ipwatchctl): its wire format, its messages, and the
-// client. The server lives in ipc/server, so that virtuald, which imports
-// this package, does not link the net package and its start-up cost.
+// client. Every request and reply is a type here with its encoder and
+// decoder (resolve.go, count.go), so that no caller assembles a message by
+// hand. The server lives in ipc/server, so that virtuald, which imports
+// this package, does not link the net package and its start-up cost; the
+// operator's requests, whose replies are JSON, live in ipc/admin, so that
+// virtuald does not link encoding/json either.
 //
 // A message is a frame: a 4-byte big-endian length, then fields, each a
 // 4-byte big-endian length and its bytes. A request's first field is the
@@ -15,11 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
-
-	"github.com/virtuald/virtuald/internal/conf"
-	"golang.org/x/sys/unix"
 )
 
 // Version is the protocol version a request carries first.
@@ -34,12 +34,12 @@ const (
 
 // Operations.
 const (
-	OpResolve = "resolve" // virtuald's question: counted per entry
+	OpResolve = "resolve" // virtuald's question (ResolveRequest): counted per entry
 	OpLookup  = "lookup"  // the same question from ipwatchctl: not counted
-	OpCount   = "count"   // connections accept mode answered itself: conf path, then entry key and count pairs
-	OpStatus  = "status"  // StatusQuery fields follow
-	OpConfs   = "confs"   // the conf files served, without entries (ConfList)
-	OpReload  = "reload"
+	OpCount   = "count"   // connections accept mode answered itself (CountRequest)
+	OpStatus  = "status"  // the status of the conf files and addresses (ipc/admin)
+	OpConfs   = "confs"   // the conf files served, without entries (ipc/admin)
+	OpReload  = "reload"  // reload every conf file now (ipc/admin)
 )
 
 // Reply statuses, the first field of every reply.
@@ -48,7 +48,7 @@ const (
 	ReplyStale   = "stale"   // the daemon's copy of the conf file is not the file on disk now
 	ReplyRacy    = "racy"    // the file changed too recently for its status to name its content
 	ReplyUnknown = "unknown" // the daemon does not know the conf file (yet)
-	ReplyError   = "error"
+	ReplyError   = "error"   // the daemon refused the request; the reason follows
 	// A streamed reply (status with "all"): ReplyOK and its header first,
 	// then ReplyEntries frames (conf path, a JSON array of entries), then
 	// ReplyEnd.
@@ -59,20 +59,55 @@ const (
 // DefaultSocket is where ipwatchd listens unless told otherwise.
 const DefaultSocket = "/run/ipwatchd/ipwatchd.sock"
 
-// SocketPath returns the socket to use: flag if set, else $VIRTUALD_SOCKET,
-// else DefaultSocket.
-func SocketPath(flag string) string {
+// SocketEnv names the environment variable that overrides DefaultSocket
+// for all three programs.
+const SocketEnv = "VIRTUALD_SOCKET"
+
+// SocketPath returns the socket to use: flag if set, else fromEnv (the
+// value of $VIRTUALD_SOCKET, which each program reads from the environment
+// it was handed), else DefaultSocket.
+func SocketPath(flag, fromEnv string) string {
 	if flag != "" {
 		return flag
 	}
-	if s := os.Getenv("VIRTUALD_SOCKET"); s != "" {
-		return s
+	if fromEnv != "" {
+		return fromEnv
 	}
 	return DefaultSocket
 }
 
-// ErrFrame is returned for a frame that breaks the format or its limits.
+// ErrFrame is returned for a frame that breaks the format or its limits,
+// and for a message whose fields are not what its operation takes.
 var ErrFrame = errors.New("malformed frame")
+
+// RefusedError is the daemon's error reply: it would not answer the
+// request, for Reason.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "ipwatchd: " + e.Reason }
+
+// ErrorReply is the reply that refuses a request for reason.
+func ErrorReply(reason string) [][]byte {
+	return [][]byte{[]byte(ReplyError), []byte(reason)}
+}
+
+// SplitReply returns a reply's status and the fields after it. An error
+// reply is a *RefusedError, an empty one ErrFrame.
+func SplitReply(reply [][]byte) (status string, rest [][]byte, err error) {
+	switch {
+	case len(reply) == 0:
+		return "", nil, fmt.Errorf("%w: an empty reply", ErrFrame)
+	case string(reply[0]) == ReplyError && len(reply) == 2:
+		return "", nil, &RefusedError{Reason: string(reply[1])}
+	}
+	return string(reply[0]), reply[1:], nil
+}
+
+// unexpected is the error for a reply whose status its request does not
+// expect.
+func unexpected(status string) error {
+	return fmt.Errorf("%w: unexpected reply %q", ErrFrame, status)
+}
 
 // Encode makes a frame of fields.
 func Encode(fields ...[]byte) ([]byte, error) {
@@ -95,13 +130,56 @@ func Encode(fields ...[]byte) ([]byte, error) {
 	return b, nil
 }
 
-// EncodeStrings makes a frame of string fields.
-func EncodeStrings(fields ...string) ([]byte, error) {
-	b := make([][]byte, len(fields))
-	for i, f := range fields {
-		b[i] = []byte(f)
+// AppendRequest appends to b the frame of a request for op whose
+// arguments are strings (the operator's requests of ipc/admin).
+func AppendRequest(b []byte, op string, args ...string) []byte {
+	b, frame := beginRequest(b, op)
+	for _, a := range args {
+		b = appendField(b, a)
 	}
-	return Encode(b...)
+	return closeLength(b, frame)
+}
+
+// The request encoders append straight into one buffer, a field at a
+// time: virtuald sends one on every connection, and a []string turned
+// into [][]byte would cost an allocation a field.
+
+// beginRequest appends the start of a request frame for op; closeLength
+// with the returned offset ends it.
+func beginRequest(b []byte, op string) ([]byte, int) {
+	b, frame := openLength(b)
+	b = appendField(b, Version)
+	return appendField(b, op), frame
+}
+
+// openLength appends a length prefix to be filled in by closeLength, and
+// returns its offset.
+func openLength(b []byte) ([]byte, int) { return append(b, 0, 0, 0, 0), len(b) }
+
+// closeLength sets the prefix at offset at to the length of what follows.
+func closeLength(b []byte, at int) []byte {
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	return b
+}
+
+func appendField(b []byte, f string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+	return append(b, f...)
+}
+
+func appendUint(b []byte, n uint64) []byte {
+	b, at := openLength(b)
+	return closeLength(strconv.AppendUint(b, n, 10), at)
+}
+
+func appendInt(b []byte, n int64) []byte {
+	b, at := openLength(b)
+	return closeLength(strconv.AppendInt(b, n, 10), at)
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	b, at := openLength(b)
+	return closeLength(a.AppendTo(b), at)
 }
 
 // FrameLen reads the length prefix of a frame and checks it against limit.
@@ -135,117 +213,39 @@ func Decode(body []byte) ([][]byte, error) {
 	return fields, nil
 }
 
-// FileID identifies the content of a conf file as the file system sees it.
-// virtuald sends the one it stats; the daemon answers from its copy only
-// when that copy was read from a file with the same identity, so the daemon
-// and the file can never disagree after a rename or an edit.
-type FileID struct {
-	Dev, Ino, Size uint64
-	MtimeNs        int64
-	CtimeNs        int64
-}
-
-// FileIDOf is the identity of the file st describes; virtuald, ipwatchctl
-// and the daemon all compute it here, so they compare like with like.
-func FileIDOf(st *unix.Stat_t) FileID {
-	return FileID{Dev: st.Dev, Ino: st.Ino, Size: uint64(st.Size), MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
-}
-
-// Fields gives the identity as request fields.
-func (id FileID) Fields() []string {
-	return []string{u64(id.Dev), u64(id.Ino), u64(id.Size), i64(id.MtimeNs), i64(id.CtimeNs)}
-}
-
-// ParseFileID reads an identity from five fields.
-func ParseFileID(f [][]byte) (FileID, error) {
-	if len(f) != 5 {
-		return FileID{}, fmt.Errorf("%w: file identity needs 5 fields", ErrFrame)
+// requestArgs checks that req (every field of a request frame) is a
+// request for one of ops with n arguments, or at least n when atLeast, and
+// returns them.
+func requestArgs(req [][]byte, n int, atLeast bool, ops ...string) ([][]byte, error) {
+	if len(req) < 2 || string(req[0]) != Version {
+		return nil, fmt.Errorf("%w: not a version %s request", ErrFrame, Version)
 	}
-	var id FileID
-	var err error
-	var errs [5]error
-	id.Dev, errs[0] = parseU64(f[0])
-	id.Ino, errs[1] = parseU64(f[1])
-	id.Size, errs[2] = parseU64(f[2])
-	id.MtimeNs, errs[3] = strconv.ParseInt(string(f[3]), 10, 64)
-	id.CtimeNs, errs[4] = strconv.ParseInt(string(f[4]), 10, 64)
-	if err = errors.Join(errs[:]...); err != nil {
-		return FileID{}, fmt.Errorf("%w: file identity: %v", ErrFrame, err)
+	known := false
+	for _, op := range ops {
+		known = known || string(req[1]) == op
 	}
-	return id, nil
-}
-
-// Answer is the daemon's reply to a resolve: what Lookup gave for the
-// address in the daemon's copy of the conf file.
-type Answer struct {
-	Generation uint64
-	Rule       string // "exact", "prefix", "default", "none"
-	Line       int
-	Key        string
-	Root       string
-	User       string
-	Group      string
-	Refusal    string // non-empty: refuse the connection, for this reason
-}
-
-// Fields gives the answer as reply fields, after ReplyOK.
-func (a *Answer) Fields() []string {
-	return []string{u64(a.Generation), a.Rule, u64(uint64(a.Line)), a.Key, a.Root, a.User, a.Group, a.Refusal}
-}
-
-// Match turns the answer to a question about addr back into the lookup
-// result it carries, as the file itself would have given it, after
-// checking it as the parser would: a rule it can name, an entry in
-// canonical form that this rule picks for addr, and, when the answer says
-// serve, a valid entry. Anything else is an error, and the caller reads
-// the file instead: an answer that fails validation is not believed.
-func (a *Answer) Match(addr netip.Addr) (conf.Match, error) {
-	m := conf.Match{Rule: conf.ParseRule(a.Rule)}
-	if m.Rule == conf.RuleNone {
-		if a.Rule != conf.RuleNone.String() || a.Key != "" || a.Refusal == "" {
-			return conf.Match{}, fmt.Errorf("%w: rule %q with key %q and no refusal", ErrAnswer, a.Rule, a.Key)
-		}
-		m.Err = errors.New(a.Refusal)
-		return m, nil
-	}
-	e, err := conf.EntryOf(a.Line, a.Key, a.Root, a.User, a.Group)
+	args := req[2:]
 	switch {
-	case err != nil && a.Refusal == "":
-		return conf.Match{}, fmt.Errorf("%w: entry %q: %v", ErrAnswer, a.Key, err)
-	case err != nil:
-		// An invalid entry is refused; keep what it says for the log.
-		e = &conf.Entry{Line: a.Line, Key: a.Key, Root: a.Root}
-	case !e.Serves(addr, m.Rule):
-		return conf.Match{}, fmt.Errorf("%w: entry %s is not a %s match for %s", ErrAnswer, a.Key, m.Rule, addr)
+	case !known:
+		return nil, fmt.Errorf("%w: operation %q is not %q", ErrFrame, req[1], ops)
+	case len(args) < n, len(args) > n && !atLeast:
+		return nil, fmt.Errorf("%w: %s takes %d arguments, not %d", ErrFrame, req[1], n, len(args))
 	}
-	m.Entry = e
-	if a.Refusal != "" {
-		m.Err = errors.New(a.Refusal)
-	}
-	return m, nil
+	return args, nil
 }
 
-// ErrAnswer is returned for an answer that fails validation.
-var ErrAnswer = errors.New("malformed answer")
-
-// ParseAnswer reads an answer from the fields after ReplyOK.
-func ParseAnswer(f [][]byte) (*Answer, error) {
-	if len(f) != 8 {
-		return nil, fmt.Errorf("%w: an answer has 8 fields, not %d", ErrFrame, len(f))
+func parseUint(field string, b []byte) (uint64, error) {
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q is not a number", ErrFrame, field, b)
 	}
-	gen, err1 := parseU64(f[0])
-	line, err2 := parseU64(f[2])
-	if err := errors.Join(err1, err2); err != nil || line > 1<<31 {
-		return nil, fmt.Errorf("%w: answer numbers", ErrFrame)
-	}
-	return &Answer{
-		Generation: gen, Rule: string(f[1]), Line: int(line), Key: string(f[3]),
-		Root: string(f[4]), User: string(f[5]), Group: string(f[6]), Refusal: string(f[7]),
-	}, nil
+	return n, nil
 }
 
-func parseU64(b []byte) (uint64, error) { return strconv.ParseUint(string(b), 10, 64) }
-
-func u64(n uint64) string { return strconv.FormatUint(n, 10) }
-
-func i64(n int64) string { return strconv.FormatInt(n, 10) }
+func parseInt(field string, b []byte) (int64, error) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q is not a number", ErrFrame, field, b)
+	}
+	return n, nil
+}

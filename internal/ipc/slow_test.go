@@ -70,7 +70,7 @@ func TestSlowMark(t *testing.T) {
 		t.Error("a mark owned by uid 1000 was believed")
 	}
 	markUntil(t, m.Path(), time.Now().Add(time.Hour), 0)
-	os.Chmod(m.Path(), 0o666)
+	testbed.Must(t, os.Chmod(m.Path(), 0o666))
 	if !m.Begin().Ask {
 		t.Error("a mark writable by others was believed")
 	}

@@ -61,7 +61,7 @@ func TestRelay(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	a := roots.Root("a", "")
-	os.Mkdir(filepath.Join(a, "dev"), 0o755)
+	testbed.Must(t, os.Mkdir(filepath.Join(a, "dev"), 0o755))
 	sock := filepath.Join(a, "dev", "log")
 	r, sl, stop := start(t, 5)
 	r.Sync([]Entry{{Key: "192.0.2.1", Root: a}, {Key: "192.0.2.0/24", Root: a}})
@@ -104,9 +104,9 @@ func TestRelay(t *testing.T) {
 		t.Fatalf("no relay after restart: %+v", r2.Status(a))
 	}
 	b := roots.Root("b", "")
-	os.Mkdir(filepath.Join(b, "dev"), 0o755)
+	testbed.Must(t, os.Mkdir(filepath.Join(b, "dev"), 0o755))
 	live := testbed.NewSyslog(t, filepath.Join(b, "dev"))
-	os.Rename(live.Path, filepath.Join(b, "dev", "log"))
+	testbed.Must(t, os.Rename(live.Path, filepath.Join(b, "dev", "log")))
 	r2.Sync([]Entry{{Key: "192.0.2.2", Root: b}})
 	if st := r2.Status(b); st.On || !strings.Contains(st.Reason, "/dev/log is a socket another process serves: not replaced") {
 		t.Errorf("a live socket: %+v", st)
@@ -120,7 +120,7 @@ func TestRelayHostileDev(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
 	outside := filepath.Join(roots.Dir, "outside")
-	os.Mkdir(outside, 0o755)
+	testbed.Must(t, os.Mkdir(outside, 0o755))
 	r, _, _ := start(t, 5)
 	cases := map[string]struct {
 		plant func(root string)
@@ -128,26 +128,26 @@ func TestRelayHostileDev(t *testing.T) {
 	}{
 		"dev-link": {func(root string) { os.Symlink(outside, filepath.Join(root, "dev")) }, "/dev is a symbolic link: not followed"},
 		"dev-tenant": {func(root string) {
-			os.Mkdir(filepath.Join(root, "dev"), 0o755)
-			os.Chown(filepath.Join(root, "dev"), 1000, 1000)
+			testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
+			testbed.Must(t, os.Chown(filepath.Join(root, "dev"), 1000, 1000))
 		}, "/dev is owned by uid 1000 with mode 0755: the relay puts its socket only in a dev/ owned by root and not writable by group or others"},
 		"dev-writable": {func(root string) {
-			os.Mkdir(filepath.Join(root, "dev"), 0o777)
-			os.Chmod(filepath.Join(root, "dev"), 0o777)
+			testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o777))
+			testbed.Must(t, os.Chmod(filepath.Join(root, "dev"), 0o777))
 		}, "/dev is owned by uid 0 with mode 0777"},
 		"dev-file": {func(root string) { os.WriteFile(filepath.Join(root, "dev"), nil, 0o644) }, "/dev is not a directory"},
 		"no-dev":   {func(root string) {}, "/dev does not exist (ipwatchctl install -dev ROOT makes it)"},
 		"log-file": {func(root string) {
-			os.Mkdir(filepath.Join(root, "dev"), 0o755)
-			os.WriteFile(filepath.Join(root, "dev", "log"), []byte("keep"), 0o644)
+			testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
+			testbed.Must(t, os.WriteFile(filepath.Join(root, "dev", "log"), []byte("keep"), 0o644))
 		}, "/dev/log is in the way (not a socket): not replaced"},
 		"log-link": {func(root string) {
-			os.Mkdir(filepath.Join(root, "dev"), 0o755)
-			os.Symlink(filepath.Join(outside, "log"), filepath.Join(root, "dev", "log"))
+			testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
+			testbed.Must(t, os.Symlink(filepath.Join(outside, "log"), filepath.Join(root, "dev", "log")))
 		}, "/dev/log is a symbolic link: not followed or replaced"},
 		"log-fifo": {func(root string) {
-			os.Mkdir(filepath.Join(root, "dev"), 0o755)
-			unix.Mkfifo(filepath.Join(root, "dev", "log"), 0o644)
+			testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
+			testbed.Must(t, unix.Mkfifo(filepath.Join(root, "dev", "log"), 0o644))
 		}, "/dev/log is in the way (not a socket): not replaced"},
 	}
 	var entries []Entry
@@ -157,7 +157,7 @@ func TestRelayHostileDev(t *testing.T) {
 		entries = append(entries, Entry{Key: name, Root: root})
 	}
 	bad := roots.Root("bad-root", "")
-	os.Chmod(bad, 0o777)
+	testbed.Must(t, os.Chmod(bad, 0o777))
 	entries = append(entries, Entry{Key: "bad", Root: bad}, Entry{Key: "host", Root: "/"})
 	r.Sync(entries)
 	for name, c := range cases {
@@ -188,7 +188,7 @@ func TestRelayFlood(t *testing.T) {
 	var entries []Entry
 	for _, n := range []string{"flood", "quiet"} {
 		root := roots.Root(n, "")
-		os.Mkdir(filepath.Join(root, "dev"), 0o755)
+		testbed.Must(t, os.Mkdir(filepath.Join(root, "dev"), 0o755))
 		entries = append(entries, Entry{Key: n, Root: root})
 	}
 	const burst, sent = 5, 500

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,10 +44,10 @@ func TestBareRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	os.WriteFile(filepath.Join(dir, "bin/prog"), data, 0o755)
-	os.WriteFile(filepath.Join(dir, "bin/plain"), data, 0o644)
-	os.Symlink("/bin/true", filepath.Join(dir, "bin/link")) // would be the host's /bin/true outside the root
+	testbed.Must(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	testbed.Must(t, os.WriteFile(filepath.Join(dir, "bin/prog"), data, 0o755))
+	testbed.Must(t, os.WriteFile(filepath.Join(dir, "bin/plain"), data, 0o644))
+	testbed.Must(t, os.Symlink("/bin/true", filepath.Join(dir, "bin/link"))) // would be the host's /bin/true outside the root
 	r := openRoot(t, dir)
 	env := []string{"PATH=/bin"}
 	if libs := r.MissingLibraries("/bin/prog", env); !strings.Contains(libs, "libc.so.6") {

@@ -1,14 +1,15 @@
 package testbed
 
 import (
-	"os/exec"
 	"strings"
 )
 
-// IP runs `ip -n NAME args...` and fails the test if it fails.
+// IP runs `ip args...` in the namespace and fails the test if it fails.
 func (ns *NetNS) IP(args ...string) {
 	ns.t.Helper()
-	mustRun(ns.t, "ip", append([]string{"-n", ns.Name}, args...)...)
+	if out, err := ns.Exec("ip", args...).CombinedOutput(); err != nil {
+		ns.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
 }
 
 // AddDummy adds a link that holds addresses and carries no traffic, up or
@@ -17,7 +18,7 @@ func (ns *NetNS) IP(args ...string) {
 // for addresses, and an ifb drops what it is sent.
 func (ns *NetNS) AddDummy(name string, up bool) {
 	ns.t.Helper()
-	out, err := exec.Command("ip", "-n", ns.Name, "link", "add", name, "type", "dummy").CombinedOutput()
+	out, err := ns.Exec("ip", "link", "add", name, "type", "dummy").CombinedOutput()
 	if err != nil {
 		if !strings.Contains(string(out), "Unknown device type") {
 			ns.t.Fatalf("ip link add %s type dummy: %v: %s", name, err, out)

@@ -26,7 +26,7 @@ func (l *LAN) Plug(host *NetNS, addrs ...string) {
 	l.t.Helper()
 	l.ports++
 	port := "port" + strconv.Itoa(l.ports)
-	l.IP("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.Name)
+	l.IP("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.Path)
 	l.IP("link", "set", port, "master", "br0", "up")
 	for _, a := range addrs {
 		host.IP("addr", "add", a, "dev", "eth0")

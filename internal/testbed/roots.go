@@ -25,8 +25,8 @@ func NewRoots(t T) *Roots {
 	if err != nil {
 		t.Fatalf("roots: %v", err)
 	}
-	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	Must(t, os.Chmod(dir, 0o755))
 	return &Roots{Dir: dir, t: t}
 }
 
@@ -39,7 +39,7 @@ func (r *Roots) Root(name, service string) string {
 		r.t.Fatalf("root %s: %v", name, err)
 	}
 	for _, d := range []string{root, filepath.Join(root, "bin")} {
-		os.Chmod(d, 0o755)
+		Must(r.t, os.Chmod(d, 0o755))
 	}
 	if err := os.WriteFile(filepath.Join(root, "ROOT-NAME"), []byte(name+"\n"), 0o644); err != nil {
 		r.t.Fatalf("root %s: %v", name, err)
@@ -121,7 +121,10 @@ func Binaries(t T) map[string]string {
 			buildErr = err
 			return
 		}
-		os.Chmod(dir, 0o755)
+		if buildErr = os.Chmod(dir, 0o755); buildErr != nil {
+			os.RemoveAll(dir)
+			return
+		}
 		built, buildErr = Build(dir, "./cmd/virtuald", "./cmd/ipwatchd", "./cmd/ipwatchctl", "./internal/testbed/whoami")
 	})
 	if buildErr != nil {
@@ -133,11 +136,9 @@ func Binaries(t T) map[string]string {
 // RunMain runs the tests and removes what Binaries built.
 func RunMain(m interface{ Run() int }) int {
 	code := m.Run()
-	if built != nil {
-		for _, p := range built {
-			os.RemoveAll(filepath.Dir(p))
-			break
-		}
+	for _, p := range built {
+		os.RemoveAll(filepath.Dir(p))
+		break
 	}
 	return code
 }
@@ -150,17 +151,17 @@ func (r *Roots) HostileConfs(good string) map[string]string {
 	r.t.Helper()
 	c := map[string]string{"missing": filepath.Join(r.Dir, "no-such-conf")}
 	c["directory"] = filepath.Join(r.Dir, "conf-dir")
-	os.Mkdir(c["directory"], 0o755)
+	Must(r.t, os.Mkdir(c["directory"], 0o755))
 	c["writable"] = r.WriteConf("conf-writable", "192.0.2.1 "+good)
-	os.Chmod(c["writable"], 0o666)
+	Must(r.t, os.Chmod(c["writable"], 0o666))
 	c["user-owned"] = r.WriteConf("conf-user-owned", "192.0.2.1 "+good)
-	os.Chown(c["user-owned"], 1000, 1000)
+	Must(r.t, os.Chown(c["user-owned"], 1000, 1000))
 	c["empty"] = r.WriteConf("conf-empty")
-	os.Truncate(c["empty"], 0)
+	Must(r.t, os.Truncate(c["empty"], 0))
 	c["binary"] = filepath.Join(r.Dir, "conf-binary")
-	os.WriteFile(c["binary"], []byte("\x7fELF\x02\x01\x01\x00\x00\x00192.0.2.1 "+good+"\n"), 0o644)
+	Must(r.t, os.WriteFile(c["binary"], []byte("\x7fELF\x02\x01\x01\x00\x00\x00192.0.2.1 "+good+"\n"), 0o644))
 	c["long-line"] = r.WriteConf("conf-long-line", strings.Repeat("x", 1<<20), "default "+good)
 	c["nul"] = filepath.Join(r.Dir, "conf-nul")
-	os.WriteFile(c["nul"], []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644)
+	Must(r.t, os.WriteFile(c["nul"], []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644))
 	return c
 }

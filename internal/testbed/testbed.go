@@ -80,33 +80,86 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// NetNS is a network namespace made with `ip netns add`.
+// NetNS is a private network namespace that cannot outlive the test
+// process: an OS thread of the process unshares it and holds it (tubular's
+// way), and nothing else does. It has no name in /run/netns and no bind
+// mount, so when the process ends, however it ends, the kernel frees it;
+// the processes started in it (Command, Start) are killed when the
+// process dies (Pdeathsig). Its cleanup kills what runs in it and ends the
+// thread.
 type NetNS struct {
+	// Name labels what a test keeps per namespace (a BPF pin directory)
+	// and its messages; it names nothing in /run/netns.
 	Name string
-	t    T
+	// Path enters the namespace (nsenter --net, setns, ip ... netns): the
+	// holding thread's /proc/PID/task/TID/ns/net.
+	Path    string
+	t       T
+	release chan struct{} // closed at cleanup: the holding thread ends
 
 	mu    sync.Mutex
 	procs []*Process // started with Start
 }
 
-// NewNetNS makes a namespace with lo up. Cleanup kills every process left
-// in it and deletes it.
+// NewNetNS makes a namespace with lo up.
 func NewNetNS(t T) *NetNS {
 	t.Helper()
-	ns := &NetNS{Name: "vdtest-" + randomSuffix(), t: t}
-	mustRun(t, "ip", "netns", "add", ns.Name)
-	t.Cleanup(func() {
-		if pids, err := exec.Command("ip", "netns", "pids", ns.Name).Output(); err == nil {
-			for _, p := range strings.Fields(string(pids)) {
-				if pid, err := strconv.Atoi(p); err == nil {
-					unix.Kill(pid, unix.SIGKILL)
-				}
-			}
+	ns := &NetNS{Name: "vdtest-" + randomSuffix(), t: t, release: make(chan struct{})}
+	held := make(chan error, 1)
+	go func() {
+		// The thread stays locked: when this goroutine returns, the
+		// runtime ends the thread, the namespace's only holder.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			held <- fmt.Errorf("unshare: %w", err)
+			return
 		}
-		exec.Command("ip", "netns", "del", ns.Name).Run()
+		ns.Path = fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		held <- nil
+		<-ns.release
+	}()
+	if err := <-held; err != nil {
+		t.Fatalf("network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, pid := range ns.pids() {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		close(ns.release)
 	})
-	mustRun(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
+	ns.IP("link", "set", "lo", "up")
 	return ns
+}
+
+// pids lists the processes in the namespace.
+func (ns *NetNS) pids() []int {
+	id, err := os.Readlink(ns.Path)
+	if err != nil {
+		return nil
+	}
+	return pidsIn(id)
+}
+
+// pidsIn lists the processes whose network namespace is id ("net:[N]").
+func pidsIn(id string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && l == id {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Exec returns a command that runs name inside the namespace, as it is
+// (no private mounts: see Command for long-running programs).
+func (ns *NetNS) Exec(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + ns.Path, "--", name}, args...)...)
 }
 
 // AddAddr puts addr (an address, without prefix length) on the
@@ -114,9 +167,9 @@ func NewNetNS(t T) *NetNS {
 func (ns *NetNS) AddAddr(addr string) {
 	ns.t.Helper()
 	if strings.Contains(addr, ":") {
-		mustRun(ns.t, "ip", "-n", ns.Name, "addr", "add", addr+"/128", "dev", "lo", "nodad")
+		ns.IP("addr", "add", addr+"/128", "dev", "lo", "nodad")
 	} else {
-		mustRun(ns.t, "ip", "-n", ns.Name, "addr", "add", addr+"/32", "dev", "lo")
+		ns.IP("addr", "add", addr+"/32", "dev", "lo")
 	}
 }
 
@@ -130,7 +183,7 @@ func (ns *NetNS) Do(fn func() error) error {
 		return err
 	}
 	defer unix.Close(orig)
-	target, err := unix.Open("/run/netns/"+ns.Name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	target, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return err
@@ -200,7 +253,9 @@ func (ns *NetNS) AskUDP(addr string, wait time.Duration) (string, error) {
 // leads to sl (or no log socket when sl is nil). It enters the network
 // namespace with nsenter rather than `ip netns exec`, which would mount a
 // fresh sysfs on /sys and so hide the host's BPF file system: pinned BPF
-// objects must outlive the command, as they do on a host.
+// objects must outlive the command, as they do on a host. The command is
+// killed if the test process dies first (nsenter, unshare and sh each
+// exec the next, so the signal reaches the program).
 func (ns *NetNS) Command(sl *Syslog, name string, args ...string) *exec.Cmd {
 	logPath := ""
 	if sl != nil {
@@ -215,9 +270,10 @@ mknod -m 666 /dev/urandom c 1 9
 if [ -n "$1" ]; then ln -s "$1" /dev/log; fi
 shift
 exec "$@"`
-	argv := append([]string{"--net=/run/netns/" + ns.Name, "--", "unshare", "--mount", "--propagation", "slave",
-		"/bin/sh", "-c", script, "sh", logPath, name}, args...)
-	return exec.Command("nsenter", argv...)
+	cmd := ns.Exec("unshare", append([]string{"--mount", "--propagation", "slave",
+		"/bin/sh", "-c", script, "sh", logPath, name}, args...)...)
+	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	return cmd
 }
 
 // Process is a long-running command started with Start.
@@ -327,7 +383,7 @@ func (ns *NetNS) WaitListening(proto string, port int) {
 		flag = "-Hlun"
 	}
 	ns.Await(fmt.Sprintf("something listens on %s port %d", proto, port), 5*time.Second, func() bool {
-		out, _ := exec.Command("ip", "netns", "exec", ns.Name, "ss", flag, fmt.Sprintf("sport = :%d", port)).Output()
+		out, _ := ns.Exec("ss", flag, fmt.Sprintf("sport = :%d", port)).Output()
 		return len(bytes.TrimSpace(out)) > 0
 	})
 }
@@ -373,8 +429,9 @@ func NewSyslog(t T, dir string) *Syslog {
 	if err != nil {
 		t.Fatalf("syslog socket: %v", err)
 	}
-	os.Chmod(s.Path, 0o666)
 	s.conn = c
+	t.Cleanup(func() { c.Close() })
+	Must(t, os.Chmod(s.Path, 0o666))
 	go func() {
 		buf := make([]byte, 8192)
 		for {
@@ -387,7 +444,6 @@ func NewSyslog(t T, dir string) *Syslog {
 			s.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { c.Close() })
 	return s
 }
 
@@ -485,4 +541,13 @@ func PrivateMounts(t interface {
 	}
 	t.Logf("ran in a private mount namespace:\n%s", out)
 	return false
+}
+
+// Must fails the test when a setup step failed: a test that went on after
+// its setup failed would test something else than it says.
+func Must(t T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
 }

@@ -357,13 +357,13 @@ func (s *Server) dispatch(ctx context.Context, fd int, peer unix.Ucred, body []b
 	req, err := ipc.Decode(body)
 	switch {
 	case err != nil:
-		s.answer(ctx, fd, errorReply(err.Error()))
+		s.answer(ctx, fd, ipc.ErrorReply(err.Error()))
 		return
 	case len(req) < 2:
-		s.answer(ctx, fd, errorReply("a request needs a version and an operation"))
+		s.answer(ctx, fd, ipc.ErrorReply("a request needs a version and an operation"))
 		return
 	case string(req[0]) != ipc.Version:
-		s.answer(ctx, fd, errorReply("unsupported protocol version "+string(req[0])+"; this daemon speaks "+ipc.Version))
+		s.answer(ctx, fd, ipc.ErrorReply("unsupported protocol version "+string(req[0])+"; this daemon speaks "+ipc.Version))
 		return
 	}
 	if s.Stream != nil {
@@ -393,7 +393,7 @@ func (s *Server) dispatch(ctx context.Context, fd int, peer unix.Ucred, body []b
 func (s *Server) answer(ctx context.Context, fd int, reply [][]byte) {
 	frame, err := ipc.Encode(reply...)
 	if err != nil {
-		frame, _ = ipc.Encode(errorReply(err.Error())...)
+		frame, _ = ipc.Encode(ipc.ErrorReply(err.Error())...)
 	}
 	n, err := unix.Write(fd, frame)
 	if err == nil && n == len(frame) {
@@ -450,13 +450,9 @@ func (s *Server) report(err error) {
 func (s *Server) write(c *net.UnixConn, fields [][]byte) error {
 	frame, err := ipc.Encode(fields...)
 	if err != nil {
-		frame, _ = ipc.Encode(errorReply(err.Error())...)
+		frame, _ = ipc.Encode(ipc.ErrorReply(err.Error())...)
 	}
 	c.SetWriteDeadline(time.Now().Add(s.Timeout))
 	_, err = c.Write(frame)
 	return err
-}
-
-func errorReply(msg string) [][]byte {
-	return [][]byte{[]byte(ipc.ReplyError), []byte(msg)}
 }

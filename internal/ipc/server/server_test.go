@@ -121,7 +121,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 }
 
 func ask(path string) error {
-	reply, err := ipc.Call(path, 2*time.Second, 1024, ipc.Version, "ping")
+	reply, err := ipc.Client{Socket: path, Timeout: 2 * time.Second}.Call(ipc.AppendRequest(nil, "ping"), 1024)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func TestHostileClients(t *testing.T) {
 
 	oldVersion := dial()
 	defer oldVersion.Close()
-	frame, _ := ipc.EncodeStrings("0", "ping")
+	frame, _ := ipc.Encode([]byte("0"), []byte("ping"))
 	oldVersion.Write(frame)
 	n, _ = oldVersion.Read(buf)
 	if fields, err := ipc.Decode(buf[4:n]); err != nil || string(fields[0]) != ipc.ReplyError {

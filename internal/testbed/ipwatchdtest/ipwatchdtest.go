@@ -9,7 +9,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/daemon"
-	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -27,7 +27,7 @@ func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -35,7 +35,7 @@ func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
 		}
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if r, err := ipc.Call(socket, time.Second, ipc.MaxReply, ipc.Version, ipc.OpStatus); err == nil && string(r[0]) == ipc.ReplyOK {
+		if _, err := (admin.Client{Socket: socket}).Status(admin.StatusQuery{}); err == nil {
 			return d
 		}
 		if time.Now().After(deadline) {

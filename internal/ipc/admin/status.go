@@ -1,4 +1,4 @@
-package ipc
+package admin
 
 import (
 	"errors"
@@ -7,9 +7,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/ipc"
 )
 
-// Status is the reply to OpStatus, as JSON: the contract of
+// Status is the reply to ipc.OpStatus, as JSON: the contract of
 // `ipwatchctl status -json` (see the README).
 type Status struct {
 	Version        string       `json:"version"`
@@ -104,15 +106,10 @@ type Unmapped struct {
 	Connections uint64 `json:"connections"`
 }
 
-// ReloadResult is the reply to OpReload, as JSON.
-type ReloadResult struct {
-	Confs []ConfStatus `json:"confs"` // without entries
-}
-
 // StatusQuery says which entries a status lists. Without All, at most
 // Limit entries per conf file; with it, every matching entry, streamed in
-// frames (OpStatus with "all" answers ReplyOK with the header, then
-// ReplyEntries frames, then ReplyEnd).
+// frames (ipc.OpStatus with "all" answers ipc.ReplyOK with the header,
+// then ipc.ReplyEntries frames, then ipc.ReplyEnd).
 type StatusQuery struct {
 	All   bool
 	State string       // "" for any, or StateLive, StateAbsent, StateInvalid
@@ -124,28 +121,31 @@ type StatusQuery struct {
 // unless asked for more: what a person reads first.
 const DefaultStatusLimit = 100
 
-// Fields gives the query as request fields, after OpStatus.
-func (q StatusQuery) Fields() []string {
-	var f []string
+// AppendFrame appends the query's request frame to b.
+func (q StatusQuery) AppendFrame(b []byte) []byte {
+	var args []string
 	if q.All {
-		f = append(f, "all")
+		args = append(args, "all")
 	}
 	if q.State != "" {
-		f = append(f, "state="+q.State)
+		args = append(args, "state="+q.State)
 	}
 	if q.Match.IsValid() {
-		f = append(f, "match="+q.Match.String())
+		args = append(args, "match="+q.Match.String())
 	}
 	if q.Limit > 0 {
-		f = append(f, "limit="+strconv.Itoa(q.Limit))
+		args = append(args, "limit="+strconv.Itoa(q.Limit))
 	}
-	return f
+	return ipc.AppendRequest(b, ipc.OpStatus, args...)
 }
 
-// ParseStatusQuery reads a query from the request fields after OpStatus.
-func ParseStatusQuery(fields [][]byte) (StatusQuery, error) {
+// ParseStatusQuery reads a status request from the fields of its frame.
+func ParseStatusQuery(req [][]byte) (StatusQuery, error) {
 	var q StatusQuery
-	for _, f := range fields {
+	if len(req) < 2 || string(req[0]) != ipc.Version || string(req[1]) != ipc.OpStatus {
+		return q, fmt.Errorf("%w: not a version %s status request", ipc.ErrFrame, ipc.Version)
+	}
+	for _, f := range req[2:] {
 		name, value, _ := strings.Cut(string(f), "=")
 		var err error
 		switch name {
@@ -167,7 +167,7 @@ func ParseStatusQuery(fields [][]byte) (StatusQuery, error) {
 			err = fmt.Errorf("unknown status option %q", name)
 		}
 		if err != nil {
-			return q, fmt.Errorf("%w: %v", ErrFrame, err)
+			return q, fmt.Errorf("%w: %v", ipc.ErrFrame, err)
 		}
 	}
 	return q, nil
@@ -190,8 +190,8 @@ func ParseMatch(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// ConfList is the reply to OpConfs, as JSON: the conf files the daemon
-// serves, without their entries.
+// ConfList is the reply to ipc.OpConfs and ipc.OpReload, as JSON: the
+// conf files the daemon serves, without their entries.
 type ConfList struct {
 	Confs []ConfStatus `json:"confs"`
 	// RelaySyslog says ipwatchd serves dev/log in every valid root

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/virtuald/virtuald/internal/sdnotify"
+	"go.uber.org/zap"
+)
+
+// adopt adds path to the files served and queues its first load.
+func (d *Daemon) adopt(path string) {
+	if _, created := d.confs.add(path); created {
+		d.watch.add(path)
+		d.queue(path)
+	}
+}
+
+// queue asks the loader to (re)load path soon.
+func (d *Daemon) queue(path string) {
+	d.pending.Lock()
+	d.pending.paths[path] = true
+	d.pending.Unlock()
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loader loads the files queued, and every file when reloadSoon asks.
+func (d *Daemon) loader(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.reloadAll:
+			d.ReloadAll()
+			continue
+		case <-d.kick:
+		}
+		d.pending.Lock()
+		paths := d.pending.paths
+		d.pending.paths = make(map[string]bool)
+		d.pending.Unlock()
+		for p := range paths {
+			if c := d.confs.get(p); c != nil {
+				d.loadOne(c)
+			}
+		}
+	}
+}
+
+func (d *Daemon) loadOne(c *confFile) {
+	d.loadMu.Lock()
+	defer d.loadMu.Unlock()
+	start := time.Now()
+	changed, err := d.confs.load(c)
+	d.recheckRacy(c)
+	switch {
+	case err != nil:
+		fields := []zap.Field{zap.String("conf", c.path), zap.Error(err)}
+		if s := c.cur.Load(); s != nil {
+			fields = append(fields, zap.Uint64("kept_generation", s.generation))
+		}
+		d.log.Error("load failed; the last good copy stays", fields...)
+	case changed:
+		s := c.cur.Load()
+		d.reloads.Add(1)
+		d.kickValidator()
+		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
+			zap.Int("entries", s.file.Len()), zap.Int("problems", len(s.file.Errors)),
+			zap.Duration("took", time.Since(start)))
+		for _, e := range s.file.Errors {
+			d.log.Warn("conf problem", zap.String("conf", c.path), zap.String("problem", e.Error()))
+		}
+	}
+}
+
+// recheckRacy schedules the read again that ends a racy snapshot, once
+// its timestamps' granularity has passed; d.loadMu is held.
+func (d *Daemon) recheckRacy(c *confFile) {
+	s := c.cur.Load()
+	if s == nil || !s.racy() {
+		return
+	}
+	wait := time.Until(s.racyUntil) + time.Millisecond
+	if c.recheck == nil {
+		c.recheck = time.AfterFunc(wait, func() { d.queue(c.path) })
+		return
+	}
+	c.recheck.Reset(wait)
+}
+
+// ReloadAll reloads every file now, for SIGHUP and the reload operation,
+// telling systemd around it.
+func (d *Daemon) ReloadAll() {
+	sdnotify.Notify(sdnotify.Reloading())
+	d.loadAll()
+	sdnotify.Notify("READY=1")
+}
+
+// reloadSoon asks the loader for ReloadAll, for SIGHUP: the signal is
+// seen at once, and a stop signal during a long reload is not held up.
+func (d *Daemon) reloadSoon() {
+	select {
+	case d.reloadAll <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) loadAll() {
+	for _, c := range d.confs.all() {
+		d.loadOne(c)
+	}
+}
