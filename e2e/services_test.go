@@ -149,7 +149,7 @@ func (b *bed) ctl(args ...string) (string, int) {
 func (b *bed) client(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + b.ns.Name, "--", name}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + b.ns.Path, "--", name}, args...)...)
 	cmd.Dir = b.tmp
 	out, err := cmd.CombinedOutput()
 	return string(out), err

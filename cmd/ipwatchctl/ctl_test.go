@@ -153,8 +153,6 @@ func TestCheckRoots(t *testing.T) {
 	// which gives it no PATH: not in sbin; -path says where else.
 	sbin := withLog(t, roots.Root("sbin", ""))
 	testbed.Must(t, os.MkdirAll(filepath.Join(sbin, "usr", "sbin"), 0o755))
-	testbed.Must(t, os.Rename(filepath.Join(sbin, "bin"), filepath.Join(sbin, "usr", "sbin")))
-	testbed.Must(t, os.Mkdir(filepath.Join(sbin, "bin"), 0o755))
 	testbed.Must(t, os.Link(bin["whoami"], filepath.Join(sbin, "usr", "sbin", "whoami")))
 	sbinConf := roots.WriteConf("sbin.conf", "10.0.0.1 "+sbin+" user=nobody")
 	code, out, _ = runCtl("check", "-program", "whoami", sbinConf)
