@@ -1,8 +1,10 @@
 package conf
 
 import (
+	"fmt"
 	"math/rand"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -57,4 +59,26 @@ func sameEntry(a, b *Entry) bool {
 	x, y := *a, *b
 	x.Err, y.Err = nil, nil
 	return reflect.DeepEqual(x, y)
+}
+
+// BenchmarkHeapMillion reports what a parsed conf file of a million
+// entries keeps on the heap: what ipwatchd holds per file it serves.
+func BenchmarkHeapMillion(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; i < 1_000_000; i++ {
+		fmt.Fprintf(&sb, "10.%d.%d.%d /virtual/site%d\n", i>>16&255, i>>8&255, i&255, i)
+	}
+	text := []byte(sb.String())
+	sb = strings.Builder{}
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		f := mustParse(b, string(text))
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(f.Len()), "heap-bytes/entry")
+		runtime.KeepAlive(f)
+	}
 }
