@@ -205,18 +205,13 @@ func TestStaleAndUnknown(t *testing.T) {
 func TestLastGoodCopyKept(t *testing.T) {
 	breaks := []struct {
 		name  string
-		apply func(p string) error
+		apply func(t *testing.T, p string)
 		why   string
 	}{
-		{"a NUL byte", func(p string) error { // by rename, as replace does
-			if err := os.WriteFile(p+".new", []byte("10.0.0.1 /b\x00\n"), 0o644); err != nil {
-				return err
-			}
-			return os.Rename(p+".new", p)
-		}, "holds a NUL byte"},
-		{"group-writable", func(p string) error { return os.Chmod(p, 0o664) }, "writable"},
-		{"owned by another user", func(p string) error { return os.Chown(p, 65534, 65534) }, "owned by"},
-		{"gone", os.Remove, "no such file"},
+		{"a NUL byte", func(t *testing.T, p string) { replace(t, p, "10.0.0.1 /b\x00\n") }, "holds a NUL byte"},
+		{"group-writable", func(t *testing.T, p string) { testbed.Must(t, os.Chmod(p, 0o664)) }, "writable"},
+		{"owned by another user", func(t *testing.T, p string) { testbed.Must(t, os.Chown(p, 65534, 65534)) }, "owned by"},
+		{"gone", func(t *testing.T, p string) { testbed.Must(t, os.Remove(p)) }, "no such file"},
 	}
 	for _, br := range breaks {
 		t.Run(br.name, func(t *testing.T) {
@@ -233,9 +228,7 @@ func TestLastGoodCopyKept(t *testing.T) {
 			if first.Generation == 0 || first.Error != "" {
 				t.Fatalf("first load: %+v", first)
 			}
-			if err := br.apply(p); err != nil {
-				t.Fatal(err)
-			}
+			br.apply(t, p)
 			d.ReloadAll()
 			broken := d.Status(admin.StatusQuery{}).Confs[0]
 			if broken.Generation != first.Generation || !strings.Contains(strings.ToLower(broken.Error), strings.ToLower(br.why)) {
