@@ -159,32 +159,51 @@ func (r Root) Explain(path string, err error, env []string) error {
 	case errno == syscall.ENOEXEC:
 		return fmt.Errorf("%s is not a program this machine can run (wrong architecture, or a script without #!)", path)
 	case errno == syscall.ENOENT:
-		if why := r.missingDeps(path, env); why != "" {
+		if _, why := r.missingDeps(path, env); why != "" {
 			return fmt.Errorf("%s exists but %s", path, why)
 		}
 	}
 	return fmt.Errorf("%s: %v", path, err)
 }
 
+// Why a program cannot start inside a root, for callers that sort the
+// reasons (ipwatchd's status gives each its own state): Check's errors
+// wrap one of these.
+var (
+	ErrMissing            = errors.New("missing")             // not found, not a regular file, or not executable
+	ErrInterpreterMissing = errors.New("interpreter missing") // its ELF or #! interpreter is not inside the root
+	ErrLibrariesMissing   = errors.New("libraries missing")   // a shared library of its closure is not inside the root
+)
+
+// notReady is a Check error: a reason for a person, and its kind.
+type notReady struct {
+	kind error
+	why  string
+}
+
+func (e *notReady) Error() string { return e.why }
+func (e *notReady) Unwrap() error { return e.kind }
+
 // Check reports whether program can start inside the root: found, a
 // regular executable file, with its interpreter and shared libraries
-// present. It returns the program's path inside the root.
+// present. It returns the program's path inside the root; its error wraps
+// ErrMissing, ErrInterpreterMissing or ErrLibrariesMissing.
 func (r Root) Check(program string, env []string) (string, error) {
 	path, err := r.LookPath(program, env)
 	if err != nil {
-		return "", err
+		return "", &notReady{ErrMissing, err.Error()}
 	}
 	var st unix.Stat_t
 	switch err := r.stat(path, &st); {
 	case err != nil:
-		return path, fmt.Errorf("%s does not exist inside the root", path)
+		return path, &notReady{ErrMissing, path + " does not exist inside the root"}
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return path, fmt.Errorf("%s is not a regular file", path)
+		return path, &notReady{ErrMissing, path + " is not a regular file"}
 	case st.Mode&0o111 == 0:
-		return path, fmt.Errorf("%s is not executable (mode %04o)", path, st.Mode&0o7777)
+		return path, &notReady{ErrMissing, fmt.Sprintf("%s is not executable (mode %04o)", path, st.Mode&0o7777)}
 	}
-	if why := r.missingDeps(path, env); why != "" {
-		return path, fmt.Errorf("%s exists but %s", path, why)
+	if kind, why := r.missingDeps(path, env); why != "" {
+		return path, &notReady{kind, path + " exists but " + why}
 	}
 	return path, nil
 }
@@ -200,7 +219,7 @@ func (r Root) CheckLibrary(path string) error {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return fmt.Errorf("%s is not a regular file", path)
 	}
-	if why := r.missingDeps(path, nil); why != "" {
+	if _, why := r.missingDeps(path, nil); why != "" {
 		return fmt.Errorf("%s exists but %s", path, why)
 	}
 	return nil
@@ -230,22 +249,38 @@ func (r Root) MissingLibraries(path string, env []string) string {
 // what will keep the loader from starting it: its #! interpreter, or its
 // ELF interpreter, is missing inside the root, or a library anywhere in
 // its closure is (each named with the object that needs it, since the
-// one missing is often not one the program names itself).
-func (r Root) missingDeps(path string, env []string) string {
+// one missing is often not one the program names itself). kind is
+// ErrInterpreterMissing or ErrLibrariesMissing, by the first that is.
+func (r Root) missingDeps(path string, env []string) (kind error, why string) {
 	if head, err := r.ReadFile(path, 256); err == nil && strings.HasPrefix(string(head), "#!") {
 		line, _, _ := strings.Cut(string(head[2:]), "\n")
-		if fields := strings.Fields(line); len(fields) > 0 {
-			return fmt.Sprintf("its script interpreter %s is missing inside the root", fields[0])
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			return nil, ""
 		}
-		return ""
+		interp := fields[0]
+		if !r.Exists(interp) {
+			return ErrInterpreterMissing, fmt.Sprintf("its script interpreter %s is missing inside the root", interp)
+		}
+		// The interpreter's own libraries, once: an interpreter that is
+		// a script again is the kernel's business (it follows four).
+		if head, err := r.ReadFile(interp, 2); err == nil && string(head) == "#!" {
+			return nil, ""
+		}
+		if kind, why := r.missingDeps(interp, env); why != "" {
+			return kind, "its script interpreter " + interp + " cannot start: " + why
+		}
+		return nil, ""
 	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
-		return ""
+		return nil, ""
 	}
 	var parts []string
+	kind = ErrLibrariesMissing
 	if c.InterpMissing {
+		kind = ErrInterpreterMissing
 		parts = append(parts, "its ELF interpreter "+c.Interp+" is missing inside the root")
 	}
 	if len(c.Missing) > 0 {
@@ -262,9 +297,9 @@ func (r Root) missingDeps(path string, env []string) string {
 		parts = append(parts, fmt.Sprintf("it needs more than %d shared objects (the rest was not checked)", elfdeps.MaxObjects))
 	}
 	if len(parts) == 0 {
-		return ""
+		return nil, ""
 	}
-	return strings.Join(parts, "; ") + " (ipwatchctl install ROOT " + path + " copies what it needs)"
+	return kind, strings.Join(parts, "; ") + " (ipwatchctl install ROOT " + path + " copies what it needs)"
 }
 
 // Open opens p inside the root for reading, only if it is a regular file

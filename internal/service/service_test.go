@@ -1,6 +1,8 @@
 package service
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,5 +75,57 @@ func TestBareRoot(t *testing.T) {
 	}
 	if _, err := r.LookPath("missing", env); err == nil || !strings.Contains(err.Error(), "is not in PATH (/bin) inside the root") {
 		t.Errorf("LookPath of a missing program: %v", err)
+	}
+}
+
+// Check sorts why a program cannot start: ipwatchd's status gives each
+// kind its own state. A script whose interpreter is in place is ready.
+func TestCheckKinds(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := os.ReadFile("/bin/true")
+	testbed.Must(t, err)
+	testbed.Must(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	for name, body := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"bare":       {tr, 0o755},
+		"plain":      {tr, 0o644},
+		"script":     {[]byte("#!/bin/sh\necho hi\n"), 0o755},
+		"nointerp":   {[]byte("#!/bin/nosuch\n"), 0o755},
+		"scriptbare": {[]byte("#!/bin/bare\n"), 0o755},
+	} {
+		testbed.Must(t, os.WriteFile(filepath.Join(dir, "bin", name), body.data, body.mode))
+	}
+	// /bin/sh with every library it needs: the host's, copied as
+	// ipwatchctl install would.
+	host := openRoot(t, "/")
+	if _, err := host.Check("/bin/sh", nil); err != nil {
+		t.Fatalf("the host's /bin/sh: %v", err)
+	}
+	r := openRoot(t, dir)
+	tests := []struct {
+		program string
+		kind    error
+		want    string
+	}{
+		{"/bin/none", ErrMissing, "/bin/none does not exist inside the root"},
+		{"none", ErrMissing, "none is not in PATH (/bin:/usr/bin) inside the root"},
+		{"/bin/plain", ErrMissing, "is not executable"},
+		{"/bin", ErrMissing, "is not a regular file"},
+		{"/bin/bare", ErrInterpreterMissing, "its ELF interpreter"},
+		{"/bin/nointerp", ErrInterpreterMissing, "its script interpreter /bin/nosuch is missing"},
+		{"/bin/scriptbare", ErrInterpreterMissing, "its script interpreter /bin/bare cannot start: its ELF interpreter"},
+	}
+	for _, tt := range tests {
+		_, err := r.Check(tt.program, nil)
+		if !errors.Is(err, tt.kind) || !strings.Contains(fmt.Sprint(err), tt.want) {
+			t.Errorf("Check(%s) = %v, want %v: %q", tt.program, err, tt.kind, tt.want)
+		}
+	}
+	// On the host, a script whose interpreter is there starts.
+	script := filepath.Join(dir, "bin/script")
+	if _, err := host.Check(script, nil); err != nil {
+		t.Errorf("a script with its interpreter in place: %v", err)
 	}
 }
