@@ -97,7 +97,11 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED")
 	for _, en := range entries {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", en.Key, en.Root, userOf(en), en.State, addressesOf(en), en.Connections, en.Resolved)
+		root := en.Root
+		if root == "" {
+			root = "-" // a line without a root: an empty column would be read as the next one
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", en.Key, root, userOf(en), en.State, addressesOf(en), en.Connections, en.Resolved)
 	}
 	tw.Flush()
 	for _, en := range entries {

@@ -80,33 +80,12 @@ func newWorld(t *testing.T) *world {
 
 	// Hostile roots, each on an address of its own: every connection to
 	// them must be refused with zero bytes.
-	hostile := func(n int, root, why string) {
-		a := fmt.Sprintf("192.0.2.%d", 100+n)
+	for i, h := range w.roots.HostileRoots(w.bin["whoami"]) {
+		a := fmt.Sprintf("192.0.2.%d", 101+i)
 		w.ns.AddAddr(a)
-		lines = append(lines, a+" "+root)
-		w.hostile[a] = why
+		lines = append(lines, a+" "+h.Entry)
+		w.hostile[a] = h.Why
 	}
-	mode := func(name string, perm os.FileMode) string {
-		r := w.roots.Root(name, w.bin["whoami"])
-		testbed.Must(t, os.Chmod(r, perm))
-		return r
-	}
-	hostile(1, mode("world-writable", 0o777), "is writable by group or others (mode 0777)")
-	hostile(2, mode("group-writable", 0o775), "is writable by group or others (mode 0775)")
-	owned := w.roots.Root("user-owned", w.bin["whoami"])
-	testbed.Must(t, os.Chown(owned, 1000, 1000))
-	hostile(3, owned, "is owned by uid 1000, not by root")
-	link := filepath.Join(w.roots.Dir, "symlink")
-	testbed.Must(t, os.Symlink(w.roots.Root("symlink-target", w.bin["whoami"]), link))
-	hostile(4, link, "is a symbolic link")
-	testbed.Must(t, os.Symlink(w.roots.Dir, filepath.Join(w.roots.Dir, "linkdir")))
-	w.roots.Root("under/inside", w.bin["whoami"])
-	hostile(5, filepath.Join(w.roots.Dir, "linkdir", "under", "inside"), "linkdir is a symbolic link")
-	hostile(6, "relative/root", "is not an absolute path")
-	hostile(7, filepath.Join(w.roots.Dir, "missing"), "does not exist")
-	file := w.roots.WriteConf("a-file", "not a directory")
-	hostile(8, file, "is not a directory")
-	hostile(9, w.roots.Root("baduser", w.bin["whoami"])+" user=no-such-user", "user no-such-user does not exist")
 
 	w.conf = w.roots.WriteConf("conf", lines...)
 	return w

@@ -23,20 +23,20 @@ const streamBuf = 64 << 10
 func FindFile(path string, addr netip.Addr) (Match, error) {
 	addr = addr.Unmap().WithZone("")
 	var e *Entry
-	var nul bool
 	_, err := withConf(path, func(fd int, st *unix.Stat_t) (err error) {
-		e, nul, err = streamExact(fd, addr)
+		e, err = streamExact(fd, addr)
 		return err
 	})
 	switch {
 	case err != nil:
 		return Match{}, err
-	case nul:
-		return Match{}, &LineError{File: path, Msg: "holds a NUL byte: this is not a text conf file"}
 	case e != nil:
 		f := &File{Path: path}
 		return f.match(e, RuleExact), nil
 	}
+	// No line has addr's key, or the file holds a NUL byte: Find on the
+	// whole text answers, and names the NUL's line as every other reader
+	// of the file does.
 	data, err := Read(path)
 	if err != nil {
 		return Match{}, err
@@ -47,8 +47,9 @@ func FindFile(path string, addr netip.Addr) (Match, error) {
 }
 
 // streamExact reads fd to its end and returns the first entry whose key
-// is addr, and whether the file holds a NUL byte anywhere.
-func streamExact(fd int, addr netip.Addr) (found *Entry, nul bool, err error) {
+// is addr, or nil when there is none or the file holds a NUL byte
+// anywhere (it stops there).
+func streamExact(fd int, addr netip.Addr) (found *Entry, err error) {
 	var textBuf [64]byte
 	text := addr.AppendTo(textBuf[:0])
 	buf := make([]byte, streamBuf)
@@ -57,11 +58,11 @@ func streamExact(fd int, addr netip.Addr) (found *Entry, nul bool, err error) {
 	for eof := false; !eof; {
 		m, err := readSome(fd, buf[n:])
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		eof = m == 0
 		if bytes.IndexByte(buf[n:n+m], 0) >= 0 {
-			return nil, true, nil
+			return nil, nil
 		}
 		n += m
 		data := buf[:n]
@@ -92,7 +93,7 @@ func streamExact(fd int, addr netip.Addr) (found *Entry, nul bool, err error) {
 			skipping, n = true, 0
 		}
 	}
-	return found, false, nil
+	return found, nil
 }
 
 func readSome(fd int, b []byte) (int, error) {

@@ -143,10 +143,52 @@ func RunMain(m interface{ Run() int }) int {
 	return code
 }
 
+// HostileRoot is a root every program must refuse: Entry is what follows
+// the key on its conf line (the root, and options), Why what every refusal
+// of it says.
+type HostileRoot struct {
+	Name, Entry, Why string
+}
+
+// HostileRoots makes the roots every program must refuse, each but the
+// ones that are no directory holding the program at service, and
+// returns them: writable by others, by the group, owned by a user, a
+// symbolic link, under one, relative, missing, a file, an unknown user
+// and an unknown group. Tests that know another condition of a root add
+// it here, so that every test taking this list covers it (TestAgree).
+func (r *Roots) HostileRoots(service string) []HostileRoot {
+	r.t.Helper()
+	mode := func(name string, perm os.FileMode) string {
+		root := r.Root(name, service)
+		Must(r.t, os.Chmod(root, perm))
+		return root
+	}
+	owned := r.Root("user-owned", service)
+	Must(r.t, os.Chown(owned, 1000, 1000))
+	link := filepath.Join(r.Dir, "symlink")
+	Must(r.t, os.Symlink(r.Root("symlink-target", service), link))
+	Must(r.t, os.Symlink(r.Dir, filepath.Join(r.Dir, "linkdir")))
+	r.Root("under/inside", service)
+	return []HostileRoot{
+		{"world-writable", mode("world-writable", 0o777), "is writable by group or others (mode 0777)"},
+		{"group-writable", mode("group-writable", 0o775), "is writable by group or others (mode 0775)"},
+		{"user-owned", owned, "is owned by uid 1000, not by root"},
+		{"symlink", link, "is a symbolic link"},
+		{"under a symlink", filepath.Join(r.Dir, "linkdir", "under", "inside"), "linkdir is a symbolic link"},
+		{"relative", "relative/root", "is not an absolute path"},
+		{"missing", filepath.Join(r.Dir, "missing"), "does not exist"},
+		{"a file", r.WriteConf("a-file", "not a directory"), "is not a directory"},
+		{"unknown user", r.Root("baduser", service) + " user=no-such-user", "user no-such-user does not exist"},
+		{"unknown group", r.Root("badgroup", service) + " user=nobody group=no-such-group", "group no-such-group does not exist"},
+	}
+}
+
 // HostileConfs makes the broken conf files every program must refuse
 // plainly, each meant for 192.0.2.1 and the valid root good, and returns
 // their paths by name: "missing", "directory", "writable", "user-owned",
-// "empty", "binary", "long-line" (a 1 MiB line, then a default) and "nul".
+// "empty", "binary", "long-line" (a 1 MiB line, then a default), "nul",
+// and three a directory of whose path is hostile: "in-writable-dir",
+// "symlink" and "under-symlink".
 func (r *Roots) HostileConfs(good string) map[string]string {
 	r.t.Helper()
 	c := map[string]string{"missing": filepath.Join(r.Dir, "no-such-conf")}
@@ -163,5 +205,16 @@ func (r *Roots) HostileConfs(good string) map[string]string {
 	c["long-line"] = r.WriteConf("conf-long-line", strings.Repeat("x", 1<<20), "default "+good)
 	c["nul"] = filepath.Join(r.Dir, "conf-nul")
 	Must(r.t, os.WriteFile(c["nul"], []byte("192.0.2.2 /\n192.0.2.1 "+good+"\x00\n"), 0o644))
+	// Whoever can rename in a directory of the path chooses the content.
+	open := filepath.Join(r.Dir, "conf-open-dir")
+	Must(r.t, os.Mkdir(open, 0o777))
+	Must(r.t, os.Chmod(open, 0o777))
+	c["in-writable-dir"] = filepath.Join(open, "conf")
+	Must(r.t, os.WriteFile(c["in-writable-dir"], []byte("192.0.2.1 "+good+"\n"), 0o644))
+	target := r.WriteConf("conf-link-target", "192.0.2.1 "+good)
+	c["symlink"] = filepath.Join(r.Dir, "conf-symlink")
+	Must(r.t, os.Symlink(target, c["symlink"]))
+	Must(r.t, os.Symlink(r.Dir, filepath.Join(r.Dir, "conf-linkdir")))
+	c["under-symlink"] = filepath.Join(r.Dir, "conf-linkdir", "conf-link-target")
 	return c
 }

@@ -454,6 +454,13 @@ func (s *Syslog) Lines() []string {
 	return append([]string(nil), s.lines...)
 }
 
+// Len is the number of messages received so far.
+func (s *Syslog) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lines)
+}
+
 // Count counts the messages holding every one of subs.
 func (s *Syslog) Count(subs ...string) int {
 	n := 0
@@ -477,9 +484,15 @@ func holdsAll(l string, subs []string) bool {
 // WaitFor returns the first message holding every one of subs, waiting up
 // to timeout for it to arrive.
 func (s *Syslog) WaitFor(timeout time.Duration, subs ...string) (string, bool) {
+	return s.WaitAfter(0, timeout, subs...)
+}
+
+// WaitAfter is WaitFor among the messages after the first n (Len before
+// the step that logs).
+func (s *Syslog) WaitAfter(n int, timeout time.Duration, subs ...string) (string, bool) {
 	deadline := time.Now().Add(timeout)
 	for {
-		for _, l := range s.Lines() {
+		for _, l := range s.Lines()[n:] {
 			if holdsAll(l, subs) {
 				return l, true
 			}
