@@ -24,7 +24,7 @@ func FindFile(path string, addr netip.Addr) (Match, error) {
 	addr = addr.Unmap().WithZone("")
 	var e *Entry
 	var nul bool
-	_, err := withConf(path, func(fd int, st *unix.Stat_t) (err error) {
+	_, err := withConf(path, MaxFileSize, func(fd int, st *unix.Stat_t) (err error) {
 		e, nul, err = streamExact(fd, addr)
 		return err
 	})
