@@ -61,9 +61,7 @@ func (f *finder) parseInetd(path, text string) {
 					defHost = host
 					continue
 				}
-				// "HOST: service ...": the service is the next field.
-				fields = fields[1:]
-				fields[0] = host + ":" + fields[0]
+				fields = fields[1:] // "HOST: service ...": the service is the next field
 			}
 		}
 		if !hasHost {
@@ -114,15 +112,15 @@ func (f *finder) inetdEntry(from, host string, fields []string) {
 	}
 	service := fields[0][strings.LastIndexByte(fields[0], ':')+1:]
 	proto, _, _ := strings.Cut(fields[2], ",") // ",sndbuf=SIZE,rcvbuf=SIZE"
-	rpc := strings.HasPrefix(proto, "rpc/")
-	proto = strings.TrimPrefix(proto, "rpc/")
-	switch {
-	case proto == "unix":
+	// An rpc service's name is "NAME/VERSIONS": no services(5) name, so
+	// its port is left 0 (the portmapper chooses it).
+	switch strings.TrimPrefix(proto, "rpc/") {
+	case "unix":
 		f.problem(from, "is a Unix socket: it has no address for virtuald to resolve")
 		return
-	case strings.HasPrefix(proto, "tcp"):
+	case "tcp", "tcp4", "tcp6", "tcp46":
 		s.Transport = "tcp"
-	case strings.HasPrefix(proto, "udp"):
+	case "udp", "udp4", "udp6":
 		s.Transport = "udp"
 	default:
 		f.problem(from, "protocol "+proto+" is not tcp or udp")
@@ -134,9 +132,7 @@ func (f *finder) inetdEntry(from, host string, fields []string) {
 		f.problem(from, "socket type "+fields[1]+" is not stream or dgram")
 		return
 	}
-	if !rpc {
-		s.Port = f.ports.port(service, s.Transport)
-	}
+	s.Port = f.ports.port(service, s.Transport)
 	wait, _, _ := strings.Cut(fields[3], ".")
 	if why := modeProblem(&s, fields[1] == "stream" && wait == "wait"); why != "" {
 		f.problem(from, why)

@@ -2,6 +2,7 @@ package superserver
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -54,6 +55,7 @@ func TestInetd(t *testing.T) {
 			ftp(func(s *Service) { s.Name = "192.0.2.1,*,192.0.2.2:ftp" }),
 			ftp(func(s *Service) { s.Name, s.Address = "192.0.2.1,*,192.0.2.2:ftp", addr("192.0.2.2") }),
 		}, nil},
+		{"an address as a field of its own", "192.0.2.1: ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Address = addr("192.0.2.1") })}, nil},
 		{"a host name", "mail.example:ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Host = "mail.example:ftp", "mail.example" })}, nil},
 		{"a default address, then the wildcard again", "192.0.2.1:\nftp " + v + " /c p\n*:\nftp " + v + " /c p", []Service{
 			ftp(func(s *Service) { s.From, s.Address = "inetd.conf:2", addr("192.0.2.1") }),
@@ -62,6 +64,7 @@ func TestInetd(t *testing.T) {
 		{"a name not in services", "gopher " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Port = "gopher", 0 })}, nil},
 		{"udp", "tftp dgram udp wait root /usr/sbin/virtuald virtuald /c p", []Service{ftp(func(s *Service) { s.Name, s.Transport, s.Port = "tftp", "udp", 69 })}, nil},
 		{"buffer sizes after the protocol", "ftp stream tcp6,rcvbuf=64k " + v[11:] + " /c p", []Service{ftp(nil)}, nil},
+		{"a protocol that is neither", "ftp stream tcpx " + v[11:] + " /c p", nil, []Problem{{"inetd.conf:1", "protocol tcpx is not tcp or udp"}}},
 		{"accept mode", "ftp stream tcp wait.10 root /usr/sbin/virtuald virtuald -accept /c p", []Service{ftp(func(s *Service) { s.Accept = true })}, nil},
 		{"an rpc service has no port", "rstatd/1-3 stream rpc/tcp nowait root /usr/sbin/virtuald virtuald /c p", []Service{ftp(func(s *Service) { s.Name, s.Port = "rstatd/1-3", 0 })}, nil},
 		{"a relative conf is opened in /", "ftp " + v + " c p", []Service{ftp(func(s *Service) { s.Conf = "/c" })}, nil},
@@ -84,5 +87,36 @@ func TestInetd(t *testing.T) {
 			f.parseInetd("inetd.conf", c.text)
 			check(t, "", f.found, f.problems, c.want, c.problems)
 		})
+	}
+}
+
+// However many lines start virtuald, Find keeps maxServices of them and
+// says that it left the rest out.
+func TestMaxServices(t *testing.T) {
+	f := &finder{}
+	f.parseInetd("inetd.conf", strings.Repeat("ftp stream tcp nowait root /usr/sbin/virtuald virtuald /c p\n", maxServices+2))
+	want := []Problem{{"inetd.conf:4097", "more than the 4096 services Find reads; this one and the rest are left out"}}
+	if len(f.found) != maxServices || !reflect.DeepEqual(f.problems, want) {
+		t.Errorf("%d services, problems %q; want %d and %q", len(f.found), f.problems, maxServices, want)
+	}
+}
+
+// Ports come from services(5): the first line for a name wins, aliases
+// count, and a port is per protocol.
+func TestServices(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/services", "# comment\nftp\t\t21/tcp\nfsp\t\t21/udp\t\tfspd # alias\nftp 2121/tcp\nbad x/tcp\nshort\n")
+	f := &finder{}
+	p := f.readServices(dir + "/services")
+	for _, c := range []struct {
+		service, transport string
+		want               uint16
+	}{{"ftp", "tcp", 21}, {"ftp", "udp", 0}, {"fspd", "udp", 21}, {"bad", "tcp", 0}, {"8080", "udp", 8080}, {"70000", "tcp", 0}} {
+		if got := p.port(c.service, c.transport); got != c.want {
+			t.Errorf("%s/%s: %d, want %d", c.service, c.transport, got, c.want)
+		}
+	}
+	if f.problems != nil {
+		t.Errorf("problems %q", f.problems)
 	}
 }

@@ -32,13 +32,13 @@ func TestSystemd(t *testing.T) {
 			}
 		}, []Service{pop3, pop3v6, tftp}, nil},
 		{"a link to another file", func(t *testing.T, dir string) {
-			write(t, filepath.Join(dir, "elsewhere/imap.service"), "[Service]\nExecStart=/usr/sbin/virtuald -accept /etc/virtuald/conf.imap imapd\n")
+			write(t, filepath.Join(dir, "elsewhere/imap.service"), "[Service]\nExecStart=-+@/usr/sbin/virtuald virtuald -accept /etc/virtuald/conf.imap imapd\n")
 			if err := os.Symlink(filepath.Join(dir, "elsewhere/imap.service"), filepath.Join(dir, "etc/virtuald-imap.service")); err != nil {
 				t.Fatal(err)
 			}
 		}, []Service{{From: "elsewhere/imap.service", SuperServer: "systemd", Name: "virtuald-imap.socket", Conf: "/etc/virtuald/conf.imap", Program: "imapd", Args: []string{"imapd"}, Accept: true, Transport: "tcp", Port: 143, Path: systemdPath}, pop3, pop3v6, tftp}, nil},
 		{"a drop-in for the socket", func(t *testing.T, dir string) {
-			write(t, filepath.Join(dir, "etc/virtuald-tftp.socket.d/more.conf"), "[Socket]\nListenDatagram=\nListenDatagram=6969\nListenDatagram=/run/tftp.sock\n")
+			write(t, filepath.Join(dir, "etc/virtuald-tftp.socket.d/more.conf"), "[Socket]\nListenDatagram=\nListenDatagram=0.0.0.0:6969\nListenDatagram=/run/tftp.sock\n")
 		}, []Service{imap, pop3, pop3v6, func() Service { s := tftp; s.Address, s.Port = netipZero, 6969; return s }()},
 			[]Problem{imapProblem, {"etc/virtuald-tftp.socket", "ListenDatagram=/run/tftp.sock: is a Unix socket: it has no address for virtuald to resolve"}}},
 	} {
@@ -73,6 +73,26 @@ func TestSplitCommand(t *testing.T) {
 		got, err := splitCommand(c.in)
 		if (err != nil) != c.err || !slices.Equal(got, c.want) {
 			t.Errorf("%s: %q %v, want %q (error: %v)", c.in, got, err, c.want, c.err)
+		}
+	}
+}
+
+// A unit file's lines as systemd reads them: sections, both kinds of
+// comment, a backslash that joins the next line with a space (skipping
+// comments between), an empty assignment that empties a list.
+func TestParseUnit(t *testing.T) {
+	u := &unit{}
+	u.parseUnit("# c\n[Service]\n; c\nExecStart=/a\\\n# skipped\n/b\nEnvironment=A=1\n  Environment = \nEnvironment=B=2\n[Socket]\nEnvironment=C=3\n")
+	for _, c := range []struct {
+		section, key string
+		want         []string
+	}{
+		{"Service", "ExecStart", []string{"/a /b"}},
+		{"Service", "Environment", []string{"B=2"}},
+		{"Socket", "Environment", []string{"C=3"}},
+	} {
+		if got := u.list(c.section, c.key); !slices.Equal(got, c.want) {
+			t.Errorf("[%s] %s: %q, want %q", c.section, c.key, got, c.want)
 		}
 	}
 }

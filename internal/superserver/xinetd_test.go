@@ -51,7 +51,7 @@ func TestXinetd(t *testing.T) {
 		{"disabled by defaults", "defaults\n{\n disabled = ftp\n}\n" + block("server_args = /c p"), nil, nil},
 		{"not enabled by defaults", "defaults\n{\n enabled = other\n}\n" + block("server_args = /c p"), nil, nil},
 		{"enabled by its id", "defaults\n{\n enabled = f1\n}\n" + block("server_args = /c p", "id = f1"), []Service{ftp(func(s *Service) { s.From = "x:5" })}, nil},
-		{"+= and -=", block("server_args = /c p", "env = A=1 B=2", "env += PATH=/sbin", "env -= A=1"), []Service{ftp(func(s *Service) { s.Path = "/sbin" })}, nil},
+		{"+= and -=", block("server_args = /c p", "passenv = LANG", "passenv += PATH TZ", "passenv -= PATH"), []Service{ftp(func(s *Service) { s.Path = "" })}, nil},
 		{"+= where xinetd takes only =", block("server_args = /c", "server_args += p"), nil, []Problem{{"x:1", "xinetd refuses this service: x:7: += is not for server_args"}}},
 		{"bind and the defaults' bind", "defaults\n{\n bind = 192.0.2.9\n}\n" + block("server_args = /c p") + block("server_args = /c p", "interface = 2001:db8::1"),
 			[]Service{ftp(func(s *Service) { s.From, s.Address = "x:5", addr("192.0.2.9") }), ftp(func(s *Service) { s.From, s.Address = "x:12", addr("2001:db8::1") })}, nil},
@@ -64,6 +64,7 @@ func TestXinetd(t *testing.T) {
 		{"passenv without PATH", block("server_args = /c p", "passenv = LANG"), []Service{ftp(func(s *Service) { s.Path = "" })}, nil},
 		{"the defaults' passenv", "defaults\n{\n passenv = PATH\n}\n" + block("server_args = /c p", "passenv ="), []Service{ftp(func(s *Service) { s.From = "x:5" })}, nil},
 		{"env's PATH", block("server_args = /c p", "env = LANG=C PATH=/sbin"), []Service{ftp(func(s *Service) { s.Path = "/sbin" })}, nil},
+		{"env's PATH beside passenv", block("server_args = /c p", "env = PATH=/sbin", "passenv = LANG"), []Service{ftp(func(s *Service) { s.Path = "/sbin" })}, nil},
 		{"internal", block("server_args = /c p", "type = INTERNAL"), nil, nil},
 		{"redirected", block("server_args = /c p", "redirect = 192.0.2.1 21"), nil, nil},
 		{"the brace on the service line", "service ftp {\n server = /usr/sbin/virtuald\n socket_type = stream\n server_args = /c p\n}\n", []Service{ftp(nil)}, nil},
@@ -88,4 +89,20 @@ func TestXinetd(t *testing.T) {
 			check(t, "", f.found, f.problems, c.want, c.problems)
 		})
 	}
+}
+
+// A file of an includedir that is a symbolic link is read at its target,
+// under the same rules.
+func TestXinetdLink(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/elsewhere/ftp", "service ftp\n{\n socket_type = stream\n server = /usr/sbin/virtuald\n server_args = /c p\n}\n")
+	write(t, dir+"/xinetd.conf", "includedir "+dir+"/xinetd.d\n")
+	if err := os.Mkdir(dir+"/xinetd.d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../elsewhere/ftp", dir+"/xinetd.d/ftp"); err != nil {
+		t.Fatal(err)
+	}
+	got, problems := Find(Sources{XinetdConf: dir + "/xinetd.conf"})
+	check(t, dir, got, problems, []Service{{From: "xinetd.d/ftp:1", SuperServer: "xinetd", Name: "ftp", Conf: "/c", Program: "p", Args: []string{"p"}, Transport: "tcp", Path: systemdPath}}, nil)
 }
