@@ -3,6 +3,7 @@ package superserver
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -72,8 +73,9 @@ func (f *finder) readDir(dir string) (entries []entry, absent bool) {
 	file := os.NewFile(uintptr(fd), dir)
 	defer file.Close()
 	names, err := file.Readdirnames(maxFiles + 1)
-	if err != nil && len(names) == 0 {
-		return nil, false // empty
+	if err != nil && err != io.EOF { // io.EOF: empty
+		f.problem(dir, "cannot be listed: "+err.Error())
+		return nil, false
 	}
 	if len(names) > maxFiles {
 		f.problem(dir, "holds more than "+strconv.Itoa(maxFiles)+" files; none is read")
