@@ -66,6 +66,9 @@ fuzz: ## a short fuzz pass over every parser of untrusted bytes
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./internal/ipc
 	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./internal/ipc
 	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(FUZZTIME) ./internal/ipc/admin
+	$(GO) test -run '^$$' -fuzz '^FuzzInetd$$' -fuzztime $(FUZZTIME) ./internal/superserver
+	$(GO) test -run '^$$' -fuzz '^FuzzXinetd$$' -fuzztime $(FUZZTIME) ./internal/superserver
+	$(GO) test -run '^$$' -fuzz '^FuzzUnit$$' -fuzztime $(FUZZTIME) ./internal/superserver
 
 bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf

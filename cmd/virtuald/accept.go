@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -17,26 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Defaults of the accept-mode limits: enough for a busy host, few enough
-// that a flood of connections cannot fork the host to death, and a single
-// customer cannot take every slot.
-const (
-	defaultMaxChildren = 512
-	defaultMaxPerEntry = 64
-)
-
-// defaultStopTimeout bounds the wait for running services after SIGTERM;
-// past it they are killed, so a stop always ends (systemd's own stop
-// timeout is 90 s).
-const defaultStopTimeout = 30 * time.Second
-
 // acceptor is "virtuald -accept": started once with listening sockets, it
 // accepts each connection and starts the service for it directly inside
 // the resolved root, with the entry's credentials: one fork and one exec
 // per connection, where inetd's nowait costs a fork and two execs.
 type acceptor struct {
 	log        *syslog.Logger
-	opts       options
+	opts       cmdline.Options
 	socketPath string
 	confPath   string
 	program    string
@@ -82,7 +70,7 @@ func listeners(n int) ([]int, error) {
 	return fds, nil
 }
 
-func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int, confPath, program string, argv, env []string) int {
+func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listenFDs int, confPath, program string, argv, env []string) int {
 	fds, err := listeners(listenFDs)
 	if err != nil {
 		log.Log(syslog.Err, "accept mode: "+err.Error())
@@ -130,11 +118,11 @@ func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int,
 		a.acceptLoop(fds, wake[0])
 		releaseListeners(log, fds)
 	}()
-	if o.idleExit > 0 {
-		go a.idleWatch(o.idleExit)
+	if o.IdleExit > 0 {
+		go a.idleWatch(o.IdleExit)
 	}
 	log.Log(syslog.Info, "accept mode: serving "+strconv.Itoa(len(fds))+" listening socket(s); max-children="+
-		strconv.Itoa(o.maxChildren)+" max-per-entry="+strconv.Itoa(o.maxPerEntry))
+		strconv.Itoa(o.MaxChildren)+" max-per-entry="+strconv.Itoa(o.MaxPerEntry))
 	for {
 		select {
 		case s := <-sigs:
@@ -150,17 +138,17 @@ func acceptMode(log *syslog.Logger, o options, socketPath string, listenFDs int,
 				continue
 			}
 			stop = true
-			stopTimer = time.After(o.stopTimeout)
+			stopTimer = time.After(o.StopTimeout)
 			unix.Write(wake[1], []byte{0})
 			a.mu.Lock()
 			a.stopping = true
 			n := len(a.children)
 			a.checkIdle()
 			a.mu.Unlock()
-			log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting up to "+o.stopTimeout.String()+" for "+strconv.Itoa(n)+" running service(s)")
+			log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting up to "+o.StopTimeout.String()+" for "+strconv.Itoa(n)+" running service(s)")
 		case <-stopTimer:
 			if !killed {
-				a.killChildren("-stop-timeout " + o.stopTimeout.String() + " passed")
+				a.killChildren("-stop-timeout " + o.StopTimeout.String() + " passed")
 				killed, stopTimer = true, time.After(killGrace)
 				continue
 			}
@@ -228,13 +216,13 @@ func (a *acceptor) acceptLoop(fds []int, wake int) {
 				continue
 			}
 			a.mu.Lock()
-			full := a.slots >= a.opts.maxChildren
+			full := a.slots >= a.opts.MaxChildren
 			if !full {
 				a.slots++
 			}
 			a.mu.Unlock()
 			if full {
-				a.refuse(conn, nil, "too many connections at once (-max-children "+strconv.Itoa(a.opts.maxChildren)+")")
+				a.refuse(conn, nil, "too many connections at once (-max-children "+strconv.Itoa(a.opts.MaxChildren)+")")
 				continue
 			}
 			go a.serve(conn)
@@ -293,7 +281,7 @@ func (a *acceptor) serve(conn int) {
 	}
 	key := a.confPath + "\x00" + d.entry.Key
 	if !a.takeEntry(key) {
-		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.maxPerEntry)+")")
+		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.MaxPerEntry)+")")
 		a.release()
 		return
 	}
@@ -353,7 +341,7 @@ func (a *acceptor) serve(conn int) {
 func (a *acceptor) takeEntry(key string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.perEntry[key] >= a.opts.maxPerEntry {
+	if a.perEntry[key] >= a.opts.MaxPerEntry {
 		return false
 	}
 	a.perEntry[key]++

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/buildinfo"
+	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/ipc"
@@ -45,22 +46,22 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		return exitUsage
 	}
 	e := readEnvironment(env, os.Getpid())
-	o, args, err := parseOptions(args)
+	o, args, err := cmdline.Parse(args)
 	switch {
-	case err == nil && o.help:
-		return tell(std, log, usage)
-	case err == nil && o.version:
+	case err == nil && o.Help:
+		return tell(std, log, cmdline.Usage)
+	case err == nil && o.Version:
 		return tell(std, log, "virtuald "+buildinfo.Version())
 	}
 	if err != nil || len(args) < 3 || args[1] == "" || args[2] == "" {
 		if err != nil {
 			log.Log(syslog.Err, err.Error())
 		}
-		log.Log(syslog.Err, usage)
+		log.Log(syslog.Err, cmdline.Usage)
 		return exitUsage
 	}
-	socketPath := ipc.SocketPath(o.socket, e.socket)
-	if o.accept {
+	socketPath := ipc.SocketPath(o.Socket, e.socket)
+	if o.Accept {
 		// The connections are never fds 1 and 2 here: give the process
 		// its stderr back (the journal under systemd).
 		if err := std.restore(); err != nil {
@@ -145,7 +146,7 @@ func (d *decision) check(confPath string) error {
 
 // perConnection is the seed's mode: inetd started virtuald for one
 // connection on fd 0; virtuald enters the root and becomes the service.
-func perConnection(log *syslog.Logger, std stdio, o options, socketPath, confPath, program string, argv, env []string) int {
+func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath, confPath, program string, argv, env []string) int {
 	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
@@ -236,11 +237,11 @@ func perConnection(log *syslog.Logger, std stdio, o options, socketPath, confPat
 // wildcard address unless the operator allowed it: the service started
 // for it gets the socket of every address, and most read on until idle,
 // so it could answer another address's datagrams from this root.
-func checkWildcard(c socket.Conn, o options, line *connLog) error {
+func checkWildcard(c socket.Conn, o cmdline.Options, line *connLog) error {
 	if !c.Wildcard {
 		return nil
 	}
-	if o.allowWildcardDgram {
+	if o.AllowWildcardDgram {
 		line.add("dgram", "wildcard")
 		return nil
 	}

@@ -23,7 +23,7 @@ const streamBuf = 64 << 10
 func FindFile(path string, addr netip.Addr) (Match, error) {
 	addr = addr.Unmap().WithZone("")
 	var e *Entry
-	_, err := withConf(path, func(fd int, st *unix.Stat_t) (err error) {
+	_, err := withConf(path, MaxFileSize, func(fd int, st *unix.Stat_t) (err error) {
 		e, err = streamExact(fd, addr)
 		return err
 	})

@@ -34,9 +34,21 @@ func Read(path string) ([]byte, error) {
 // descriptor it read and unchanged across the read, so that the status
 // identifies the content returned (see Racy for when it cannot).
 func ReadStat(path string) ([]byte, unix.Stat_t, error) {
+	return readLimit(path, MaxFileSize)
+}
+
+// ReadLimit is Read for another of root's configuration files (a
+// super-server's, which names conf files and programs) under the same
+// rules, at most limit bytes of it.
+func ReadLimit(path string, limit int) ([]byte, error) {
+	data, _, err := readLimit(path, limit)
+	return data, err
+}
+
+func readLimit(path string, limit int) ([]byte, unix.Stat_t, error) {
 	var data []byte
-	st, err := withConf(path, func(fd int, st *unix.Stat_t) (err error) {
-		data, err = readAll(fd, int(st.Size))
+	st, err := withConf(path, limit, func(fd int, st *unix.Stat_t) (err error) {
+		data, err = readAll(fd, int(st.Size), limit)
 		return err
 	})
 	return data, st, err
@@ -51,8 +63,8 @@ func ReadStat(path string) ([]byte, unix.Stat_t, error) {
 // the rule of chroot.OpenTrusted, and the file is opened relative to the
 // checked directory without following a symbolic link. The file must be a
 // regular file owned by root (or by the caller's effective uid), not
-// writable by group or others, and at most MaxFileSize bytes.
-func withConf(path string, use func(fd int, st *unix.Stat_t) error) (unix.Stat_t, error) {
+// writable by group or others, and at most limit bytes.
+func withConf(path string, limit int, use func(fd int, st *unix.Stat_t) error) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	euid := uint32(os.Geteuid())
 	abs, err := filepath.Abs(path)
@@ -79,8 +91,8 @@ func withConf(path string, use func(fd int, st *unix.Stat_t) error) (unix.Stat_t
 		if err := checkFileMode(&st, euid); err != nil {
 			return st, &LineError{File: path, Msg: err.Error()}
 		}
-		if st.Size > MaxFileSize {
-			return st, &LineError{File: path, Msg: fmt.Sprintf("is %d bytes; the limit is %d", st.Size, MaxFileSize)}
+		if st.Size > int64(limit) {
+			return st, &LineError{File: path, Msg: fmt.Sprintf("is %d bytes; the limit is %d", st.Size, limit)}
 		}
 		if err := use(fd, &st); err != nil {
 			var le *LineError
@@ -140,9 +152,9 @@ func checkFileMode(st *unix.Stat_t, euid uint32) error {
 	return nil
 }
 
-// readAll reads at most MaxFileSize bytes; sizeHint is fstat's size, which
-// may be stale, so the read goes on until EOF.
-func readAll(fd, sizeHint int) ([]byte, error) {
+// readAll reads at most limit bytes; sizeHint is fstat's size, which may
+// be stale, so the read goes on until EOF.
+func readAll(fd, sizeHint, limit int) ([]byte, error) {
 	buf := make([]byte, 0, sizeHint+1)
 	for {
 		if len(buf) == cap(buf) {
@@ -159,8 +171,8 @@ func readAll(fd, sizeHint int) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
-		if len(buf) > MaxFileSize {
-			return nil, fmt.Errorf("file grew past %d bytes", MaxFileSize)
+		if len(buf) > limit {
+			return nil, fmt.Errorf("file grew past %d bytes", limit)
 		}
 	}
 }

@@ -7,48 +7,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/virtuald/virtuald/internal/buildinfo"
 	"golang.org/x/sys/unix"
 )
-
-// The flags come before the conf path, as the seed's inetd lines have it;
-// everything from the conf path on is the service's.
-func TestParseOptions(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want options
-		rest []string
-		err  bool
-	}{
-		{args: []string{"virtuald", "/c", "prog", "-x"}, want: options{maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald", "/c", "prog", "-x"}},
-		{args: []string{"virtuald", "-allow-wildcard-dgram", "/c", "prog"}, want: options{maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second, allowWildcardDgram: true}, rest: []string{"virtuald", "/c", "prog"}},
-		{args: []string{"virtuald", "-accept", "-stop-timeout", "5s", "--max-children=3", "/c", "prog"}, want: options{accept: true, maxChildren: 3, maxPerEntry: 64, stopTimeout: 5 * time.Second}, rest: []string{"virtuald", "/c", "prog"}},
-		{args: []string{"virtuald", "-socket", "/s", "--", "-odd-conf", "prog"}, want: options{socket: "/s", maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald", "-odd-conf", "prog"}},
-		{args: []string{"virtuald", "-accept", "-idle-exit", "10m", "/c", "prog"}, want: options{accept: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second, idleExit: 10 * time.Minute}, rest: []string{"virtuald", "/c", "prog"}},
-		{args: []string{"virtuald", "-idle-exit", "10m", "/c", "prog"}, err: true}, // per connection, nothing idles
-		{args: []string{"virtuald", "-accept", "-idle-exit", "-1s", "/c", "prog"}, err: true},
-		{args: []string{"virtuald", "-stop-timeout", "soon", "/c", "prog"}, err: true},
-		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: true},
-		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: true},
-		{args: []string{"virtuald", "-socket"}, err: true},
-		{args: []string{"virtuald", "-version"}, want: options{version: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
-		{args: []string{"virtuald", "-h"}, want: options{help: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
-		{args: []string{"virtuald", "--help"}, want: options{help: true, maxChildren: 512, maxPerEntry: 64, stopTimeout: 30 * time.Second}, rest: []string{"virtuald"}},
-	} {
-		got, rest, err := parseOptions(c.args)
-		if c.err {
-			if err == nil {
-				t.Errorf("%q: no error", c.args)
-			}
-			continue
-		}
-		if err != nil || got != c.want || !slices.Equal(rest, c.rest) {
-			t.Errorf("%q: %+v %q %v, want %+v %q", c.args, got, rest, err, c.want, c.rest)
-		}
-	}
-}
 
 // virtuald takes the daemon's socket and systemd's listening sockets from
 // its environment, and passes everything else on to the service: never

@@ -1,0 +1,164 @@
+package superserver
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// inetdMaxArgv is how many argv words openbsd-inetd passes (MAXARGV);
+// it drops the rest without a word.
+const inetdMaxArgv = 20
+
+// inetd reads an inetd.conf.
+func (f *finder) inetd(path string) {
+	if data, _ := f.readFile(path); data != nil {
+		f.parseInetd(path, string(data))
+	}
+}
+
+// parseInetd reads inetd.conf text as Debian's openbsd-inetd does: a line
+// starting with '#' is a comment (update-inetd's "#<off>#" lines too),
+// fields are separated by spaces and tabs, a line starting with a space
+// or tab continues the entry before it, and "HOST:" alone sets the
+// address of the lines that follow.
+func (f *finder) parseInetd(path, text string) {
+	lines := strings.Split(text, "\n")
+	defHost := "*"
+	for i := 0; i < len(lines); i++ {
+		no := i + 1
+		if strings.HasPrefix(lines[i], "#") {
+			continue
+		}
+		fields := strings.FieldsFunc(lines[i], blank)
+		size := len(lines[i])
+		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {
+			i++
+			fields = append(fields, strings.FieldsFunc(lines[i], blank)...)
+			size += len(lines[i])
+		}
+		from := path + ":" + strconv.Itoa(no)
+		if size > maxLine {
+			if mentionsVirtuald(fields) {
+				f.problem(from, "is longer than "+strconv.Itoa(maxLine)+" bytes")
+			}
+			continue
+		}
+		if len(fields) == 0 {
+			continue
+		}
+		host, hasHost := "", false
+		if c := strings.LastIndexByte(fields[0], ':'); c >= 0 {
+			host, hasHost = fields[0][:c], true
+			if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+				host = host[1 : len(host)-1]
+			} else if host == "" {
+				host = "*"
+			}
+			if c == len(fields[0])-1 {
+				if len(fields) == 1 {
+					defHost = host
+					continue
+				}
+				fields = fields[1:] // "HOST: service ...": the service is the next field
+			}
+		}
+		if !hasHost {
+			host = defHost
+		}
+		f.inetdEntry(from, host, fields)
+	}
+}
+
+func blank(r rune) bool { return r == ' ' || r == '\t' }
+
+func mentionsVirtuald(words []string) bool {
+	for _, w := range words {
+		if strings.Contains(w, "virtuald") {
+			return true
+		}
+	}
+	return false
+}
+
+// inetdEntry reads one entry's fields: service socktype proto
+// wait[.max] user[.group] server argv...
+func (f *finder) inetdEntry(from, host string, fields []string) {
+	if len(fields) < 6 {
+		if mentionsVirtuald(fields) {
+			f.problem(from, "has "+strconv.Itoa(len(fields))+" fields; inetd needs at least 6 (service socket-type protocol wait user server)")
+		}
+		return
+	}
+	server, argv := fields[5], fields[6:]
+	if len(argv) > inetdMaxArgv {
+		argv = argv[:inetdMaxArgv]
+	}
+	if len(argv) == 0 {
+		argv = []string{filepath.Base(server)}
+	}
+	vargv, ok := virtualdArgv(server, argv)
+	if !ok {
+		return
+	}
+	s := Service{From: from, SuperServer: "inetd", Name: fields[0]}
+	if why := command(&s, vargv); why != "" {
+		f.problem(from, why)
+		return
+	}
+	if len(fields)-6 > inetdMaxArgv {
+		f.problem(from, "inetd passes only the first "+strconv.Itoa(inetdMaxArgv)+" words of argv; the rest are dropped")
+	}
+	service := fields[0][strings.LastIndexByte(fields[0], ':')+1:]
+	proto, _, _ := strings.Cut(fields[2], ",") // ",sndbuf=SIZE,rcvbuf=SIZE"
+	// An rpc service's name is "NAME/VERSIONS": no services(5) name, so
+	// its port is left 0 (the portmapper chooses it).
+	switch strings.TrimPrefix(proto, "rpc/") {
+	case "unix":
+		f.problem(from, "is a Unix socket: it has no address for virtuald to resolve")
+		return
+	case "tcp", "tcp4", "tcp6", "tcp46":
+		s.Transport = "tcp"
+	case "udp", "udp4", "udp6":
+		s.Transport = "udp"
+	default:
+		f.problem(from, "protocol "+proto+" is not tcp or udp")
+		return
+	}
+	switch fields[1] {
+	case "stream", "dgram":
+	default:
+		f.problem(from, "socket type "+fields[1]+" is not stream or dgram")
+		return
+	}
+	s.Port = f.ports.port(service, s.Transport)
+	wait, _, _ := strings.Cut(fields[3], ".")
+	if why := modeProblem(&s, fields[1] == "stream" && wait == "wait"); why != "" {
+		f.problem(from, why)
+	}
+	for _, h := range strings.Split(host, ",") {
+		if h == "" {
+			continue
+		}
+		one := s
+		one.Args = append([]string(nil), s.Args...)
+		setAddress(&one, h)
+		f.add(one)
+	}
+}
+
+// setAddress records a bind address: "*", "" or a wildcard address is
+// none, a host name is kept as written.
+func setAddress(s *Service, host string) {
+	if host == "*" || host == "" {
+		return
+	}
+	a, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		s.Host = host
+	case !a.IsUnspecified():
+		s.Address = a
+	}
+}

@@ -1,0 +1,122 @@
+package superserver
+
+import (
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// A Debian inetd.conf with virtuald lines among others, disabled lines
+// (update-inetd's "#<off>#"), a line continued on the next, a tcpd
+// wrapper, per-address binds and accept mode.
+func TestInetdFile(t *testing.T) {
+	dir := install(t, "testdata")
+	got, problems := Find(Sources{InetdConf: filepath.Join(dir, "inetd.conf"), Services: filepath.Join(dir, "services")})
+	check(t, dir, got, problems, []Service{
+		{From: "inetd.conf:24", SuperServer: "inetd", Name: "ftp", Conf: "/etc/virtuald/conf.ftp", Program: "in.ftpd", Args: []string{"in.ftpd", "-l"}, Transport: "tcp", Port: 21},
+		{From: "inetd.conf:31", SuperServer: "inetd", Name: "pop3", Conf: "/etc/virtuald/conf.pop", Program: "/usr/sbin/in.pop3d", Args: []string{"/usr/sbin/in.pop3d"}, Transport: "tcp", Port: 110},
+		{From: "inetd.conf:40", SuperServer: "inetd", Name: "192.0.2.10:tftp", Conf: "/etc/virtuald/conf.tftp", Program: "/usr/sbin/in.tftpd", Args: []string{"/usr/sbin/in.tftpd", "-s", "/srv/tftp"}, Transport: "udp", Port: 69, Address: addr("192.0.2.10")},
+		{From: "inetd.conf:44", SuperServer: "inetd", Name: "[2001:db8::10]:smtp", Conf: "/etc/virtuald/conf.smtp", Program: "/usr/sbin/smtpd", Args: []string{"/usr/sbin/smtpd"}, Accept: true, Transport: "tcp", Port: 25, Address: addr("2001:db8::10")},
+	}, nil)
+}
+
+// Each rule of inetd.conf that changes what runs where, one line (or a
+// few) at a time.
+func TestInetd(t *testing.T) {
+	const v = "stream tcp nowait root /usr/sbin/virtuald virtuald"
+	ftp := func(change func(*Service)) Service {
+		s := Service{From: "inetd.conf:1", SuperServer: "inetd", Name: "ftp", Conf: "/c", Program: "p", Args: []string{"p"}, Transport: "tcp", Port: 21}
+		if change != nil {
+			change(&s)
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name     string
+		text     string
+		want     []Service
+		problems []Problem
+	}{
+		{"the seed's line", "ftp " + v + " /c p", []Service{ftp(nil)}, nil},
+		{"tabs, and a port number", "2121\t" + v + "\t/c\tp", []Service{ftp(func(s *Service) { s.Name, s.Port = "2121", 2121 })}, nil},
+		{"a comment", "#ftp " + v + " /c p", nil, nil},
+		{"update-inetd's disabled line", "#<off># ftp " + v + " /c p", nil, nil},
+		{"a comment only at the start of the line", " #ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Port = "#ftp", 0 })}, nil},
+		{"another program", "ftp stream tcp nowait root /usr/sbin/in.ftpd in.ftpd -l", nil, nil},
+		{"another program that mentions virtuald", "ftp stream tcp nowait root /usr/sbin/tcpd /usr/sbin/in.ftpd /etc/virtuald/conf", nil, nil},
+		{"through tcpd, argv[0] a name", "ftp stream tcp nowait root /usr/sbin/tcpd virtuald /c p", []Service{ftp(nil)}, nil},
+		{"a continued line", "ftp " + v + "\n\t/c p\n p2", []Service{ftp(func(s *Service) { s.Args = []string{"p", "p2"} })}, nil},
+		{"a comment ends an entry", "ftp " + v + " /c p\n#x\n\tp2", []Service{ftp(nil)}, nil},
+		{"an address", "192.0.2.1:ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Address = "192.0.2.1:ftp", addr("192.0.2.1") })}, nil},
+		{"an IPv6 address in brackets", "[2001:db8::1]:ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Address = "[2001:db8::1]:ftp", addr("2001:db8::1") })}, nil},
+		{"several addresses", "192.0.2.1,*,192.0.2.2:ftp " + v + " /c p", []Service{
+			ftp(func(s *Service) { s.Name, s.Address = "192.0.2.1,*,192.0.2.2:ftp", addr("192.0.2.1") }),
+			ftp(func(s *Service) { s.Name = "192.0.2.1,*,192.0.2.2:ftp" }),
+			ftp(func(s *Service) { s.Name, s.Address = "192.0.2.1,*,192.0.2.2:ftp", addr("192.0.2.2") }),
+		}, nil},
+		{"an address as a field of its own", "192.0.2.1: ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Address = addr("192.0.2.1") })}, nil},
+		{"a host name", "mail.example:ftp " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Host = "mail.example:ftp", "mail.example" })}, nil},
+		{"a default address, then the wildcard again", "192.0.2.1:\nftp " + v + " /c p\n*:\nftp " + v + " /c p", []Service{
+			ftp(func(s *Service) { s.From, s.Address = "inetd.conf:2", addr("192.0.2.1") }),
+			ftp(func(s *Service) { s.From = "inetd.conf:4" }),
+		}, nil},
+		{"a name not in services", "gopher " + v + " /c p", []Service{ftp(func(s *Service) { s.Name, s.Port = "gopher", 0 })}, nil},
+		{"udp", "tftp dgram udp wait root /usr/sbin/virtuald virtuald /c p", []Service{ftp(func(s *Service) { s.Name, s.Transport, s.Port = "tftp", "udp", 69 })}, nil},
+		{"buffer sizes after the protocol", "ftp stream tcp6,rcvbuf=64k " + v[11:] + " /c p", []Service{ftp(nil)}, nil},
+		{"a protocol that is neither", "ftp stream tcpx " + v[11:] + " /c p", nil, []Problem{{"inetd.conf:1", "protocol tcpx is not tcp or udp"}}},
+		{"accept mode", "ftp stream tcp wait.10 root /usr/sbin/virtuald virtuald -accept /c p", []Service{ftp(func(s *Service) { s.Accept = true })}, nil},
+		{"an rpc service has no port", "rstatd/1-3 stream rpc/tcp nowait root /usr/sbin/virtuald virtuald /c p", []Service{ftp(func(s *Service) { s.Name, s.Port = "rstatd/1-3", 0 })}, nil},
+		{"a relative conf is opened in /", "ftp " + v + " c p", []Service{ftp(func(s *Service) { s.Conf = "/c" })}, nil},
+		{"no argv: argv[0] is the server's name", "ftp " + v[:len(v)-9], nil, []Problem{{"inetd.conf:1", "virtuald needs CONF PROGRAM after its options"}}},
+		{"inetd's 20 words", "ftp " + v + " /c p" + strings.Repeat(" a", 20), []Service{ftp(func(s *Service) { s.Args = append([]string{"p"}, strings.Fields(strings.Repeat(" a", 17))...) })},
+			[]Problem{{"inetd.conf:1", "inetd passes only the first 20 words of argv; the rest are dropped"}}},
+		{"wait without -accept", "ftp stream tcp wait root /usr/sbin/virtuald virtuald /c p", []Service{ftp(nil)},
+			[]Problem{{"inetd.conf:1", "virtuald gets a listening socket but has no -accept: it refuses to serve it"}}},
+		{"nowait with -accept", "ftp " + v + " -accept /c p", []Service{ftp(func(s *Service) { s.Accept = true })},
+			[]Problem{{"inetd.conf:1", "virtuald -accept gets a connection, not a listening socket: it refuses to serve it"}}},
+		{"a bad flag", "ftp " + v + " -frobnicate /c p", nil, []Problem{{"inetd.conf:1", "virtuald's options: unknown option -frobnicate"}}},
+		{"no program", "ftp " + v + " /c", nil, []Problem{{"inetd.conf:1", "virtuald needs CONF PROGRAM after its options"}}},
+		{"-version", "ftp " + v + " -version /c p", nil, []Problem{{"inetd.conf:1", "virtuald -h or -version only prints and exits"}}},
+		{"a Unix socket", "/run/x.sock stream unix nowait root /usr/sbin/virtuald virtuald /c p", nil, []Problem{{"inetd.conf:1", "is a Unix socket: it has no address for virtuald to resolve"}}},
+		{"too few fields", "ftp stream tcp nowait /usr/sbin/virtuald", nil, []Problem{{"inetd.conf:1", "has 5 fields; inetd needs at least 6 (service socket-type protocol wait user server)"}}},
+		{"too long", "ftp " + v + " /c p " + strings.Repeat("a", maxLine), nil, []Problem{{"inetd.conf:1", "is longer than 8192 bytes"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := &finder{ports: ports{"ftp/tcp": 21, "tftp/udp": 69}}
+			f.parseInetd("inetd.conf", c.text)
+			check(t, "", f.found, f.problems, c.want, c.problems)
+		})
+	}
+}
+
+// However many lines start virtuald, Find keeps maxServices of them and
+// says that it left the rest out.
+func TestMaxServices(t *testing.T) {
+	f := &finder{}
+	f.parseInetd("inetd.conf", strings.Repeat("ftp stream tcp nowait root /usr/sbin/virtuald virtuald /c p\n", maxServices+2))
+	want := []Problem{{"inetd.conf:4097", "more than the 4096 services Find reads; this one and the rest are left out"}}
+	if len(f.found) != maxServices || !reflect.DeepEqual(f.problems, want) {
+		t.Errorf("%d services, problems %q; want %d and %q", len(f.found), f.problems, maxServices, want)
+	}
+}
+
+// Ports come from services(5): the first line for a name wins, aliases
+// count, and a port is per protocol.
+func TestServices(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/services", "# comment\nftp\t\t21/tcp\nfsp\t\t21/udp\t\tfspd # alias\nftp 2121/tcp\nbad x/tcp\nshort\n")
+	f := &finder{}
+	p := f.readServices(dir + "/services")
+	for _, c := range []struct {
+		service, transport string
+		want               uint16
+	}{{"ftp", "tcp", 21}, {"ftp", "udp", 0}, {"fspd", "udp", 21}, {"bad", "tcp", 0}, {"8080", "udp", 8080}, {"70000", "tcp", 0}} {
+		if got := p.port(c.service, c.transport); got != c.want {
+			t.Errorf("%s/%s: %d, want %d", c.service, c.transport, got, c.want)
+		}
+	}
+	if f.problems != nil {
+		t.Errorf("problems %q", f.problems)
+	}
+}
