@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,6 +56,9 @@ func printHeader(w io.Writer, st *admin.Status) {
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
 	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
 		st.Queries.OK, st.Queries.Stale, st.Queries.Racy, st.Queries.Unknown, st.Queries.Error)
+	for _, p := range st.ServiceProblems {
+		fmt.Fprintf(w, "service not understood: %s: %s\n", p.From, p.Reason)
+	}
 }
 
 // printConf prints a conf file's lines above its entries.
@@ -80,6 +86,21 @@ func printConf(w io.Writer, c *admin.ConfStatus) {
 		checked = fmt.Sprintf(" (roots of entries not listed checked %s)", c.CheckedAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "  %d %s: %d live, %d absent, %d invalid%s\n", n, plural(n, "entry", "entries"), c.Counts.Live, c.Counts.Absent, c.Counts.Invalid, checked)
+	for _, sv := range c.Services {
+		fmt.Fprintf(w, "  service: %s\n", describeService(sv))
+	}
+	if c.ConnectionsCounted != "" {
+		fmt.Fprintf(w, "  connections: %s\n", c.ConnectionsCounted)
+	}
+	if len(c.Services) > 0 {
+		switch {
+		case c.ProgramsCheckedAt.IsZero():
+			fmt.Fprintf(w, "  programs: not checked yet inside the roots\n")
+		default:
+			fmt.Fprintf(w, "  programs: %d %s with a program that cannot start (checked inside every root %s)\n",
+				c.ProgramsNotReady, plural(c.ProgramsNotReady, "entry", "entries"), c.ProgramsCheckedAt.UTC().Format(time.RFC3339))
+		}
+	}
 	for _, p := range c.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}
@@ -95,18 +116,36 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED")
+	programs := slices.ContainsFunc(entries, func(en admin.EntryStatus) bool { return len(en.Programs) > 0 })
+	head := "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED"
+	if programs {
+		head += "\tPROGRAMS"
+	}
+	fmt.Fprintln(tw, head)
 	for _, en := range entries {
 		root := en.Root
 		if root == "" {
 			root = "-" // a line without a root: an empty column would be read as the next one
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", en.Key, root, userOf(en), en.State, addressesOf(en), en.Connections, en.Resolved)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d", en.Key, root, userOf(en), en.State, addressesOf(en), connectionsOf(en), en.Resolved)
+		if programs {
+			fmt.Fprintf(tw, "\t%s", programsOf(en))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	for _, en := range entries {
 		if en.Reason != "" {
 			fmt.Fprintf(w, "  %s (line %d) is %s: %s\n", en.Key, en.Line, en.State, en.Reason)
+		}
+		for _, p := range en.Programs {
+			switch {
+			case p.State == admin.ProgramReady || en.State == admin.StateInvalid:
+			case p.State == admin.ProgramUnchecked:
+				fmt.Fprintf(w, "  %s (line %d): %s is not checked: %s\n", en.Key, en.Line, p.Program, p.Reason)
+			default:
+				fmt.Fprintf(w, "  %s (line %d): %s cannot start (%s): %s\n", en.Key, en.Line, p.Program, p.State, p.Reason)
+			}
 		}
 		if en.Warning != "" {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
@@ -117,6 +156,54 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 			fmt.Fprintf(w, "  %s (line %d): log relay off: %s\n", en.Key, en.Line, r.Reason)
 		}
 	}
+}
+
+// describeService says what a super-server starts virtuald for.
+func describeService(sv admin.ServiceStatus) string {
+	where := "every address"
+	if sv.Address != "" {
+		where = sv.Address
+	}
+	port := "port unknown"
+	if sv.Port != 0 {
+		port = fmt.Sprintf("port %d", sv.Port)
+	}
+	mode := "one virtuald per connection"
+	if sv.Accept {
+		mode = "virtuald -accept"
+	}
+	return fmt.Sprintf("%s %s %s on %s (%s %s, %s): %s", sv.Name, sv.Transport, port, where, sv.SuperServer, sv.From, mode, strings.Join(sv.Args, " "))
+}
+
+// connectionsOf is an entry's connections, by port when it has several.
+func connectionsOf(en admin.EntryStatus) string {
+	total := strconv.FormatUint(en.Connections, 10)
+	if len(en.Ports) < 2 {
+		return total
+	}
+	var parts []string
+	for _, p := range en.Ports {
+		parts = append(parts, fmt.Sprintf("%d:%d", p.Port, p.Connections))
+	}
+	return total + " (" + strings.Join(parts, " ") + ")"
+}
+
+// programsOf sums up an entry's programs: "ready" when every one can
+// start, else each that cannot with its state.
+func programsOf(en admin.EntryStatus) string {
+	var not []string
+	for _, p := range en.Programs {
+		if p.State != admin.ProgramReady {
+			not = append(not, path.Base(p.Program)+": "+p.State)
+		}
+	}
+	switch {
+	case len(en.Programs) == 0:
+		return "-"
+	case len(not) == 0:
+		return admin.ProgramReady
+	}
+	return strings.Join(not, ", ")
 }
 
 func printUnmapped(w io.Writer, unmapped []admin.Unmapped) {

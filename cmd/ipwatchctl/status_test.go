@@ -34,12 +34,23 @@ func fixedStatus() *admin.Status {
 		Confs: []admin.ConfStatus{{
 			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded,
 			Counts: admin.StateCounts{Live: 3, Absent: 6, Invalid: 1}, More: 4, ProblemsMore: 2, CheckedAt: loaded.Add(time.Minute),
-			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`},
+			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`,
+				`/etc/virtuald/conf.ftp:2: 2001:db8::10: /usr/sbin/in.ftpd (ftp at /etc/inetd.conf:3) cannot start in /virtual/b: /usr/sbin/in.ftpd exists but shared libraries it needs are missing inside the root: libaudit.so.1 (needed by /lib/x86_64-linux-gnu/libpam.so.0)`},
+			Services: []admin.ServiceStatus{
+				{From: "/etc/inetd.conf:3", SuperServer: "inetd", Name: "ftp", Program: "/usr/sbin/in.ftpd", Args: []string{"in.ftpd", "-l"}, Transport: "tcp", Port: 21},
+				{From: "/etc/systemd/system/virtuald-ftps.service", SuperServer: "systemd", Name: "virtuald-ftps.socket", Program: "/usr/sbin/in.ftpd", Args: []string{"in.ftpd", "-l"}, Accept: true, Transport: "tcp", Port: 990, Address: "192.0.2.10"},
+			},
+			ConnectionsCounted: "TCP connections the kernel accepted on the entry's addresses on ports 21 (ftp), 990 (virtuald-ftps.socket), by the entry that serves the address now, kept while an address is away",
+			ProgramsNotReady:   1, ProgramsCheckedAt: loaded.Add(2 * time.Minute),
 			Entries: []admin.EntryStatus{
 				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", State: admin.StateLive,
-					Addresses: []admin.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800},
+					Addresses: []admin.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800,
+					Ports:    []admin.PortCount{{Port: 21, Services: []string{"ftp"}, Connections: 800}, {Port: 990, Services: []string{"virtuald-ftps.socket"}, Connections: 12}},
+					Programs: []admin.ProgramStatus{{Program: "/usr/sbin/in.ftpd", Services: []string{"ftp at /etc/inetd.conf:3", "virtuald-ftps.socket at /etc/systemd/system/virtuald-ftps.service"}, State: admin.ProgramReady}}},
 				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", State: admin.StateLive,
-					Addresses: []admin.AddressStatus{{Address: "2001:db8::10", Interface: "eth0", Live: false}, {Address: "2001:db8::10", Interface: "eth1", Live: true}}, Connections: 40, Resolved: 40},
+					Addresses: []admin.AddressStatus{{Address: "2001:db8::10", Interface: "eth0", Live: false}, {Address: "2001:db8::10", Interface: "eth1", Live: true}}, Connections: 40, Resolved: 40,
+					Programs: []admin.ProgramStatus{{Program: "/usr/sbin/in.ftpd", Services: []string{"ftp at /etc/inetd.conf:3"}, State: admin.ProgramLibrariesMissing,
+						Reason: "/usr/sbin/in.ftpd exists but shared libraries it needs are missing inside the root: libaudit.so.1 (needed by /lib/x86_64-linux-gnu/libpam.so.0)"}}},
 				{Key: "192.0.2.11", Line: 3, Root: "/virtual/c", State: admin.StateAbsent, Addresses: []admin.AddressStatus{},
 					Warning: "no user=: the service runs as root inside /virtual/c, and root can leave a chroot; give the entry user= (and group=) to confine it"},
 				{Key: "192.0.2.12", Line: 4, Root: "/virtual/d", State: admin.StateInvalid, Reason: "/virtual/d is writable by group or others (mode 0777)",
@@ -50,9 +61,10 @@ func fixedStatus() *admin.Status {
 			},
 		}, {
 			Path: "/etc/virtuald/conf.pop", Error: "/etc/virtuald/conf.pop: cannot open: no such file or directory",
-			Problems: []string{}, Entries: []admin.EntryStatus{},
+			Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{},
 		}},
-		Unmapped: []admin.Unmapped{{Address: "198.51.100.7", Interface: "eth1", Connections: 17}},
+		Unmapped:        []admin.Unmapped{{Address: "198.51.100.7", Interface: "eth1", Connections: 17}},
+		ServiceProblems: []admin.ServiceProblem{{From: "/etc/inetd.conf:7", Reason: "virtuald: unknown option -acept"}},
 	}
 }
 

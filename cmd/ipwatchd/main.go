@@ -26,6 +26,7 @@ import (
 	"github.com/virtuald/virtuald/internal/daemon"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/relay"
+	"github.com/virtuald/virtuald/internal/superserver"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
@@ -57,6 +58,11 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	relayBurst := fs.Int("relay-burst", relay.DefaultBurst, "messages a root may send at once before -relay-rate applies")
 	relayRate := fs.Float64("relay-rate", relay.DefaultRate, "messages a second a root may send after its burst (the rest are dropped and counted)")
 	relayMax := fs.Int("relay-max-roots", relay.DefaultMaxRoots, "roots whose dev/log the relay serves at most")
+	defaults := superserver.DefaultSources()
+	findServices := fs.Bool("find-services", true, "read the super-servers' configuration for the services that start virtuald: their conf files are loaded at start, their programs checked inside every root, their ports counted")
+	inetdConf := fs.String("inetd-conf", defaults.InetdConf, "inetd's configuration (\"\" to skip)")
+	xinetdConf := fs.String("xinetd-conf", defaults.XinetdConf, "xinetd's configuration, with the directories it includes (\"\" to skip)")
+	systemdUnits := fs.String("systemd-units", strings.Join(defaults.SystemdDirs, ":"), "systemd's unit directories, the first overriding the others, where socket units that start virtuald are found (\"\" to skip)")
 	logFormat := fs.String("log-format", "console", "console or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -84,6 +90,12 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	defer log.Sync()
 
 	cfg := daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), SocketGroup: gid, Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
+	if *findServices {
+		cfg.Services = &superserver.Sources{InetdConf: *inetdConf, XinetdConf: *xinetdConf, Services: defaults.Services}
+		if *systemdUnits != "" {
+			cfg.Services.SystemdDirs = strings.Split(*systemdUnits, ":")
+		}
+	}
 	if *relaySyslog {
 		if *relayBurst < 1 || *relayRate <= 0 || *relayMax < 1 {
 			fmt.Fprintln(stderr, "ipwatchd: -relay-burst, -relay-rate and -relay-max-roots must be positive")

@@ -26,6 +26,7 @@ import (
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/relay"
+	"github.com/virtuald/virtuald/internal/superserver"
 	"go.uber.org/zap"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	// Relay is the syslog relay into every valid root (-relay-syslog),
 	// nil for none.
 	Relay *relay.Config
+	// Services says where the super-servers' configuration is, to find
+	// the services that start virtuald (nil: not looked for).
+	Services *superserver.Sources
 }
 
 // Daemon is one running ipwatchd.
@@ -69,6 +73,7 @@ type Daemon struct {
 	counter  *bpf.Counter // nil when the kernel does not count
 	bpfState string       // "on", or "off: why"
 	relay    *relay.Relay // nil without -relay-syslog
+	services atomic.Pointer[serviceSet]
 
 	loadMu  sync.Mutex // one load at a time
 	pending struct {
@@ -78,6 +83,8 @@ type Daemon struct {
 	kick      chan struct{} // a file is queued for the loader
 	reloadAll chan struct{} // SIGHUP: the loader reloads every file
 	validate  chan struct{} // a new snapshot wants its roots checked
+	refind    chan struct{} // a super-server's file changed
+	recheck   atomic.Bool   // the validator checks every root again, however recent its passes
 
 	queries struct{ ok, stale, racy, unknown, errors atomic.Uint64 }
 	reloads atomic.Uint64
@@ -86,7 +93,8 @@ type Daemon struct {
 // New prepares a daemon: it opens the socket, so that a second daemon or a
 // bad path fails at once, before anything else starts.
 func New(cfg Config) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1), reloadAll: make(chan struct{}, 1), validate: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: cfg.Log, start: time.Now(), confs: newConfSet(), kick: make(chan struct{}, 1), reloadAll: make(chan struct{}, 1), validate: make(chan struct{}, 1), refind: make(chan struct{}, 1)}
+	d.services.Store(&serviceSet{})
 	d.pending.paths = make(map[string]bool)
 	var err error
 	d.tracker, err = addrs.New(addrs.Options{OnError: func(err error) {
@@ -95,7 +103,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.watch, err = newWatcher(d.queue); err != nil {
+	if d.watch, err = newWatcher(); err != nil {
 		return nil, err
 	}
 	// The counter is attached before the socket appears: a client that
@@ -134,6 +142,8 @@ func New(cfg Config) (*Daemon, error) {
 	for _, p := range cfg.Confs {
 		d.adopt(p)
 	}
+	d.watchServices()
+	d.findServices()
 	return d, nil
 }
 

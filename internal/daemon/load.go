@@ -11,7 +11,7 @@ import (
 // adopt adds path to the files served and queues its first load.
 func (d *Daemon) adopt(path string) {
 	if _, created := d.confs.add(path); created {
-		d.watch.add(path)
+		d.watch.addFile(path, func() { d.queue(path) })
 		d.queue(path)
 	}
 }
@@ -91,11 +91,16 @@ func (d *Daemon) recheckRacy(c *confFile) {
 	c.recheck.Reset(wait)
 }
 
-// ReloadAll reloads every file now, for SIGHUP and the reload operation,
-// telling systemd around it.
+// ReloadAll reads the super-servers' services and reloads every file now,
+// for SIGHUP and the reload operation, telling systemd around it, and has
+// every root checked again: an operator who fixed a root reloads to see
+// it.
 func (d *Daemon) ReloadAll() {
 	sdnotify.Notify(sdnotify.Reloading())
+	d.findServices()
 	d.loadAll()
+	d.recheck.Store(true)
+	d.kickValidator()
 	sdnotify.Notify("READY=1")
 }
 

@@ -45,7 +45,7 @@ type collector struct {
 var (
 	descQueries     = prometheus.NewDesc("ipwatchd_queries_total", "virtuald's questions, by answer.", []string{"result"}, nil)
 	descResolved    = prometheus.NewDesc("ipwatchd_resolved_total", `virtuald's questions answered with an entry; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
-	descConnections = prometheus.NewDesc("ipwatchd_connections_total", `TCP connections the kernel accepted on an entry's addresses (BPF), by the conf file as it is now; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
+	descConnections = prometheus.NewDesc("ipwatchd_connections_total", `TCP connections the kernel accepted on an entry's addresses (BPF), on the TCP ports of the services found that use the file (every port when none is found), by the conf file as it is now; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
 	descKernel      = prometheus.NewDesc("ipwatchd_kernel_connections_total", "TCP connections the kernel accepted on every address (BPF).", nil, nil)
 	descUnmapped    = prometheus.NewDesc("ipwatchd_unmapped_connections_total", `TCP connections the kernel accepted on addresses no entry serves (BPF); addresses past -metrics-max-entries are summed into address="other".`, []string{"address"}, nil)
 	descEntries     = prometheus.NewDesc("ipwatchd_entries", "Entries of each conf file, by state.", []string{"conf", "state"}, nil)
@@ -123,7 +123,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descQueries, d.queries.unknown.Load(), "unknown")
 	counter(descQueries, d.queries.errors.Load(), "error")
 
-	conns := d.connectionsByAddress()
+	counts := d.kernelCounts()
+	conns := byAddress(counts)
+	services := d.services.Load()
 	var kernel uint64
 	for _, n := range conns {
 		kernel += n
@@ -145,13 +147,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		if s == nil {
 			continue
 		}
-		for addr, n := range conns {
-			if m := s.file.Lookup(addr); m.Entry != nil {
+		for addr := range conns {
+			if s.file.Lookup(addr).Entry != nil {
 				mapped[addr] = true
-				a := active[cf.path+"\x00"+m.Entry.Key]
-				a.connections += n
-				active[cf.path+"\x00"+m.Entry.Key] = a
 			}
+		}
+		ports, _ := portsOf(services.of(cf.path), d.counter != nil)
+		for _, ec := range entryConnections(s.file, counts, ports) {
+			a := active[cf.path+"\x00"+ec.key]
+			a.connections += ec.total
+			active[cf.path+"\x00"+ec.key] = a
 		}
 		c.entryStates(cf, s, hostAddrs, gauge)
 		gauge(descGeneration, float64(s.generation), cf.path)

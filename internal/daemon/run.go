@@ -19,7 +19,8 @@ import (
 // on signals; SIGHUP reloads every conf file. The daemon is a set of
 // tasks, each named in the error it fails with, and the first to fail
 // stops the others: the address tracker, the file watcher, the loader,
-// the syslog relay, the validator, then the socket and the metrics. READY=1 goes to systemd
+// the syslog relay, the validator, the super-servers' services, then the
+// socket and the metrics. READY=1 goes to systemd
 // once the first address dump and the first load of every file are done,
 // STOPPING=1 as soon as the tasks are told to stop. A second stop signal
 // while they stop makes Run return at once, with ErrStopForced.
@@ -34,6 +35,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) error {
 		t.run("relay", d.relay.Run)
 	}
 	t.run("validator", d.validator)
+	t.run("services", d.servicesTask)
 	// Clients that connect before the daemon is ready wait in the
 	// socket's backlog; the socket is served even when the daemon stops
 	// first, since serving ends by removing it.

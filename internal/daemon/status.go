@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/virtuald/virtuald/bpf"
 	"github.com/virtuald/virtuald/internal/addrs"
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/relay"
-	"go.uber.org/zap"
 )
 
 // freshLimit is the size up to which a status checks every root of a file
@@ -104,15 +104,20 @@ func (d *Daemon) StreamStatus(q admin.StatusQuery, send func([][]byte) error) er
 }
 
 // view is what one status needs of the host: its addresses, the kernel's
-// counts, and which addresses any file maps.
+// counts, and the services found.
 type view struct {
-	addrs []addrs.Address
-	conns map[netip.Addr]uint64
-	relay *relay.Relay // nil without -relay-syslog
+	addrs    []addrs.Address
+	kernel   map[bpf.Key]uint64 // by address and port
+	conns    map[netip.Addr]uint64
+	bpfOn    bool
+	services *serviceSet
+	relay    *relay.Relay // nil without -relay-syslog
 }
 
 func (d *Daemon) newView() *view {
-	return &view{addrs: d.addresses(), conns: d.connectionsByAddress(), relay: d.relay}
+	kernel := d.kernelCounts()
+	return &view{addrs: d.addresses(), kernel: kernel, conns: byAddress(kernel), bpfOn: d.counter != nil,
+		services: d.services.Load(), relay: d.relay}
 }
 
 func (v *view) header(d *Daemon) admin.Status {
@@ -125,8 +130,12 @@ func (v *view) header(d *Daemon) admin.Status {
 			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(), Racy: d.queries.racy.Load(),
 			Unknown: d.queries.unknown.Load(), Error: d.queries.errors.Load(),
 		},
-		Confs:    []admin.ConfStatus{},
-		Unmapped: []admin.Unmapped{},
+		Confs:           []admin.ConfStatus{},
+		Unmapped:        []admin.Unmapped{},
+		ServiceProblems: []admin.ServiceProblem{},
+	}
+	for _, p := range v.services.problems {
+		st.ServiceProblems = append(st.ServiceProblems, admin.ServiceProblem{From: p.From, Reason: p.Reason})
 	}
 	for _, a := range v.addrs {
 		if !d.mapped(a.Addr) {
@@ -141,12 +150,17 @@ func (v *view) header(d *Daemon) admin.Status {
 // snapshot). The listing calls yield with each entry until it returns
 // false.
 func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yield func(admin.EntryStatus) bool)) {
-	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
+	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
 	s := c.cur.Load()
 	if s == nil {
 		return cs, nil
 	}
 	cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
+	services := v.services.of(c.path)
+	cs.Services = serviceStatuses(services)
+	ports, counted := portsOf(services, v.bpfOn)
+	cs.ConnectionsCounted = counted
+	conns := entryConnections(s.file, v.kernel, ports)
 	for i, e := range s.file.Errors {
 		if i == admin.DefaultStatusLimit {
 			cs.ProblemsMore = len(s.file.Errors) - i // ipwatchctl check lists them all
@@ -159,15 +173,11 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 	// Entries are told apart by their line: the file builds a new Entry
 	// each time one is asked for.
 	served := map[int][]admin.AddressStatus{}
-	conns := map[int]uint64{}
 	live := map[int]*conf.Entry{}
 	for _, a := range v.addrs {
 		e := s.file.Lookup(a.Addr).Entry
 		if e == nil {
 			continue
-		}
-		if !containsAddr(served[e.Line], a.Addr) {
-			conns[e.Line] += v.conns[a.Addr] // once per address, however many links hold it
 		}
 		served[e.Line] = append(served[e.Line], admin.AddressStatus{Address: a.Addr.String(), Interface: a.Interface, Label: a.Label, Live: a.Live()})
 		if a.Live() {
@@ -179,6 +189,24 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 	// entry's state to count them first would hold the whole file twice.
 	fresh := s.file.Len() <= freshLimit
 	checked := c.checkFor(s)
+	// The programs of the services, from the validator's pass over this
+	// copy and these services (a pass over other services says nothing).
+	programs := checked
+	if programs != nil && programs.services != v.services.generation {
+		programs = nil
+	}
+	if len(services) > 0 && programs != nil {
+		cs.ProgramsNotReady, cs.ProgramsCheckedAt = programs.notReady(), programs.at
+		more := 0
+		if len(cs.Problems) < admin.DefaultStatusLimit {
+			var list []string
+			list, more = programProblems(c.path, s, programs, admin.DefaultStatusLimit-len(cs.Problems))
+			cs.Problems = append(cs.Problems, list...)
+		} else {
+			more = cs.ProgramsNotReady
+		}
+		cs.ProblemsMore += more
+	}
 	var checker conf.Checker
 	memo := map[int][2]string{} // a small file's entries by line, checked once for counts and listing
 	// While the file as it is now cannot be used, virtuald reads it and
@@ -241,7 +269,13 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 				continue
 			}
 			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
-				State: st, Reason: reason, Addresses: served[e.Line], Connections: conns[e.Line]}
+				State: st, Reason: reason, Addresses: served[e.Line], Ports: portCounts(conns[e.Line], ports)}
+			if ec := conns[e.Line]; ec != nil {
+				es.Connections = ec.total
+			}
+			if len(services) > 0 {
+				es.Programs = entryPrograms(programs, services, e.Line, st != admin.StateInvalid)
+			}
 			if es.Addresses == nil {
 				es.Addresses = []admin.AddressStatus{}
 			}
@@ -348,33 +382,6 @@ func entriesMatching(f *conf.File, m netip.Prefix) iter.Seq[*conf.Entry] {
 	}
 }
 
-func containsAddr(as []admin.AddressStatus, a netip.Addr) bool {
-	for _, x := range as {
-		if x.Address == a.String() {
-			return true
-		}
-	}
-	return false
-}
-
-// connectionsByAddress sums the kernel's counts over ports: an entry's
-// connections are those to its addresses, whatever the service.
-func (d *Daemon) connectionsByAddress() map[netip.Addr]uint64 {
-	out := map[netip.Addr]uint64{}
-	if d.counter == nil {
-		return out
-	}
-	counts, err := d.counter.Counts()
-	if err != nil {
-		d.log.Warn("bpf: reading the counts", zap.Error(err))
-		return out
-	}
-	for k, n := range counts {
-		out[k.Addr] += n
-	}
-	return out
-}
-
 func (d *Daemon) addresses() []addrs.Address {
 	if s := d.tracker.Snapshot(); s != nil {
 		return s.All()
@@ -396,7 +403,7 @@ func (d *Daemon) mapped(a netip.Addr) bool {
 func (d *Daemon) confList() []admin.ConfStatus {
 	var out []admin.ConfStatus
 	for _, c := range d.confs.all() {
-		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}}
+		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
 		if s := c.cur.Load(); s != nil {
 			cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 			for _, e := range s.file.Errors {

@@ -21,9 +21,13 @@ const recheckEvery = 5 * time.Minute
 // million entries, and read this instead.
 type rootCheck struct {
 	generation uint64 // of the snapshot checked
+	services   uint64 // of the services whose programs were checked
 	at         time.Time
 	invalid    int      // entries that failed
 	failed     []uint64 // bit per line number
+	// programs: each program the file's services start, checked inside
+	// the root of every valid entry.
+	programs []*programCheck
 }
 
 func (r *rootCheck) failedLine(line int) bool {
@@ -65,21 +69,26 @@ func (d *Daemon) kickValidator() {
 }
 
 // validator checks the roots of every snapshot that has no pass of its
-// own, or one older than recheckEvery, one entry at a time, and publishes
-// each pass when it is complete.
+// own, or one older than recheckEvery or than the services found, one
+// entry at a time, and publishes each pass when it is complete. A pass
+// also checks, inside each valid entry's root, every program that the
+// services using the file start: once per change of the file or of the
+// services, and again with the roots.
 func (d *Daemon) validator(ctx context.Context) error {
 	tick := time.NewTicker(recheckEvery / 4)
 	defer tick.Stop()
 	for {
+		services := d.services.Load()
+		again := d.recheck.Swap(false)
 		for _, c := range d.confs.all() {
 			s := c.cur.Load()
 			if s == nil {
 				continue
 			}
-			if r := c.checked.Load(); r != nil && r.generation == s.generation && time.Since(r.at) < recheckEvery {
+			if r := c.checked.Load(); r != nil && r.generation == s.generation && r.services == services.generation && time.Since(r.at) < recheckEvery && !again {
 				continue
 			}
-			r, ok := check(ctx, s)
+			r, ok := check(ctx, s, services.generation, programsOf(services.of(c.path)))
 			if !ok {
 				return nil
 			}
@@ -96,15 +105,31 @@ func (d *Daemon) validator(ctx context.Context) error {
 }
 
 // check runs the system half of validation on every entry of s that its
-// text did not already make invalid; ok is false when ctx ended first.
-func check(ctx context.Context, s *snapshot) (r *rootCheck, ok bool) {
-	r = &rootCheck{generation: s.generation, at: time.Now()}
+// text did not already make invalid, and checks programs inside the root
+// of every entry that passes; ok is false when ctx ended first.
+func check(ctx context.Context, s *snapshot, services uint64, programs []program) (r *rootCheck, ok bool) {
+	r = &rootCheck{generation: s.generation, services: services, at: time.Now()}
+	for _, p := range programs {
+		r.programs = append(r.programs, &programCheck{program: p})
+	}
 	var checker conf.Checker
+	var last rootPrograms
 	for i, e := range s.file.All() {
 		if i%1024 == 0 && ctx.Err() != nil {
 			return nil, false
 		}
-		if s.file.Refusal(e) != nil || checker.Validate(e) == nil {
+		if s.file.Refusal(e) != nil {
+			continue
+		}
+		if checker.Validate(e) == nil {
+			if len(r.programs) == 0 {
+				continue
+			}
+			if results := last.check(e.Root, r.programs); results != nil {
+				for j, p := range r.programs {
+					p.record(e.Line, results[j])
+				}
+			}
 			continue
 		}
 		r.invalid++

@@ -10,17 +10,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// watcher watches the directories of the conf files with inotify, not the
-// files: editors and deploy tools replace a file by renaming a new one over
-// it, which a watch on the old inode never sees.
+// watcher watches the directories of the files it is given with inotify,
+// not the files: editors and deploy tools replace a file by renaming a new
+// one over it, which a watch on the old inode never sees.
 type watcher struct {
-	f      *os.File
-	onFile func(path string)
+	f *os.File
 
 	mu    sync.Mutex
-	dirs  map[int32]string // watch descriptor -> directory
-	wds   map[string]bool  // directories watched
-	files map[string]bool  // conf paths
+	dirs  map[int32]string  // watch descriptor -> directory
+	wds   map[string]bool   // directories watched
+	files map[string]func() // a file's path -> what its change calls
+	every map[string]func() // a directory -> what a change to any file in it calls
 }
 
 // IN_CLOSE_WRITE, not IN_MODIFY: a file is read once its writer is done
@@ -29,25 +29,37 @@ type watcher struct {
 const watchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_CREATE | unix.IN_DELETE |
 	unix.IN_MOVED_FROM | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
-func newWatcher(onFile func(string)) (*watcher, error) {
+func newWatcher() (*watcher, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, os.NewSyscallError("inotify_init1", err)
 	}
 	return &watcher{
-		f: os.NewFile(uintptr(fd), "inotify"), onFile: onFile,
-		dirs: map[int32]string{}, wds: map[string]bool{}, files: map[string]bool{},
+		f:    os.NewFile(uintptr(fd), "inotify"),
+		dirs: map[int32]string{}, wds: map[string]bool{}, files: map[string]func(){}, every: map[string]func(){},
 	}, nil
 }
 
-// add watches path's directory. A directory that does not exist yet is
-// not watched; the file is still reloaded on SIGHUP and when virtuald
-// finds the daemon's copy stale.
-func (w *watcher) add(path string) {
+// addFile calls changed when the file at path changes. A directory that
+// does not exist yet is not watched; the file is still reloaded on SIGHUP
+// (and a conf file when virtuald finds the daemon's copy stale).
+func (w *watcher) addFile(path string, changed func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.files[path] = true
-	dir := filepath.Dir(path)
+	w.files[path] = changed
+	w.watchDir(filepath.Dir(path))
+}
+
+// addDir calls changed when any file in dir changes.
+func (w *watcher) addDir(dir string, changed func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.every[dir] = changed
+	w.watchDir(dir)
+}
+
+// watchDir adds an inotify watch on dir once; w.mu is held.
+func (w *watcher) watchDir(dir string) {
 	if w.wds[dir] {
 		return
 	}
@@ -89,11 +101,15 @@ func (w *watcher) run(ctx context.Context) error {
 			off += unix.SizeofInotifyEvent + nameLen
 			w.mu.Lock()
 			dir := w.dirs[ev.Wd]
-			path := filepath.Join(dir, name)
-			known := dir != "" && name != "" && w.files[path]
+			var changed func()
+			if dir != "" && name != "" {
+				if changed = w.files[filepath.Join(dir, name)]; changed == nil {
+					changed = w.every[dir]
+				}
+			}
 			w.mu.Unlock()
-			if known {
-				w.onFile(path)
+			if changed != nil {
+				changed()
 			}
 		}
 	}

@@ -159,7 +159,7 @@ func (r Root) Explain(path string, err error, env []string) error {
 	case errno == syscall.ENOEXEC:
 		return fmt.Errorf("%s is not a program this machine can run (wrong architecture, or a script without #!)", path)
 	case errno == syscall.ENOENT:
-		if _, why := r.missingDeps(path, env); why != "" {
+		if why, _ := r.missingDeps(path, env); why != "" {
 			return fmt.Errorf("%s exists but %s", path, why)
 		}
 	}
@@ -202,7 +202,7 @@ func (r Root) Check(program string, env []string) (string, error) {
 	case st.Mode&0o111 == 0:
 		return path, &notReady{ErrMissing, fmt.Sprintf("%s is not executable (mode %04o)", path, st.Mode&0o7777)}
 	}
-	if kind, why := r.missingDeps(path, env); why != "" {
+	if why, kind := r.missingDeps(path, env); why != "" {
 		return path, &notReady{kind, path + " exists but " + why}
 	}
 	return path, nil
@@ -219,7 +219,7 @@ func (r Root) CheckLibrary(path string) error {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return fmt.Errorf("%s is not a regular file", path)
 	}
-	if _, why := r.missingDeps(path, nil); why != "" {
+	if why, _ := r.missingDeps(path, nil); why != "" {
 		return fmt.Errorf("%s exists but %s", path, why)
 	}
 	return nil
@@ -251,31 +251,31 @@ func (r Root) MissingLibraries(path string, env []string) string {
 // its closure is (each named with the object that needs it, since the
 // one missing is often not one the program names itself). kind is
 // ErrInterpreterMissing or ErrLibrariesMissing, by the first that is.
-func (r Root) missingDeps(path string, env []string) (kind error, why string) {
+func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 	if head, err := r.ReadFile(path, 256); err == nil && strings.HasPrefix(string(head), "#!") {
 		line, _, _ := strings.Cut(string(head[2:]), "\n")
 		fields := strings.Fields(line)
 		if len(fields) == 0 {
-			return nil, ""
+			return "", nil
 		}
 		interp := fields[0]
 		if !r.Exists(interp) {
-			return ErrInterpreterMissing, fmt.Sprintf("its script interpreter %s is missing inside the root", interp)
+			return fmt.Sprintf("its script interpreter %s is missing inside the root", interp), ErrInterpreterMissing
 		}
 		// The interpreter's own libraries, once: an interpreter that is
 		// a script again is the kernel's business (it follows four).
 		if head, err := r.ReadFile(interp, 2); err == nil && string(head) == "#!" {
-			return nil, ""
+			return "", nil
 		}
-		if kind, why := r.missingDeps(interp, env); why != "" {
-			return kind, "its script interpreter " + interp + " cannot start: " + why
+		if why, kind := r.missingDeps(interp, env); why != "" {
+			return "its script interpreter " + interp + " cannot start: " + why, kind
 		}
-		return nil, ""
+		return "", nil
 	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
-		return nil, ""
+		return "", nil
 	}
 	var parts []string
 	kind = ErrLibrariesMissing
@@ -297,9 +297,9 @@ func (r Root) missingDeps(path string, env []string) (kind error, why string) {
 		parts = append(parts, fmt.Sprintf("it needs more than %d shared objects (the rest was not checked)", elfdeps.MaxObjects))
 	}
 	if len(parts) == 0 {
-		return nil, ""
+		return "", nil
 	}
-	return kind, strings.Join(parts, "; ") + " (ipwatchctl install ROOT " + path + " copies what it needs)"
+	return strings.Join(parts, "; ") + " (ipwatchctl install ROOT " + path + " copies what it needs)", kind
 }
 
 // Open opens p inside the root for reading, only if it is a regular file

@@ -21,6 +21,16 @@ type Status struct {
 	Queries        QueryCounts  `json:"queries"`
 	Confs          []ConfStatus `json:"confs"`
 	Unmapped       []Unmapped   `json:"unmapped"`
+	// ServiceProblems are super-server lines that start virtuald but
+	// that ipwatchd cannot understand (see ConfStatus.Services).
+	ServiceProblems []ServiceProblem `json:"service_problems"`
+}
+
+// ServiceProblem is a super-server's line or unit that starts virtuald
+// but cannot be understood.
+type ServiceProblem struct {
+	From   string `json:"from"` // FILE:LINE, or the unit's path
+	Reason string `json:"reason"`
 }
 
 // QueryCounts counts resolve questions by the answer given.
@@ -50,6 +60,31 @@ type ConfStatus struct {
 	Checking bool          `json:"checking,omitempty"`
 	Entries  []EntryStatus `json:"entries"` // those the query lists (see StatusQuery)
 	More     int           `json:"more"`    // entries the query matches beyond those listed
+	// Services are the super-servers' services that start virtuald with
+	// this file, as ipwatchd found them (inetd.conf, xinetd, systemd
+	// socket units).
+	Services []ServiceStatus `json:"services"`
+	// ProgramsNotReady counts the entries inside whose root a program
+	// of those services cannot start (see EntryStatus.Programs).
+	ProgramsNotReady int `json:"programs_not_ready"`
+	// ProgramsCheckedAt is when the programs were last checked inside
+	// every root (zero: not yet, or no services).
+	ProgramsCheckedAt time.Time `json:"programs_checked_at"`
+	// ConnectionsCounted says what an entry's Connections count.
+	ConnectionsCounted string `json:"connections_counted"`
+}
+
+// ServiceStatus is one service of a super-server that starts virtuald.
+type ServiceStatus struct {
+	From        string   `json:"from"`         // FILE:LINE, or the unit's path
+	SuperServer string   `json:"super_server"` // "inetd", "xinetd" or "systemd"
+	Name        string   `json:"name"`         // the service's name there
+	Program     string   `json:"program"`      // what virtuald starts inside the root
+	Args        []string `json:"args"`         // its argv, argv[0] first
+	Accept      bool     `json:"accept"`       // virtuald -accept (else one virtuald per connection)
+	Transport   string   `json:"transport"`    // "tcp" or "udp"
+	Port        uint16   `json:"port"`         // 0 when not known
+	Address     string   `json:"address"`      // the address the socket is bound to; "" for every address
 }
 
 // StateCounts counts entries by state.
@@ -78,9 +113,38 @@ type EntryStatus struct {
 	Warning     string          `json:"warning,omitempty"` // served, but unsafe: e.g. no user=, so the service runs as root
 	Relay       *RelayStatus    `json:"relay,omitempty"`   // the log relay of its root (ipwatchd -relay-syslog), for a valid entry
 	Addresses   []AddressStatus `json:"addresses"`         // interface addresses this entry serves now
-	Connections uint64          `json:"connections"`       // seen by the kernel (BPF); 0 when BPF is off
+	Connections uint64          `json:"connections"`       // TCP connections the kernel accepted for it (BPF; see ConfStatus.ConnectionsCounted); 0 when BPF is off
+	Ports       []PortCount     `json:"ports,omitempty"`   // Connections by service port, when the file's services give ports
 	Resolved    uint64          `json:"resolved"`          // virtuald's questions answered with this entry
+	// Programs says, for each program the file's services start, whether
+	// it can start inside this entry's root.
+	Programs []ProgramStatus `json:"programs,omitempty"`
 }
+
+// PortCount is an entry's connections on one service port.
+type PortCount struct {
+	Port        uint16   `json:"port"`
+	Services    []string `json:"services"` // the services on that port
+	Connections uint64   `json:"connections"`
+}
+
+// ProgramStatus is whether a service's program can start inside an
+// entry's root, as `ipwatchctl check -program` would say.
+type ProgramStatus struct {
+	Program  string   `json:"program"`
+	Services []string `json:"services"` // the services that start it, "NAME at FROM"
+	State    string   `json:"state"`    // ProgramReady, or why not
+	Reason   string   `json:"reason"`
+}
+
+// Program states.
+const (
+	ProgramReady              = "ready"               // found, executable, with its interpreter and every library
+	ProgramMissing            = "missing"             // not found, not a regular file, or not executable
+	ProgramInterpreterMissing = "interpreter-missing" // its ELF or #! interpreter is not inside the root
+	ProgramLibrariesMissing   = "libraries-missing"   // a shared library of its closure is not inside the root
+	ProgramUnchecked          = "unchecked"           // the entry is refused, or its root failed the last check
+)
 
 // RelayStatus is the log relay of an entry's root: a dev/log that
 // ipwatchd serves and relays to the host's syslog.
