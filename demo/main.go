@@ -1,6 +1,7 @@
 // Command demo shows virtuald doing its job, for `make demo`: a private
 // network namespace with a few addresses on its lo, a root directory for
-// each, ipwatchd, a real inetd running virtuald, one connection to each
+// each, ipwatchd (which finds the conf file and the programs in
+// inetd.conf), a real inetd running virtuald, one connection to each
 // address, a root built by ipwatchctl install whose service logs through
 // ipwatchd's relay, what virtuald logged, and ipwatchd's status. It removes
 // everything it made when it ends.
@@ -70,11 +71,16 @@ func main() {
 		{"198.51.100.20", "198.51.100.0/24", "pool", ""},
 		{"203.0.113.5", "default", "host-default", ""},
 		{"192.0.2.13", "192.0.2.13", "broken-world-writable", ""},
+		{"192.0.2.15", "192.0.2.15", "customer-e-no-program", "user=nobody"},
 	}
 	var lines []string
 	for _, s := range sites {
 		ns.AddAddr(s.addr)
-		root := roots.Root(s.root, whoami)
+		program := whoami
+		if strings.HasSuffix(s.root, "no-program") {
+			program = "" // ipwatchd's status says so before a client finds out
+		}
+		root := roots.Root(s.root, program)
 		if strings.HasPrefix(s.root, "broken") {
 			testbed.Must(t, os.Chmod(root, 0o777))
 		}
@@ -84,7 +90,7 @@ func main() {
 	// the host's logger, its loader and libraries, dev/ for the relay.
 	built := filepath.Join(roots.Dir, "customer-d")
 	ns.AddAddr("192.0.2.14")
-	lines = append(lines, fmt.Sprintf("%-16s %s %s", "192.0.2.14", built, "user=nobody"))
+	loggerLine := fmt.Sprintf("%-16s %s %s", "192.0.2.14", built, "user=nobody")
 	fmt.Printf("== ipwatchctl install -dev -user nobody %s /usr/bin/logger\n", built)
 	install := exec.Command(ipwatchctl, "install", "-dev", "-user", "nobody", built, "/usr/bin/logger")
 	out, err := install.CombinedOutput()
@@ -93,25 +99,30 @@ func main() {
 		t.Fatalf("install: %v", err)
 	}
 	conf := roots.WriteConf("conf.demo", lines...)
+	loggerConf := roots.WriteConf("conf.logger", loggerLine)
 	socket := filepath.Join(logDir, "ipwatchd.sock")
 	inetdConf := roots.WriteConf("inetd.conf",
 		fmt.Sprintf("7000 stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
 		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
-		fmt.Sprintf("7001 stream tcp nowait root %s virtuald -socket %s %s /usr/bin/logger -s -t demo hello from inside customer-d", virtuald, socket, conf))
+		fmt.Sprintf("7001 stream tcp nowait root %s virtuald -socket %s %s /usr/bin/logger -s -t demo hello from inside customer-d", virtuald, socket, loggerConf))
 
 	fmt.Printf("== network namespace %s, addresses on lo:\n", ns.Name)
 	for _, s := range sites {
 		fmt.Println("   ", s.addr)
 	}
 	fmt.Printf("\n== %s\n%s\n", conf, indent(strings.Join(lines, "\n")))
+	fmt.Printf("\n== %s\n%s\n", loggerConf, indent(loggerLine))
 	fmt.Printf("\n== %s (run by Debian's openbsd-inetd inside the namespace)\n%s\n", inetdConf, indent(mustRead(inetdConf)))
 
 	// The kernel's connection counters are pinned per network namespace.
 	testbed.MountBPFFS(t)
 	pinDir := "/sys/fs/bpf/" + ns.Name
 	t.Cleanup(func() { bpf.Remove(pinDir) })
-	fmt.Printf("\n== ipwatchd -socket %s -conf %s -bpf-pin-dir %s -relay-syslog (in the namespace)\n", socket, conf, pinDir)
-	ns.Start(syslog, ipwatchd, "-socket", socket, "-conf", conf, "-bpf-pin-dir", pinDir, "-relay-syslog")
+	// No -conf: ipwatchd finds the conf file in inetd.conf's virtuald
+	// lines, loads it at start and checks each line's program in every
+	// root (status shows both).
+	fmt.Printf("\n== ipwatchd -socket %s -inetd-conf %s -bpf-pin-dir %s -relay-syslog (in the namespace)\n", socket, inetdConf, pinDir)
+	ns.Start(syslog, ipwatchd, "-socket", socket, "-inetd-conf", inetdConf, "-xinetd-conf", "", "-systemd-units", "", "-bpf-pin-dir", pinDir, "-relay-syslog")
 	ns.Await("ipwatchd makes its socket", 5*time.Second, func() bool {
 		_, err := os.Stat(socket)
 		return err == nil
