@@ -226,22 +226,32 @@ func (r Root) CheckLibrary(path string) error {
 }
 
 // MissingLibraries returns the shared libraries of the ELF program at path
-// that the dynamic loader will not find inside the root ("" when none are
-// missing or path is not a dynamic ELF program). The loader would report
-// them on the service's stderr, which under inetd is the client's socket,
-// and virtuald's log would say nothing.
+// that the dynamic loader will not find inside the root, anywhere in its
+// closure, each with the object that needs it when that is not the
+// program ("" when none are missing or path is not a dynamic ELF
+// program). The loader would report them on the service's stderr, which
+// under inetd is the client's socket, and virtuald's log would say
+// nothing. Most of its cost is reading the root's ld.so.cache, which the
+// program's own libraries need as much as the rest of the closure.
 func (r Root) MissingLibraries(path string, env []string) string {
-	f, err := r.Open(path)
-	if err != nil {
-		return ""
-	}
-	info, err := elfdeps.Read(f)
-	f.Close()
-	if err != nil {
-		return ""
-	}
 	ld, _ := getenv(env, "LD_LIBRARY_PATH")
-	_, libs := info.Missing(r, path, ld)
+	c, err := elfdeps.Resolve(r, path, ld)
+	if err != nil {
+		return ""
+	}
+	return lacking(c, path)
+}
+
+// lacking lists c's missing libraries, each with the object that needs it
+// when that is not the program at path.
+func lacking(c *elfdeps.Closure, path string) string {
+	libs := make([]string, len(c.Missing))
+	for i, m := range c.Missing {
+		libs[i] = m.Name
+		if m.NeededBy != path {
+			libs[i] += " (needed by " + m.NeededBy + ")"
+		}
+	}
 	return strings.Join(libs, ", ")
 }
 
@@ -284,14 +294,7 @@ func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 		parts = append(parts, "its ELF interpreter "+c.Interp+" is missing inside the root")
 	}
 	if len(c.Missing) > 0 {
-		libs := make([]string, len(c.Missing))
-		for i, m := range c.Missing {
-			libs[i] = m.Name
-			if m.NeededBy != path {
-				libs[i] += " (needed by " + m.NeededBy + ")"
-			}
-		}
-		parts = append(parts, "shared libraries it needs are missing inside the root: "+strings.Join(libs, ", "))
+		parts = append(parts, "shared libraries it needs are missing inside the root: "+lacking(c, path))
 	}
 	if c.Truncated {
 		parts = append(parts, fmt.Sprintf("it needs more than %d shared objects (the rest was not checked)", elfdeps.MaxObjects))
