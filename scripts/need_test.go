@@ -11,7 +11,7 @@ import (
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
-// testTools are the tools `scripts/need test` looks for, besides the two
+// testTools are the tools `scripts/need test` looks for, besides the three
 // this test hides; the commands the script itself runs come first.
 var testTools = []string{"bash", "cut", "sort", "paste", "id",
 	"ip", "ss", "nsenter", "unshare", "tcpserver", "systemd-socket-activate", "systemd-analyze",
@@ -79,7 +79,8 @@ func TestNeedNamesWhatIsMissing(t *testing.T) {
 	if len(lines) != 1 {
 		t.Fatalf("%d lines, want one:\n%s", len(lines), stderr)
 	}
-	for _, want := range []string{"missing inetd keepalived ", "apt-get install -y --no-install-recommends keepalived openbsd-inetd"} {
+	for _, want := range []string{"missing inetd keepalived xinetd ", "apt-get install -y --no-install-recommends keepalived openbsd-inetd, ",
+		"xinetd unpacked from its .deb, never installed: it conflicts with openbsd-inetd"} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("the line lacks %q:\n%s", want, lines[0])
 		}
@@ -89,7 +90,7 @@ func TestNeedNamesWhatIsMissing(t *testing.T) {
 // With every tool there it says nothing and lets make go on.
 func TestNeedSilentWhenComplete(t *testing.T) {
 	testbed.RequirePrivileges(t)
-	stdout, stderr, code := need(t, pathWith(t, append(testTools, "inetd", "keepalived")), "test")
+	stdout, stderr, code := need(t, pathWith(t, append(testTools, "inetd", "keepalived", "xinetd")), "test")
 	if code != 0 || stdout != "" || stderr != "" {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 0 and no output", code, stdout, stderr)
 	}

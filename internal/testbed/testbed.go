@@ -2,7 +2,7 @@
 // `make demo` run in: a private network namespace with addresses on its lo,
 // root directories that pass validation, a syslog socket that catches
 // virtuald's log, the project's binaries, and real super-servers (inetd,
-// tcpserver, systemd-socket-activate) started inside the namespace.
+// xinetd, tcpserver, systemd-socket-activate) started inside the namespace.
 //
 // Everything it makes is removed through T.Cleanup. It needs root.
 package testbed
