@@ -51,7 +51,6 @@ func (p program) env() []string {
 // lack it for the same reason).
 type programCheck struct {
 	program
-	checked  int // entries whose root was checked for it
 	failures []programFailure
 	reasons  []string
 }
@@ -104,7 +103,6 @@ func (rp *rootPrograms) check(root string, programs []*programCheck) []error {
 
 // record adds one entry's result for p.
 func (p *programCheck) record(line int, err error) {
-	p.checked++
 	if err == nil {
 		return
 	}

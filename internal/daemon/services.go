@@ -19,7 +19,6 @@ type serviceSet struct {
 	generation uint64 // 0 for the empty set before the first reading
 	services   []superserver.Service
 	problems   []superserver.Problem
-	at         time.Time
 }
 
 // of returns the services that use the conf file at path.
@@ -52,7 +51,7 @@ func (d *Daemon) findServices() {
 	if prev.generation > 0 && reflect.DeepEqual(list, prev.services) && slices.Equal(problems, prev.problems) {
 		return
 	}
-	next := &serviceSet{generation: prev.generation + 1, services: list, problems: problems, at: time.Now()}
+	next := &serviceSet{generation: prev.generation + 1, services: list, problems: problems}
 	d.services.Store(next)
 	for _, sv := range list {
 		d.log.Info("service found", zap.String("from", sv.From), zap.String("super_server", sv.SuperServer), zap.String("name", sv.Name),

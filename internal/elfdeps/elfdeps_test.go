@@ -84,7 +84,10 @@ func makeCache(pairs ...string) string {
 	return string(b)
 }
 
-func TestMissing(t *testing.T) {
+// The loader's search, as Resolve runs it for each object: the default
+// directories, RUNPATH with $ORIGIN, LD_LIBRARY_PATH and ld.so.cache each
+// find a library; a library none of them holds is missing.
+func TestSearch(t *testing.T) {
 	info := &Info{Interp: "/lib64/ld.so", Needed: []string{"liba.so", "libb.so", "libc.so", "libd.so", "libe.so"}, RunPath: []string{"$ORIGIN/../lib"}}
 	fs := fakeFS{
 		"/lib/x86_64-linux-gnu/liba.so": "",
@@ -93,9 +96,16 @@ func TestMissing(t *testing.T) {
 		"/weird/dir/libd.so":            "", // through ld.so.cache
 		"/etc/ld.so.cache":              "old format junk first" + makeCache("libx.so", "/x/libx.so", "libd.so", "/weird/dir/libd.so"),
 	}
-	interp, libs := info.Missing(fs, "/opt/app/bin/prog", "/custom")
-	if interp != "/lib64/ld.so" || !slices.Equal(libs, []string{"libe.so"}) {
-		t.Fatalf("got %q %q, want the interpreter and libe.so", interp, libs)
+	s := newSearch(fs, "/custom")
+	before := info.searchDirs("/opt/app/bin/prog", nil, s)
+	var libs []string
+	for _, lib := range info.Needed {
+		if _, found := s.find(lib, before, fs.Exists); !found {
+			libs = append(libs, lib)
+		}
+	}
+	if fs.Exists(info.Interp) || !slices.Equal(libs, []string{"libe.so"}) {
+		t.Fatalf("got %q, want libe.so alone missing (and the interpreter)", libs)
 	}
 }
 

@@ -168,26 +168,6 @@ func cachePaths(cache []byte, name string) []string {
 	return out
 }
 
-// Missing returns the interpreter (if missing) and those of the
-// program's own DT_NEEDED libraries that the loader will not find under
-// fs, for the program at progPath. ldLibraryPath is the LD_LIBRARY_PATH
-// the program will run with. It only checks that files exist, which is
-// cheap enough for virtuald's per-connection path; Resolve finds the whole
-// closure.
-func (info *Info) Missing(fs FS, progPath, ldLibraryPath string) (interp string, libs []string) {
-	if info.Interp != "" && !fs.Exists(info.Interp) {
-		interp = info.Interp
-	}
-	s := newSearch(fs, ldLibraryPath)
-	before := info.searchDirs(progPath, nil, s)
-	for _, lib := range info.Needed {
-		if _, found := s.find(lib, before, fs.Exists); !found {
-			libs = append(libs, lib)
-		}
-	}
-	return interp, libs
-}
-
 // searchDirs is where the loader looks, before its cache, for the
 // libraries of the object info found at objPath: its DT_RPATH and then
 // those of the objects that loaded it (rpaths, innermost first) unless it

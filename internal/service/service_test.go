@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func openRoot(t *testing.T, dir string) Root {
+func openRoot(t testing.TB, dir string) Root {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
