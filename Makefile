@@ -58,17 +58,17 @@ race: ## the tests of the packages that run goroutines, under the race detector 
 	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Accept|AnswerCache|FlushCounts|Decide' ./cmd/virtuald
 
 fuzz: ## a short fuzz pass over every parser of untrusted bytes
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/conf
-	$(GO) test -run '^$$' -fuzz '^FuzzJoinedLines$$' -fuzztime $(FUZZTIME) ./internal/conf
-	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./internal/elfdeps
-	$(GO) test -run '^$$' -fuzz '^FuzzFormat$$' -fuzztime $(FUZZTIME) ./internal/relay
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
-	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./internal/ipc
-	$(GO) test -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $(FUZZTIME) ./internal/ipc
-	$(GO) test -run '^$$' -fuzz '^FuzzAdmin$$' -fuzztime $(FUZZTIME) ./internal/ipc/admin
-	$(GO) test -run '^$$' -fuzz '^FuzzInetd$$' -fuzztime $(FUZZTIME) ./internal/superserver
-	$(GO) test -run '^$$' -fuzz '^FuzzXinetd$$' -fuzztime $(FUZZTIME) ./internal/superserver
-	$(GO) test -run '^$$' -fuzz '^FuzzUnit$$' -fuzztime $(FUZZTIME) ./internal/superserver
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/conf FuzzParse
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/conf FuzzJoinedLines
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/elfdeps FuzzRead
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/relay FuzzFormat
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/ipc FuzzDecode
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/ipc FuzzRequest
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/ipc FuzzReply
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/ipc/admin FuzzAdmin
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/superserver FuzzInetd
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/superserver FuzzXinetd
+	GO=$(GO) scripts/fuzz $(FUZZTIME) ./internal/superserver FuzzUnit
 
 bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; builds the seed from ../shared/seed)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/conf

@@ -1,4 +1,5 @@
 // Package scripts holds the shell scripts that the Makefile and CI share
 // (need: the tools each make target runs, installed or named when
-// missing); its tests run them as a person would.
+// missing; fuzz: one short fuzz pass, past Go's fuzztime race); its tests
+// run them as a person would.
 package scripts
