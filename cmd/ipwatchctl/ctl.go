@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -45,8 +46,9 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            writes NAME's passwd and group lines; -n prints what would change (root only)
   exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
                            run COMMAND inside the virtual host of ADDRESS as virtuald would start its
-                           service (same resolution, checks, refusals, user; no_new_privs), with the
-                           terminal kept: exec 192.0.2.10 -- /bin/sh (root only)
+                           service (same resolution, checks, refusals, user; no_new_privs), on a
+                           terminal of its own that exec relays, with a clean environment:
+                           exec 192.0.2.10 -- /bin/sh (root only)
   version                  print ipwatchctl's version (also -version)
 `
 
@@ -55,7 +57,8 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	socket         string // the daemon's, from -socket or the environment
+	stdio          [3]*os.File // the process's fds 0-2, which exec relays to its command
+	socket         string      // the daemon's, from -socket or the environment
 }
 
 func (e *env) fail(format string, args ...any) int {

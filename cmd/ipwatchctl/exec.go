@@ -1,27 +1,31 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
+	"os/user"
+	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
+	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
 
-// execIn enters the virtual host that serves ADDRESS and executes COMMAND
-// there, as virtuald would start a service for a connection to it: the
-// same resolution (the daemon, then the file), the same checks of the
-// root and credentials, the same refusals with the same reasons, the root
-// entered through the descriptor that was checked, the entry's user with
-// no supplementary groups, and no_new_privs. The terminal (fds 0-2) is
-// kept, so that an operator gets a shell there; every other descriptor
-// is closed. It returns only on failure.
+// execIn runs COMMAND inside the virtual host that serves ADDRESS, as
+// virtuald would start a service for a connection to it: the same
+// resolution (the daemon, then the file), the same checks of the root and
+// credentials, the same refusals with the same reasons, and the same way
+// in (package enter). The command is the tenant's world, so it gets
+// nothing of the operator's but what exec relays: a terminal of its own
+// in a new session (pipes when exec has no terminal), and a clean
+// environment (execEnv). exec returns when the command ends, with its
+// status, after killing what it left in its process group and cutting
+// the relay.
 func (e *env) execIn(args []string) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -61,35 +65,89 @@ func (e *env) execIn(args []string) int {
 	if err != nil {
 		return e.fail("%s: refused: %v", addr, err)
 	}
-	// From here on, virtuald's own steps (cmd/virtuald's perConnection).
 	t, err := m.Entry.Resolve()
 	if err != nil {
 		return e.fail("%s: refused: %s:%d: entry %s is invalid: %v", addr, path, m.Entry.Line, m.Entry.Key, err)
 	}
-	if err := t.Root.Enter(); err != nil {
-		return e.fail("%s: refused: %v", addr, err)
-	}
-	if t.Cred != nil {
-		err = creds.Drop(t.Cred)
-	} else {
-		// virtuald keeps its credentials without user=; an operator's
-		// command gets no way up beyond root inside the root either.
-		err = creds.NoNewPrivs()
-	}
-	if err != nil {
-		return e.fail("%s: refused: dropping credentials: %v", addr, err)
-	}
-	env := os.Environ()
+	defer t.Root.Close()
+	environ := execEnv(e.getenv, t.Cred)
 	root := service.In(t.Root.Fd())
-	prog, err := root.LookPath(argv[0], env)
+	prog, err := root.LookPath(argv[0], environ)
 	if err != nil {
 		return e.fail("%s: %v", addr, err)
 	}
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return e.fail("close_range: %v", err)
+	s, err := newSession(e.stdio)
+	if err != nil {
+		return e.fail("%s: a terminal for the command: %v", addr, err)
 	}
-	err = syscall.Exec(prog, argv, env)
-	return e.fail("%s: exec failed: %v", addr, root.Explain(prog, err, env))
+	p := &enter.Plan{
+		Root: t.Root, Cred: t.Cred, Path: prog, Argv: argv, Env: environ,
+		Files: s.child, Session: true, Terminal: s.tty != nil, DieWithParent: true,
+	}
+	// The thread that starts the command stays with this goroutine until
+	// exec returns (enter.Plan.Start).
+	pid, err := p.Start()
+	s.closeChild()
+	if err != nil {
+		s.finish()
+		var failed *enter.ExecError
+		if errors.As(err, &failed) {
+			err = root.Explain(prog, failed.Err, environ)
+		}
+		return e.fail("%s: exec failed: %v", addr, err)
+	}
+	stop := s.forward(pid)
+	s.relay()
+	status, err := wait(pid)
+	stop()
+	// What the command left in its process group goes with it; whatever
+	// left the group is cut off with the relay.
+	unix.Kill(-pid, unix.SIGKILL)
+	s.finish()
+	if err != nil {
+		return e.fail("%s: waiting for %s: %v", addr, prog, err)
+	}
+	return status
+}
+
+// execPath is the PATH a command started by exec gets: Debian's for root.
+const execPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// execEnv is the whole environment of a command started by exec: TERM and
+// LANG as the operator has them (when they are plain words), PATH, and
+// HOME, USER and LOGNAME of the user it runs as (the host's passwd entry
+// of the uid, as login would set them; HOME is / without one). Nothing
+// else of the operator's (tokens, agent sockets, HOME) reaches a root.
+func execEnv(getenv func(string) string, c *creds.Cred) []string {
+	env := []string{"PATH=" + execPath}
+	for _, k := range []string{"TERM", "LANG"} {
+		if v := getenv(k); v != "" && plainWord(v) {
+			env = append(env, k+"="+v)
+		}
+	}
+	uid := uint32(0)
+	if c != nil && c.SetUID {
+		uid = c.UID
+	}
+	name, home := strconv.FormatUint(uint64(uid), 10), "/"
+	if u, err := user.LookupId(name); err == nil {
+		name, home = u.Username, u.HomeDir
+	}
+	return append(env, "HOME="+home, "USER="+name, "LOGNAME="+name)
+}
+
+// plainWord reports whether v is a short value of the characters TERM and
+// LANG are made of (xterm-256color, en_US.UTF-8, de_DE@euro).
+func plainWord(v string) bool {
+	if len(v) > 64 {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.@+", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // servingConf finds the one conf file of the daemon's that serves addr.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,8 +38,8 @@ func ctlBinary(t *testing.T, stdin *os.File, args ...string) (int, string, strin
 }
 
 // exec enters the virtual host of an address as virtuald would: its root,
-// its user with no supplementary groups, no_new_privs, the caller's
-// descriptors 0-2 and no other; it refuses what virtuald refuses, with
+// its user with no supplementary groups, no_new_privs, descriptors 0-2
+// that exec relays and no other; it refuses what virtuald refuses, with
 // the reason virtuald logs for a real connection, whether the daemon or
 // the file answered.
 func TestExec(t *testing.T) {
@@ -62,24 +63,16 @@ func TestExec(t *testing.T) {
 	if code, out, errOut := ctlBinary(t, nil, "exec", "-conf", conf, "192.0.2.1", "--", "/usr/bin/id"); code != 0 || !strings.HasPrefix(out, "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n") {
 		t.Errorf("exec id: exit %d, %q, %q", code, out, errOut)
 	}
-	// whoami reports its root, credentials, no_new_privs and descriptors;
-	// it wants a socket on fd 0, as under inetd.
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := os.NewFile(uintptr(pair[0]), "sock")
-	defer sock.Close()
-	defer unix.Close(pair[1])
-	if code, out, errOut := ctlBinary(t, sock, "exec", "-conf", conf, "192.0.2.1", "whoami"); code != 0 || out != "root=good uid=65534 gid=65534 groups=[] nnp=1 listen=0 fds=0,1,2\n" {
+	// whoami reports its root, credentials, no_new_privs and descriptors.
+	if code, out, errOut := ctlBinary(t, nil, "exec", "-conf", conf, "192.0.2.1", "whoami"); code != 0 || out != "root=good uid=65534 gid=65534 groups=[] nnp=1 listen=0 fds=0,1,2\n" {
 		t.Errorf("exec whoami: exit %d, %q, %q", code, out, errOut)
 	}
 	// Without user= the command keeps root, as a service would, but
 	// still cannot gain more through a set-id program.
-	if code, out, errOut := ctlBinary(t, sock, "exec", "-conf", conf, "192.0.2.5", "whoami"); code != 0 || out != "root=good uid=0 gid=0 groups=[] nnp=1 listen=0 fds=0,1,2\n" {
+	if code, out, errOut := ctlBinary(t, nil, "exec", "-conf", conf, "192.0.2.5", "whoami"); code != 0 || out != "root=good uid=0 gid=0 groups=[] nnp=1 listen=0 fds=0,1,2\n" {
 		t.Errorf("exec whoami without user=: exit %d, %q, %q", code, out, errOut)
 	}
-	// The terminal is the caller's: what it reads is the caller's input.
+	// What the caller's input holds reaches the command through exec.
 	r, w, _ := os.Pipe()
 	w.WriteString("hello world\n")
 	w.Close()
@@ -129,4 +122,193 @@ func TestExec(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "exec is for root") {
 		t.Errorf("exec as nobody: %v, %q", err, out)
 	}
+}
+
+// The command exec starts is the tenant's code (issue 20 item 1): from an
+// operator's interactive terminal, it pushes a command into its terminal
+// (TIOCSTI), leaves a process in a session of its own reading its fd 0,
+// and reads its environment. The operator's terminal must receive nothing
+// (the shell would run it once exec returns), what the operator types
+// after exec returns must reach the shell alone, nothing of the tenant's
+// may hold the operator's terminal, and the environment is exec's short
+// list, not the operator's.
+func TestExecTerminal(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	bin := testbed.Binaries(t)
+	roots := testbed.NewRoots(t)
+	root := roots.Root("tenant", "")
+	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	conf := roots.WriteConf("conf", "192.0.2.1 "+root)
+	// TIOCSTI works for a program on its own controlling terminal only
+	// where the kernel allows it (dev.tty.legacy_tiocsti): allow it, so
+	// that the attack is possible and only exec stands in its way.
+	const legacy = "/proc/sys/dev/tty/legacy_tiocsti"
+	if was, err := os.ReadFile(legacy); err == nil {
+		testbed.Must(t, os.WriteFile(legacy, []byte("1"), 0o644))
+		t.Cleanup(func() { os.WriteFile(legacy, was, 0o644) })
+	}
+	operatorEnv := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "SECRET_TOKEN=s3cret",
+		"SSH_AUTH_SOCK=/tmp/agent.sock", "TERM=xterm-256color", "LANG=C.UTF-8", "LD_PRELOAD=/tmp/evil.so"}
+	wantEnv := []string{"HOME=/root", "LANG=C.UTF-8", "LOGNAME=root", "PATH=" + execPath, "TERM=xterm-256color", "USER=root"}
+
+	t.Run("terminal", func(t *testing.T) {
+		master, shell := testbed.OpenPTY(t)
+		cmd := exec.Command(bin["ipwatchctl"], "exec", "-conf", conf, "192.0.2.1", "/intruder", "terminal")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = shell, shell, shell
+		cmd.Env = operatorEnv
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		testbed.Must(t, cmd.Start())
+		out := readUntil(t, master, "end\r\n")
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("exec: %v\n%s", err, out)
+		}
+		report := intruderReport(t, out)
+		if report["tiocsti"][0] != "ok" {
+			t.Errorf("the command could not push input into its own terminal (%v): the test shows nothing", report["tiocsti"])
+		}
+		var st unix.Stat_t
+		testbed.Must(t, unix.Fstat(int(shell.Fd()), &st))
+		if got := report["stdin"][0]; strings.HasPrefix(got, "20000:"+strconv.FormatUint(st.Rdev, 10)+":") || !strings.HasPrefix(got, "20000:") {
+			t.Errorf("the command's fd 0 is %s; want a terminal other than the operator's (rdev %d)", got, st.Rdev)
+		}
+		lingerer := lingering(t, report)
+		holdsOperator(t, lingerer, st.Rdev, 0)
+		// What the shell reads next is what the operator types, only.
+		fd := int(shell.Fd()) // Fd makes the descriptor blocking: take it once
+		testbed.Must(t, unix.SetNonblock(fd, true))
+		if n, err := unix.Read(fd, make([]byte, 256)); n > 0 || err != unix.EAGAIN {
+			t.Errorf("the operator's terminal holds input nobody typed (%d bytes, %v)", n, err)
+		}
+		master.Write([]byte("hunter2\n"))
+		if got := readLine(t, fd); got != "hunter2\n" {
+			t.Errorf("the shell read %q after exec returned, want what the operator typed", got)
+		}
+		if got := report["env"]; !slices.Equal(sorted(got), wantEnv) {
+			t.Errorf("the command's environment is %q, want %q", got, wantEnv)
+		}
+	})
+
+	t.Run("pipes", func(t *testing.T) {
+		r, w, err := os.Pipe()
+		testbed.Must(t, err)
+		defer r.Close()
+		defer w.Close()
+		var st unix.Stat_t
+		testbed.Must(t, unix.Fstat(int(r.Fd()), &st))
+		cmd := exec.Command(bin["ipwatchctl"], "exec", "-conf", conf, "192.0.2.1", "/intruder", "terminal")
+		// Its output goes to a file: a pipe would not end while a
+		// process the command left holds it.
+		outFile, err := os.Create(filepath.Join(t.TempDir(), "out"))
+		testbed.Must(t, err)
+		defer outFile.Close()
+		cmd.Stdin, cmd.Stdout = r, outFile
+		cmd.Env = operatorEnv
+		err = cmd.Run()
+		out, _ := os.ReadFile(outFile.Name())
+		if err != nil {
+			t.Fatalf("exec: %v\n%s", err, out)
+		}
+		report := intruderReport(t, string(out))
+		if got := report["stdin"][0]; !strings.HasPrefix(got, "10000:") || strings.HasSuffix(got, ":"+strconv.FormatUint(st.Ino, 10)) {
+			t.Errorf("the command's fd 0 is %s; want a pipe other than the operator's (inode %d)", got, st.Ino)
+		}
+		holdsOperator(t, lingering(t, report), 0, st.Ino)
+		if got := report["env"]; !slices.Equal(sorted(got), wantEnv) {
+			t.Errorf("the command's environment is %q, want %q", got, wantEnv)
+		}
+	})
+}
+
+// readUntil reads f until what it read ends with end, failing the test
+// after 10 seconds.
+func readUntil(t *testing.T, f *os.File, end string) string {
+	t.Helper()
+	var got []byte
+	b := make([]byte, 4096)
+	testbed.Must(t, f.SetReadDeadline(time.Now().Add(10*time.Second)))
+	for !strings.HasSuffix(string(got), end) {
+		n, err := f.Read(b)
+		got = append(got, b[:n]...)
+		if err != nil {
+			t.Fatalf("reading until %q: %v; read %q", end, err, got)
+		}
+	}
+	return string(got)
+}
+
+// readLine reads one line from the non-blocking descriptor fd, failing
+// the test after 10 seconds.
+func readLine(t *testing.T, fd int) string {
+	t.Helper()
+	var got []byte
+	b := make([]byte, 256)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.HasSuffix(string(got), "\n") {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("no line in 10s; read %q", got)
+		}
+		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds())+1)
+		if n, err := unix.Read(fd, b); n > 0 {
+			got = append(got, b[:n]...)
+		} else if err != unix.EAGAIN && err != unix.EINTR {
+			t.Fatalf("reading a line: %v; read %q", err, got)
+		}
+	}
+	return string(got)
+}
+
+// intruderReport parses the intruder's word=value lines.
+func intruderReport(t *testing.T, out string) map[string][]string {
+	t.Helper()
+	r := map[string][]string{}
+	for _, l := range strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			r[k] = append(r[k], v)
+		}
+	}
+	for _, k := range []string{"tiocsti", "stdin", "linger"} {
+		if len(r[k]) == 0 {
+			t.Fatalf("the intruder did not report %s: %q", k, out)
+		}
+	}
+	return r
+}
+
+// lingering returns the pid of the process the intruder left behind, and
+// kills it at cleanup if it is still there.
+func lingering(t *testing.T, report map[string][]string) int {
+	t.Helper()
+	pid, err := strconv.Atoi(report["linger"][0])
+	if err != nil {
+		t.Fatalf("the intruder left no process: %v", report["linger"])
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	return pid
+}
+
+// holdsOperator fails the test if process pid holds the operator's
+// terminal (a character device rdev) or pipe (inode ino).
+func holdsOperator(t *testing.T, pid int, rdev, ino uint64) {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return // gone
+	}
+	for _, fd := range fds {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(dir, fd.Name()), &st) != nil {
+			continue
+		}
+		if rdev != 0 && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == rdev || ino != 0 && st.Mode&unix.S_IFMT == unix.S_IFIFO && st.Ino == ino {
+			t.Errorf("a process the command left (pid %d) still holds the operator's descriptor as fd %s", pid, fd.Name())
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

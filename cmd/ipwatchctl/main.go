@@ -18,5 +18,5 @@ package main
 import "os"
 
 func main() {
-	os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}))
+	os.Exit(run(os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, stdio: [3]*os.File{os.Stdin, os.Stdout, os.Stderr}}))
 }

@@ -435,18 +435,15 @@ func TestNotASocket(t *testing.T) {
 		})
 	}
 	t.Run("terminal on stderr", func(t *testing.T) {
-		master, slave, err := openPTY()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer master.Close()
+		master, slave := testbed.OpenPTY(t)
 		cmd := exec.Command(w.bin["virtuald"], w.conf, whoami)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, nil, slave
-		err = cmd.Run()
+		err := cmd.Run()
 		slave.Close()
 		if code := cmd.ProcessState.ExitCode(); code != 2 {
 			t.Errorf("exit status %d (%v), want 2", code, err)
 		}
+		master.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 4096)
 		n, _ := master.Read(buf)
 		if !strings.Contains(string(buf[:n]), "fd 0 is a pipe, not a socket") {

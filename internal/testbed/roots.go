@@ -125,7 +125,7 @@ func Binaries(t T) map[string]string {
 			os.RemoveAll(dir)
 			return
 		}
-		built, buildErr = Build(dir, "./cmd/virtuald", "./cmd/ipwatchd", "./cmd/ipwatchctl", "./internal/testbed/whoami")
+		built, buildErr = Build(dir, "./cmd/virtuald", "./cmd/ipwatchd", "./cmd/ipwatchctl", "./internal/testbed/whoami", "./internal/testbed/intruder")
 	})
 	if buildErr != nil {
 		t.Fatalf("building: %v", buildErr)

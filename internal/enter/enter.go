@@ -1,0 +1,121 @@
+// Package enter is the one way into a virtual host. virtuald (per
+// connection and in accept mode) and ipwatchctl exec each build a Plan
+// from what they resolved (the checked root, the credentials, the
+// program, its descriptors) and call Exec or Start, so that a service
+// sees the same world whichever of them started it.
+//
+// The order is fixed here, as runc's and nsjail's are in theirs: the root
+// is entered through the descriptor that chroot.Open checked (never its
+// path again), then the supplementary groups, gid and uid are dropped,
+// no_new_privs is set (so no set-id program inside a root, which its
+// tenant may have planted, gives anything back), every descriptor but the
+// service's own is closed, and the program is executed.
+package enter
+
+import (
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/virtuald/virtuald/internal/chroot"
+	"github.com/virtuald/virtuald/internal/creds"
+	"golang.org/x/sys/unix"
+)
+
+// Plan is everything a service is started with.
+type Plan struct {
+	Root *chroot.Dir // opened and checked; entered through its descriptor
+	Cred *creds.Cred // nil: keep the caller's credentials, as the seed did
+	Path string      // the program, as a path inside the root
+	Argv []string
+	Env  []string
+
+	// Start only: the service's descriptors 0, 1, 2, ... (Exec keeps the
+	// process's 0-2); Session puts it in a session of its own, Terminal
+	// also makes Files[0] its controlling terminal; DieWithParent kills
+	// it when the calling thread ends.
+	Files         []int
+	Session       bool
+	Terminal      bool
+	DieWithParent bool
+}
+
+// Exec replaces the calling process with the service. It returns only
+// when something failed; the process may then be half-entered (inside
+// the root, with fewer privileges) and must not serve anything else.
+func (p *Plan) Exec() error {
+	if err := p.Root.Enter(); err != nil {
+		return err
+	}
+	if p.Cred != nil {
+		if err := creds.Drop(p.Cred); err != nil {
+			return &Error{Step: "dropping credentials", Err: err}
+		}
+	} else if err := creds.NoNewPrivs(); err != nil {
+		return &Error{Step: "no_new_privs", Err: err}
+	}
+	// Marking the inherited descriptors close-on-exec, rather than closing
+	// them, keeps the Go runtime's own valid until the exec.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return &Error{Step: "close_range", Err: err}
+	}
+	return &ExecError{Err: syscall.Exec(p.Path, p.Argv, p.Env)}
+}
+
+// Start starts the service as a child and returns its pid. The calling
+// goroutine's thread carries what the child inherits (no_new_privs), so
+// it stays locked to the goroutine and ends with it: call Start from a
+// goroutine that ends once it is done with the child (and, with
+// DieWithParent, only after the child has ended).
+func (p *Plan) Start() (int, error) {
+	runtime.LockOSThread()
+	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+		return 0, &Error{Step: "no_new_privs", Err: errno}
+	}
+	// A descriptor the caller inherited without close-on-exec would reach
+	// the service: only Files may.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return 0, &Error{Step: "close_range", Err: err}
+	}
+	sys := &syscall.SysProcAttr{
+		// /proc/self/fd/N in the child names the very directory that
+		// chroot.Open checked.
+		Chroot:  "/proc/self/fd/" + strconv.Itoa(p.Root.Fd()),
+		Setsid:  p.Session || p.Terminal,
+		Setctty: p.Terminal,
+	}
+	if p.DieWithParent {
+		sys.Pdeathsig = unix.SIGKILL
+	}
+	if p.Cred != nil {
+		sys.Credential = &syscall.Credential{Uid: p.Cred.UID, Gid: p.Cred.GID, Groups: []uint32{}}
+		if !p.Cred.SetUID {
+			sys.Credential.Uid = uint32(unix.Getuid())
+		}
+	}
+	files := make([]uintptr, len(p.Files))
+	for i, fd := range p.Files {
+		files[i] = uintptr(fd)
+	}
+	pid, err := syscall.ForkExec(p.Path, p.Argv, &syscall.ProcAttr{Dir: "/", Env: p.Env, Files: files, Sys: sys})
+	if err != nil {
+		return 0, &ExecError{Err: err}
+	}
+	return pid, nil
+}
+
+// Error is a step of entering that failed before the exec.
+type Error struct {
+	Step string
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Step + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// ExecError is the exec itself failing: the caller explains it with
+// service.Root.Explain, which knows what the root holds.
+type ExecError struct{ Err error }
+
+func (e *ExecError) Error() string { return e.Err.Error() }
+func (e *ExecError) Unwrap() error { return e.Err }

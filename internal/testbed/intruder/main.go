@@ -1,0 +1,107 @@
+// Command intruder is a hostile tenant's program, for the tests that
+// check what such a program cannot do. It is built static so that it
+// runs in a root that holds nothing else. Each mode is one attack; it
+// reports what it tried and what happened on stdout, one word=value per
+// line, and never decides whether that is good: the test does.
+//
+//	intruder terminal   from a program an operator started with ipwatchctl
+//	                    exec: push a command into the terminal on fd 0
+//	                    (TIOCSTI), leave a process in a session of its own
+//	                    that keeps reading fd 0 into /stolen, and print the
+//	                    environment
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: intruder terminal")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "terminal":
+		terminal()
+	case "linger":
+		linger()
+	default:
+		fmt.Fprintln(os.Stderr, "intruder: unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+// injected is what terminal pushes into the terminal's input: a shell
+// that reads it after exec returns would run it.
+const injected = "echo INJECTED\n"
+
+func terminal() {
+	err := error(nil)
+	for i := 0; i < len(injected) && err == nil; i++ {
+		c := injected[i]
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, 0, unix.TIOCSTI, uintptr(unsafe.Pointer(&c))); errno != 0 {
+			err = errno
+		}
+	}
+	fmt.Printf("tiocsti=%v\n", result(err))
+	var st unix.Stat_t
+	unix.Fstat(0, &st)
+	fmt.Printf("stdin=%o:%d:%d\n", st.Mode&unix.S_IFMT, st.Rdev, st.Ino)
+	// The lingering reader, in a session of its own so that no hangup of
+	// this one reaches it.
+	cmd := exec.Command("/intruder", "linger")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Printf("linger=%v\n", err)
+	} else {
+		// It tells its pid once it reads.
+		for i := 0; i < 500; i++ {
+			if _, err := os.Stat("/linger.pid"); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		fmt.Printf("linger=%d\n", cmd.Process.Pid)
+	}
+	for _, kv := range os.Environ() {
+		fmt.Printf("env=%s\n", kv)
+	}
+	fmt.Println("end")
+}
+
+// linger reads fd 0 into /stolen until it cannot, then stays (the test
+// kills it): what it holds is what the test inspects.
+func linger() {
+	os.WriteFile("/linger.pid", []byte(strconv.Itoa(os.Getpid())), 0o644)
+	f, err := os.OpenFile("/stolen", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		os.Exit(1)
+	}
+	b := make([]byte, 256)
+	for {
+		n, err := unix.Read(0, b)
+		if n > 0 {
+			f.Write(b[:n])
+		}
+		if err != nil && err != unix.EINTR || n == 0 {
+			break
+		}
+	}
+	time.Sleep(time.Hour)
+}
+
+func result(err error) string {
+	if err != nil {
+		return "refused:" + err.Error()
+	}
+	return "ok"
+}
