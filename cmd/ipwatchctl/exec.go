@@ -30,9 +30,14 @@ func (e *env) execIn(args []string) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	confPath := fs.String("conf", "", "the conf file to resolve in (default: the one file the daemon serves ADDRESS from)")
+	isolate := fs.String("isolate", "all", "the isolation of an entry without isolate=, as virtuald's -isolate")
 	if err := fs.Parse(args); err != nil || fs.NArg() < 2 {
-		fmt.Fprint(e.stderr, "usage: ipwatchctl exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]\n")
+		fmt.Fprint(e.stderr, "usage: ipwatchctl exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]\n")
 		return 2
+	}
+	def, err := conf.ParseIsolation(*isolate)
+	if err != nil {
+		return e.fail("-isolate %q: %v", *isolate, err)
 	}
 	addr, err := netip.ParseAddr(fs.Arg(0))
 	if err != nil {
@@ -43,7 +48,7 @@ func (e *env) execIn(args []string) int {
 		argv = argv[1:]
 	}
 	if len(argv) == 0 || argv[0] == "" {
-		fmt.Fprint(e.stderr, "usage: ipwatchctl exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]\n")
+		fmt.Fprint(e.stderr, "usage: ipwatchctl exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]\n")
 		return 2
 	}
 	if unix.Geteuid() != 0 {
@@ -81,12 +86,18 @@ func (e *env) execIn(args []string) int {
 		return e.fail("%s: a terminal for the command: %v", addr, err)
 	}
 	p := &enter.Plan{
-		Root: t.Root, Cred: t.Cred, Path: prog, Argv: argv, Env: environ,
+		Root: t.Root, Cred: t.Cred, Isolate: m.Entry.Options.Isolation(def), Hostname: m.Entry.Hostname,
+		Path: prog, Argv: argv, Env: environ,
 		Files: s.child, Session: true, Terminal: s.tty != nil, DieWithParent: true,
 	}
 	// The thread that starts the command stays with this goroutine until
 	// exec returns (enter.Plan.Start).
-	pid, err := p.Start()
+	child, err := p.Start()
+	if err == nil {
+		if err = child.Started(); err != nil {
+			wait(child.Pid)
+		}
+	}
 	s.closeChild()
 	if err != nil {
 		s.finish()
@@ -96,12 +107,14 @@ func (e *env) execIn(args []string) int {
 		}
 		return e.fail("%s: exec failed: %v", addr, err)
 	}
+	pid := child.Pid
 	stop := s.forward(pid)
 	s.relay()
 	status, err := wait(pid)
 	stop()
-	// What the command left in its process group goes with it; whatever
-	// left the group is cut off with the relay.
+	// What the command left goes with it: in a pid namespace, with its
+	// pid 1, which has ended; else with its process group. Whatever left
+	// the group is cut off with the relay.
 	unix.Kill(-pid, unix.SIGKILL)
 	s.finish()
 	if err != nil {

@@ -1,8 +1,9 @@
 // Package cmdline is virtuald's command line: its options, then CONF
 // PROGRAM [ARG...]. It is its own package so that ipwatchd, reading the
 // super-servers' configuration, understands a virtuald line exactly as
-// virtuald does; it imports nothing heavier than strconv and time, since
-// virtuald links it and starts once per connection.
+// virtuald does; it imports nothing heavier than strconv, time and conf
+// (which virtuald links anyway), since virtuald starts once per
+// connection.
 package cmdline
 
 import (
@@ -10,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/conf"
 )
 
 // Usage is logged when virtuald is started the wrong way.
-const Usage = "usage: virtuald [-socket PATH] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
+const Usage = "usage: virtuald [-socket PATH] [-isolate LIST] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-isolate LIST] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
 
 // Defaults of the accept-mode limits: enough for a busy host, few enough
 // that a flood of connections cannot fork the host to death, and a single
@@ -43,13 +46,16 @@ type Options struct {
 	// wildcard address, which carries every address's datagrams to the
 	// one service started for the first.
 	AllowWildcardDgram bool
+	// Isolate is the isolation of the conf file's entries that have no
+	// isolate= of their own (-isolate; conf.IsolateAll without it).
+	Isolate conf.Isolation
 }
 
 // Parse reads the options of args (args[0] is virtuald's argv[0]) and
 // returns them with the rest of the command line, args[0] first: CONF
 // PROGRAM [ARG...] follow it when the line is complete.
 func Parse(args []string) (Options, []string, error) {
-	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout}
+	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout, Isolate: conf.IsolateAll}
 	rest := args[1:]
 	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
@@ -83,6 +89,11 @@ func Parse(args []string) (Options, []string, error) {
 		switch name {
 		case "socket":
 			o.Socket = value
+			continue
+		case "isolate":
+			if o.Isolate, err = conf.ParseIsolation(value); err != nil {
+				return o, nil, fmt.Errorf("-isolate %s: %v", strconv.Quote(value), err)
+			}
 			continue
 		case "max-children":
 			n, err = strconv.Atoi(value)

@@ -4,12 +4,14 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/virtuald/virtuald/internal/conf"
 )
 
 // The flags come before the conf path, as the seed's inetd lines have it;
 // everything from the conf path on is the service's.
 func TestParse(t *testing.T) {
-	defaults := Options{MaxChildren: 512, MaxPerEntry: 64, StopTimeout: 30 * time.Second}
+	defaults := Options{MaxChildren: 512, MaxPerEntry: 64, StopTimeout: 30 * time.Second, Isolate: conf.IsolateAll}
 	with := func(change func(*Options)) Options {
 		o := defaults
 		change(&o)
@@ -33,6 +35,9 @@ func TestParse(t *testing.T) {
 		{args: []string{"virtuald", "-max-children", "many", "/c", "prog"}, err: "-max-children takes a positive number"},
 		{args: []string{"virtuald", "-frobnicate", "/c", "prog"}, err: "unknown option -frobnicate"},
 		{args: []string{"virtuald", "-socket"}, err: "-socket needs a value"},
+		{args: []string{"virtuald", "-isolate", "none", "/c", "prog"}, want: with(func(o *Options) { o.Isolate = conf.IsolateNone }), rest: []string{"virtuald", "/c", "prog"}},
+		{args: []string{"virtuald", "-accept", "-isolate=mount,uts", "/c", "prog"}, want: with(func(o *Options) { o.Accept, o.Isolate = true, conf.IsolateMount|conf.IsolateUTS }), rest: []string{"virtuald", "/c", "prog"}},
+		{args: []string{"virtuald", "-isolate", "chroot", "/c", "prog"}, err: `-isolate "chroot": unknown namespace "chroot" (none, all, or a comma list of mount, pid, ipc, uts)`},
 		{args: []string{"virtuald", "-version"}, want: with(func(o *Options) { o.Version = true }), rest: []string{"virtuald"}},
 		{args: []string{"virtuald", "-h"}, want: with(func(o *Options) { o.Help = true }), rest: []string{"virtuald"}},
 		{args: []string{"virtuald", "--help"}, want: with(func(o *Options) { o.Help = true }), rest: []string{"virtuald"}},

@@ -40,8 +40,7 @@ type Entry struct {
 	Kind   KeyKind      //
 	Prefix netip.Prefix // the addresses matched; a single address is a full-length prefix; zero for default
 	Root   string       // the root directory, as written
-	User   string       // user= value as written, "" when absent
-	Group  string       // group= value as written, "" when absent
+	Options             // what follows the root
 	Err    error        // why the line is invalid, nil when it parsed cleanly
 }
 
@@ -187,11 +186,8 @@ func (e *Entry) String() string {
 	b.WriteString(e.Key)
 	b.WriteByte(' ')
 	b.WriteString(e.Root)
-	if e.User != "" {
-		b.WriteString(" user=" + e.User)
-	}
-	if e.Group != "" {
-		b.WriteString(" group=" + e.Group)
+	if o := e.Options.String(); o != "" {
+		b.WriteString(" " + o)
 	}
 	return b.String()
 }

@@ -98,7 +98,7 @@ func TestParse(t *testing.T) {
 			entries: []entry{
 				{key: "10.0.0.1", root: "/a", err: "empty value"},
 				{key: "10.0.0.2", root: "/a", err: `unknown option "usr"`},
-				{key: "10.0.0.3", root: "/a", user: "x", err: "user= given twice"},
+				{key: "10.0.0.3", root: "/a", err: "user= given twice"},
 				{key: "10.0.0.4", root: "/my", err: "paths with spaces are not supported"},
 				{key: "10.0.0.5", root: "/a", err: "cannot start with '-'"},
 				{key: "10.0.0.6", root: "/a", err: "out of range"},

@@ -280,10 +280,11 @@ func parseKey(b []byte) (Entry, error) {
 }
 
 // EntryOf rebuilds the entry a daemon names in its answer (its line, key,
-// root, user and group), checking it with the parser's own rules: the key
-// must be in canonical form, and the rest must be what a valid line holds.
-// A daemon answer is never trusted further than the file would be.
-func EntryOf(line int, key, root, user, group string) (*Entry, error) {
+// root and options in canonical form), checking it with the parser's own
+// rules: the key must be in canonical form, and the rest must be what a
+// valid line holds. A daemon answer is never trusted further than the
+// file would be.
+func EntryOf(line int, key, root, options string) (*Entry, error) {
 	if line < 1 {
 		return nil, fmt.Errorf("line %d", line)
 	}
@@ -295,15 +296,12 @@ func EntryOf(line int, key, root, user, group string) (*Entry, error) {
 		return nil, fmt.Errorf("key %s is not in canonical form (%s)", quote(key), e.Key)
 	}
 	e.Line = line
-	fields := []string{root}
-	if user != "" {
-		fields = append(fields, "user="+user)
-	}
-	if group != "" {
-		fields = append(fields, "group="+group)
-	}
+	fields := append([]string{root}, strings.Fields(options)...)
 	if err := e.parseRest(fields); err != nil {
 		return nil, err
+	}
+	if e.Options.String() != options {
+		return nil, fmt.Errorf("options %s are not in canonical form (%s)", quote(options), e.Options.String())
 	}
 	return &e, nil
 }
@@ -331,28 +329,11 @@ func (e *Entry) parseRest(fields []string) error {
 	if err := checkRootSyntax(e.Root); err != nil {
 		return err
 	}
-	for _, opt := range fields[1:] {
-		name, value, ok := strings.Cut(opt, "=")
-		if !ok {
-			return fmt.Errorf("unexpected field %s after the root (options are user= and group=; paths with spaces are not supported)", quote(opt))
-		}
-		var dst *string
-		switch name {
-		case "user":
-			dst = &e.User
-		case "group":
-			dst = &e.Group
-		default:
-			return fmt.Errorf("unknown option %s (options are user= and group=)", quote(name))
-		}
-		if *dst != "" {
-			return fmt.Errorf("%s= given twice", name)
-		}
-		if err := checkIDSyntax(value); err != nil {
-			return fmt.Errorf("%s=%s: %v", name, quote(value), err)
-		}
-		*dst = value
+	o, err := parseOptions(fields[1:])
+	if err != nil {
+		return err
 	}
+	e.Options = o
 	return nil
 }
 

@@ -81,14 +81,8 @@ func (f *File) Entry(i int) *Entry {
 		e.Prefix = netip.PrefixFrom(netip.AddrFrom16(c.addr), int(c.bits))
 	}
 	e.Key = e.canonicalKey()
-	// The options were checked by Parse: only user= and group=, once each.
-	for opt := range strings.FieldsSeq(f.text[c.opts : c.opts+uint32(c.optsLen)]) {
-		if v, ok := strings.CutPrefix(opt, "user="); ok {
-			e.User = v
-		} else if v, ok := strings.CutPrefix(opt, "group="); ok {
-			e.Group = v
-		}
-	}
+	// Parse checked the options: this parse of them cannot fail.
+	e.Options, _ = parseOptions(strings.Fields(f.text[c.opts : c.opts+uint32(c.optsLen)]))
 	return e
 }
 

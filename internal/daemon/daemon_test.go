@@ -136,7 +136,7 @@ func compare(got *ipc.Answer, want conf.Match) string {
 		return ""
 	}
 	e := want.Entry
-	if got.Line != e.Line || got.Key != e.Key || got.Root != e.Root || got.User != e.User || got.Group != e.Group {
+	if got.Line != e.Line || got.Key != e.Key || got.Root != e.Root || got.Options != e.Options.String() {
 		return fmt.Sprintf("daemon %+v, file %s line %d", got, e, e.Line)
 	}
 	return ""

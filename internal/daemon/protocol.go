@@ -108,7 +108,7 @@ func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, er
 	m := s.file.Lookup(r.Addr)
 	a := &ipc.Answer{Generation: s.generation, Rule: m.Rule.String()}
 	if m.Entry != nil {
-		a.Line, a.Key, a.Root, a.User, a.Group = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.User, m.Entry.Group
+		a.Line, a.Key, a.Root, a.Options = m.Entry.Line, m.Entry.Key, m.Entry.Root, m.Entry.Options.String()
 		// Only root's questions are virtuald's: a member of the socket's
 		// group cannot make an entry's count grow.
 		if !r.Lookup && peer.Uid == 0 {

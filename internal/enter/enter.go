@@ -1,49 +1,67 @@
 // Package enter is the one way into a virtual host. virtuald (per
 // connection and in accept mode) and ipwatchctl exec each build a Plan
 // from what they resolved (the checked root, the credentials, the
-// program, its descriptors) and call Exec or Start, so that a service
-// sees the same world whichever of them started it.
+// isolation, the program, its descriptors) and call Exec or Start, so
+// that a service sees the same world whichever of them started it.
 //
-// The order is fixed here, as runc's and nsjail's are in theirs: the root
-// is entered through the descriptor that chroot.Open checked (never its
-// path again), then the supplementary groups, gid and uid are dropped,
-// no_new_privs is set (so no set-id program inside a root, which its
-// tenant may have planted, gives anything back), every descriptor but the
-// service's own is closed, and the program is executed.
+// The order is fixed here, as runc's and nsjail's are in theirs. Without
+// isolation (isolate=none, the seed's way) the root is entered with
+// chroot through the descriptor that chroot.Open checked (never its path
+// again), the supplementary groups, gid and uid are dropped, no_new_privs
+// is set (so no set-id program inside a root, which its tenant may have
+// planted, gives anything back), every descriptor but the service's own
+// is closed, and the program is executed.
+//
+// With isolation the service is started by clone(2) into new namespaces
+// (Plan.Isolate), running virtuald-init (init/init.c), which makes the
+// root the root of the new mount namespace with pivot_root, sets the
+// host name, trims the capability bounding set to Kept, sets
+// no_new_privs, drops to the credentials and executes the program; in a
+// pid namespace it stays as its pid 1 and reaps. Everything that can fail
+// fails the start: nothing is served with less isolation than asked.
 package enter
 
 import (
+	"fmt"
 	"runtime"
 	"strconv"
 	"syscall"
 
 	"github.com/virtuald/virtuald/internal/chroot"
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"golang.org/x/sys/unix"
 )
 
 // Plan is everything a service is started with.
 type Plan struct {
-	Root *chroot.Dir // opened and checked; entered through its descriptor
-	Cred *creds.Cred // nil: keep the caller's credentials, as the seed did
-	Path string      // the program, as a path inside the root
-	Argv []string
-	Env  []string
+	Root     *chroot.Dir    // opened and checked; entered through its descriptor
+	Cred     *creds.Cred    // nil: keep the caller's credentials, as the seed did
+	Isolate  conf.Isolation // the namespaces; IsolateNone is chroot alone
+	Hostname string         // the host name inside (needs IsolateUTS); "" keeps the host's
+	Path     string         // the program, as a path inside the root
+	Argv     []string
+	Env      []string
 
-	// Start only: the service's descriptors 0, 1, 2, ... (Exec keeps the
-	// process's 0-2); Session puts it in a session of its own, Terminal
-	// also makes Files[0] its controlling terminal; DieWithParent kills
-	// it when the calling thread ends.
+	// Start only: the service's descriptors 0, 1, 2 (Exec keeps the
+	// process's); Session puts it in a session of its own, Terminal also
+	// makes Files[0] its controlling terminal; DieWithParent kills it
+	// (with its namespace) when the calling thread ends.
 	Files         []int
 	Session       bool
 	Terminal      bool
 	DieWithParent bool
 }
 
-// Exec replaces the calling process with the service. It returns only
-// when something failed; the process may then be half-entered (inside
-// the root, with fewer privileges) and must not serve anything else.
+// Exec replaces the calling process with the service, without isolation
+// (a process cannot move itself into a new pid namespace: Start does
+// that). It returns only when something failed; the process may then be
+// half-entered (inside the root, with fewer privileges) and must not
+// serve anything else.
 func (p *Plan) Exec() error {
+	if p.Isolate != conf.IsolateNone {
+		return &Error{Step: "exec", Err: fmt.Errorf("isolate=%s needs Start", p.Isolate)}
+	}
 	if err := p.Root.Enter(); err != nil {
 		return err
 	}
@@ -62,20 +80,37 @@ func (p *Plan) Exec() error {
 	return &ExecError{Err: syscall.Exec(p.Path, p.Argv, p.Env)}
 }
 
-// Start starts the service as a child and returns its pid. The calling
-// goroutine's thread carries what the child inherits (no_new_privs), so
-// it stays locked to the goroutine and ends with it: call Start from a
-// goroutine that ends once it is done with the child (and, with
-// DieWithParent, only after the child has ended).
-func (p *Plan) Start() (int, error) {
+// Child is a started service. Its pid is the caller's to wait for: the
+// service itself, or, in a pid namespace, its pid 1, which ends with it
+// and exits with its status.
+type Child struct {
+	Pid     int
+	started func() error
+}
+
+// Started waits until the service was executed (or failed to be), and
+// says why it was not: an *Error for a step of entering, an *ExecError
+// for the exec itself. A child that failed has exited (status 127).
+func (c *Child) Started() error { return c.started() }
+
+// Start starts the service as a child. The calling goroutine's thread
+// carries what the child inherits without isolation (no_new_privs) and
+// what DieWithParent watches, so it stays locked to the goroutine and
+// ends with it: call Start from a goroutine that ends once it is done
+// with the child (and, with DieWithParent, only after the child has
+// ended).
+func (p *Plan) Start() (*Child, error) {
 	runtime.LockOSThread()
-	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
-		return 0, &Error{Step: "no_new_privs", Err: errno}
-	}
 	// A descriptor the caller inherited without close-on-exec would reach
 	// the service: only Files may.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return 0, &Error{Step: "close_range", Err: err}
+		return nil, &Error{Step: "close_range", Err: err}
+	}
+	if p.Isolate != conf.IsolateNone {
+		return p.startIsolated()
+	}
+	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+		return nil, &Error{Step: "no_new_privs", Err: errno}
 	}
 	sys := &syscall.SysProcAttr{
 		// /proc/self/fd/N in the child names the very directory that
@@ -99,9 +134,9 @@ func (p *Plan) Start() (int, error) {
 	}
 	pid, err := syscall.ForkExec(p.Path, p.Argv, &syscall.ProcAttr{Dir: "/", Env: p.Env, Files: files, Sys: sys})
 	if err != nil {
-		return 0, &ExecError{Err: err}
+		return nil, &ExecError{Err: err}
 	}
-	return pid, nil
+	return &Child{Pid: pid, started: func() error { return nil }}, nil
 }
 
 // Error is a step of entering that failed before the exec.

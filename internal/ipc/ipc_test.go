@@ -172,7 +172,7 @@ func parseCount(f [][]byte) error   { _, err := ParseCountRequest(f); return err
 // Every reply decodes to what the daemon meant: the answer, or the error
 // it stands for.
 func TestReplyRoundTrip(t *testing.T) {
-	a := &Answer{Generation: 7, Rule: "prefix", Line: 12, Key: "10.0.0.0/24", Root: "/virtual/pool", User: "ftp"}
+	a := &Answer{Generation: 7, Rule: "prefix", Line: 12, Key: "10.0.0.0/24", Root: "/virtual/pool", Options: "user=ftp isolate=mount,uts hostname=pool.example"}
 	for _, c := range []struct {
 		name   string
 		reply  [][]byte
@@ -219,7 +219,7 @@ func roundTrip(t *testing.T, reply [][]byte) [][]byte {
 }
 
 func TestRepliesRefused(t *testing.T) {
-	answer := []string{ReplyOK, "1", "exact", "1", "10.0.0.1", "/", "", "", ""}
+	answer := []string{ReplyOK, "1", "exact", "1", "10.0.0.1", "/", "", ""}
 	for _, c := range []struct {
 		name  string
 		reply []string
@@ -227,7 +227,7 @@ func TestRepliesRefused(t *testing.T) {
 	}{
 		{"empty", nil, parseResolveReply},
 		{"ok alone", []string{ReplyOK}, parseResolveReply},
-		{"an answer short of a field", answer[:8], parseResolveReply},
+		{"an answer short of a field", answer[:7], parseResolveReply},
 		{"an answer of no generation", append([]string{ReplyOK, "x"}, answer[2:]...), parseResolveReply},
 		{"an answer past the largest line", append([]string{ReplyOK, "1", "exact", "2147483649"}, answer[4:]...), parseResolveReply},
 		{"a stream's status", []string{ReplyEntries, "/c", "[]"}, parseResolveReply},
@@ -313,7 +313,7 @@ func mustCountTB(t testing.TB, r CountRequest) []byte {
 // encodes to fields that decode to the same reply.
 func FuzzReply(f *testing.F) {
 	for _, reply := range [][][]byte{
-		ResolveReply(&Answer{Generation: 1, Rule: "exact", Line: 3, Key: "10.0.0.1", Root: "/v/a", User: "ftp", Group: "ftp"}, nil),
+		ResolveReply(&Answer{Generation: 1, Rule: "exact", Line: 3, Key: "10.0.0.1", Root: "/v/a", Options: "user=ftp group=ftp"}, nil),
 		ResolveReply(nil, ErrStale),
 		ResolveReply(nil, errors.New("bad address")),
 		CountReply(4, nil),

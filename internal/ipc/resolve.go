@@ -104,13 +104,12 @@ type Answer struct {
 	Line       int
 	Key        string
 	Root       string
-	User       string
-	Group      string
+	Options    string // the entry's options in canonical form (conf.Options.String)
 	Refusal    string // non-empty: refuse the connection, for this reason
 }
 
 // answerFields is how many fields an Answer takes after ReplyOK.
-const answerFields = 8
+const answerFields = 7
 
 // ResolveReply is the reply to a resolve: the answer, or err, which is
 // ErrStale, ErrRacy or ErrUnknown for those replies and any other error
@@ -121,7 +120,7 @@ func ResolveReply(a *Answer, err error) [][]byte {
 	}
 	f := make([][]byte, 0, 1+answerFields)
 	f = append(f, []byte(ReplyOK), strconv.AppendUint(nil, a.Generation, 10), []byte(a.Rule), strconv.AppendInt(nil, int64(a.Line), 10))
-	for _, s := range []string{a.Key, a.Root, a.User, a.Group, a.Refusal} {
+	for _, s := range []string{a.Key, a.Root, a.Options, a.Refusal} {
 		f = append(f, []byte(s))
 	}
 	return f
@@ -181,7 +180,7 @@ func ParseResolveReply(reply [][]byte) (*Answer, error) {
 	}
 	return &Answer{
 		Generation: gen, Rule: string(f[1]), Line: int(line), Key: string(f[3]),
-		Root: string(f[4]), User: string(f[5]), Group: string(f[6]), Refusal: string(f[7]),
+		Root: string(f[4]), Options: string(f[5]), Refusal: string(f[6]),
 	}, nil
 }
 
@@ -203,7 +202,7 @@ func (a *Answer) Match(addr netip.Addr) (conf.Match, error) {
 		m.Err = errors.New(a.Refusal)
 		return m, nil
 	}
-	e, err := conf.EntryOf(a.Line, a.Key, a.Root, a.User, a.Group)
+	e, err := conf.EntryOf(a.Line, a.Key, a.Root, a.Options)
 	switch {
 	case err != nil && a.Refusal == "":
 		return conf.Match{}, fmt.Errorf("%w: entry %q: %v", ErrAnswer, a.Key, err)

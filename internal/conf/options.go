@@ -1,0 +1,194 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Options are what may follow an entry's root: who its service runs as,
+// the namespaces it runs in and the name it sees. One function parses
+// them (parseOptions) and one writes them in canonical form
+// (Options.String), which is also how they travel in the daemon's answers:
+// a new option touches the parser and its user, never the protocol.
+type Options struct {
+	User       string    // user= as written, "" when absent
+	Group      string    // group= as written, "" when absent
+	Isolate    Isolation // isolate=, when IsolateSet
+	IsolateSet bool      // false: the service gets the default (virtuald's -isolate, else IsolateAll)
+	Hostname   string    // hostname=, "" when absent
+}
+
+// Isolation is a set of namespaces a service runs in, besides its root.
+type Isolation uint8
+
+// The namespaces; IsolateNone is the seed's chroot alone.
+const (
+	IsolateMount Isolation = 1 << iota // the root is the root of its own mount namespace
+	IsolatePID                         // its own processes only, with a reaping pid 1
+	IsolateIPC                         // its own System V IPC and POSIX message queues
+	IsolateUTS                         // its own host name (hostname=)
+
+	IsolateNone Isolation = 0
+	IsolateAll            = IsolateMount | IsolatePID | IsolateIPC | IsolateUTS
+)
+
+var isolationWords = []struct {
+	word string
+	bit  Isolation
+}{{"mount", IsolateMount}, {"pid", IsolatePID}, {"ipc", IsolateIPC}, {"uts", IsolateUTS}}
+
+// ParseIsolation parses isolate='s value: none, all, or a comma list of
+// mount, pid, ipc and uts.
+func ParseIsolation(s string) (Isolation, error) {
+	switch s {
+	case "none":
+		return IsolateNone, nil
+	case "all":
+		return IsolateAll, nil
+	case "":
+		return 0, errors.New("empty value (none, all, or a comma list of mount, pid, ipc, uts)")
+	}
+	var i Isolation
+	for w := range strings.SplitSeq(s, ",") {
+		bit := Isolation(0)
+		for _, n := range isolationWords {
+			if w == n.word {
+				bit = n.bit
+			}
+		}
+		switch {
+		case bit == 0 && (w == "none" || w == "all"):
+			return 0, fmt.Errorf("%s stands alone", quote(w))
+		case bit == 0:
+			return 0, fmt.Errorf("unknown namespace %s (none, all, or a comma list of mount, pid, ipc, uts)", quote(w))
+		case i&bit != 0:
+			return 0, fmt.Errorf("%s given twice", w)
+		}
+		i |= bit
+	}
+	return i, nil
+}
+
+// String gives the isolation as isolate= takes it, in canonical form.
+func (i Isolation) String() string {
+	switch i {
+	case IsolateNone:
+		return "none"
+	case IsolateAll:
+		return "all"
+	}
+	var words []string
+	for _, n := range isolationWords {
+		if i&n.bit != 0 {
+			words = append(words, n.word)
+		}
+	}
+	return strings.Join(words, ",")
+}
+
+// Isolation is the isolation the service gets: the entry's own, else def
+// (virtuald's -isolate, or IsolateAll without it).
+func (o *Options) Isolation(def Isolation) Isolation {
+	if o.IsolateSet {
+		return o.Isolate
+	}
+	return def
+}
+
+// String gives the options in canonical form, as a conf line holds them
+// after its root ("" for none).
+func (o *Options) String() string {
+	var b strings.Builder
+	add := func(name, v string) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(name + "=" + v)
+	}
+	if o.User != "" {
+		add("user", o.User)
+	}
+	if o.Group != "" {
+		add("group", o.Group)
+	}
+	if o.IsolateSet {
+		add("isolate", o.Isolate.String())
+	}
+	if o.Hostname != "" {
+		add("hostname", o.Hostname)
+	}
+	return b.String()
+}
+
+// optionNames is what an error about an option lists.
+const optionNames = "options are user=, group=, isolate= and hostname="
+
+// parseOptions parses the fields after an entry's root.
+func parseOptions(fields []string) (Options, error) {
+	var o Options
+	seen := map[string]bool{}
+	for _, opt := range fields {
+		name, value, ok := strings.Cut(opt, "=")
+		if !ok {
+			return Options{}, fmt.Errorf("unexpected field %s after the root (%s; paths with spaces are not supported)", quote(opt), optionNames)
+		}
+		if seen[name] {
+			return Options{}, fmt.Errorf("%s= given twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "user", "group":
+			if err = checkIDSyntax(value); err == nil && name == "user" {
+				o.User = value
+			} else if err == nil {
+				o.Group = value
+			}
+		case "isolate":
+			o.Isolate, err = ParseIsolation(value)
+			o.IsolateSet = true
+		case "hostname":
+			err = checkHostname(value)
+			o.Hostname = value
+		default:
+			return Options{}, fmt.Errorf("unknown option %s (%s)", quote(name), optionNames)
+		}
+		if err != nil {
+			return Options{}, fmt.Errorf("%s=%s: %v", name, quote(value), err)
+		}
+	}
+	if o.Hostname != "" && o.IsolateSet && o.Isolate&IsolateUTS == 0 {
+		return Options{}, fmt.Errorf("hostname=%s needs uts in isolate= (isolate=%s)", o.Hostname, o.Isolate)
+	}
+	return o, nil
+}
+
+// hostNameMax is the kernel's HOST_NAME_MAX.
+const hostNameMax = 64
+
+// checkHostname accepts a host name as RFC 1123 writes one: dot-separated
+// labels of letters, digits and '-', none empty, none starting or ending
+// with '-', at most 63 characters each and 64 in all.
+func checkHostname(v string) error {
+	if v == "" || len(v) > hostNameMax {
+		return fmt.Errorf("a host name has 1 to %d characters", hostNameMax)
+	}
+	for label := range strings.SplitSeq(v, ".") {
+		switch {
+		case label == "":
+			return errors.New("a host name has no empty label")
+		case len(label) > 63:
+			return errors.New("a label of a host name has at most 63 characters")
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return errors.New("a label of a host name neither starts nor ends with '-'")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("a host name cannot hold %q", c)
+			}
+		}
+	}
+	return nil
+}

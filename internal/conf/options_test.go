@@ -1,0 +1,80 @@
+package conf
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		line string
+		want string // the options in canonical form, or the error
+		err  bool
+	}{
+		{"10.0.0.1 /a", "", false},
+		{"10.0.0.1 /a isolate=all", "isolate=all", false},
+		{"10.0.0.1 /a isolate=none user=ftp", "user=ftp isolate=none", false},
+		{"10.0.0.1 /a isolate=uts,mount,ipc,pid", "isolate=all", false},
+		{"10.0.0.1 /a isolate=pid,mount", "isolate=mount,pid", false},
+		{"10.0.0.1 /a hostname=www.example.com", "hostname=www.example.com", false},
+		{"10.0.0.1 /a isolate=uts hostname=a-1.b", "isolate=uts hostname=a-1.b", false},
+		{"10.0.0.1 /a group=g user=u isolate=mount", "user=u group=g isolate=mount", false},
+		{"10.0.0.1 /a isolate=", "isolate=\"\": empty value", true},
+		{"10.0.0.1 /a isolate=net", `unknown namespace "net"`, true},
+		{"10.0.0.1 /a isolate=user", `unknown namespace "user"`, true},
+		{"10.0.0.1 /a isolate=all,pid", `"all" stands alone`, true},
+		{"10.0.0.1 /a isolate=none,pid", `"none" stands alone`, true},
+		{"10.0.0.1 /a isolate=pid,pid", "pid given twice", true},
+		{"10.0.0.1 /a isolate=Mount", `unknown namespace "Mount"`, true},
+		{"10.0.0.1 /a isolate=all isolate=none", "isolate= given twice", true},
+		{"10.0.0.1 /a isolate=mount hostname=x", "hostname=x needs uts in isolate= (isolate=mount)", true},
+		{"10.0.0.1 /a isolate=none hostname=x", "needs uts", true},
+		{"10.0.0.1 /a hostname=", "1 to 64 characters", true},
+		{"10.0.0.1 /a hostname=" + strings.Repeat("a", 65), "1 to 64 characters", true},
+		{"10.0.0.1 /a hostname=" + strings.Repeat("a", 64), "at most 63", true},
+		{"10.0.0.1 /a hostname=a..b", "no empty label", true},
+		{"10.0.0.1 /a hostname=-a", "neither starts nor ends", true},
+		{"10.0.0.1 /a hostname=a_b", `cannot hold '_'`, true},
+		{"10.0.0.1 /a hostname=a/b", `cannot hold '/'`, true},
+		{"10.0.0.1 /a hostname=x hostname=y", "hostname= given twice", true},
+		{"10.0.0.1 /a color=red", `unknown option "color" (options are user=, group=, isolate= and hostname=)`, true},
+	}
+	for _, tt := range tests {
+		f, err := Parse("c", []byte(tt.line+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := f.Entry(0)
+		switch {
+		case tt.err && (e.Err == nil || !strings.Contains(e.Err.Error(), tt.want)):
+			t.Errorf("%s: error %v, want one saying %q", tt.line, e.Err, tt.want)
+		case tt.err && (len(f.Errors) != 1 || !strings.HasPrefix(f.Errors[0].Error(), "c:1: ")):
+			t.Errorf("%s: errors %v, want one at c:1", tt.line, f.Errors)
+		case !tt.err && e.Err != nil:
+			t.Errorf("%s: %v", tt.line, e.Err)
+		case !tt.err && e.Options.String() != tt.want:
+			t.Errorf("%s: options %q, want %q", tt.line, e.Options.String(), tt.want)
+		case !tt.err:
+			// The canonical form is what a daemon's answer carries:
+			// EntryOf takes it back, and nothing else.
+			back, err := EntryOf(1, e.Key, e.Root, e.Options.String())
+			if err != nil || back.Options != e.Options {
+				t.Errorf("%s: EntryOf gives %+v, %v", tt.line, back, err)
+			}
+		}
+	}
+	if _, err := EntryOf(1, "10.0.0.1", "/a", "isolate=pid,mount"); err == nil || !strings.Contains(err.Error(), "canonical") {
+		t.Errorf("EntryOf took options out of canonical form: %v", err)
+	}
+}
+
+func TestIsolationDefault(t *testing.T) {
+	var o Options
+	if got := o.Isolation(IsolateAll); got != IsolateAll {
+		t.Errorf("no isolate=: %v, want the default", got)
+	}
+	o = Options{Isolate: IsolateNone, IsolateSet: true}
+	if got := o.Isolation(IsolateAll); got != IsolateNone {
+		t.Errorf("isolate=none: %v, want none", got)
+	}
+}

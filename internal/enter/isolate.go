@@ -1,0 +1,242 @@
+package enter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/virtuald/virtuald/internal/conf"
+	"golang.org/x/sys/unix"
+)
+
+// Capability is one capability an isolated service keeps, and why.
+type Capability struct {
+	Bit  int
+	Name string
+	Why  string
+}
+
+// Kept is the capability bounding set of every isolated service: what
+// the classic services that must run as root need, and nothing else. A
+// service running as root keeps these across its exec; everything else
+// (CAP_SYS_ADMIN, CAP_MKNOD, CAP_DAC_READ_SEARCH, CAP_SYS_MODULE,
+// CAP_SYS_RAWIO, CAP_SYS_PTRACE, CAP_SYS_BOOT, CAP_SYS_TIME,
+// CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_SETPCAP, CAP_SETFCAP, ...) is
+// gone for good, for it and for whatever it executes.
+var Kept = []Capability{
+	{unix.CAP_CHOWN, "CAP_CHOWN", "give an uploaded file to the user who logged in"},
+	{unix.CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE", "read and write the files of the root's users, as a root service does"},
+	{unix.CAP_FOWNER, "CAP_FOWNER", "set modes and times on the users' files"},
+	{unix.CAP_FSETID, "CAP_FSETID", "keep set-group-id directories working when it writes in them"},
+	{unix.CAP_KILL, "CAP_KILL", "signal the processes it started as another user (its pid namespace holds only its own)"},
+	{unix.CAP_SETGID, "CAP_SETGID", "become the user who logged in (PAM, ftpd, popd)"},
+	{unix.CAP_SETUID, "CAP_SETUID", "become the user who logged in (PAM, ftpd, popd)"},
+	{unix.CAP_NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE", "bind a port below 1024 (ftpd's data connections from port 20)"},
+	{unix.CAP_SYS_CHROOT, "CAP_SYS_CHROOT", "chroot inside its root (anonymous FTP); a chroot escape leads nowhere, its root is the mount namespace's"},
+	{unix.CAP_AUDIT_WRITE, "CAP_AUDIT_WRITE", "PAM writes its login records to the audit log"},
+}
+
+func keptMask() uint64 {
+	var m uint64
+	for _, c := range Kept {
+		m |= 1 << c.Bit
+	}
+	return m
+}
+
+// initExe is virtuald-init's binary in a sealed memfd, made once per
+// process: a descriptor, so that nothing a tenant or a local user can
+// change by a path decides what runs.
+var initExe = sync.OnceValues(func() (int, error) {
+	if len(initELF) == 0 {
+		return -1, fmt.Errorf("this build has no virtuald-init for %s (make generate builds it)", runtime.GOARCH)
+	}
+	// MFD_EXEC says the memfd is to be executed where vm.memfd_noexec
+	// asks (Linux 6.3); older kernels do not know the flag.
+	fd, err := unix.MemfdCreate("virtuald-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate("virtuald-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	defer unix.Close(fd)
+	for b := initELF; len(b) > 0; {
+		n, err := unix.Write(fd, b)
+		if err != nil {
+			return -1, fmt.Errorf("writing virtuald-init: %w", err)
+		}
+		b = b[n:]
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		return -1, fmt.Errorf("sealing virtuald-init: %w", err)
+	}
+	// A file open for writing cannot be executed (ETXTBSY): keep a
+	// read-only descriptor, high enough that the child's descriptors
+	// 0-4 never land on it before its exec.
+	ro, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("reopening virtuald-init: %w", err)
+	}
+	defer unix.Close(ro)
+	high, err := unix.FcntlInt(uintptr(ro), unix.F_DUPFD_CLOEXEC, 64)
+	if err != nil {
+		return -1, fmt.Errorf("virtuald-init: %w", err)
+	}
+	return high, nil
+})
+
+// The descriptors virtuald-init gets besides the service's 0-2.
+const (
+	initRootFD = 3
+	initErrFD  = 4
+)
+
+// steps names virtuald-init's steps (init/init.c), for its errors.
+var steps = []string{
+	1: "virtuald-init's arguments", "making the mount tree private",
+	"mounting the root over / (move_mount)", "pivot_root into the root", "detaching the host's root",
+	"chroot", "sethostname", "trimming the capability bounding set", "no_new_privs",
+	"dropping supplementary groups", "setgid", "setuid", "forking the service", "exec",
+	"taking the terminal", "close_range", "blocking signals",
+}
+
+const stepExec = 14
+
+// startIsolated starts virtuald-init in new namespaces.
+func (p *Plan) startIsolated() (*Child, error) {
+	exe, err := initExe()
+	if err != nil {
+		return nil, &Error{Step: "isolation", Err: err}
+	}
+	if p.Hostname != "" && p.Isolate&conf.IsolateUTS == 0 {
+		return nil, &Error{Step: "isolation", Err: fmt.Errorf("hostname=%s needs uts (isolate=%s)", p.Hostname, p.Isolate)}
+	}
+	var flags strings.Builder
+	var clone uintptr
+	for _, ns := range []struct {
+		bit   conf.Isolation
+		clone uintptr
+		flag  byte
+	}{
+		{conf.IsolateMount, unix.CLONE_NEWNS, 'm'},
+		{conf.IsolatePID, unix.CLONE_NEWPID, 'p'},
+		{conf.IsolateIPC, unix.CLONE_NEWIPC, 0},
+		{conf.IsolateUTS, unix.CLONE_NEWUTS, 0},
+	} {
+		if p.Isolate&ns.bit != 0 {
+			clone |= ns.clone
+			if ns.flag != 0 {
+				flags.WriteByte(ns.flag)
+			}
+		}
+	}
+	if p.Hostname != "" {
+		flags.WriteByte('h')
+	}
+	uid, gid := "0", "0"
+	if p.Cred != nil {
+		flags.WriteByte('g')
+		gid = strconv.FormatUint(uint64(p.Cred.GID), 10)
+		if p.Cred.SetUID {
+			flags.WriteByte('u')
+			uid = strconv.FormatUint(uint64(p.Cred.UID), 10)
+		}
+	}
+	sys := &syscall.SysProcAttr{Cloneflags: clone, Setsid: p.Session || p.Terminal}
+	// In a pid namespace the service is pid 1's child: it takes the
+	// terminal itself, in a session of its own.
+	if p.Terminal && p.Isolate&conf.IsolatePID != 0 {
+		flags.WriteByte('t')
+	} else {
+		sys.Setctty = p.Terminal
+	}
+	if flags.Len() == 0 {
+		flags.WriteByte('-')
+	}
+	if p.DieWithParent {
+		sys.Pdeathsig = unix.SIGKILL
+	}
+	var report [2]int
+	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
+		return nil, &Error{Step: "isolation", Err: err}
+	}
+	defer unix.Close(report[0])
+	files := make([]uintptr, 0, initErrFD+1)
+	for _, fd := range p.Files[:3] {
+		files = append(files, uintptr(fd))
+	}
+	root := p.Root.Fd()
+	if p.Isolate&conf.IsolateMount != 0 {
+		tree, err := cloneTree(root)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(tree)
+		root = tree
+	}
+	files = append(files, uintptr(root), uintptr(report[1]))
+	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
+		uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
+	pid, err := syscall.ForkExec("/proc/self/fd/"+strconv.Itoa(exe), argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
+	unix.Close(report[1])
+	if err != nil {
+		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
+	}
+	// The report is read before Start returns: it comes at once (the
+	// steps are a few system calls), and its descriptor is then closed.
+	var rec [8]byte
+	n, _ := readFull(report[0], rec[:])
+	started := error(nil)
+	if n == len(rec) {
+		step := int(int32(binary.NativeEndian.Uint32(rec[:4])))
+		errno := unix.Errno(binary.NativeEndian.Uint32(rec[4:]))
+		if step == stepExec {
+			started = &ExecError{Err: errno}
+		} else {
+			name := "step " + strconv.Itoa(step)
+			if step > 0 && step < len(steps) {
+				name = steps[step]
+			}
+			started = &Error{Step: name + " (isolate=" + p.Isolate.String() + ")", Err: errno}
+		}
+	}
+	return &Child{Pid: pid, started: func() error { return started }}, nil
+}
+
+// cloneTree clones the mount tree of the checked root directory (the
+// directory and whatever is mounted below it), detached and private:
+// virtuald-init attaches it as the root of the new mount namespace, where
+// the directory itself, opened in this one, cannot be mounted from.
+func cloneTree(root int) (int, error) {
+	tree, err := unix.OpenTree(root, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, &Error{Step: "cloning the root's mounts (open_tree)", Err: err}
+	}
+	attr := unix.MountAttr{Propagation: unix.MS_PRIVATE}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		unix.Close(tree)
+		return -1, &Error{Step: "making the root's mounts private (mount_setattr)", Err: err}
+	}
+	return tree, nil
+}
+
+func readFull(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if m <= 0 || err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
