@@ -35,13 +35,13 @@ const (
 // Entry is one keyed line of a conf file. An entry whose Err is set is
 // invalid: its addresses are refused, never served from another entry.
 type Entry struct {
-	Line   int          // 1-based line number
-	Key    string       // canonical: "default", "10.20.0.0/24", "2001:db8::10"
-	Kind   KeyKind      //
-	Prefix netip.Prefix // the addresses matched; a single address is a full-length prefix; zero for default
-	Root   string       // the root directory, as written
-	Options             // what follows the root
-	Err    error        // why the line is invalid, nil when it parsed cleanly
+	Line    int          // 1-based line number
+	Key     string       // canonical: "default", "10.20.0.0/24", "2001:db8::10"
+	Kind    KeyKind      //
+	Prefix  netip.Prefix // the addresses matched; a single address is a full-length prefix; zero for default
+	Root    string       // the root directory, as written
+	Options              // what follows the root
+	Err     error        // why the line is invalid, nil when it parsed cleanly
 }
 
 // LineError is a problem found at one place in a conf file. It prints as
