@@ -223,6 +223,8 @@ func newBed(t *testing.T) *bed {
 	virtuald := b.bin["virtuald"] + " virtuald -socket " + b.socket + " "
 	inetd := []string{
 		"21 stream tcp nowait root " + virtuald + b.confs["ftp"] + " /usr/sbin/in.ftpd -l",
+		// The same service in accept mode.
+		"2100 stream tcp wait root " + virtuald + "-accept " + b.confs["ftp"] + " /usr/sbin/in.ftpd -l",
 		"79 stream tcp nowait root " + virtuald + b.confs["finger"] + " /usr/sbin/in.fingerd",
 		// The wrong kind: a service that drops privileges itself, given user=.
 		"2121 stream tcp nowait root " + virtuald + b.confs["ftp-as-user"] + " /usr/sbin/in.ftpd -l",
@@ -319,6 +321,21 @@ func TestRealServices(t *testing.T) {
 				if got, err := b.ftp(s.addr, o.user, "hello.txt"); err == nil || !strings.Contains(got, "Access denied") {
 					t.Errorf("%s as %s (a user of site %s): %q, %v, want the login denied", s.addr, o.user, o.name, got, err)
 				}
+			}
+		}
+	})
+
+	t.Run("ftp runs isolated, in both modes", func(t *testing.T) {
+		// Every entry has the default isolation: in.ftpd runs as root,
+		// with PAM, in its own mount, pid, ipc and uts namespaces.
+		s := sites[1]
+		got, err := b.client("curl", "-sS", "--max-time", "20", "--user", s.user+":pw-"+s.user, "ftp://"+s.addr+":2100/hello.txt")
+		if err != nil || got != "ftp from site "+s.name+"\n" {
+			t.Errorf("accept mode, %s as %s: %q, %v; log ends:\n%s", s.addr, s.user, got, err, b.log.Tail(8))
+		}
+		for _, port := range []string{"21", "2100"} {
+			if l, ok := b.log.WaitFor(10*time.Second, "local="+s.addr+":"+port, "program=/usr/sbin/in.ftpd", "isolate=all"); !ok {
+				t.Errorf("port %s: no line saying in.ftpd ran with isolate=all: %q; log ends:\n%s", port, l, b.log.Tail(10))
 			}
 		}
 	})

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +32,7 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            invalid ones (up to -limit, 100), unmapped addresses; ADDRESS lists the
                            entry serving it, PREFIX the entries within it; -all streams every entry
   resolve [-conf FILE] IP  what virtuald would do for a connection to IP, and why
-  check [-program PATH] [-path DIRS] CONF...
+  check [-program PATH] [-path DIRS] [-isolate LIST] CONF...
                            validate conf files offline, with the rules virtuald applies:
                            every problem as FILE:LINE: what is wrong; exit 0 when clean, 1 when not;
                            warns about a dev/null that is not the null device and a dev/log that
@@ -44,7 +46,7 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            every shared library they need (links too), root's and read-only to others;
                            -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
                            writes NAME's passwd and group lines; -n prints what would change (root only)
-  exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
+  exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]
                            run COMMAND inside the virtual host of ADDRESS as virtuald would start its
                            service (same resolution, checks, refusals, user; no_new_privs), on a
                            terminal of its own that exec relays, with a clean environment:
@@ -324,8 +326,14 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 	// virtuald looks a program up in the PATH its super-server gives it:
 	// none under Debian's inetd, so execvp's default.
 	search := fs.String("path", service.DefaultPath, "the PATH virtuald gets from its super-server, where -program without a slash is looked up inside each root")
+	isolate := fs.String("isolate", "all", "virtuald's -isolate: the isolation of the entries without isolate=")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] [-path DIRS] CONF...\n")
+		fmt.Fprint(errOut, "usage: ipwatchctl check [-program PATH] [-path DIRS] [-isolate LIST] CONF...\n")
+		return 2
+	}
+	def, err := conf.ParseIsolation(*isolate)
+	if err != nil {
+		fmt.Fprintf(errOut, "ipwatchctl: -isolate %q: %v\n", *isolate, err)
 		return 2
 	}
 	if *program != "" && !strings.Contains(*program, "/") {
@@ -347,6 +355,7 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			fmt.Fprintf(out, "%s: no entries: every connection will be refused\n", path)
 			problems++
 		}
+		isolation := map[string]int{}
 		for _, e := range f.All() {
 			if e.Err != nil {
 				invalid++
@@ -359,7 +368,9 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 				problems++
 				continue
 			}
-			if w := conf.RootWarning(e); w != "" {
+			iso := e.Options.Isolation(def)
+			isolation[iso.String()]++
+			if w := conf.RootWarning(e, iso); w != "" {
 				fmt.Fprintf(out, "%s:%d: %s: warning: %s\n", path, e.Line, e.Key, w)
 				warnings++
 			}
@@ -388,6 +399,13 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 		// What the file means, for hosts that must serve alike (see
 		// conf.File.Digest): comments and layout do not count.
 		fmt.Fprintf(out, "%s: digest %s\n", path, digest.Of(f))
+		if len(isolation) > 0 {
+			counts := make([]string, 0, len(isolation))
+			for _, iso := range slices.Sorted(maps.Keys(isolation)) {
+				counts = append(counts, fmt.Sprintf("%s %d", iso, isolation[iso]))
+			}
+			fmt.Fprintf(out, "%s: valid entries by isolation (isolate=, else -isolate %s): %s\n", path, def, strings.Join(counts, ", "))
+		}
 		fmt.Fprintf(out, "%s: %d entries, %d invalid, %d problems, %d warnings\n", path, f.Len(), invalid, problems, warnings)
 		if problems > 0 {
 			status = 1

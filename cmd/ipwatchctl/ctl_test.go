@@ -116,6 +116,7 @@ func TestCheckRoots(t *testing.T) {
 		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/null is missing: services that open it fail, or (as root) create it as a regular file (ipwatchctl install -dev ROOT makes it)",
 		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
 		conf + ": digest " + digestLine(t, conf),
+		conf + ": valid entries by isolation (isolate=, else -isolate all): all 2",
 		conf + ": 11 entries, 9 invalid, 9 problems, 2 warnings",
 	}
 	if code != 1 || strings.TrimSpace(out) != strings.Join(want, "\n") {
@@ -123,11 +124,21 @@ func TestCheckRoots(t *testing.T) {
 	}
 
 	// A clean file passes; a missing /dev/log only warns, and so does an
-	// entry without user=, whose service runs as root inside its root.
-	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good, "default "+noLog+" user=nobody")
-	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "2 entries, 0 invalid, 0 problems, 3 warnings") ||
-		!strings.Contains(out, clean+":1: 10.0.0.1: warning: no user=: the service runs as root inside "+good+", and root can leave a chroot") {
+	// entry without user= whose service runs as root inside its root with
+	// nothing but a chroot: isolate=none, or -isolate none for the entries
+	// without isolate=. Isolated (the default), root cannot leave.
+	clean := roots.WriteConf("clean.conf", "10.0.0.1 "+good+" isolate=none", "default "+noLog+" user=nobody", "10.0.0.2 "+good)
+	rootWarning := func(line, key string, iso string) string {
+		return clean + ":" + line + ": " + key + ": warning: no user= and isolate=" + iso + ": the service runs as root inside " + good + " with nothing but a chroot, which root can leave"
+	}
+	if code, out, _ := runCtl("check", clean); code != 0 || !strings.Contains(out, "3 entries, 0 invalid, 0 problems, 3 warnings") ||
+		!strings.Contains(out, rootWarning("1", "10.0.0.1", "none")) || strings.Contains(out, ":3: 10.0.0.2: warning") ||
+		!strings.Contains(out, clean+": valid entries by isolation (isolate=, else -isolate all): all 2, none 1\n") {
 		t.Errorf("clean file: exit %d:\n%s", code, out)
+	}
+	if code, out, _ := runCtl("check", "-isolate", "pid,uts", clean); code != 0 || !strings.Contains(out, "3 entries, 0 invalid, 0 problems, 4 warnings") ||
+		!strings.Contains(out, rootWarning("3", "10.0.0.2", "pid,uts")) {
+		t.Errorf("clean file, -isolate pid,uts: exit %d:\n%s", code, out)
 	}
 
 	// -program: present and static, a dynamic one without its loader, none.

@@ -5,10 +5,10 @@
 //
 //	ipwatchctl [-socket PATH] status [-json] [-all] [-state STATE] [-limit N] [ADDRESS|PREFIX]
 //	ipwatchctl [-socket PATH] resolve [-conf FILE] IP
-//	ipwatchctl check [-program PATH] [-path DIRS] CONF...
+//	ipwatchctl check [-program PATH] [-path DIRS] [-isolate LIST] CONF...
 //	ipwatchctl [-socket PATH] reload
 //	ipwatchctl install [-n] [-dev] [-user NAME] ROOT PROGRAM...
-//	ipwatchctl [-socket PATH] exec [-conf FILE] ADDRESS [--] COMMAND [ARG...]
+//	ipwatchctl [-socket PATH] exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]
 //	ipwatchctl version
 //
 // Each command is a method of env, which carries what it may touch

@@ -117,7 +117,7 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	programs := slices.ContainsFunc(entries, func(en admin.EntryStatus) bool { return len(en.Programs) > 0 })
-	head := "  KEY\tROOT\tUSER\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED"
+	head := "  KEY\tROOT\tUSER\tISOLATE\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED"
 	if programs {
 		head += "\tPROGRAMS"
 	}
@@ -127,7 +127,7 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 		if root == "" {
 			root = "-" // a line without a root: an empty column would be read as the next one
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d", en.Key, root, userOf(en), en.State, addressesOf(en), connectionsOf(en), en.Resolved)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d", en.Key, root, userOf(en), isolationOf(en), en.State, addressesOf(en), connectionsOf(en), en.Resolved)
 		if programs {
 			fmt.Fprintf(tw, "\t%s", programsOf(en))
 		}
@@ -172,7 +172,21 @@ func describeService(sv admin.ServiceStatus) string {
 	if sv.Accept {
 		mode = "virtuald -accept"
 	}
+	if sv.Isolate != "" && sv.Isolate != "all" {
+		mode += ", -isolate " + sv.Isolate
+	}
 	return fmt.Sprintf("%s %s %s on %s (%s %s, %s): %s", sv.Name, sv.Transport, port, where, sv.SuperServer, sv.From, mode, strings.Join(sv.Args, " "))
+}
+
+// isolationOf is an entry's isolation, with the host name it gives.
+func isolationOf(en admin.EntryStatus) string {
+	switch {
+	case en.Isolate == "":
+		return "-" // an invalid entry
+	case en.Hostname != "":
+		return en.Isolate + " (" + en.Hostname + ")"
+	}
+	return en.Isolate
 }
 
 // connectionsOf is an entry's connections, by port when it has several.

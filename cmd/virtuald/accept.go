@@ -6,11 +6,10 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/cmdline"
-	"github.com/virtuald/virtuald/internal/creds"
+	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
 	"github.com/virtuald/virtuald/internal/socket"
@@ -33,8 +32,9 @@ type acceptor struct {
 	answers answerCache
 	health  ipc.SlowMemo
 
-	mu       sync.Mutex
-	children map[int]*child
+	mu        sync.Mutex
+	children  map[int]*child
+	unclaimed map[int]unix.WaitStatus // reaped before serve registered them
 	perEntry map[string]int // running services per entry (conf path and key)
 	slots    int            // connections accepted and not yet finished
 	stopping bool
@@ -47,9 +47,10 @@ type acceptor struct {
 
 // child is one running service.
 type child struct {
-	start time.Time
-	entry string
-	line  connLog
+	start   time.Time
+	entry   string
+	line    connLog
+	refusal string // why it was not executed after all; it exits at once
 }
 
 // listeners returns the listening sockets: the n that systemd passed from
@@ -82,16 +83,10 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 		log.Log(syslog.Err, "accept mode: close_range: "+err.Error())
 		return exitRefused
 	}
-	// Services inherit no_new_privs from this process: none can gain
-	// privileges through a setuid program inside its root.
-	if err := creds.NoNewPrivs(); err != nil {
-		log.Log(syslog.Err, "accept mode: "+err.Error())
-		return exitRefused
-	}
 	a := &acceptor{
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
-		children: map[int]*child{}, perEntry: map[string]int{}, idle: make(chan struct{}),
+		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, perEntry: map[string]int{}, idle: make(chan struct{}),
 		lastActive: time.Now(),
 	}
 	a.answers.init()
@@ -306,34 +301,34 @@ func (a *acceptor) serve(conn int) {
 	if libs := root.MissingLibraries(path, a.env); libs != "" {
 		d.line.add("warning", "shared libraries missing inside the root: "+libs)
 	}
-	sys := &syscall.SysProcAttr{
-		// The root is entered through the descriptor that was checked,
-		// never through its path again: /proc/self/fd/N in the child
-		// names the very directory Open checked.
-		Chroot: "/proc/self/fd/" + strconv.Itoa(t.Root.Fd()),
-		Setsid: true,
+	p := &enter.Plan{
+		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(a.opts.Isolate), Hostname: d.entry.Hostname,
+		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
 	}
-	if t.Cred != nil {
-		sys.Credential = &syscall.Credential{Uid: t.Cred.UID, Gid: t.Cred.GID, Groups: []uint32{}}
-		if !t.Cred.SetUID {
-			sys.Credential.Uid = uint32(os.Getuid())
-		}
-	}
-	// Holding the lock across the fork means the reaper, which takes it
-	// for every child it reaps, cannot miss a child that exits at once.
-	a.mu.Lock()
-	pid, err := syscall.ForkExec(path, a.argv, &syscall.ProcAttr{
-		Dir: "/", Env: a.env, Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(conn)}, Sys: sys,
-	})
-	if err == nil {
-		a.children[pid] = &child{start: time.Now(), entry: key, line: d.line}
-	}
-	a.mu.Unlock()
+	d.line.add("isolate", p.Isolate.String())
+	// Start leaves this goroutine's thread locked: it ends with the
+	// goroutine, taking whatever the start left on it.
+	ch, err := p.Start()
 	if err != nil {
-		fail("exec failed: " + root.Explain(path, err, a.env).Error())
+		fail("exec failed: " + explain(root, path, err, a.env))
 		return
 	}
 	unix.Close(conn)
+	running := &child{start: time.Now(), entry: key, line: d.line}
+	if err := ch.Started(); err != nil {
+		running.refusal = "exec failed: " + explain(root, path, err, a.env)
+	}
+	a.mu.Lock()
+	ws, ended := a.unclaimed[ch.Pid]
+	if ended {
+		delete(a.unclaimed, ch.Pid)
+	} else {
+		a.children[ch.Pid] = running
+	}
+	a.mu.Unlock()
+	if ended {
+		a.finish(ch.Pid, running, ws)
+	}
 }
 
 // takeEntry takes one of the entry's -max-per-entry slots; the reaper
@@ -357,7 +352,8 @@ func (a *acceptor) releaseEntry(key string) {
 }
 
 // reap collects every exited service and logs its line: the fields of the
-// decision, the pid, the exit status and how long it ran.
+// decision, the pid, the exit status and how long it ran. A service that
+// ended before serve registered it waits in unclaimed for serve.
 func (a *acceptor) reap() {
 	for {
 		var ws unix.WaitStatus
@@ -368,26 +364,40 @@ func (a *acceptor) reap() {
 		a.mu.Lock()
 		ch := a.children[pid]
 		delete(a.children, pid)
-		a.mu.Unlock()
 		if ch == nil {
-			continue
+			a.unclaimed[pid] = ws
 		}
-		a.releaseEntry(ch.entry)
-		ch.line.add("pid", strconv.Itoa(pid))
-		switch {
-		case ws.Exited():
-			ch.line.add("outcome", "exited")
-			ch.line.add("status", strconv.Itoa(ws.ExitStatus()))
-		case ws.Signaled():
-			ch.line.add("outcome", "killed")
-			ch.line.add("signal", ws.Signal().String())
+		a.mu.Unlock()
+		if ch != nil {
+			a.finish(pid, ch, ws)
 		}
-		ch.line.add("duration", time.Since(ch.start).Round(time.Microsecond).String())
-		sev := syslog.Info
-		if !ws.Exited() || ws.ExitStatus() != 0 {
-			sev = syslog.Warning
-		}
-		a.log.Log(sev, ch.line.String())
-		a.release()
 	}
+}
+
+// finish logs the end of a service (or, when it never started, why) and
+// gives back its slots.
+func (a *acceptor) finish(pid int, ch *child, ws unix.WaitStatus) {
+	a.releaseEntry(ch.entry)
+	defer a.release()
+	if ch.refusal != "" {
+		ch.line.add("outcome", "refused")
+		ch.line.add("reason", ch.refusal)
+		a.log.Log(syslog.Err, ch.line.String())
+		return
+	}
+	ch.line.add("pid", strconv.Itoa(pid))
+	switch {
+	case ws.Exited():
+		ch.line.add("outcome", "exited")
+		ch.line.add("status", strconv.Itoa(ws.ExitStatus()))
+	case ws.Signaled():
+		ch.line.add("outcome", "killed")
+		ch.line.add("signal", ws.Signal().String())
+	}
+	ch.line.add("duration", time.Since(ch.start).Round(time.Microsecond).String())
+	sev := syslog.Info
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		sev = syslog.Warning
+	}
+	a.log.Log(sev, ch.line.String())
 }

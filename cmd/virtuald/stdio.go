@@ -74,3 +74,35 @@ func (s stdio) reshield() {
 		}
 	}
 }
+
+// serviceFiles are the descriptors 0-2 a service started as a child gets:
+// the super-server's, as restore would put them back.
+func (s stdio) serviceFiles() []int {
+	files := []int{0, 1, 2}
+	for i := range s.saved {
+		if s.saved[i] >= 0 {
+			files[1+i] = s.saved[i]
+		}
+	}
+	return files
+}
+
+// release lets go of the connection once a child serves it, so that it
+// ends when the service closes it: fd 0 and the kept copies of 1 and 2
+// are closed (0 pointed at /dev/null, which nothing reads).
+func (s *stdio) release() {
+	if s.null < 0 {
+		s.null, _ = unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	}
+	if s.null >= 0 {
+		unix.Dup3(s.null, 0, 0)
+	} else {
+		unix.Close(0)
+	}
+	for i := range s.saved {
+		if s.saved[i] >= 0 {
+			unix.Close(s.saved[i])
+			s.saved[i] = -1
+		}
+	}
+}

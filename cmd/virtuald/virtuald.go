@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/conf"
-	"github.com/virtuald/virtuald/internal/creds"
+	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
 	"github.com/virtuald/virtuald/internal/socket"
@@ -187,14 +187,6 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	// From here on /dev/log is the tenant's: the logger keeps the
 	// connection it has and never makes a new one by path.
 	log.Seal()
-	if err := t.Root.Enter(); err != nil {
-		return refuseConn(err.Error())
-	}
-	if t.Cred != nil {
-		if err := creds.Drop(t.Cred); err != nil {
-			return refuseConn("dropping credentials: " + err.Error())
-		}
-	}
 	// The root's descriptor stays open (close-on-exec) to resolve the
 	// program inside it.
 	root := service.In(t.Root.Fd())
@@ -203,34 +195,86 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 		return refuseConn(err.Error())
 	}
 	line.add("program", path)
+	p := &enter.Plan{
+		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(o.Isolate), Hostname: d.entry.Hostname,
+		Path: path, Argv: argv, Env: env, Files: std.serviceFiles(), DieWithParent: true,
+	}
+	line.add("isolate", p.Isolate.String())
 	severity := syslog.Info
 	if libs := root.MissingLibraries(path, env); libs != "" {
 		line.add("warning", "shared libraries missing inside the root: "+libs)
 		severity = syslog.Warning
 	}
+	if p.Isolate != conf.IsolateNone {
+		return startIsolated(log, std, p, root, line, severity, refuseConn)
+	}
 	line.add("outcome", "exec")
 	log.Log(severity, line.String())
-
-	// Descriptors inherited from the super-server must not reach the
-	// service; marking them close-on-exec (rather than closing them) keeps
-	// the Go runtime's own descriptors valid until the exec.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return refuseConn("close_range: " + err.Error())
-	}
 	if err := std.restore(); err != nil {
 		std.reshield()
 		return refuseConn(err.Error())
 	}
-	err = syscall.Exec(path, argv, env)
+	err = p.Exec()
 	std.reshield()
-	err = root.Explain(path, err, env)
 	var failed connLog
 	failed.add("local", c.Local.String())
 	failed.add("conf", confPath)
 	failed.add("root", d.entry.Root)
 	failed.add("program", path)
 	line = &failed
-	return refuseConn("exec failed: " + err.Error())
+	return refuseConn("exec failed: " + explain(root, path, err, env))
+}
+
+// explain words an error of enter for the log: an exec failure as the
+// root's contents explain it, anything else as it is.
+func explain(root service.Root, path string, err error, env []string) string {
+	var failed *enter.ExecError
+	if errors.As(err, &failed) {
+		return root.Explain(path, failed.Err, env).Error()
+	}
+	return err.Error()
+}
+
+// startIsolated starts the service in its namespaces (enter.Plan.Start)
+// and stays as its parent, which the super-server sees: it passes on the
+// signals it gets, and exits as the service did, once the service and
+// every process it left have ended.
+func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Root, line *connLog, severity syslog.Severity, refuse func(string) int) int {
+	child, err := p.Start()
+	if err == nil {
+		if err = child.Started(); err != nil {
+			waitChild(child.Pid)
+		}
+	}
+	if err != nil {
+		return refuse("exec failed: " + explain(root, p.Path, err, p.Env))
+	}
+	line.add("outcome", "exec")
+	log.Log(severity, line.String())
+	std.release()
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
+	go func() {
+		for s := range sigs {
+			unix.Kill(child.Pid, s.(unix.Signal))
+		}
+	}()
+	return waitChild(child.Pid)
+}
+
+// waitChild waits for pid and returns the status to exit with: its own,
+// or 128 plus the signal that ended it, as a shell says.
+func waitChild(pid int) int {
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			break
+		}
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // checkWildcard refuses a datagram that arrived on a socket bound to a

@@ -70,13 +70,16 @@ func (c *Checker) Validate(e *Entry) error {
 	return d.Close()
 }
 
-// RootWarning says, for an entry without user=, that its service runs as
-// root inside its root ("" otherwise). The seed's meaning is kept (the
-// service keeps virtuald's credentials), but root can leave a chroot, so
-// check and status say so on every such entry.
-func RootWarning(e *Entry) string {
-	if e.User != "" {
+// RootWarning says, for an entry whose service runs as root (no user=)
+// without a mount namespace of its own (iso, its isolation), that it can
+// leave its root ("" otherwise). The seed's meaning is kept (the service
+// keeps virtuald's credentials), but root can leave a chroot, so check
+// and status say so. In a mount namespace whose root is its root, with
+// the capabilities that would undo that dropped, it cannot.
+func RootWarning(e *Entry, iso Isolation) string {
+	if e.User != "" || iso&IsolateMount != 0 {
 		return ""
 	}
-	return "no user=: the service runs as root inside " + e.Root + ", and root can leave a chroot; give the entry user= (and group=) to confine it"
+	return "no user= and isolate=" + iso.String() + ": the service runs as root inside " + e.Root +
+		" with nothing but a chroot, which root can leave; give the entry isolate=all (the default) or user= (and group=) to confine it"
 }

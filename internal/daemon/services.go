@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/superserver"
 	"go.uber.org/zap"
@@ -129,7 +130,10 @@ func serviceStatuses(services []superserver.Service) []admin.ServiceStatus {
 	out := make([]admin.ServiceStatus, 0, len(services))
 	for _, sv := range services {
 		ss := admin.ServiceStatus{From: sv.From, SuperServer: sv.SuperServer, Name: sv.Name, Program: sv.Program,
-			Args: sv.Args, Accept: sv.Accept, Transport: sv.Transport, Port: sv.Port}
+			Args: sv.Args, Accept: sv.Accept, Transport: sv.Transport, Port: sv.Port, Isolate: sv.Isolate}
+		if ss.Isolate == "" {
+			ss.Isolate = conf.IsolateAll.String()
+		}
 		switch {
 		case sv.Address.IsValid():
 			ss.Address = sv.Address.String()
@@ -142,4 +146,18 @@ func serviceStatuses(services []superserver.Service) []admin.ServiceStatus {
 		out = append(out, ss)
 	}
 	return out
+}
+
+// defaultIsolation is the isolation of a file's entries without isolate=:
+// the weakest that a service of the file gives them (virtuald's -isolate),
+// all when no service says otherwise.
+func defaultIsolation(services []superserver.Service) conf.Isolation {
+	def := conf.IsolateAll
+	for _, sv := range services {
+		if sv.Isolate != "" {
+			i, _ := conf.ParseIsolation(sv.Isolate) // canonical, from cmdline.Parse
+			def &= i
+		}
+	}
+	return def
 }

@@ -268,7 +268,9 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 			if q.State != "" && st != q.State {
 				continue
 			}
+			iso := e.Options.Isolation(defaultIsolation(services))
 			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
+				Isolate: iso.String(), Hostname: e.Hostname,
 				State: st, Reason: reason, Addresses: served[e.Line], Ports: portCounts(conns[e.Line], ports)}
 			if ec := conns[e.Line]; ec != nil {
 				es.Connections = ec.total
@@ -280,7 +282,7 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 				es.Addresses = []admin.AddressStatus{}
 			}
 			if st != admin.StateInvalid {
-				es.Warning = conf.RootWarning(e)
+				es.Warning = conf.RootWarning(e, iso)
 				es.Relay = relayStatus(v.relay, e.Root)
 			}
 			if n, ok := c.resolved.Load(e.Key); ok {

@@ -183,7 +183,11 @@ func (p *Plan) startIsolated() (*Child, error) {
 	files = append(files, uintptr(root), uintptr(report[1]))
 	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
 		uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
-	pid, err := syscall.ForkExec("/proc/self/fd/"+strconv.Itoa(exe), argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
+	// The child executes the memfd by this process's descriptor table:
+	// through /proc/self, resolved in the child as it starts in its new
+	// namespaces, a few starts in a thousand under load failed with
+	// EACCES (TestAcceptSystemd with two busy cores).
+	pid, err := syscall.ForkExec("/proc/"+strconv.Itoa(unix.Getpid())+"/fd/"+strconv.Itoa(exe), argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
 	unix.Close(report[1])
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}

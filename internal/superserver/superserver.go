@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/virtuald/virtuald/internal/cmdline"
+	"github.com/virtuald/virtuald/internal/conf"
 )
 
 // Sources says where to look; an empty path (or nil dirs) turns a source off.
@@ -60,6 +61,7 @@ type Service struct {
 	Address     netip.Addr // the address the socket is bound to; zero for a wildcard bind (or a host name: see Host)
 	Host        string     // the bind address as written when it is a host name, which Find does not resolve
 	Path        string     // the PATH virtuald gets from this super-server ("" = none: virtuald then uses service.DefaultPath)
+	Isolate     string     // virtuald's -isolate, canonical, when not the default ("all")
 }
 
 // Problem is a line or unit that starts virtuald but cannot be understood
@@ -166,6 +168,9 @@ func command(s *Service, argv []string) string {
 		s.Conf = filepath.Join("/", s.Conf)
 	}
 	s.Program, s.Args, s.Accept = rest[2], rest[2:], o.Accept
+	if o.Isolate != conf.IsolateAll {
+		s.Isolate = o.Isolate.String()
+	}
 	return ""
 }
 

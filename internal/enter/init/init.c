@@ -249,9 +249,17 @@ void __attribute__((noreturn, used)) start(long *sp)
 		service = check(stepFork, S5(__NR_clone, SIGCHLD_, 0, 0, 0, 0));
 	}
 	if (service > 0) {
-		// pid 1 holds nothing of the connection: it ends with the
-		// service's descriptors.
+		// pid 1 holds nothing of the connection (it ends with the
+		// service's descriptors), of root's power only what it needs
+		// to pass a signal on to a service that changed user, and
+		// cannot be traced by the service it started.
 		S3(__NR_close_range, 0, ~0U, 0);
+		if (S5(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+			quit(127);
+		struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+		struct __user_cap_data_struct d[2] = {{1U << CAP_KILL, 1U << CAP_KILL, 0}, {0, 0, 0}};
+		if (S2(__NR_capset, &h, d) < 0)
+			quit(127);
 		reap(service);
 	}
 	check(stepSignals, S4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none));

@@ -82,6 +82,7 @@ type ServiceStatus struct {
 	Program     string   `json:"program"`      // what virtuald starts inside the root
 	Args        []string `json:"args"`         // its argv, argv[0] first
 	Accept      bool     `json:"accept"`       // virtuald -accept (else one virtuald per connection)
+	Isolate     string   `json:"isolate"`      // virtuald's -isolate: the isolation of the entries without isolate=
 	Transport   string   `json:"transport"`    // "tcp" or "udp"
 	Port        uint16   `json:"port"`         // 0 when not known
 	Address     string   `json:"address"`      // the address the socket is bound to; "" for every address
@@ -110,7 +111,9 @@ type EntryStatus struct {
 	Group       string          `json:"group"`
 	State       string          `json:"state"`
 	Reason      string          `json:"reason"`
-	Warning     string          `json:"warning,omitempty"` // served, but unsafe: e.g. no user=, so the service runs as root
+	Isolate     string          `json:"isolate"`            // the namespaces its service runs in ("none", "all", "mount,pid"...): its isolate=, else the services' -isolate (the weakest), else all
+	Hostname    string          `json:"hostname,omitempty"` // hostname=
+	Warning     string          `json:"warning,omitempty"`  // served, but unsafe: e.g. root without a mount namespace, which can leave its root
 	Relay       *RelayStatus    `json:"relay,omitempty"`   // the log relay of its root (ipwatchd -relay-syslog), for a valid entry
 	Addresses   []AddressStatus `json:"addresses"`         // interface addresses this entry serves now
 	Connections uint64          `json:"connections"`       // TCP connections the kernel accepted for it (BPF; see ConfStatus.ConnectionsCounted); 0 when BPF is off

