@@ -84,7 +84,8 @@ var sizes = []int{8, 5000, 50000}
 // wrapper, a Go program that only execs it (the floor of any Go wrapper),
 // the seed's C program, virtuald per connection with ipwatchd up
 // and down (wedged: BenchmarkInetdWedged), and virtuald in accept mode (inetd "wait"), each at 8, 5,000
-// and 50,000 conf entries. Each iteration makes 40 connections
+// and 50,000 conf entries, isolated (the default); and, at 8 entries,
+// virtuald in both modes with -isolate none, the seed's chroot alone. Each iteration makes 40 connections
 // (2 at a time, the machine's cores) to every variant in rotating order.
 // The service is a static C program that writes one line, as cheap as a
 // service gets, so that what each wrapper adds shows.
@@ -126,6 +127,10 @@ func BenchmarkInetd(b *testing.B) {
 		add("virtuald, daemon down", n, "nowait", fmt.Sprintf("%s virtuald -socket %s %s /bin/hello", bins["virtuald"], sock+".absent", confs[n]))
 		add("virtuald -accept, daemon up", n, "wait", fmt.Sprintf("%s virtuald -accept -socket %s %s /bin/hello", bins["virtuald"], sock, confs[n]))
 	}
+	// Isolation (the default above) against the seed's chroot alone, the
+	// same virtuald with -isolate none.
+	add("virtuald isolate=none, daemon up", sizes[0], "nowait", fmt.Sprintf("%s virtuald -isolate none -socket %s %s /bin/hello", bins["virtuald"], sock, confs[sizes[0]]))
+	add("virtuald -accept isolate=none, daemon up", sizes[0], "wait", fmt.Sprintf("%s virtuald -accept -isolate none -socket %s %s /bin/hello", bins["virtuald"], sock, confs[sizes[0]]))
 	testbed.MountBPFFS(b)
 	pinDir := "/sys/fs/bpf/" + ns.Name // counters on, as by default, in this namespace's own pins
 	b.Cleanup(func() { bpf.Remove(pinDir) })
@@ -228,7 +233,7 @@ func report(b *testing.B, ws []*wrapper) {
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %.2f |\n", w.name, entries, rate,
 			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6, ratio, rate/bare)
-		key := strings.NewReplacer(", ", "-", " ", "-", "-accept", "accept").Replace(w.name)
+		key := strings.NewReplacer(", ", "-", " ", "-", "-accept", "accept", "=", "-").Replace(w.name)
 		if w.entries > 0 {
 			key += "-" + entries
 		}

@@ -312,3 +312,44 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// One way into a virtual host (package enter): a service started by
+// virtuald per connection, by virtuald in accept mode, and a command
+// started by ipwatchctl exec see the same world: credentials,
+// no_new_privs, capabilities, pids, host name, root, descriptors.
+func TestOneWayIn(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	bin := testbed.Binaries(t)
+	roots := testbed.NewRoots(t)
+	root := roots.Root("view", "")
+	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	conf := roots.WriteConf("conf",
+		"192.0.2.1 "+root+" hostname=view.example",
+		"192.0.2.2 "+root+" user=nobody isolate=mount,pid",
+		"192.0.2.3 "+root+" isolate=none",
+		"192.0.2.4 "+root+" user=nobody isolate=none")
+	ns := testbed.NewNetNS(t)
+	log := testbed.NewSyslog(t, t.TempDir())
+	addrs := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
+	for _, a := range addrs {
+		ns.AddAddr(a)
+	}
+	ns.Start(log, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
+		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" /intruder view",
+		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" /intruder view"))
+	ns.WaitListening("tcp", 7000)
+	ns.WaitListening("tcp", 7001)
+	for _, a := range addrs {
+		perConn, err := ns.Ask(a + ":7000")
+		testbed.Must(t, err)
+		accept, err := ns.Ask(a + ":7001")
+		testbed.Must(t, err)
+		code, execd, errOut := ctlBinary(t, nil, "exec", "-conf", conf, a, "/intruder", "view")
+		if code != 0 {
+			t.Fatalf("%s: exec: %d %s", a, code, errOut)
+		}
+		if !strings.Contains(perConn, "root=view ") || perConn != accept || perConn != execd {
+			t.Errorf("%s: the three ways in differ:\nper connection:\n%s\naccept mode:\n%s\nexec:\n%s", a, perConn, accept, execd)
+		}
+	}
+}

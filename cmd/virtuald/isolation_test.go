@@ -21,7 +21,8 @@ import (
 // see them fail. With the default isolation every one fails, and the
 // host's name, the other tenant's file and the host's processes are
 // untouched. inetd runs in a UTS namespace of its own, which stands for
-// the host's: a rename that works renames only that.
+// the host's: a rename that works renames only that. tcpserver and
+// systemd-socket-activate start virtuald the same way, isolated.
 func TestIsolationAttacks(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	bin := built(t)
@@ -94,6 +95,31 @@ func TestIsolationAttacks(t *testing.T) {
 			r = attack(t, ns, "192.0.2.3:"+port)
 			if r["hostname"] != "tenant.example" {
 				t.Errorf("hostname=tenant.example: the service sees %q", r["hostname"])
+			}
+		})
+	}
+	// The other super-servers start virtuald per connection the same way:
+	// the attacks fail under each (each in a UTS namespace of its own too,
+	// so that a rename that worked would rename only that).
+	for _, ss := range []struct {
+		name string
+		port string
+		argv []string
+	}{
+		{"tcpserver", "7002", []string{"tcpserver", "-q", "-H", "-R", "0", "7002"}},
+		{"systemd-socket-activate", "7003", []string{"systemd-socket-activate", "--inetd", "-a", "-l", "7003"}},
+	} {
+		t.Run(ss.name+", isolated", func(t *testing.T) {
+			args := append(append([]string{"--uts"}, ss.argv...), bin["virtuald"], conf)
+			args = append(args, strings.Fields(argv)...)
+			ns.Start(log, "unshare", args...)
+			port, _ := strconv.Atoi(ss.port)
+			ns.WaitListening("tcp", port)
+			r := attack(t, ns, "192.0.2.2:"+ss.port)
+			for _, a := range []string{"sethostname", "kill", "mknod", "ptrace", "shocker", "chroot"} {
+				if !strings.HasPrefix(r[a], "refused:") {
+					t.Errorf("%s: %s, want it refused", a, r[a])
+				}
 			}
 		})
 	}

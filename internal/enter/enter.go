@@ -53,6 +53,16 @@ type Plan struct {
 	DieWithParent bool
 }
 
+// credentials are what the service runs as: the entry's, or, without
+// user= and group=, the caller's uid and gid with no supplementary groups
+// (when the caller may drop them), so that every way in gives the same.
+func (p *Plan) credentials() *creds.Cred {
+	if p.Cred != nil || unix.Geteuid() != 0 {
+		return p.Cred
+	}
+	return &creds.Cred{GID: uint32(unix.Getgid())}
+}
+
 // Exec replaces the calling process with the service, without isolation
 // (a process cannot move itself into a new pid namespace: Start does
 // that). It returns only when something failed; the process may then be
@@ -65,8 +75,8 @@ func (p *Plan) Exec() error {
 	if err := p.Root.Enter(); err != nil {
 		return err
 	}
-	if p.Cred != nil {
-		if err := creds.Drop(p.Cred); err != nil {
+	if c := p.credentials(); c != nil {
+		if err := creds.Drop(c); err != nil {
 			return &Error{Step: "dropping credentials", Err: err}
 		}
 	} else if err := creds.NoNewPrivs(); err != nil {
@@ -122,9 +132,9 @@ func (p *Plan) Start() (*Child, error) {
 	if p.DieWithParent {
 		sys.Pdeathsig = unix.SIGKILL
 	}
-	if p.Cred != nil {
-		sys.Credential = &syscall.Credential{Uid: p.Cred.UID, Gid: p.Cred.GID, Groups: []uint32{}}
-		if !p.Cred.SetUID {
+	if c := p.credentials(); c != nil {
+		sys.Credential = &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: []uint32{}}
+		if !c.SetUID {
 			sys.Credential.Uid = uint32(unix.Getuid())
 		}
 	}

@@ -1,9 +1,12 @@
 package enter
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -54,7 +57,9 @@ func TestStartConcurrent(t *testing.T) {
 	}
 }
 
-func startOnce(rootPath string, null int) error {
+func startOnce(rootPath string, null int) error { return startIso(rootPath, null, conf.IsolateAll) }
+
+func startIso(rootPath string, null int, iso conf.Isolation) error {
 	d, err := chroot.Open(rootPath)
 	if err != nil {
 		return err
@@ -62,7 +67,7 @@ func startOnce(rootPath string, null int) error {
 	defer d.Close()
 	done := make(chan error, 1)
 	go func() { // Start's thread ends with this goroutine
-		p := &Plan{Root: d, Isolate: conf.IsolateAll, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{null, null, null}}
+		p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{null, null, null}}
 		c, err := p.Start()
 		if err == nil {
 			err = c.Started()
@@ -72,4 +77,84 @@ func startOnce(rootPath string, null int) error {
 		done <- err
 	}()
 	return <-done
+}
+
+// BenchmarkStart is one start of a static service that exits at once,
+// waited for, by isolation: what each namespace adds to a connection.
+func BenchmarkStart(b *testing.B) {
+	testbed.RequirePrivileges(b)
+	bin := testbed.Binaries(b)
+	roots := testbed.NewRoots(b)
+	root := roots.Root("r", "")
+	testbed.Must(b, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	testbed.Must(b, err)
+	defer null.Close()
+	for _, iso := range []conf.Isolation{conf.IsolateNone, conf.IsolateUTS, conf.IsolateIPC, conf.IsolatePID, conf.IsolateMount,
+		conf.IsolateMount | conf.IsolatePID, conf.IsolateAll} {
+		b.Run(iso.String(), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if err := startIso(root, int(null.Fd()), iso); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Fail closed: where the kernel refuses a step of the isolation asked
+// for, nothing starts, and the error names the step. A root that is an
+// unbindable mount cannot be cloned (open_tree refuses it); it is still
+// served with isolate=none, where no mount is made.
+func TestFailClosed(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	bin := testbed.Binaries(t)
+	roots := testbed.NewRoots(t)
+	root := roots.Root("unbindable", "")
+	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	// In a private mount namespace of this test's own, so that nothing of
+	// it reaches the host: the root is bound on itself, unbindable.
+	done := make(chan struct{})
+	var results []error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // the namespace ends with this thread
+		testbed.Must(t, unix.Unshare(unix.CLONE_NEWNS|unix.CLONE_FS))
+		testbed.Must(t, unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""))
+		testbed.Must(t, unix.Mount(root, root, "", unix.MS_BIND, ""))
+		testbed.Must(t, unix.Mount("", root, "", unix.MS_UNBINDABLE, ""))
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		testbed.Must(t, err)
+		defer null.Close()
+		for _, iso := range []conf.Isolation{conf.IsolateAll, conf.IsolateNone} {
+			d, err := chroot.Open(root)
+			testbed.Must(t, err)
+			p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{int(null.Fd()), int(null.Fd()), int(null.Fd())}}
+			c, err := p.Start()
+			if err == nil {
+				err = c.Started()
+				var ws unix.WaitStatus
+				unix.Wait4(c.Pid, &ws, 0, nil)
+			}
+			results = append(results, err)
+			d.Close()
+		}
+	}()
+	<-done
+	var e *Error
+	if !errors.As(results[0], &e) || e.Step != "cloning the root's mounts (open_tree)" || !errors.Is(e, unix.EINVAL) {
+		t.Errorf("isolate=all on an unbindable root: %v, want open_tree's EINVAL, named", results[0])
+	}
+	if results[1] != nil {
+		t.Errorf("isolate=none on the same root: %v", results[1])
+	}
+
+	// hostname= without uts is refused before anything starts.
+	d, err := chroot.Open(roots.Root("plain", ""))
+	testbed.Must(t, err)
+	defer d.Close()
+	p := &Plan{Root: d, Isolate: conf.IsolateMount, Hostname: "a.example", Path: "/x", Files: []int{0, 1, 2}}
+	if _, err := p.Start(); err == nil || !strings.Contains(err.Error(), "hostname=a.example needs uts (isolate=mount)") {
+		t.Errorf("hostname= without uts: %v", err)
+	}
 }

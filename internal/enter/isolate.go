@@ -140,12 +140,12 @@ func (p *Plan) startIsolated() (*Child, error) {
 		flags.WriteByte('h')
 	}
 	uid, gid := "0", "0"
-	if p.Cred != nil {
+	if c := p.credentials(); c != nil {
 		flags.WriteByte('g')
-		gid = strconv.FormatUint(uint64(p.Cred.GID), 10)
-		if p.Cred.SetUID {
+		gid = strconv.FormatUint(uint64(c.GID), 10)
+		if c.SetUID {
 			flags.WriteByte('u')
-			uid = strconv.FormatUint(uint64(p.Cred.UID), 10)
+			uid = strconv.FormatUint(uint64(c.UID), 10)
 		}
 	}
 	sys := &syscall.SysProcAttr{Cloneflags: clone, Setsid: p.Session || p.Terminal}

@@ -9,6 +9,9 @@
 //	                    (TIOCSTI), leave a process in a session of its own
 //	                    that keeps reading fd 0 into /stolen, and print the
 //	                    environment
+//	intruder view       what the service sees of its world: credentials,
+//	                    no_new_privs, capabilities, pids, host name, its
+//	                    root, its descriptors
 //	intruder escape HOSTPATH HANDLE NAME
 //	                    as a service running as root in its root: report the
 //	                    host name it sees, then try to rename the host, signal
@@ -43,6 +46,8 @@ func main() {
 		terminal()
 	case "linger":
 		linger()
+	case "view":
+		view()
 	case "escape":
 		if len(os.Args) != 5 {
 			fmt.Fprintln(os.Stderr, "usage: intruder escape HOSTPATH HANDLE NAME")
@@ -113,6 +118,44 @@ func linger() {
 		}
 	}
 	time.Sleep(time.Hour)
+}
+
+func view() {
+	groups, _ := unix.Getgroups()
+	nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	var bounding uint64
+	for c := 0; c < 64; c++ {
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0); err != nil {
+			break
+		} else if in == 1 {
+			bounding |= 1 << c
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	unix.Capget(&hdr, &data[0])
+	host, _ := os.Hostname()
+	var root, parent unix.Stat_t
+	unix.Stat("/", &root)
+	unix.Stat("/..", &parent)
+	fmt.Printf("uid=%d gid=%d groups=%v nnp=%d\n", unix.Getuid(), unix.Getgid(), groups, nnp)
+	fmt.Printf("bounding=%x effective=%x\n", bounding, uint64(data[1].Effective)<<32|uint64(data[0].Effective))
+	// In a pid namespace the service is pid 1's first child.
+	fmt.Printf("own-pid-namespace=%v hostname=%s\n", os.Getpid() == 2 && os.Getppid() == 1, host)
+	name, _ := os.ReadFile("/ROOT-NAME")
+	fmt.Printf("root=%s root-is-its-parent=%v\n", strings.TrimSpace(string(name)), root.Ino == parent.Ino && root.Dev == parent.Dev)
+	fmt.Printf("fds=%s\n", openFDs())
+}
+
+// openFDs lists the descriptors open now.
+func openFDs() string {
+	var fds []string
+	for fd := 0; fd < 1024; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil {
+			fds = append(fds, strconv.Itoa(fd))
+		}
+	}
+	return strings.Join(fds, ",")
 }
 
 func escape(hostPath, handle, name string) {
