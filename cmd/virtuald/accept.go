@@ -35,10 +35,10 @@ type acceptor struct {
 	mu        sync.Mutex
 	children  map[int]*child
 	unclaimed map[int]unix.WaitStatus // reaped before serve registered them
-	perEntry map[string]int // running services per entry (conf path and key)
-	slots    int            // connections accepted and not yet finished
-	stopping bool
-	idle     chan struct{} // closed when stopping and nothing runs
+	perEntry  map[string]int          // running services per entry (conf path and key)
+	slots     int                     // connections accepted and not yet finished
+	stopping  bool
+	idle      chan struct{} // closed when stopping and nothing runs
 
 	// lastActive is when the last connection ended (or accept mode
 	// started), for -idle-exit.

@@ -114,11 +114,11 @@ type EntryStatus struct {
 	Isolate     string          `json:"isolate"`            // the namespaces its service runs in ("none", "all", "mount,pid"...): its isolate=, else the services' -isolate (the weakest), else all
 	Hostname    string          `json:"hostname,omitempty"` // hostname=
 	Warning     string          `json:"warning,omitempty"`  // served, but unsafe: e.g. root without a mount namespace, which can leave its root
-	Relay       *RelayStatus    `json:"relay,omitempty"`   // the log relay of its root (ipwatchd -relay-syslog), for a valid entry
-	Addresses   []AddressStatus `json:"addresses"`         // interface addresses this entry serves now
-	Connections uint64          `json:"connections"`       // TCP connections the kernel accepted for it (BPF; see ConfStatus.ConnectionsCounted); 0 when BPF is off
-	Ports       []PortCount     `json:"ports,omitempty"`   // Connections by service port, when the file's services give ports
-	Resolved    uint64          `json:"resolved"`          // virtuald's questions answered with this entry
+	Relay       *RelayStatus    `json:"relay,omitempty"`    // the log relay of its root (ipwatchd -relay-syslog), for a valid entry
+	Addresses   []AddressStatus `json:"addresses"`          // interface addresses this entry serves now
+	Connections uint64          `json:"connections"`        // TCP connections the kernel accepted for it (BPF; see ConfStatus.ConnectionsCounted); 0 when BPF is off
+	Ports       []PortCount     `json:"ports,omitempty"`    // Connections by service port, when the file's services give ports
+	Resolved    uint64          `json:"resolved"`           // virtuald's questions answered with this entry
 	// Programs says, for each program the file's services start, whether
 	// it can start inside this entry's root.
 	Programs []ProgramStatus `json:"programs,omitempty"`
