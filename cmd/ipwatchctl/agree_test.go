@@ -385,9 +385,11 @@ func tableVerdict(table, conf string) verdict {
 			continue
 		}
 		f := strings.Fields(lines[i+1])
-		if len(f) < 4 {
+		if len(f) < 5 {
 			return verdict{reason: "a table row without its columns: " + lines[i+1]}
 		}
+		// KEY ROOT USER ISOLATE STATE ...
+		f = append(f[:3], f[4:]...)
 		if f[3] == admin.StateLive && f[len(f)-1] == admin.ProgramReady {
 			return verdict{served: f[1], rule: ruleFor(f[0])}
 		}

@@ -184,7 +184,7 @@ func isolationOf(en admin.EntryStatus) string {
 	case en.Isolate == "":
 		return "-" // an invalid entry
 	case en.Hostname != "":
-		return en.Isolate + " (" + en.Hostname + ")"
+		return en.Isolate + "(" + en.Hostname + ")" // one word: scripts split the table on blanks
 	}
 	return en.Isolate
 }
