@@ -9,17 +9,16 @@ import (
 // msg, which a program inside the root labelled label sent to its
 // dev/log: "<PRI>virtuald[LABEL]: TEXT". The header is the relay's own,
 // so the sender cannot pass for another root or for the host: it can
-// choose only the severity and facility (kern, which only the kernel may
-// use, becomes user), and its text, whose own header (priority, the
-// RFC 3164 timestamp) is dropped and whose control characters, invalid
-// UTF-8 and backslashes are escaped as \xNN, so that the line the host
-// logs ends where the relay says and holds no terminal escapes. The text
-// is cut at maxBody bytes.
+// choose only the severity and facility, within what a tenant may claim
+// (clamp), and its text, whose own header (priority, the RFC 3164
+// timestamp) is dropped and whose control characters, invalid UTF-8,
+// backslashes, line and paragraph separators and bidirectional overrides
+// are escaped as \xNN, so that the line the host logs ends where the
+// relay says, holds no terminal escapes and reads in the order it was
+// written. The text is cut at maxBody bytes.
 func Format(label string, msg []byte) []byte {
 	pri, rest := priority(msg)
-	if pri>>3 == 0 {
-		pri |= 1 << 3
-	}
+	pri = clamp(pri)
 	rest = withoutTimestamp(rest)
 	for len(rest) > 0 && (rest[len(rest)-1] == '\n' || rest[len(rest)-1] == 0) {
 		rest = rest[:len(rest)-1]
@@ -38,7 +37,7 @@ func Format(label string, msg []byte) []byte {
 		}
 		r, size := utf8.DecodeRune(rest)
 		switch {
-		case r == utf8.RuneError && size <= 1, r < ' ', r == 0x7f, r >= 0x80 && r < 0xa0, r == '\\':
+		case r == utf8.RuneError && size <= 1, r < ' ', r == 0x7f, r >= 0x80 && r < 0xa0, r == '\\', reordering(r):
 			for _, c := range rest[:size] {
 				b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
 			}
@@ -51,6 +50,39 @@ func Format(label string, msg []byte) []byte {
 }
 
 const hex = "0123456789abcdef"
+
+// reordering reports whether r breaks a line or changes the order text
+// is shown in: U+2028 and U+2029 (line and paragraph separators), the
+// bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+// U+2066-U+2069) and marks (U+200E, U+200F, U+061C). A tenant could
+// otherwise make its line read as something else in a terminal or a log
+// viewer.
+func reordering(r rune) bool {
+	return r == 0x2028 || r == 0x2029 || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 ||
+		r == 0x200e || r == 0x200f || r == 0x061c
+}
+
+// Syslog facilities and severities (RFC 5424) that clamp names.
+const (
+	facilityUser = 1
+	severityErr  = 3
+)
+
+// clamp limits the priority a tenant's message may claim. The facilities
+// of the kernel and of the host's own security and log system (kern,
+// auth, syslog, authpriv, and 12-15: ntp, security, console, clock)
+// become user: journald and rsyslog route them to the host's
+// authentication and console logs, which a tenant must not write to. The
+// severities emerg, alert and crit become err: journald and rsyslog send
+// emerg to every logged-in terminal, and alert and crit page people.
+func clamp(pri int) int {
+	facility, severity := pri>>3, pri&7
+	switch facility {
+	case 0, 4, 5, 10, 12, 13, 14, 15:
+		facility = facilityUser
+	}
+	return facility<<3 | max(severity, severityErr)
+}
 
 // priority reads a "<PRI>" header (0 to 191), or gives user.notice (13)
 // when there is none, as syslog daemons do.

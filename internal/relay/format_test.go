@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -14,8 +15,21 @@ func TestFormat(t *testing.T) {
 		{"192.0.2.1", "<13>Nov  9 03:04:05 app: hi\n", "<13>virtuald[192.0.2.1]: app: hi"},
 		// No header: user.notice, as syslog daemons read it.
 		{"k", "plain text", "<13>virtuald[k]: plain text"},
-		// kern (facility 0) is the kernel's.
-		{"k", "<2>panic", "<10>virtuald[k]: panic"},
+		// kern (facility 0) is the kernel's; crit becomes err.
+		{"k", "<2>panic", "<11>virtuald[k]: panic"},
+		// What a tenant may not claim: emerg (to every terminal), alert,
+		// crit, and the host's security and log facilities.
+		{"k", "<0>wall", "<11>virtuald[k]: wall"},
+		{"k", "<80>forged", "<11>virtuald[k]: forged"},   // authpriv.emerg
+		{"k", "<38>su: ok", "<14>virtuald[k]: su: ok"},   // auth.info
+		{"k", "<43>x", "<11>virtuald[k]: x"},             // syslog.err
+		{"k", "<105>x", "<11>virtuald[k]: x"},            // log audit (13).alert
+		{"k", "<25>mail", "<27>virtuald[k]: mail"},       // mail.alert
+		{"k", "<134>local0", "<134>virtuald[k]: local0"}, // local0.info kept
+		{"k", "<30>daemon", "<30>virtuald[k]: daemon"},   // daemon.info kept
+		// Line and paragraph separators and bidirectional overrides are
+		// escaped: the line reads as written.
+		{"k", "a\u2028b\u2029c\u202ed\u2066e\u200ff", "<13>virtuald[k]: a\\xe2\\x80\\xa8b\\xe2\\x80\\xa9c\\xe2\\x80\\xaed\\xe2\\x81\\xa6e\\xe2\\x80\\x8ff"},
 		{"k", "<999>x", "<13>virtuald[k]: <999>x"},
 		// A forged header stays in the text, after the relay's own; a
 		// line break cannot start a line of the tenant's making.
@@ -44,8 +58,12 @@ func FuzzFormat(f *testing.F) {
 		if !ok || out[0] != '<' || len(out) > maxBody+64 || !utf8.Valid(out) {
 			t.Fatalf("Format(%q) = %q", msg, out)
 		}
+		pri, _ := strconv.Atoi(string(out[1:bytes.IndexByte(out, '>')]))
+		if f := pri >> 3; pri&7 < severityErr || f == 0 || f == 4 || f == 5 || f == 10 || f >= 12 && f <= 15 {
+			t.Fatalf("Format(%q) claims priority %d", msg, pri)
+		}
 		for _, r := range string(rest) {
-			if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || reordering(r) {
 				t.Fatalf("Format(%q) holds %U: %q", msg, r, out)
 			}
 		}

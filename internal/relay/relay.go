@@ -21,7 +21,8 @@
 //     is the relay's own "<PRI>virtuald[KEY]: " (KEY: the conf keys that
 //     map the root) followed by the tenant's text, its control characters
 //     escaped and its length bounded. Only the severity and facility are
-//     kept from the tenant's own header (kern becomes user).
+//     kept from the tenant's own header, within what a tenant may claim
+//     (no kernel, authentication or log facility, nothing above err).
 //   - Each root has its own reader goroutine and its own token bucket
 //     (-relay-burst, -relay-rate), and may hold at most a burst of
 //     messages in the one bounded queue toward the host's syslog: a
