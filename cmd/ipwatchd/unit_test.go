@@ -16,6 +16,7 @@ import (
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/relay"
 	"github.com/virtuald/virtuald/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 // The tests of dist/ipwatchd.service, the unit `make install` ships. No
@@ -239,9 +240,7 @@ func TestUnitWritablePaths(t *testing.T) {
 	for _, cmd := range u.list("Service", "ExecStartPre") {
 		prefix := cmd[:len(cmd)-len(strings.TrimLeft(cmd, execPrefixes))]
 		args := strings.Fields(strings.TrimLeft(cmd, execPrefixes))
-		if strings.Contains(prefix, "+") && len(args) > 0 && args[len(args)-1] == bpf.DefaultPinDir &&
-			(filepath.Base(args[0]) == "install" && slices.Contains(args, "-d") ||
-				filepath.Base(args[0]) == "mkdir" && slices.Contains(args, "-p")) {
+		if strings.Contains(prefix, "+") && len(args) > 0 && args[len(args)-1] == bpf.DefaultPinDir && filepath.Base(args[0]) == "mkdir" {
 			made = true
 		}
 	}
@@ -309,4 +308,48 @@ func (u unitFile) list(section, key string) []string {
 		}
 	}
 	return out
+}
+
+// The unit's ExecStartPre= that makes the pin directory runs as full
+// root, in /sys/fs/bpf, which is often mode 1777: a local user may have
+// planted a symbolic link there (issue 20 item 4). Run as the unit runs
+// it, in a private mount namespace with a fresh sticky bpffs, it must
+// leave the link's target alone (install -d chmod'ed it to 0700).
+func TestUnitPinDirPlantedLink(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	if !testbed.PrivateMounts(t) {
+		return
+	}
+	src, err := os.ReadFile(unitSource)
+	testbed.Must(t, err)
+	var argv []string
+	for _, cmd := range parseUnit(string(src)).list("Service", "ExecStartPre") {
+		if args := strings.Fields(strings.TrimLeft(cmd, execPrefixes)); len(args) > 0 && args[len(args)-1] == bpf.DefaultPinDir {
+			argv = args
+		}
+	}
+	if argv == nil {
+		t.Fatalf("no ExecStartPre= makes %s", bpf.DefaultPinDir)
+	}
+	testbed.Must(t, unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=1777"))
+	// Following a user's link in a sticky directory is what
+	// fs.protected_symlinks forbids; many hosts have it off.
+	const protected = "/proc/sys/fs/protected_symlinks"
+	if was, err := os.ReadFile(protected); err == nil {
+		testbed.Must(t, os.WriteFile(protected, []byte("0"), 0o644))
+		t.Cleanup(func() { os.WriteFile(protected, was, 0o644) })
+	}
+	target := t.TempDir()
+	testbed.Must(t, os.Chmod(target, 0o755))
+	testbed.Must(t, os.Symlink(target, bpf.DefaultPinDir))
+	testbed.Must(t, unix.Lchown(bpf.DefaultPinDir, 1000, 1000))
+	exec.Command(argv[0], argv[1:]...).Run() // "-": its failure is ignored
+	var st unix.Stat_t
+	testbed.Must(t, unix.Stat(target, &st))
+	if st.Mode&0o7777 != 0o755 || st.Uid != 0 {
+		t.Errorf("%s followed the planted link: its target is now mode %04o, uid %d", strings.Join(argv, " "), st.Mode&0o7777, st.Uid)
+	}
+	if fi, err := os.Lstat(bpf.DefaultPinDir); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the planted link: %v, %v", fi, err)
+	}
 }
