@@ -99,20 +99,33 @@ func (in *inst) user(name string) error {
 		return err
 	}
 	defer etc.close()
-	if err := in.etcLine(etc, "passwd", u.Username, fmt.Sprintf("%s:x:%s:%s::/:/usr/sbin/nologin", u.Username, u.Uid, u.Gid)); err != nil {
+	// Both files are read and written to temporary names before either
+	// is renamed into place: a root gets both lines or neither (a link
+	// or FIFO a tenant put at etc/group stops install before etc/passwd
+	// changes).
+	passwd, err := in.etcLine(etc, "passwd", u.Username, fmt.Sprintf("%s:x:%s:%s::/:/usr/sbin/nologin", u.Username, u.Uid, u.Gid))
+	if err != nil {
 		return err
 	}
-	return in.etcLine(etc, "group", g.Name, fmt.Sprintf("%s:x:%s:", g.Name, g.Gid))
+	group, err := in.etcLine(etc, "group", g.Name, fmt.Sprintf("%s:x:%s:", g.Name, g.Gid))
+	if err != nil {
+		passwd.abort()
+		return err
+	}
+	return commitAll(passwd, group)
 }
 
-// etcLine puts line, for name, in the colon-separated file file of etc.
-func (in *inst) etcLine(etc dir, file, name, line string) error {
+// etcLine stages the colon-separated file file of etc with line for name
+// in it (replacing the line of that name): its change is reported and,
+// unless in a dry run, its new content written to a temporary name, for
+// the caller to commit or abort.
+func (in *inst) etcLine(etc dir, file, name, line string) (*staged, error) {
 	p := in.show(path.Join(etc.path, file))
 	var lines []string
 	if etc.fd >= 0 {
 		old, err := in.readSmall(etc, file)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if old != "" {
 			lines = strings.Split(strings.TrimSuffix(old, "\n"), "\n")
@@ -122,7 +135,7 @@ func (in *inst) etcLine(etc dir, file, name, line string) error {
 	for i, l := range lines {
 		if n, _, _ := strings.Cut(l, ":"); n == name {
 			if l == line {
-				return nil
+				return nil, nil
 			}
 			lines[i], found = line, true
 		}
@@ -132,9 +145,9 @@ func (in *inst) etcLine(etc dir, file, name, line string) error {
 	}
 	in.change("write %q to %s", line, p)
 	if in.dry {
-		return nil
+		return nil, nil
 	}
-	return in.write(etc, file, 0o644, func(f *os.File) error {
+	return in.stage(etc, file, 0o644, func(f *os.File) error {
 		_, err := f.WriteString(strings.Join(lines, "\n") + "\n")
 		return err
 	})

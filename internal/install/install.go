@@ -174,9 +174,14 @@ func (in *inst) change(format string, args ...any) {
 // openRoot opens the root with virtuald's checks, making it first (in
 // a parent that passes them) when it does not exist.
 func (in *inst) openRoot() error {
+	if in.root == "/" {
+		// virtuald serves "/" (default /), but install would write the
+		// host's own etc/passwd and libraries.
+		return errors.New("/ is the host's own root: install builds the root of a virtual host, give its directory")
+	}
 	d, err := chroot.Open(in.root)
 	var ce *chroot.Error
-	if errors.As(err, &ce) && ce.Errno == unix.ENOENT && ce.Path == in.root && in.root != "/" {
+	if errors.As(err, &ce) && ce.Errno == unix.ENOENT && ce.Path == in.root {
 		parent, perr := chroot.Open(path.Dir(in.root))
 		if perr != nil {
 			return fmt.Errorf("%v: virtuald would refuse a root there", perr)
@@ -592,10 +597,27 @@ func sameContent(a, b io.Reader) (bool, error) {
 // old file (if any) is replaced whole, and no path is ever opened for
 // writing that someone else could have chosen.
 func (in *inst) write(d dir, name string, mode uint32, fill func(*os.File) error) error {
+	s, err := in.stage(d, name, mode, fill)
+	if err != nil {
+		return err
+	}
+	return s.commit()
+}
+
+// staged is a file written to its temporary name, not yet in its place.
+// A nil *staged is a file with nothing to change.
+type staged struct {
+	d         dir
+	tmp, name string
+	show      string
+}
+
+// stage is write's first half: the temporary file, filled, synced.
+func (in *inst) stage(d dir, name string, mode uint32, fill func(*os.File) error) (*staged, error) {
 	tmp := tempName(name)
 	fd, err := unix.Openat2(d.fd, tmp, openHow(unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL))
 	if err != nil {
-		return fmt.Errorf("%s: %w", in.show(path.Join(d.path, tmp)), err)
+		return nil, fmt.Errorf("%s: %w", in.show(path.Join(d.path, tmp)), err)
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	err = fill(f)
@@ -611,12 +633,43 @@ func (in *inst) write(d dir, name string, mode uint32, fill func(*os.File) error
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = unix.Renameat(d.fd, tmp, d.fd, name)
-	}
+	s := &staged{d: d, tmp: tmp, name: name, show: in.show(path.Join(d.path, name))}
 	if err != nil {
-		unix.Unlinkat(d.fd, tmp, 0)
-		return fmt.Errorf("%s: %w", in.show(path.Join(d.path, name)), err)
+		s.abort()
+		return nil, fmt.Errorf("%s: %w", s.show, err)
+	}
+	return s, nil
+}
+
+// commit renames the staged file into its place.
+func (s *staged) commit() error {
+	if s == nil {
+		return nil
+	}
+	if err := unix.Renameat(s.d.fd, s.tmp, s.d.fd, s.name); err != nil {
+		s.abort()
+		return fmt.Errorf("%s: %w", s.show, err)
+	}
+	return nil
+}
+
+// abort removes the staged file.
+func (s *staged) abort() {
+	if s != nil {
+		unix.Unlinkat(s.d.fd, s.tmp, 0)
+	}
+}
+
+// commitAll commits every staged file, or, when one cannot be put in
+// place, aborts the ones not yet committed.
+func commitAll(files ...*staged) error {
+	for i, s := range files {
+		if err := s.commit(); err != nil {
+			for _, rest := range files[i+1:] {
+				rest.abort()
+			}
+			return err
+		}
 	}
 	return nil
 }

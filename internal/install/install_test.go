@@ -159,6 +159,21 @@ func TestInstallTenantTraps(t *testing.T) {
 		testbed.Must(t, os.Mkdir(filepath.Join(root, "etc"), 0o755))
 		replace(filepath.Join(root, "etc/passwd"), secret)
 	}, "/etc/passwd is a symbolic link to "+secret+" where install needs a regular file: refused", Options{User: "nobody"})
+	// All or nothing: a link at etc/group stops install before etc/passwd
+	// changes (it wrote etc/passwd, then failed on etc/group).
+	trap("etc-group-link-out", func(root string) {
+		testbed.Must(t, os.Mkdir(filepath.Join(root, "etc"), 0o755))
+		testbed.Must(t, os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/:/bin/sh\n"), 0o644))
+		replace(filepath.Join(root, "etc/group"), secret)
+		t.Cleanup(func() {
+			if b, _ := os.ReadFile(filepath.Join(root, "etc/passwd")); string(b) != "root:x:0:0::/:/bin/sh\n" {
+				t.Errorf("etc/passwd changed though etc/group could not: %q", b)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(root, "etc")); len(ents) != 2 {
+				t.Errorf("etc/ holds more than before: %v", ents)
+			}
+		})
+	}, "/etc/group is a symbolic link to "+secret+" where install needs a regular file: refused", Options{User: "nobody"})
 	trap("fifo", func(root string) {
 		os.Remove(filepath.Join(root, "usr/bin/id"))
 		testbed.Must(t, unix.Mkfifo(filepath.Join(root, "usr/bin/id"), 0o644))
@@ -192,6 +207,9 @@ func TestInstallRefusesBadRoots(t *testing.T) {
 		filepath.Join(ww, "new"):        ww + " is writable by group or others (mode 0777): virtuald would refuse this root",
 		"relative":                      "relative is not an absolute path: virtuald would refuse this root",
 		filepath.Join(link, "new-root"): link + " is a symbolic link: virtuald would refuse this root",
+		// virtuald serves "default /", but install into it would write
+		// the host's own etc/passwd.
+		"/": "/ is the host's own root: install builds the root of a virtual host, give its directory",
 	} {
 		if _, _, err := run(t, root, Options{}, "/usr/bin/id"); err == nil || err.Error() != want {
 			t.Errorf("%s: %v, want %q", root, err, want)
