@@ -213,8 +213,8 @@ func TestDebInstallRemove(t *testing.T) {
 	}
 
 	dpkg("-r", "virtuald")
-	if left := changes(t, uppers); !slices.Equal(left, []string{"/etc/group", "/etc/gshadow", "/etc/virtuald/example.conf"}) {
-		t.Errorf("removed, the package left behind %q; want only its conffile and its group", left)
+	if left := changes(t, uppers); !slices.Equal(left, []string{"/etc/group", "/etc/gshadow", "/etc/virtuald/example.conf", "/var/lib/virtuald/group-created"}) {
+		t.Errorf("removed, the package left behind %q; want only its conffile, its group and the record that it made the group", left)
 	}
 	// Installed again, it is enabled again: remove forgot the state.
 	dpkg("-i", deb)
@@ -231,6 +231,20 @@ func TestDebInstallRemove(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/virtuald"); err == nil {
 		t.Error("purged, /etc/virtuald is still there")
+	}
+
+	// A group virtuald the host had before (with a member) is the host's:
+	// purge leaves it as it was (issue 20 item 9).
+	for _, cmd := range [][]string{{"groupadd", "--system", "virtuald"}, {"usermod", "-a", "-G", "virtuald", "nobody"}} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(cmd, " "), err, out)
+		}
+	}
+	before := readAll(t, groupFiles...)
+	dpkg("-i", deb)
+	dpkg("-P", "virtuald")
+	if after := readAll(t, groupFiles...); after != before {
+		t.Errorf("purged, a group virtuald the host had before the install changed:\n%s\nwant\n%s", after, before)
 	}
 }
 
