@@ -23,7 +23,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test lint race fuzz bench demo install deb docs generate clean help FORCE need-demo need-test need-bench
+.PHONY: all build test lint race fuzz bench demo install deb docs generate clean help FORCE
 
 all: build
 
@@ -37,7 +37,9 @@ bin/whoami: FORCE
 
 # need-demo, need-test, need-bench: every tool the target runs is there
 # (installed, as root on Debian), or it stops at once saying which are not.
-need-%:
+# Not .PHONY (make applies no pattern rule to a phony target: the rule
+# would never run); FORCE makes it run every time all the same.
+need-%: FORCE
 	@scripts/need $*
 
 test: need-test ## run every test (as root the end-to-end tests run too)

@@ -99,3 +99,27 @@ func TestNeedSilentWhenComplete(t *testing.T) {
 		t.Errorf("a group that does not exist: exit %d, %q", code, stderr)
 	}
 }
+
+// The README's commands check what they need first: `make test`, `make
+// demo` and `make bench` each run scripts/need for their group before
+// anything else (make applies no pattern rule to a .PHONY target, which
+// once left need-% never run: both README commands then failed on a fresh
+// machine, issue 21).
+func TestMakeRunsNeed(t *testing.T) {
+	makeBin, err := exec.LookPath("make")
+	if err != nil {
+		t.Fatalf("make is not installed: %v", err)
+	}
+	for _, target := range []string{"test", "demo", "bench"} {
+		cmd := exec.Command(makeBin, "-n", target)
+		cmd.Dir = ".."
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make -n %s: %v\n%s", target, err, out)
+		}
+		first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		if first != "scripts/need "+target {
+			t.Errorf("make -n %s runs first %q, want scripts/need %s; all of it:\n%s", target, first, target, out)
+		}
+	}
+}
