@@ -89,6 +89,17 @@ func conditions(roots *testbed.Roots, whoami string) []condition {
 	} {
 		cs = append(cs, condition{name: "loaded, then " + b.name, from: "TestLastGoodCopyKept", conf: conf("192.0.2.1 " + good), addr: "192.0.2.1", breakConf: b.do})
 	}
+	// A file the daemon loaded whose directory became writable by others
+	// since: the file itself is as it was (issue 20 item 6).
+	dir := filepath.Join(roots.Dir, "confdir")
+	if err := os.Mkdir(dir, 0o755); err == nil {
+		n++
+		p := filepath.Join(dir, fmt.Sprintf("agree-%02d.conf", n))
+		if err := os.WriteFile(p, []byte("192.0.2.1 "+good+"\n"), 0o644); err == nil {
+			cs = append(cs, condition{name: "loaded, then its directory writable by others", from: "TestReadChecksTheDirectories", conf: p, addr: "192.0.2.1",
+				breakConf: func(t *testing.T, p string) { testbed.Must(t, os.Chmod(filepath.Dir(p), 0o777)) }})
+		}
+	}
 	return cs
 }
 

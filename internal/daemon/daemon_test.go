@@ -278,3 +278,46 @@ func settle(t testing.TB, paths ...string) {
 		time.Sleep(time.Until(conf.RacyUntil(&st)))
 	}
 }
+
+// A question with a made-up identity of the file (stale) makes the daemon
+// read the file again only when root's virtuald asks it: a member of the
+// socket's group must not make it work (issue 20 item 5: 2,000 such
+// lookups made it read a 500,000-entry file 832 times).
+func TestStaleQueuesOnlyRoot(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	if err := os.WriteFile(conf, []byte("192.0.2.1 /\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Not run: nothing takes what is queued, so the test sees it.
+	d, err := New(Config{Socket: filepath.Join(dir, "sock"), Confs: []string{conf}, Log: zap.NewNop(), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := d.confs.add(conf)
+	if _, err := d.confs.load(c); err != nil {
+		t.Fatal(err)
+	}
+	r := question(t, conf, netip.MustParseAddr("192.0.2.1"))
+	r.ID.Ino++ // made up
+	for _, q := range []struct {
+		who    string
+		peer   unix.Ucred
+		lookup bool
+		queues bool
+	}{
+		{"a member of the socket's group, as virtuald", unix.Ucred{Uid: 4243, Gid: 4242}, false, false},
+		{"a member's lookup", unix.Ucred{Uid: 4243, Gid: 4242}, true, false},
+		{"root's lookup (ipwatchctl)", unix.Ucred{}, true, true},
+		{"root's virtuald", unix.Ucred{}, false, true},
+	} {
+		d.pending.paths = map[string]bool{}
+		r.Lookup = q.lookup
+		if _, err := d.resolve(q.peer, r); !errors.Is(err, ipc.ErrStale) {
+			t.Errorf("%s: %v, want stale", q.who, err)
+		}
+		if got := d.pending.paths[conf]; got != q.queues {
+			t.Errorf("%s: a read of the file queued: %v, want %v", q.who, got, q.queues)
+		}
+	}
+}

@@ -95,7 +95,20 @@ func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, er
 		return nil, ipc.ErrUnknown
 	}
 	if s.id != r.ID {
-		d.queue(r.Conf)
+		// Only root's questions may make the daemon read the file again:
+		// a member of the socket's group asking with a made-up identity
+		// must not make it work.
+		if peer.Uid == 0 {
+			d.queue(r.Conf)
+		}
+		d.queries.stale.Add(1)
+		return nil, ipc.ErrStale
+	}
+	if c.lastError() != "" {
+		// The file can no longer be used as it is now (its directory
+		// became unsafe, say) though its identity is the same: the copy
+		// kept for status is not an answer. virtuald reads the file and
+		// refuses, as status says.
 		d.queries.stale.Add(1)
 		return nil, ipc.ErrStale
 	}

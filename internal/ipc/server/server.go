@@ -50,6 +50,10 @@ type Server struct {
 	// MaxConns bounds the connections served at once; past it new ones
 	// are closed at once, and their clients fall back to the file.
 	MaxConns int
+	// MaxPerUID bounds the connections one uid other than root may hold
+	// waiting for their request at once: a member of the socket's group
+	// holding idle connections cannot take root's virtualds' share.
+	MaxPerUID int
 	// OnError is told about connection-level failures (may be nil).
 	OnError func(error)
 
@@ -101,7 +105,7 @@ func Listen(path string) (*Server, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
-	return &Server{lfd: fd, path: path, Timeout: 2 * time.Second, MaxConns: 16384}, nil
+	return &Server{lfd: fd, path: path, Timeout: 2 * time.Second, MaxConns: 16384, MaxPerUID: 1024}, nil
 }
 
 // SetGroup gives the socket to group gid (mode 0660 stays), so that its
@@ -224,9 +228,9 @@ func (s *Server) Serve(ctx context.Context) error {
 // loop is the event loop: it accepts, reads requests as they arrive, and
 // answers or hands them on, until wake is written to.
 func (s *Server) loop(ctx context.Context, ep, wake int) error {
-	conns := map[int]*pending{}
+	conns := waiting{fds: map[int]*pending{}, perUID: map[uint32]int{}}
 	defer func() {
-		for fd := range conns {
+		for fd := range conns.fds {
 			unix.Close(fd)
 		}
 	}()
@@ -245,29 +249,49 @@ func (s *Server) loop(ctx context.Context, ep, wake int) error {
 			case fd == s.lfd:
 				s.acceptAll(ctx, ep, conns)
 			default:
-				if p := conns[fd]; p != nil && s.readRequest(ctx, fd, p) {
+				if p := conns.fds[fd]; p != nil && s.readRequest(ctx, fd, p) {
 					unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
-					delete(conns, fd)
+					conns.remove(fd)
 				}
 			}
 		}
 		if now := time.Now(); now.Sub(lastScan) >= 100*time.Millisecond {
 			lastScan = now
-			for fd, p := range conns {
+			for fd, p := range conns.fds {
 				if now.Sub(p.since) > s.Timeout {
 					s.report(fmt.Errorf("pid %d uid %d: no whole request within %v", p.peer.Pid, p.peer.Uid, s.Timeout))
 					unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
 					unix.Close(fd)
-					delete(conns, fd)
+					conns.remove(fd)
 				}
 			}
 		}
 	}
 }
 
+// waiting are the connections whose request is not all there yet, and
+// how many of them each uid holds.
+type waiting struct {
+	fds    map[int]*pending
+	perUID map[uint32]int
+}
+
+func (w *waiting) add(fd int, p *pending) {
+	w.fds[fd] = p
+	w.perUID[p.peer.Uid]++
+}
+
+func (w *waiting) remove(fd int) {
+	p := w.fds[fd]
+	delete(w.fds, fd)
+	if w.perUID[p.peer.Uid]--; w.perUID[p.peer.Uid] <= 0 {
+		delete(w.perUID, p.peer.Uid)
+	}
+}
+
 // acceptAll accepts every connection waiting, reads what each has sent,
 // and watches those whose request is not all there.
-func (s *Server) acceptAll(ctx context.Context, ep int, conns map[int]*pending) {
+func (s *Server) acceptAll(ctx context.Context, ep int, conns waiting) {
 	for {
 		fd, _, err := unix.Accept4(s.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
@@ -279,7 +303,7 @@ func (s *Server) acceptAll(ctx context.Context, ep int, conns map[int]*pending) 
 			}
 			return
 		}
-		if len(conns)+int(s.active.Load()) >= s.MaxConns {
+		if len(conns.fds)+int(s.active.Load()) >= s.MaxConns {
 			unix.Close(fd)
 			s.report(errors.New("too many connections: one closed at once"))
 			continue
@@ -290,6 +314,11 @@ func (s *Server) acceptAll(ctx context.Context, ep int, conns map[int]*pending) 
 			s.report(os.NewSyscallError("SO_PEERCRED", err))
 			continue
 		}
+		if cred.Uid != 0 && s.MaxPerUID > 0 && conns.perUID[cred.Uid] >= s.MaxPerUID {
+			unix.Close(fd)
+			s.report(fmt.Errorf("pid %d uid %d: more than %d connections of one uid waiting: one closed at once", cred.Pid, cred.Uid, s.MaxPerUID))
+			continue
+		}
 		p := &pending{peer: *cred, since: time.Now()}
 		if s.readRequest(ctx, fd, p) {
 			continue
@@ -298,7 +327,7 @@ func (s *Server) acceptAll(ctx context.Context, ep int, conns map[int]*pending) 
 			unix.Close(fd)
 			continue
 		}
-		conns[fd] = p
+		conns.add(fd, p)
 	}
 }
 

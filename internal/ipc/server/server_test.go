@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,6 +250,70 @@ func TestManyConnections(t *testing.T) {
 	for err := range errs {
 		if err != nil {
 			t.Errorf("with %d idle connections open: %v", n, err)
+		}
+	}
+}
+
+// A uid other than root holds at most MaxPerUID connections waiting for
+// their request: one holding every connection it can (issue 20 item 5: a
+// member of the socket's group held 16,415, and every virtuald fell back
+// to the file) leaves root's questions answered.
+func TestUIDShare(t *testing.T) {
+	testbed.RequirePrivileges(t) // the holder runs as another user
+	dir, err := os.MkdirTemp("", "uidshare-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "s.sock")
+	s, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o666) // the holder stands for a member of the socket's group
+	s.Timeout, s.MaxConns, s.MaxPerUID = 20*time.Second, 64, 16
+	s.Handler = func(peer unix.Ucred, req [][]byte) [][]byte { return [][]byte{[]byte(ipc.ReplyOK), req[1]} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// The test binary's directory is closed to others: a copy in dir.
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(dir, "holder")
+	if err := os.WriteFile(self, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command(self, "-test.run=^$")
+	holder.Env = append(os.Environ(), "HOLD_CONNECTIONS="+path+",64")
+	holder.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	stdin, _ := holder.StdinPipe()
+	stdout, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Wait() }()
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "holding\n" {
+		t.Fatalf("the holder did not open its connections: %q", line)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- ask(path)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("root's question beside another uid holding every connection it can: %v", err)
 		}
 	}
 }
