@@ -58,7 +58,18 @@ type Config struct {
 	// Services says where the super-servers' configuration is, to find
 	// the services that start virtuald (nil: not looked for).
 	Services *superserver.Sources
+	// Recheck is how often every conf file's content is read again
+	// whatever its status says (0: DefaultRecheck).
+	Recheck time.Duration
 }
+
+// DefaultRecheck bounds how long the daemon may answer from content a
+// conf file no longer holds when nothing it can see changed: a write
+// through a shared mapping (mmap) leaves the file's identity, size and
+// times as they were, and makes no inotify event. Reading a file of
+// 1,000,000 entries (38 MB) and hashing it took 62 ms here: every 10 s,
+// 0.6% of a core at that size, nothing at the usual sizes.
+const DefaultRecheck = 10 * time.Second
 
 // Daemon is one running ipwatchd.
 type Daemon struct {

@@ -321,3 +321,72 @@ func TestStaleQueuesOnlyRoot(t *testing.T) {
 		}
 	}
 }
+
+// Content written through a shared mapping leaves the file's identity,
+// size and times as they were and makes no inotify event: the daemon
+// answers from the new content within Recheck all the same (issue 20
+// item 2: it served the old root, another tenant's, until munmap).
+func TestMmapWriteSeen(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	if err := os.WriteFile(conf, []byte("192.0.2.1 /virtual/a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "run", "ipwatchd.sock")
+	d, err := New(Config{Socket: sock, Confs: []string{conf}, Log: zap.NewNop(), Version: "test", Recheck: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-d.tracker.Ready()
+	addr := netip.MustParseAddr("192.0.2.1")
+	root := func() string {
+		a, err := ask(t, sock, conf, addr)
+		if err != nil {
+			return err.Error()
+		}
+		return a.Root
+	}
+	waitFor(t, "the daemon answers /virtual/a", func() bool { return root() == "/virtual/a" })
+
+	f, err := os.OpenFile(conf, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var before unix.Stat_t
+	unix.Fstat(int(f.Fd()), &before)
+	m, err := unix.Mmap(int(f.Fd()), 0, int(before.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	// The first write to the mapped page updates the file's times (the
+	// daemon sees a new identity); a later write to the page, already
+	// writable, changes nothing the daemon can see but the content.
+	at := len("192.0.2.1 /virtual/")
+	m[at] = 'b'
+	waitFor(t, "the daemon answers /virtual/b", func() bool { return root() == "/virtual/b" })
+	var seen unix.Stat_t
+	unix.Fstat(int(f.Fd()), &seen)
+	m[at] = 'c'
+	var now unix.Stat_t
+	unix.Fstat(int(f.Fd()), &now)
+	if ipc.FileIDOf(&now) != ipc.FileIDOf(&seen) {
+		t.Fatalf("the write through the mapping changed the file's identity: the test shows nothing")
+	}
+	waitFor(t, "the daemon answers the mapped content, /virtual/c", func() bool { return root() == "/virtual/c" })
+}
+
+// waitFor waits until cond holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+	}
+}

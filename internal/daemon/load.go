@@ -27,6 +27,29 @@ func (d *Daemon) queue(path string) {
 	}
 }
 
+// rereader queues every conf file for a load each Recheck: the load reads
+// the content and publishes a new generation only when it changed, so
+// content written where the file's status cannot show it (a shared
+// mapping) is answered for at most that long.
+func (d *Daemon) rereader(ctx context.Context) error {
+	every := d.cfg.Recheck
+	if every <= 0 {
+		every = DefaultRecheck
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			for _, c := range d.confs.all() {
+				d.queue(c.path)
+			}
+		}
+	}
+}
+
 // loader loads the files queued, and every file when reloadSoon asks.
 func (d *Daemon) loader(ctx context.Context) error {
 	for {
@@ -54,9 +77,12 @@ func (d *Daemon) loadOne(c *confFile) {
 	d.loadMu.Lock()
 	defer d.loadMu.Unlock()
 	start := time.Now()
+	before := c.lastError()
 	changed, err := d.confs.load(c)
 	d.recheckRacy(c)
 	switch {
+	case err != nil && err.Error() == before:
+		// Said already: the periodic read must not repeat it.
 	case err != nil:
 		fields := []zap.Field{zap.String("conf", c.path), zap.Error(err)}
 		if s := c.cur.Load(); s != nil {

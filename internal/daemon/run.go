@@ -19,7 +19,7 @@ import (
 // on signals; SIGHUP reloads every conf file. The daemon is a set of
 // tasks, each named in the error it fails with, and the first to fail
 // stops the others: the address tracker, the file watcher, the loader,
-// the syslog relay, the validator, the super-servers' services, then the
+// the periodic read of every file, the syslog relay, the validator, the super-servers' services, then the
 // socket and the metrics. READY=1 goes to systemd
 // once the first address dump and the first load of every file are done,
 // STOPPING=1 as soon as the tasks are told to stop. A second stop signal
@@ -31,6 +31,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) error {
 	t.run("watcher", d.watch.run)
 	d.loadAll()
 	t.run("loader", d.loader)
+	t.run("rereader", d.rereader)
 	if d.relay != nil {
 		t.run("relay", d.relay.Run)
 	}
