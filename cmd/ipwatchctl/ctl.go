@@ -442,6 +442,8 @@ func devWarnings(root service.Root, rootFd int, path string, relaying bool) []st
 			ws = append(ws, show+" is missing: the service inside cannot log to syslog")
 		} else if err := relay.Check(rootFd, path); err != nil {
 			ws = append(ws, fmt.Sprintf("%s is missing, and ipwatchd's log relay cannot serve it: %v", show, err))
+		} else {
+			ws = append(ws, show+" is missing: ipwatchd's log relay makes it at its next pass over the roots (ipwatchctl reload: now)")
 		}
 		return ws
 	}

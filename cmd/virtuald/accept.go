@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/cmdline"
+	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -81,6 +82,13 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 	// stay ours: every descriptor from 3 up is closed on exec.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		log.Log(syslog.Err, "accept mode: close_range: "+err.Error())
+		return exitRefused
+	}
+	// Services inherit no_new_privs from this process (every thread):
+	// none can gain privileges through a setuid program inside its root,
+	// and starting one needs no thread of its own (enter.Plan.Start).
+	if err := creds.NoNewPrivs(); err != nil {
+		log.Log(syslog.Err, "accept mode: "+err.Error())
 		return exitRefused
 	}
 	a := &acceptor{
@@ -306,8 +314,6 @@ func (a *acceptor) serve(conn int) {
 		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
 	}
 	d.line.add("isolate", p.Isolate.String())
-	// Start leaves this goroutine's thread locked: it ends with the
-	// goroutine, taking whatever the start left on it.
 	ch, err := p.Start()
 	if err != nil {
 		fail("exec failed: " + explain(root, path, err, a.env))

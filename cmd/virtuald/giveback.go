@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -25,12 +26,23 @@ import (
 // thread that forked virtuald: every super-server that passes a listening
 // socket (inetd, xinetd, tcpserver) is single-threaded. SIGTERM must be
 // handled already: if the parent died before the call, it is sent at once.
+//
+// The kernel keeps the setting per thread, and sends the signal for each
+// thread that has it when the parent dies: the thread that sets it stays,
+// locked to a goroutine that never ends, so that no other use of threads
+// (enter.Plan.Start ends the threads it locks) can take the setting away.
 func watchParent(log *syslog.Logger) {
 	ppid := os.Getppid()
 	if ppid == 1 {
 		return
 	}
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
+	set := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		set <- unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+		select {}
+	}()
+	if err := <-set; err != nil {
 		log.Log(syslog.Warning, "accept mode: cannot follow the parent's death (prctl: "+err.Error()+"): only SIGTERM or -idle-exit will end it")
 		return
 	}

@@ -103,24 +103,34 @@ type Child struct {
 // for the exec itself. A child that failed has exited (status 127).
 func (c *Child) Started() error { return c.started() }
 
-// Start starts the service as a child. The calling goroutine's thread
-// carries what the child inherits without isolation (no_new_privs) and
-// what DieWithParent watches, so it stays locked to the goroutine and
-// ends with it: call Start from a goroutine that ends once it is done
-// with the child (and, with DieWithParent, only after the child has
-// ended).
+// Start starts the service as a child. What DieWithParent watches is the
+// calling goroutine's thread, and without isolation so is the
+// no_new_privs the child inherits when the process does not have it
+// already (creds.NoNewPrivs sets it on every thread): then the thread
+// stays locked to the goroutine and ends with it. Call Start from a
+// goroutine that ends once it is done with the child (and, with
+// DieWithParent, only after the child has ended).
 func (p *Plan) Start() (*Child, error) {
-	runtime.LockOSThread()
 	// A descriptor the caller inherited without close-on-exec would reach
 	// the service: only Files may.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return nil, &Error{Step: "close_range", Err: err}
 	}
+	runtime.LockOSThread()
+	tainted := p.DieWithParent
+	defer func() {
+		if !tainted {
+			runtime.UnlockOSThread()
+		}
+	}()
 	if p.Isolate != conf.IsolateNone {
-		return p.startIsolated()
+		return p.startIsolated() // virtuald-init sets no_new_privs
 	}
-	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
-		return nil, &Error{Step: "no_new_privs", Err: errno}
+	if nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); nnp != 1 {
+		tainted = true
+		if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+			return nil, &Error{Step: "no_new_privs", Err: errno}
+		}
 	}
 	sys := &syscall.SysProcAttr{
 		// /proc/self/fd/N in the child names the very directory that

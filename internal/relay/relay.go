@@ -145,7 +145,7 @@ func (r *Relay) Sync(entries []Entry) {
 	}
 	r.full = full
 	for p, rt := range r.roots {
-		if _, ok := keys[p]; !ok || !rt.intact() {
+		if _, ok := keys[p]; !ok || !rt.intact() || !rt.atPath() {
 			rt.close()
 			delete(r.roots, p)
 			r.cfg.OnChange(p, "off", "")
@@ -193,6 +193,9 @@ func (r *Relay) Status(path string) Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rt := r.roots[path]; rt != nil {
+		if !rt.current() {
+			return Status{Reason: "dev/log is no longer the relay's socket at this path (the root was renamed or replaced, or dev/log removed): the relay makes it again at the validator's next pass (ipwatchctl reload: now)"}
+		}
 		return Status{On: true, Relayed: rt.relayed.Load(), Dropped: rt.dropped.Load()}
 	}
 	if why, ok := r.refused[path]; ok {
@@ -262,6 +265,9 @@ type root struct {
 
 	queued           atomic.Int64 // messages of this root in the queue
 	relayed, dropped atomic.Uint64
+
+	checkedAt atomic.Int64 // when Status last checked the path (unix ns)
+	ok        atomic.Bool  // what it found
 }
 
 // read relays the root's datagrams until its socket is closed.
@@ -310,6 +316,43 @@ func (rt *root) intact() bool {
 	var st unix.Stat_t
 	err := unix.Fstatat(rt.dev, "log", &st, unix.AT_SYMLINK_NOFOLLOW)
 	return err == nil && st.Dev == rt.sockDev && st.Ino == rt.sockIno
+}
+
+// statusCheck bounds how often Status checks a root's path again: status
+// may list every entry, many of one root.
+const statusCheck = time.Second
+
+// current reports, at most statusCheck old, whether the socket is intact
+// and still at the root's path.
+func (rt *root) current() bool {
+	now := time.Now().UnixNano()
+	if now-rt.checkedAt.Load() > int64(statusCheck) {
+		rt.ok.Store(rt.intact() && rt.atPath())
+		rt.checkedAt.Store(now)
+	}
+	return rt.ok.Load()
+}
+
+// atPath reports whether the root's path still leads, under virtuald's
+// checks, to the dev/ the relay serves: after a rename (two roots that
+// swapped names, a root replaced by a copy) the relay follows the path,
+// as the conf's mapping does, not the directory it opened.
+func (rt *root) atPath() bool {
+	d, err := chroot.Open(rt.path)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	dev, err := unix.Openat2(d.Fd(), "dev", &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_BENEATH,
+	})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dev)
+	var now, served unix.Stat_t
+	return unix.Fstat(dev, &now) == nil && unix.Fstat(rt.dev, &served) == nil && now.Dev == served.Dev && now.Ino == served.Ino
 }
 
 // close stops reading and removes the socket, if it is still the one the

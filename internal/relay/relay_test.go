@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -217,5 +218,52 @@ func TestRelayFlood(t *testing.T) {
 	relayed, dropped, on, off := r.Counts()
 	if relayed < burst+1 || dropped < sent-burst-1 || on != 2 || off != 0 {
 		t.Errorf("counts: relayed %d dropped %d on %d off %d", relayed, dropped, on, off)
+	}
+}
+
+// The relay follows the conf's mapping by path, not the directories it
+// opened (issue 20 item 3): after two roots swap names, each path's
+// messages carry its own keys at the next Sync; after a root is replaced
+// by rename, the new directory gets its dev/log and status says so.
+func TestRelayFollowsRenames(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	a, b, c := roots.Root("a", ""), roots.Root("b", ""), roots.Root("c", "")
+	for _, r := range []string{a, b, c} {
+		testbed.Must(t, os.Mkdir(filepath.Join(r, "dev"), 0o755))
+	}
+	r, sl, _ := start(t, 50)
+	entries := []Entry{{Key: "192.0.2.1", Root: a}, {Key: "192.0.2.2", Root: b}, {Key: "192.0.2.3", Root: c}}
+	r.Sync(entries)
+
+	// mv a t; mv b a; mv t b
+	tmp := filepath.Join(roots.Dir, "t")
+	testbed.Must(t, os.Rename(a, tmp))
+	testbed.Must(t, os.Rename(b, a))
+	testbed.Must(t, os.Rename(tmp, b))
+	// cp -a c c.new; mv c c.old; mv c.new c
+	testbed.Must(t, exec.Command("cp", "-a", c, c+".new").Run())
+	testbed.Must(t, os.Remove(filepath.Join(c+".new", "dev", "log"))) // cp copied the socket as a file or socket: a fresh root has none
+	testbed.Must(t, os.Rename(c, c+".old"))
+	testbed.Must(t, os.Rename(c+".new", c))
+	// Until the next pass, status tells the truth: not on.
+	if st := r.Status(c); st.On || !strings.Contains(st.Reason, "renamed or replaced") {
+		t.Errorf("the replaced root %s before the next pass: status %+v", c, st)
+	}
+	r.Sync(entries) // the validator's next pass
+
+	send(t, filepath.Join(b, "dev", "log"), "from b")
+	if line, ok := sl.WaitFor(10*time.Second, "from b"); !ok || !strings.Contains(line, "virtuald[192.0.2.2]: from b") {
+		t.Errorf("a message sent at %s/dev/log came out as %q, want labelled 192.0.2.2", b, line)
+	}
+	send(t, filepath.Join(a, "dev", "log"), "from a")
+	if line, ok := sl.WaitFor(10*time.Second, "from a"); !ok || !strings.Contains(line, "virtuald[192.0.2.1]: from a") {
+		t.Errorf("a message sent at %s/dev/log came out as %q, want labelled 192.0.2.1", a, line)
+	}
+	if st := r.Status(c); !st.On || !isSocket(filepath.Join(c, "dev", "log")) {
+		t.Errorf("the replaced root %s: status %+v, dev/log a socket: %v", c, st, isSocket(filepath.Join(c, "dev", "log")))
+	}
+	if _, err := os.Lstat(filepath.Join(c+".old", "dev", "log")); !os.IsNotExist(err) {
+		t.Errorf("the old root kept the relay's socket: %v", err)
 	}
 }
