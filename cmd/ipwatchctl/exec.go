@@ -12,6 +12,7 @@ import (
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/enter"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/service"
 	"golang.org/x/sys/unix"
 )
@@ -85,8 +86,14 @@ func (e *env) execIn(args []string) int {
 	if err != nil {
 		return e.fail("%s: a terminal for the command: %v", addr, err)
 	}
+	isolation := m.Entry.Options.Isolation(def)
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "isolate" })
+	if !explicit {
+		isolation = e.servicesIsolation(path, m.Entry, isolation)
+	}
 	p := &enter.Plan{
-		Root: t.Root, Cred: t.Cred, Isolate: m.Entry.Options.Isolation(def), Hostname: m.Entry.Hostname,
+		Root: t.Root, Cred: t.Cred, Isolate: isolation, Hostname: m.Entry.Hostname,
 		Path: prog, Argv: argv, Env: environ,
 		Files: s.child, Session: true, Terminal: s.tty != nil, DieWithParent: true,
 	}
@@ -121,6 +128,38 @@ func (e *env) execIn(args []string) int {
 		return e.fail("%s: waiting for %s: %v", addr, prog, err)
 	}
 	return status
+}
+
+// servicesIsolation is the isolation virtuald gives entry of the file at
+// path as the daemon knows it: the entry's own isolate=, else the
+// weakest -isolate of the services that start virtuald with that file
+// (the status of the entry). Without a daemon that holds the same entry,
+// it is def.
+func (e *env) servicesIsolation(path string, entry *conf.Entry, def conf.Isolation) conf.Isolation {
+	a := entry.Prefix.Addr()
+	q := admin.StatusQuery{Limit: 1}
+	if entry.Kind == conf.KeyAddr {
+		q.Match = netip.PrefixFrom(a, a.BitLen())
+	} else if entry.Kind == conf.KeyPrefix {
+		q.Match = entry.Prefix
+	}
+	st, err := e.admin().Status(q)
+	if err != nil {
+		return def
+	}
+	for _, c := range st.Confs {
+		if c.Path != path {
+			continue
+		}
+		for _, en := range c.Entries {
+			if en.Key == entry.Key && en.Line == entry.Line {
+				if i, err := conf.ParseIsolation(en.Isolate); err == nil {
+					return i
+				}
+			}
+		}
+	}
+	return def
 }
 
 // execPath is the PATH a command started by exec gets: Debian's for root.

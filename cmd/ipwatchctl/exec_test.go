@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
 	"golang.org/x/sys/unix"
@@ -334,11 +335,38 @@ func TestOneWayIn(t *testing.T) {
 	for _, a := range addrs {
 		ns.AddAddr(a)
 	}
-	ns.Start(log, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
+	// A file whose service gives its entries -isolate none: exec learns
+	// it from the daemon, which reads inetd.conf.
+	ns.AddAddr("192.0.2.5")
+	confNone := roots.WriteConf("conf-none", "192.0.2.5 "+root)
+	inetdConf := roots.WriteConf("inetd.conf",
 		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" /intruder view",
-		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" /intruder view"))
+		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" /intruder view",
+		"7002 stream tcp nowait root "+bin["virtuald"]+" virtuald -isolate none "+confNone+" /intruder view")
+	ns.Start(log, "inetd", "-d", "-R", "1000000", inetdConf)
 	ns.WaitListening("tcp", 7000)
 	ns.WaitListening("tcp", 7001)
+	ns.WaitListening("tcp", 7002)
+	sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+	ns.Start(log, bin["ipwatchd"], "-socket", sock, "-bpf", "off", "-inetd-conf", inetdConf, "-xinetd-conf", "", "-systemd-units", "")
+	ns.Await("ipwatchd found the services of conf-none", 10*time.Second, func() bool {
+		st, err := (admin.Client{Socket: sock}).Status(admin.StatusQuery{})
+		if err != nil {
+			return false
+		}
+		for _, c := range st.Confs {
+			if c.Path == confNone && len(c.Services) == 1 && len(c.Entries) == 1 {
+				return c.Entries[0].Isolate == "none"
+			}
+		}
+		return false
+	})
+	perConn, err := ns.Ask("192.0.2.5:7002")
+	testbed.Must(t, err)
+	code, execd, errOut := ctlBinary(t, nil, "-socket", sock, "exec", "-conf", confNone, "192.0.2.5", "/intruder", "view")
+	if code != 0 || perConn != execd || !strings.Contains(execd, "own-pid-namespace=false") {
+		t.Errorf("a service started with -isolate none, and exec through the daemon, differ:\nper connection:\n%s\nexec (exit %d, %s):\n%s", perConn, code, errOut, execd)
+	}
 	for _, a := range addrs {
 		perConn, err := ns.Ask(a + ":7000")
 		testbed.Must(t, err)
