@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/virtuald/virtuald/internal/chroot"
 	"github.com/virtuald/virtuald/internal/conf"
@@ -22,7 +23,7 @@ func (f *finder) readFile(path string) (data []byte, absent bool) {
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, true
 	}
-	data, err := conf.ReadLimit(path, MaxFileSize)
+	data, err := conf.ReadLimit(filepath.Join(rootsLinks(filepath.Dir(path)), filepath.Base(path)), MaxFileSize)
 	if err != nil {
 		f.problem(path, reason(err))
 		return nil, false
@@ -55,7 +56,7 @@ type entry struct {
 // directory. Symbolic links are listed with their targets, never followed
 // here: a caller that follows one reads the target under the same rules.
 func (f *finder) readDir(dir string) (entries []entry, absent bool) {
-	d, err := chroot.OpenTrusted(dir, uint32(os.Geteuid()))
+	d, err := chroot.OpenTrusted(rootsLinks(dir), uint32(os.Geteuid()))
 	if err != nil {
 		var ce *chroot.Error
 		if errors.As(err, &ce) && ce.Errno == unix.ENOENT {
@@ -111,3 +112,61 @@ func (f *finder) readDir(dir string) (entries []entry, absent bool) {
 	}
 	return entries, false
 }
+
+// rootsLinks resolves, in dir and the directories above it, the symbolic
+// links that only root can have made: owned by root, in a directory owned
+// by root and writable by nobody else, such as a merged /usr's /lib ->
+// usr/lib, /bin and /sbin. They are the system's own: a unit read
+// through them is root's as surely as through its real path, and without
+// this every unit under /lib/systemd/system would be unreadable on a
+// stock Debian. Any other link stays in the path, for the reader to
+// refuse.
+func rootsLinks(dir string) string {
+	for range maxLinks {
+		resolved, changed := rootsLink(dir)
+		if !changed {
+			return dir
+		}
+		dir = resolved
+	}
+	return dir
+}
+
+// maxLinks bounds the links rootsLinks follows, as the kernel's 40.
+const maxLinks = 40
+
+// rootsLink resolves the first of root's own links in dir, if any.
+func rootsLink(dir string) (string, bool) {
+	dir = filepath.Clean(dir)
+	if !filepath.IsAbs(dir) {
+		return dir, false
+	}
+	parts := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	cur := "/"
+	for i, part := range parts {
+		if part == "" {
+			continue
+		}
+		next := filepath.Join(cur, part)
+		var st, parent unix.Stat_t
+		if unix.Lstat(next, &st) != nil {
+			return dir, false
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			if st.Uid != 0 || unix.Stat(cur, &parent) != nil || parent.Uid != 0 || parent.Mode&0o022 != 0 {
+				return dir, false
+			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return dir, false
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(cur, target)
+			}
+			return filepath.Join(append([]string{target}, parts[i+1:]...)...), true
+		}
+		cur = next
+	}
+	return dir, false
+}
+

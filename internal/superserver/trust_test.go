@@ -67,6 +67,20 @@ func TestUntrusted(t *testing.T) {
 			write(t, dir+"/xinetd.conf", "includedir "+dir+"/xinetd.d\n")
 			return Sources{XinetdConf: dir + "/xinetd.conf"}
 		}, from: "xinetd.d/a", reason: "is writable by group or others (mode 0666)"},
+		// A merged /usr: /lib is root's own link to usr/lib, in a
+		// directory nobody else can write. Units read through it are
+		// root's as surely as through their real path.
+		{name: "a unit directory through root's own link", setup: func(t *testing.T, dir string) Sources {
+			mergedUsr(t, dir)
+			return Sources{SystemdDirs: []string{dir + "/lib/systemd/system"}}
+		}},
+		{name: "a unit directory through someone else's link", root: true, setup: func(t *testing.T, dir string) Sources {
+			mergedUsr(t, dir)
+			if err := os.Lchown(dir+"/lib", 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return Sources{SystemdDirs: []string{dir + "/lib/systemd/system"}}
+		}, from: "lib/systemd/system", reason: "is not safe to read: DIR/lib is a symbolic link"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.root {
@@ -96,6 +110,18 @@ func TestUntrusted(t *testing.T) {
 func chmod(t *testing.T, path string, mode os.FileMode) {
 	t.Helper()
 	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mergedUsr makes dir/usr/lib/systemd/system with a socket unit and its
+// service that runs virtuald, and dir/lib, a link to usr/lib, as Debian's
+// merged /usr has it.
+func mergedUsr(t *testing.T, dir string) {
+	t.Helper()
+	write(t, dir+"/usr/lib/systemd/system/v.socket", "[Socket]\nListenStream=21\nAccept=yes\n")
+	write(t, dir+"/usr/lib/systemd/system/v@.service", "[Service]\nExecStart=/usr/sbin/virtuald virtuald /c /p\nStandardInput=socket\n")
+	if err := os.Symlink("usr/lib", dir+"/lib"); err != nil {
 		t.Fatal(err)
 	}
 }
