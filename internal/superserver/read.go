@@ -169,4 +169,3 @@ func rootsLink(dir string) (string, bool) {
 	}
 	return dir, false
 }
-
