@@ -68,6 +68,9 @@ func printConf(w io.Writer, c *admin.ConfStatus) {
 		loaded = fmt.Sprintf("generation %d, loaded %s", c.Generation, c.LoadedAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "\n%s: %s\n", c.Path, loaded)
+	if strings.HasPrefix(c.Adopted, "asked about") {
+		fmt.Fprintf(w, "  served because it was %s; forgotten when the file is gone\n", c.Adopted)
+	}
 	switch {
 	case c.Error != "" && c.Generation == 0:
 		fmt.Fprintf(w, "  cannot be loaded (virtuald reads the file itself): %s\n", c.Error)

@@ -32,7 +32,7 @@ func fixedStatus() *admin.Status {
 		Version: "v1.0.0", UptimeSeconds: 3725, BPF: "on", NetlinkResyncs: 2,
 		Queries: admin.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
 		Confs: []admin.ConfStatus{{
-			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded,
+			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded, Adopted: "given with -conf; named by a service that starts virtuald",
 			Counts: admin.StateCounts{Live: 3, Absent: 6, Invalid: 1}, More: 4, ProblemsMore: 2, CheckedAt: loaded.Add(time.Minute),
 			Problems: []string{`/etc/virtuald/conf.ftp:9: key "10.0.0.300" is not an address, a prefix or default`,
 				`/etc/virtuald/conf.ftp:2: 2001:db8::10: /usr/sbin/in.ftpd (ftp at /etc/inetd.conf:3) cannot start in /virtual/b: /usr/sbin/in.ftpd exists but shared libraries it needs are missing inside the root: libaudit.so.1 (needed by /lib/x86_64-linux-gnu/libpam.so.0)`},
@@ -60,7 +60,7 @@ func fixedStatus() *admin.Status {
 					Addresses: []admin.AddressStatus{{Address: "127.0.0.1", Interface: "lo", Label: "lo", Live: true}}, Connections: 3, Resolved: 360},
 			},
 		}, {
-			Path: "/etc/virtuald/conf.pop", Error: "/etc/virtuald/conf.pop: cannot open: no such file or directory",
+			Path: "/etc/virtuald/conf.pop", Error: "/etc/virtuald/conf.pop: cannot open: no such file or directory", Adopted: "asked about by virtuald (pid 4242)",
 			Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{},
 		}},
 		Unmapped:        []admin.Unmapped{{Address: "198.51.100.7", Interface: "eth1", Connections: 17}},

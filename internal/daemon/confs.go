@@ -49,6 +49,32 @@ type confFile struct {
 	recheck *time.Timer // the read again of a racy snapshot; under the daemon's loadMu
 
 	checked atomic.Pointer[rootCheck] // the validator's last pass over the roots
+
+	mu sync.Mutex
+	by []string // why it is served, each reason once (see Daemon.adopt)
+}
+
+// adopt records one more reason to serve the file.
+func (c *confFile) adopt(by string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Contains(c.by, by) && len(c.by) < 4 {
+		c.by = append(c.by, by)
+	}
+}
+
+// adoptedBy says why the file is served, for status and the log.
+func (c *confFile) adoptedBy() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.by, "; ")
+}
+
+// onlyAsked reports whether only virtuald's questions made it served.
+func (c *confFile) onlyAsked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !slices.Contains(c.by, adoptedConfigured) && !slices.Contains(c.by, adoptedService)
 }
 
 func (c *confFile) counter(key string) *atomic.Uint64 {
@@ -98,6 +124,20 @@ func (s *confSet) add(path string) (c *confFile, created bool) {
 	m[path] = c
 	s.files.Store(&m)
 	return c, true
+}
+
+// remove stops serving the file at path.
+func (s *confSet) remove(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.files.Load()
+	m := make(map[string]*confFile, len(old))
+	for k, v := range old {
+		if k != path {
+			m[k] = v
+		}
+	}
+	s.files.Store(&m)
 }
 
 // all returns the files sorted by path.

@@ -151,7 +151,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.srv.Inline = inline
 	d.srv.OnError = func(err error) { d.log.Debug("client", zap.Error(err)) }
 	for _, p := range cfg.Confs {
-		d.adopt(p)
+		d.adopt(p, adoptedConfigured)
 	}
 	d.watchServices()
 	d.findServices()

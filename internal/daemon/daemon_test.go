@@ -196,6 +196,37 @@ func TestStaleAndUnknown(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	adopted := func() map[string]string {
+		st, err := admin.Client{Socket: sock}.Status(admin.StatusQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, c := range st.Confs {
+			m[c.Path] = c.Adopted
+		}
+		return m
+	}
+	if got := adopted(); got[p] != "given with -conf" || !strings.HasPrefix(got[other], "asked about by virtuald (pid ") {
+		t.Errorf("status says why each file is served: %q", got)
+	}
+	// Gone, a file only a virtuald asked about is forgotten (issue 21: it
+	// made every status say that every connection is refused, and reload
+	// fail); a file given with -conf is kept, and says why it cannot load.
+	testbed.Must(t, os.Remove(other))
+	testbed.Must(t, os.Remove(p))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got := adopted()
+		if _, ok := got[other]; !ok {
+			if _, ok := got[p]; !ok {
+				t.Errorf("the file given with -conf was forgotten too")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the adopted file, gone, is still served: %q", got)
+		}
+	}
 }
 
 // A file that cannot be loaded any more keeps its last good copy for

@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/sdnotify"
@@ -9,11 +12,37 @@ import (
 )
 
 // adopt adds path to the files served and queues its first load.
-func (d *Daemon) adopt(path string) {
-	if _, created := d.confs.add(path); created {
+// by says why it is served: adoptedConfigured (-conf), adoptedService
+// (a super-server's service names it) or "asked about by virtuald (pid
+// N)"; a file only a virtuald asked about is forgotten when it is gone.
+func (d *Daemon) adopt(path, by string) {
+	c, created := d.confs.add(path)
+	if created {
 		d.watch.addFile(path, func() { d.queue(path) })
 		d.queue(path)
 	}
+	c.adopt(by)
+}
+
+// Why a conf file is served (confFile.adoptedBy).
+const (
+	adoptedConfigured = "given with -conf"
+	adoptedService    = "named by a service that starts virtuald"
+)
+
+// forgetGone drops c when only a virtuald's question made the daemon
+// serve it and the file is gone: its refusals would otherwise say
+// forever that every connection is refused, and reload would fail.
+func (d *Daemon) forgetGone(c *confFile) bool {
+	if !c.onlyAsked() {
+		return false
+	}
+	if _, err := os.Lstat(c.path); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	d.confs.remove(c.path)
+	d.log.Info("forgot a conf file a virtuald asked about: it is gone", zap.String("conf", c.path), zap.String("adopted", c.adoptedBy()))
+	return true
 }
 
 // queue asks the loader to (re)load path soon.
@@ -81,6 +110,7 @@ func (d *Daemon) loadOne(c *confFile) {
 	changed, err := d.confs.load(c)
 	d.recheckRacy(c)
 	switch {
+	case err != nil && d.forgetGone(c):
 	case err != nil && err.Error() == before:
 		// Said already: the periodic read must not repeat it.
 	case err != nil:

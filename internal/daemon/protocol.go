@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"path/filepath"
+	"strconv"
 
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
@@ -84,7 +85,7 @@ func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, er
 		// change nothing.
 		if !r.Lookup && peer.Uid == 0 && filepath.IsAbs(r.Conf) && filepath.Clean(r.Conf) == r.Conf && d.confs.len() < len(d.cfg.Confs)+maxAdopted {
 			d.log.Info("adopting conf file", zap.String("conf", r.Conf), zap.Int32("pid", peer.Pid))
-			d.adopt(r.Conf)
+			d.adopt(r.Conf, "asked about by virtuald (pid "+strconv.Itoa(int(peer.Pid))+")")
 		}
 		d.queries.unknown.Add(1)
 		return nil, ipc.ErrUnknown

@@ -59,7 +59,7 @@ func (d *Daemon) findServices() {
 			zap.String("conf", sv.Conf), zap.String("program", sv.Program), zap.Bool("accept", sv.Accept),
 			zap.String("transport", sv.Transport), zap.Uint16("port", sv.Port))
 		if filepath.IsAbs(sv.Conf) && filepath.Clean(sv.Conf) == sv.Conf {
-			d.adopt(sv.Conf)
+			d.adopt(sv.Conf, adoptedService)
 		}
 	}
 	for _, p := range problems {

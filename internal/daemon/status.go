@@ -150,7 +150,7 @@ func (v *view) header(d *Daemon) admin.Status {
 // snapshot). The listing calls yield with each entry until it returns
 // false.
 func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yield func(admin.EntryStatus) bool)) {
-	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
+	cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Adopted: c.adoptedBy(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
 	s := c.cur.Load()
 	if s == nil {
 		return cs, nil
@@ -405,7 +405,7 @@ func (d *Daemon) mapped(a netip.Addr) bool {
 func (d *Daemon) confList() []admin.ConfStatus {
 	var out []admin.ConfStatus
 	for _, c := range d.confs.all() {
-		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
+		cs := admin.ConfStatus{Path: c.path, Error: c.lastError(), Adopted: c.adoptedBy(), Problems: []string{}, Entries: []admin.EntryStatus{}, Services: []admin.ServiceStatus{}}
 		if s := c.cur.Load(); s != nil {
 			cs.Generation, cs.LoadedAt = s.generation, s.loadedAt
 			for _, e := range s.file.Errors {

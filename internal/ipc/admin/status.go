@@ -48,6 +48,7 @@ type ConfStatus struct {
 	Generation   uint64      `json:"generation"` // 0: never loaded
 	LoadedAt     time.Time   `json:"loaded_at"`
 	Error        string      `json:"error"`                   // why the last load failed ("" when it did not): every entry is then refused (state invalid), as virtuald refuses every connection
+	Adopted      string      `json:"adopted"`                 // why the daemon serves it: given with -conf, named by a service, or asked about by a virtuald (forgotten when it is gone)
 	Problems     []string    `json:"problems"`                // FILE:LINE messages of the loaded copy, the first DefaultStatusLimit
 	ProblemsMore int         `json:"problems_more,omitempty"` // problems beyond those (ipwatchctl check lists them all)
 	Counts       StateCounts `json:"counts"`                  // every entry, by state
