@@ -23,7 +23,7 @@ export CGO_ENABLED := 0
 PROGRAMS := virtuald ipwatchd ipwatchctl
 BINARIES := $(addprefix bin/,$(PROGRAMS))
 
-.PHONY: all build test lint race fuzz bench demo install deb docs generate clean help FORCE
+.PHONY: all build test lint race fuzz bench demo install uninstall deb docs generate clean help FORCE
 
 all: build
 
@@ -92,6 +92,12 @@ install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $
 	install -m 0755 bin/ipwatchctl $(DESTDIR)$(PREFIX)/bin/
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
+
+# The unit make install puts in /usr/local/lib/systemd/system takes
+# precedence over the package's in /lib/systemd/system: remove one before
+# installing the other.
+uninstall: ## remove what make install put in $(DESTDIR)$(PREFIX) and $(DESTDIR)$(UNITDIR) (never the package's files)
+	rm -f $(DESTDIR)$(PREFIX)/sbin/virtuald $(DESTDIR)$(PREFIX)/sbin/ipwatchd $(DESTDIR)$(PREFIX)/bin/ipwatchctl $(DESTDIR)$(UNITDIR)/ipwatchd.service
 
 # The Debian package. Its version is VERSION made a Debian version
 # (scripts/debversion); everything generated for it goes in DEBBUILD.

@@ -346,3 +346,34 @@ func running(exe string) []string {
 	}
 	return pids
 }
+
+// make install into a DESTDIR puts the programs and the unit there, and
+// make uninstall takes away exactly those (issue 21: there was none, and
+// make install's unit shadows the package's).
+func TestMakeInstallUninstall(t *testing.T) {
+	dest := t.TempDir()
+	run := func(target string) {
+		t.Helper()
+		out, err := exec.Command("make", "-C", "..", "--no-print-directory", target, "DESTDIR="+dest).CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+	}
+	run("install")
+	for _, p := range []string{"/usr/local/sbin/virtuald", "/usr/local/sbin/ipwatchd", "/usr/local/bin/ipwatchctl", "/usr/local/lib/systemd/system/ipwatchd.service"} {
+		if _, err := os.Stat(dest + p); err != nil {
+			t.Errorf("make install: %v", err)
+		}
+	}
+	run("uninstall")
+	var left []string
+	filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, strings.TrimPrefix(p, dest))
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Errorf("make uninstall left %q", left)
+	}
+}
