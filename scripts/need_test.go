@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,8 +112,13 @@ func TestMakeRunsNeed(t *testing.T) {
 		t.Fatalf("make is not installed: %v", err)
 	}
 	for _, target := range []string{"test", "demo", "bench"} {
-		cmd := exec.Command(makeBin, "-n", target)
+		// Under make test this runs inside make: its MAKEFLAGS and
+		// MAKELEVEL would add "Entering directory" lines.
+		cmd := exec.Command(makeBin, "--no-print-directory", "-n", target)
 		cmd.Dir = ".."
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=") || strings.HasPrefix(kv, "MFLAGS=")
+		})
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("make -n %s: %v\n%s", target, err, out)
