@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/chroot"
 	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/enter"
@@ -52,6 +53,8 @@ type child struct {
 	entry   string
 	line    connLog
 	refusal string // why it was not executed after all; it exits at once
+	root    string // its root and program, for the library check of a
+	program string // service that failed as a missing library makes it
 }
 
 // listeners returns the listening sockets: the n that systemd passed from
@@ -306,9 +309,6 @@ func (a *acceptor) serve(conn int) {
 		return
 	}
 	d.line.add("program", path)
-	if libs := root.MissingLibraries(path, a.env); libs != "" {
-		d.line.add("warning", "shared libraries missing inside the root: "+libs)
-	}
 	p := &enter.Plan{
 		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(a.opts.Isolate), Hostname: d.entry.Hostname,
 		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
@@ -320,7 +320,7 @@ func (a *acceptor) serve(conn int) {
 		return
 	}
 	unix.Close(conn)
-	running := &child{start: time.Now(), entry: key, line: d.line}
+	running := &child{start: time.Now(), entry: key, line: d.line, root: d.entry.Root, program: path}
 	if err := ch.Started(); err != nil {
 		running.refusal = "exec failed: " + explain(root, path, err, a.env)
 	}
@@ -396,6 +396,9 @@ func (a *acceptor) finish(pid int, ch *child, ws unix.WaitStatus) {
 	case ws.Exited():
 		ch.line.add("outcome", "exited")
 		ch.line.add("status", strconv.Itoa(ws.ExitStatus()))
+		if ws.ExitStatus() == exitLoaderFailed {
+			a.libraryWarning(ch)
+		}
 	case ws.Signaled():
 		ch.line.add("outcome", "killed")
 		ch.line.add("signal", ws.Signal().String())
@@ -406,4 +409,18 @@ func (a *acceptor) finish(pid int, ch *child, ws unix.WaitStatus) {
 		sev = syslog.Warning
 	}
 	a.log.Log(sev, ch.line.String())
+}
+
+// libraryWarning adds to the line of a service that exited as the loader
+// does when a shared library is missing which libraries its root lacks:
+// the check runs for such a service only, not for every connection.
+func (a *acceptor) libraryWarning(ch *child) {
+	d, err := chroot.Open(ch.root)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	if libs := service.In(d.Fd()).MissingLibraries(ch.program, a.env); libs != "" {
+		ch.line.add("warning", "shared libraries missing inside the root: "+libs)
+	}
 }

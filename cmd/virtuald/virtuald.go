@@ -200,13 +200,34 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 		Path: path, Argv: argv, Env: env, Files: std.serviceFiles(), DieWithParent: true,
 	}
 	line.add("isolate", p.Isolate.String())
+	if p.Isolate != conf.IsolateNone {
+		// The library check (a warning, 0.7 ms and megabytes for a
+		// dynamically linked service) runs only for a service that
+		// failed the way a missing library makes it fail.
+		ended := func(status int) {
+			if status != exitLoaderFailed {
+				return
+			}
+			if libs := root.MissingLibraries(path, env); libs != "" {
+				var l connLog
+				l.add("local", c.Local.String())
+				l.add("conf", confPath)
+				l.add("root", d.entry.Root)
+				l.add("program", path)
+				l.add("outcome", "exited")
+				l.add("status", strconv.Itoa(status))
+				l.add("warning", "shared libraries missing inside the root: "+libs)
+				log.Log(syslog.Warning, l.String())
+			}
+		}
+		return startIsolated(log, std, p, root, line, refuseConn, ended)
+	}
+	// The service replaces virtuald here: nobody would see it fail, so
+	// the warning goes in the line before the exec.
 	severity := syslog.Info
 	if libs := root.MissingLibraries(path, env); libs != "" {
 		line.add("warning", "shared libraries missing inside the root: "+libs)
 		severity = syslog.Warning
-	}
-	if p.Isolate != conf.IsolateNone {
-		return startIsolated(log, std, p, root, line, severity, refuseConn)
 	}
 	line.add("outcome", "exec")
 	log.Log(severity, line.String())
@@ -239,7 +260,7 @@ func explain(root service.Root, path string, err error, env []string) string {
 // and stays as its parent, which the super-server sees: it passes on the
 // signals it gets, and exits as the service did, once the service and
 // every process it left have ended.
-func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Root, line *connLog, severity syslog.Severity, refuse func(string) int) int {
+func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Root, line *connLog, refuse func(string) int, ended func(status int)) int {
 	child, err := p.Start()
 	if err == nil {
 		if err = child.Started(); err != nil {
@@ -250,7 +271,7 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 		return refuse("exec failed: " + explain(root, p.Path, err, p.Env))
 	}
 	line.add("outcome", "exec")
-	log.Log(severity, line.String())
+	log.Log(syslog.Info, line.String())
 	std.release()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2)
@@ -259,8 +280,14 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 			unix.Kill(child.Pid, s.(unix.Signal))
 		}
 	}()
-	return waitChild(child.Pid)
+	status := waitChild(child.Pid)
+	ended(status)
+	return status
 }
+
+// exitLoaderFailed is the status the dynamic loader exits with when a
+// shared library is missing (and a shell when a program is).
+const exitLoaderFailed = 127
 
 // waitChild waits for pid and returns the status to exit with: its own,
 // or 128 plus the signal that ended it, as a shell says.
