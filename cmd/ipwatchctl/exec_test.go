@@ -137,8 +137,7 @@ func TestExecTerminal(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	bin := testbed.Binaries(t)
 	roots := testbed.NewRoots(t)
-	root := roots.Root("tenant", "")
-	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	root := roots.IntruderRoot("tenant")
 	conf := roots.WriteConf("conf", "192.0.2.1 "+root)
 	// TIOCSTI works for a program on its own controlling terminal only
 	// where the kernel allows it (dev.tty.legacy_tiocsti): allow it, so
@@ -322,8 +321,7 @@ func TestOneWayIn(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	bin := testbed.Binaries(t)
 	roots := testbed.NewRoots(t)
-	root := roots.Root("view", "")
-	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	root := roots.IntruderRoot("view")
 	conf := roots.WriteConf("conf",
 		"192.0.2.1 "+root+" hostname=view.example",
 		"192.0.2.2 "+root+" user=nobody isolate=mount,pid",

@@ -3,8 +3,6 @@ package enter
 import (
 	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -22,10 +20,7 @@ func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 // makes them), all start.
 func TestStartConcurrent(t *testing.T) {
 	testbed.RequirePrivileges(t)
-	bin := testbed.Binaries(t)
-	roots := testbed.NewRoots(t)
-	root := roots.Root("r", "")
-	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	root := testbed.NewRoots(t).IntruderRoot("r")
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	testbed.Must(t, err)
 	defer null.Close()
@@ -83,10 +78,7 @@ func startIso(rootPath string, null int, iso conf.Isolation) error {
 // waited for, by isolation: what each namespace adds to a connection.
 func BenchmarkStart(b *testing.B) {
 	testbed.RequirePrivileges(b)
-	bin := testbed.Binaries(b)
-	roots := testbed.NewRoots(b)
-	root := roots.Root("r", "")
-	testbed.Must(b, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	root := testbed.NewRoots(b).IntruderRoot("r")
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	testbed.Must(b, err)
 	defer null.Close()
@@ -108,10 +100,8 @@ func BenchmarkStart(b *testing.B) {
 // served with isolate=none, where no mount is made.
 func TestFailClosed(t *testing.T) {
 	testbed.RequirePrivileges(t)
-	bin := testbed.Binaries(t)
 	roots := testbed.NewRoots(t)
-	root := roots.Root("unbindable", "")
-	testbed.Must(t, exec.Command("cp", bin["intruder"], filepath.Join(root, "intruder")).Run())
+	root := roots.IntruderRoot("unbindable")
 	// In a private mount namespace of this test's own, so that nothing of
 	// it reaches the host: the root is bound on itself, unbindable.
 	done := make(chan struct{})

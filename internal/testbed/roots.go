@@ -52,6 +52,17 @@ func (r *Roots) Root(name, service string) string {
 	return root
 }
 
+// IntruderRoot makes a valid root called name holding the hostile
+// tenant's program (testbed/intruder) as /intruder, built static.
+func (r *Roots) IntruderRoot(name string) string {
+	r.t.Helper()
+	root := r.Root(name, "")
+	if err := linkOrCopy(Binaries(r.t)["intruder"], filepath.Join(root, "intruder")); err != nil {
+		r.t.Fatalf("root %s: %v", name, err)
+	}
+	return root
+}
+
 // WriteConf writes a conf file (mode 0644, owned by root) with the lines given.
 func (r *Roots) WriteConf(name string, lines ...string) string {
 	r.t.Helper()

@@ -224,21 +224,33 @@ func TestMain(m *testing.M) {
 func TestManyConnections(t *testing.T) {
 	const n = 10000
 	path := startServer(t, 20*time.Second)
-	holder := exec.Command(os.Args[0], "-test.run=^$")
+	hold(t, exec.Command(os.Args[0], "-test.run=^$"), path, n)
+	for _, err := range askMany(path, 20) {
+		t.Errorf("with %d idle connections open: %v", n, err)
+	}
+}
+
+// hold starts the test binary as holder, holding n connections to the
+// socket at path until the test ends.
+func hold(t *testing.T, holder *exec.Cmd, path string, n int) {
+	t.Helper()
 	holder.Env = append(os.Environ(), "HOLD_CONNECTIONS="+path+","+strconv.Itoa(n))
 	stdin, _ := holder.StdinPipe()
 	stdout, _ := holder.StdoutPipe()
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { stdin.Close(); holder.Wait() }()
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	if line != "holding\n" {
+	t.Cleanup(func() { stdin.Close(); holder.Wait() })
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "holding\n" {
 		t.Fatalf("the holder did not open its %d connections: %q", n, line)
 	}
+}
+
+// askMany asks n questions at once and returns the errors.
+func askMany(path string, n int) []error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for i := 0; i < 20; i++ {
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -247,11 +259,13 @@ func TestManyConnections(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
+	var failed []error
 	for err := range errs {
 		if err != nil {
-			t.Errorf("with %d idle connections open: %v", n, err)
+			failed = append(failed, err)
 		}
 	}
+	return failed
 }
 
 // A uid other than root holds at most MaxPerUID connections waiting for
@@ -289,31 +303,9 @@ func TestUIDShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	holder := exec.Command(self, "-test.run=^$")
-	holder.Env = append(os.Environ(), "HOLD_CONNECTIONS="+path+",64")
 	holder.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
-	stdin, _ := holder.StdinPipe()
-	stdout, _ := holder.StdoutPipe()
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); holder.Wait() }()
-	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "holding\n" {
-		t.Fatalf("the holder did not open its connections: %q", line)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for i := 0; i < 20; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- ask(path)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("root's question beside another uid holding every connection it can: %v", err)
-		}
+	hold(t, holder, path, 64)
+	for _, err := range askMany(path, 20) {
+		t.Errorf("root's question beside another uid holding every connection it can: %v", err)
 	}
 }
