@@ -44,9 +44,12 @@ func TestIsolationAttacks(t *testing.T) {
 	argv := "/intruder escape " + secret + " " + handle + " SECRET"
 	inetd := ns.Start(log, "unshare", "--uts", "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
 		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" "+argv,
-		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" "+argv))
-	ns.WaitListening("tcp", 7000)
-	ns.WaitListening("tcp", 7001)
+		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" "+argv,
+		"7004 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" /intruder orphan",
+		"7005 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" /intruder orphan"))
+	for _, port := range []int{7000, 7001, 7004, 7005} {
+		ns.WaitListening("tcp", port)
+	}
 	hostname := func() string {
 		out, err := exec.Command("nsenter", "-t", strconv.Itoa(inetd.Process.Pid), "-u", "hostname").Output()
 		if err != nil {
@@ -94,6 +97,11 @@ func TestIsolationAttacks(t *testing.T) {
 			r = attack(t, ns, "192.0.2.3:"+port)
 			if r["hostname"] != "tenant.example" {
 				t.Errorf("hostname=tenant.example: the service sees %q", r["hostname"])
+			}
+			// The namespace's pid 1 reaps the service's orphans.
+			orphanPort := map[string]string{"7000": "7004", "7001": "7005"}[port]
+			if out, err := ns.Ask("192.0.2.2:" + orphanPort); err != nil || out != "orphan=reaped\n" {
+				t.Errorf("an orphan of the service: %q, %v, want reaped", out, err)
 			}
 		})
 	}

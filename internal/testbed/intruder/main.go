@@ -12,6 +12,9 @@
 //	intruder view       what the service sees of its world: credentials,
 //	                    no_new_privs, capabilities, pids, host name, its
 //	                    root, its descriptors
+//	intruder orphan     leave an orphan that ends at once, and report whether
+//	                    something reaps it (in a pid namespace only its pid
+//	                    1 can): orphan=reaped, or orphan=zombie
 //	intruder escape HOSTPATH HANDLE NAME
 //	                    as a service running as root in its root: report the
 //	                    host name it sees, then try to rename the host, signal
@@ -48,6 +51,12 @@ func main() {
 		linger()
 	case "view":
 		view()
+	case "orphan":
+		orphan()
+	case "orphan-parent":
+		orphanParent()
+	case "exit":
+		os.Exit(0)
 	case "escape":
 		if len(os.Args) != 5 {
 			fmt.Fprintln(os.Stderr, "usage: intruder escape HOSTPATH HANDLE NAME")
@@ -156,6 +165,37 @@ func openFDs() string {
 		}
 	}
 	return strings.Join(fds, ",")
+}
+
+func orphan() {
+	parent := exec.Command("/intruder", "orphan-parent")
+	parent.Stdin, parent.Stderr = os.Stderr, os.Stderr // no /dev/null in a bare root
+	out, err := parent.Output()
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || perr != nil {
+		fmt.Printf("orphan=not made: %v %q\n", err, out)
+		return
+	}
+	// An orphan that ended and was not reaped is a zombie: it can still be
+	// signalled. Reaped, it is gone.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			fmt.Println("orphan=reaped")
+			return
+		}
+	}
+	fmt.Println("orphan=zombie")
+}
+
+// orphanParent starts a child that exits at once, prints its pid and
+// exits without waiting for it, leaving it an orphan.
+func orphanParent() {
+	cmd := exec.Command("/intruder", "exit")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr, os.Stderr // no /dev/null in a bare root
+	if err := cmd.Start(); err != nil {
+		os.Exit(1)
+	}
+	fmt.Println(cmd.Process.Pid)
 }
 
 func escape(hostPath, handle, name string) {
