@@ -32,7 +32,7 @@ func TestStartConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 40; i++ {
-				errs <- startOnce(root, fd)
+				errs <- startIso(root, fd, conf.IsolateAll)
 			}
 		}()
 	}
@@ -52,8 +52,9 @@ func TestStartConcurrent(t *testing.T) {
 	}
 }
 
-func startOnce(rootPath string, null int) error { return startIso(rootPath, null, conf.IsolateAll) }
-
+// startIso starts the intruder (which exits at once) in the root at
+// rootPath with isolation iso, on a goroutine of its own (Start's thread
+// may end with it), and waits for it.
 func startIso(rootPath string, null int, iso conf.Isolation) error {
 	d, err := chroot.Open(rootPath)
 	if err != nil {
@@ -61,17 +62,21 @@ func startIso(rootPath string, null int, iso conf.Isolation) error {
 	}
 	defer d.Close()
 	done := make(chan error, 1)
-	go func() { // Start's thread ends with this goroutine
-		p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{null, null, null}}
-		c, err := p.Start()
-		if err == nil {
-			err = c.Started()
-			var ws unix.WaitStatus
-			unix.Wait4(c.Pid, &ws, 0, nil)
-		}
-		done <- err
-	}()
+	go func() { done <- startAndWait(d, null, iso) }()
 	return <-done
+}
+
+// startAndWait starts the intruder in d with isolation iso, its fds 0-2
+// null, and waits for it; the error is Start's or Started's.
+func startAndWait(d *chroot.Dir, null int, iso conf.Isolation) error {
+	p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{null, null, null}}
+	c, err := p.Start()
+	if err == nil {
+		err = c.Started()
+		var ws unix.WaitStatus
+		unix.Wait4(c.Pid, &ws, 0, nil)
+	}
+	return err
 }
 
 // BenchmarkStart is one start of a static service that exits at once,
@@ -119,14 +124,7 @@ func TestFailClosed(t *testing.T) {
 		for _, iso := range []conf.Isolation{conf.IsolateAll, conf.IsolateNone} {
 			d, err := chroot.Open(root)
 			testbed.Must(t, err)
-			p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{int(null.Fd()), int(null.Fd()), int(null.Fd())}}
-			c, err := p.Start()
-			if err == nil {
-				err = c.Started()
-				var ws unix.WaitStatus
-				unix.Wait4(c.Pid, &ws, 0, nil)
-			}
-			results = append(results, err)
+			results = append(results, startAndWait(d, int(null.Fd()), iso)) // on this thread: the private mounts are its
 			d.Close()
 		}
 	}()
