@@ -102,7 +102,7 @@ func (e *env) execIn(args []string) int {
 	child, err := p.Start()
 	if err == nil {
 		if err = child.Started(); err != nil {
-			wait(child.Pid)
+			child.Wait()
 		}
 	}
 	s.closeChild()
@@ -117,16 +117,13 @@ func (e *env) execIn(args []string) int {
 	pid := child.Pid
 	stop := s.forward(pid)
 	s.relay()
-	status, err := wait(pid)
+	status := child.Wait()
 	stop()
 	// What the command left goes with it: in a pid namespace, with its
 	// pid 1, which has ended; else with its process group. Whatever left
 	// the group is cut off with the relay.
 	unix.Kill(-pid, unix.SIGKILL)
 	s.finish()
-	if err != nil {
-		return e.fail("%s: waiting for %s: %v", addr, prog, err)
-	}
 	return status
 }
 

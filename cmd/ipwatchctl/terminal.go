@@ -189,23 +189,3 @@ func (s *session) forward(pid int) (stop func()) {
 	}()
 	return func() { signal.Stop(sigs); close(done) }
 }
-
-// wait waits for the program and returns the status exec exits with:
-// the program's, or 128 plus the signal that ended it, as a shell says.
-func wait(pid int) (int, error) {
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return 1, err
-		}
-		break
-	}
-	if ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
-	}
-	return ws.ExitStatus(), nil
-}

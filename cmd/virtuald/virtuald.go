@@ -264,7 +264,7 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 	child, err := p.Start()
 	if err == nil {
 		if err = child.Started(); err != nil {
-			waitChild(child.Pid)
+			child.Wait()
 		}
 	}
 	if err != nil {
@@ -280,7 +280,7 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 			unix.Kill(child.Pid, s.(unix.Signal))
 		}
 	}()
-	status := waitChild(child.Pid)
+	status := child.Wait()
 	ended(status)
 	return status
 }
@@ -288,21 +288,6 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 // exitLoaderFailed is the status the dynamic loader exits with when a
 // shared library is missing (and a shell when a program is).
 const exitLoaderFailed = 127
-
-// waitChild waits for pid and returns the status to exit with: its own,
-// or 128 plus the signal that ended it, as a shell says.
-func waitChild(pid int) int {
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			break
-		}
-	}
-	if ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return ws.ExitStatus()
-}
 
 // checkWildcard refuses a datagram that arrived on a socket bound to a
 // wildcard address unless the operator allowed it: the service started

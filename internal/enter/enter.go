@@ -98,6 +98,27 @@ type Child struct {
 	started func() error
 }
 
+// Wait waits for the child to end and returns the status to exit with:
+// its own, or 128 plus the signal that ended it, as a shell says (1 when
+// it cannot be waited for).
+func (c *Child) Wait() int {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(c.Pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 1
+		}
+		break
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
 // Started waits until the service was executed (or failed to be), and
 // says why it was not: an *Error for a step of entering, an *ExecError
 // for the exec itself. A child that failed has exited (status 127).
