@@ -205,8 +205,16 @@ func TestMain(m *testing.M) {
 		path, count, _ := strings.Cut(spec, ",")
 		n, _ := strconv.Atoi(count)
 		var conns []net.Conn
-		for len(conns) < n {
+		for retries := 0; len(conns) < n; {
 			c, err := net.Dial("unix", path)
+			// A full backlog refuses a Unix connect with EAGAIN rather
+			// than waiting (slow under -race): give the server time to
+			// accept, as a real client's retry would.
+			if errors.Is(err, syscall.EAGAIN) && retries < 1000 {
+				retries++
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
 			if err != nil {
 				fmt.Println("dial:", err)
 				os.Exit(1)
