@@ -15,6 +15,7 @@ import (
 	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
@@ -22,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 // The host programs the test runs: the services, copied into the roots,
 // and the clients, run in the namespace. .ci/run installs their packages.
 var (
-	services = []string{"/usr/sbin/in.ftpd", "/usr/sbin/in.tftpd", "/usr/sbin/in.fingerd", "/usr/bin/finger"}
+	services = []string{"/usr/sbin/in.ftpd", "/usr/sbin/in.tftpd", "/usr/sbin/in.fingerd", "/usr/bin/finger", "/bin/ls"}
 	// PAM modules are loaded by libpam with dlopen: no program names
 	// them, so install is given them by path.
 	pamModules = []string{"/usr/lib/x86_64-linux-gnu/security/pam_ftp.so", "/usr/lib/x86_64-linux-gnu/security/pam_unix.so", "/usr/lib/x86_64-linux-gnu/security/pam_permit.so", "/usr/lib/x86_64-linux-gnu/security/pam_deny.so"}
@@ -218,6 +219,7 @@ func newBed(t *testing.T) *bed {
 	}
 
 	b.confs["ftp-as-user"] = b.roots.WriteConf("conf.ftp-as-user", sites[0].addr+" "+sites[0].root+" user=nobody")
+	b.confs["ftp-userns"] = b.roots.WriteConf("conf.ftp-userns", sites[0].addr+" "+sites[0].root+" isolate=all,user")
 
 	b.startDaemon()
 	virtuald := b.bin["virtuald"] + " virtuald -socket " + b.socket + " "
@@ -228,6 +230,9 @@ func newBed(t *testing.T) *bed {
 		"79 stream tcp nowait root " + virtuald + b.confs["finger"] + " /usr/sbin/in.fingerd",
 		// The wrong kind: a service that drops privileges itself, given user=.
 		"2121 stream tcp nowait root " + virtuald + b.confs["ftp-as-user"] + " /usr/sbin/in.ftpd -l",
+		// With a user namespace, in both modes.
+		"2122 stream tcp nowait root " + virtuald + b.confs["ftp-userns"] + " /usr/sbin/in.ftpd -l",
+		"2101 stream tcp wait root " + virtuald + "-accept " + b.confs["ftp-userns"] + " /usr/sbin/in.ftpd -l",
 		// A program by name, as the first try had it.
 		"7079 stream tcp nowait root " + virtuald + b.confs["finger"] + " in.fingerd",
 	}
@@ -337,6 +342,34 @@ func TestRealServices(t *testing.T) {
 			if l, ok := b.log.WaitFor(10*time.Second, "local="+s.addr+":"+port, "program=/usr/sbin/in.ftpd", "isolate=all"); !ok {
 				t.Errorf("port %s: no line saying in.ftpd ran with isolate=all: %q; log ends:\n%s", port, l, b.log.Tail(10))
 			}
+		}
+	})
+
+	t.Run("ftp: login, upload and listing, isolated, with and without a user namespace", func(t *testing.T) {
+		// The user's files are theirs on disk whichever way in.ftpd ran:
+		// in a user namespace the root's mounts are idmapped, so alice
+		// inside is alice on disk. The listing is /bin/ls, run by in.ftpd.
+		s := sites[0]
+		local := filepath.Join(b.tmp, "upload.txt")
+		testbed.Must(t, os.WriteFile(local, []byte("uploaded\n"), 0o644))
+		for _, port := range []string{"21", "2122", "2101"} {
+			name := "up-" + port + ".txt"
+			url := "ftp://" + s.addr + ":" + port + "/"
+			if out, err := b.client("curl", "-sS", "--max-time", "20", "--user", s.user+":pw-"+s.user, "-T", local, url+name); err != nil {
+				t.Errorf("port %s: upload: %q, %v; log ends:\n%s", port, out, err, b.log.Tail(8))
+				continue
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(s.root, "home", s.user, name), &st); err != nil || st.Uid != uint32(s.uid) {
+				t.Errorf("port %s: the upload on disk: uid %d, %v, want %s's %d", port, st.Uid, err, s.user, s.uid)
+			}
+			list, err := b.client("curl", "-sS", "--max-time", "20", "--user", s.user+":pw-"+s.user, url)
+			if err != nil || !strings.Contains(list, "hello.txt") || !strings.Contains(list, name) || !strings.Contains(list, s.user) {
+				t.Errorf("port %s: listing: %q, %v, want hello.txt and %s, owned by %s", port, list, err, name, s.user)
+			}
+		}
+		if l, ok := b.log.WaitFor(10*time.Second, "local="+s.addr+":2122", "isolate=all,user"); !ok {
+			t.Errorf("no line saying in.ftpd ran with isolate=all,user: %q", l)
 		}
 	})
 

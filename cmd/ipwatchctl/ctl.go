@@ -340,6 +340,7 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 		fmt.Fprintf(out, "%s is looked up in PATH=%s inside each root, as virtuald does when its super-server gives it that PATH (Debian's inetd gives none: %s; -path to change)\n", *program, *search, service.DefaultPath)
 	}
 	status := 0
+	ranges := map[uint32]userRange{} // isolate=user: the first root of each uid range
 	for _, path := range fs.Args() {
 		f, err := conf.Load(path)
 		if err != nil {
@@ -373,6 +374,17 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 			if w := conf.RootWarning(e, iso); w != "" {
 				fmt.Fprintf(out, "%s:%d: %s: warning: %s\n", path, e.Line, e.Key, w)
 				warnings++
+			}
+			if iso&conf.IsolateUser != 0 {
+				base := conf.UserBase(e.Root)
+				if first, ok := ranges[base]; ok && first.root != e.Root {
+					fmt.Fprintf(out, "%s:%d: %s: warning: isolate=user maps root inside %s to uid %d outside, as it does for %s (%s:%d): "+
+						"the two roots' services share their ids outside (their processes cannot see each other, but count against one another's limits); rename one root to give it a range of its own\n",
+						path, e.Line, e.Key, e.Root, base, first.root, first.file, first.line)
+					warnings++
+				} else if !ok {
+					ranges[base] = userRange{e.Root, path, e.Line}
+				}
 			}
 			root := service.In(t.Root.Fd())
 			for _, w := range devWarnings(root, t.Root.Fd(), e.Root, relaying) {
@@ -415,6 +427,12 @@ func check(args []string, out, errOut io.Writer, relaying bool) int {
 		fmt.Fprint(out, unseen)
 	}
 	return status
+}
+
+// userRange is where check first saw a root's isolate=user uid range.
+type userRange struct {
+	root, file string
+	line       int
 }
 
 // unseen is what check -program cannot see: what the service finds by

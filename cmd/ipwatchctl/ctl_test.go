@@ -6,10 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/virtuald/virtuald/internal/buildinfo"
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -89,7 +91,7 @@ func TestCheckRoots(t *testing.T) {
 	testbed.Must(t, os.Symlink(good, link))
 	testbed.Must(t, os.Symlink(roots.Dir, filepath.Join(roots.Dir, "linkdir")))
 	file := roots.WriteConf("a-file", "x")
-	conf := roots.WriteConf("hostile.conf",
+	hostile := roots.WriteConf("hostile.conf",
 		"10.0.0.1 "+good+" user=nobody",
 		"10.0.0.2 "+ww,
 		"10.0.0.3 "+gw,
@@ -102,22 +104,22 @@ func TestCheckRoots(t *testing.T) {
 		"10.0.0.10 "+good+" user=no-such-user",
 		"10.0.0.11 "+noLog+" user=nobody",
 	)
-	code, out, _ := runCtl("check", conf)
+	code, out, _ := runCtl("check", hostile)
 	want := []string{
-		conf + `:7: 10.0.0.7: root "relative/root" is not an absolute path`,
-		conf + ":2: 10.0.0.2: " + ww + " is writable by group or others (mode 0777)",
-		conf + ":3: 10.0.0.3: " + gw + " is writable by group or others (mode 0775)",
-		conf + ":4: 10.0.0.4: " + owned + " is owned by uid 1000, not by root",
-		conf + ":5: 10.0.0.5: " + link + " is a symbolic link",
-		conf + ":6: 10.0.0.6: " + filepath.Join(roots.Dir, "linkdir") + " is a symbolic link",
-		conf + ":8: 10.0.0.8: " + filepath.Join(roots.Dir, "missing") + " does not exist",
-		conf + ":9: 10.0.0.9: " + file + " is not a directory",
-		conf + ":10: 10.0.0.10: user no-such-user does not exist",
-		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/null is missing: services that open it fail, or (as root) create it as a regular file (ipwatchctl install -dev ROOT makes it)",
-		conf + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
-		conf + ": digest " + digestLine(t, conf),
-		conf + ": valid entries by isolation (isolate=, else -isolate all): all 2",
-		conf + ": 11 entries, 9 invalid, 9 problems, 2 warnings",
+		hostile + `:7: 10.0.0.7: root "relative/root" is not an absolute path`,
+		hostile + ":2: 10.0.0.2: " + ww + " is writable by group or others (mode 0777)",
+		hostile + ":3: 10.0.0.3: " + gw + " is writable by group or others (mode 0775)",
+		hostile + ":4: 10.0.0.4: " + owned + " is owned by uid 1000, not by root",
+		hostile + ":5: 10.0.0.5: " + link + " is a symbolic link",
+		hostile + ":6: 10.0.0.6: " + filepath.Join(roots.Dir, "linkdir") + " is a symbolic link",
+		hostile + ":8: 10.0.0.8: " + filepath.Join(roots.Dir, "missing") + " does not exist",
+		hostile + ":9: 10.0.0.9: " + file + " is not a directory",
+		hostile + ":10: 10.0.0.10: user no-such-user does not exist",
+		hostile + ":11: 10.0.0.11: warning: " + noLog + "/dev/null is missing: services that open it fail, or (as root) create it as a regular file (ipwatchctl install -dev ROOT makes it)",
+		hostile + ":11: 10.0.0.11: warning: " + noLog + "/dev/log is missing: the service inside cannot log to syslog",
+		hostile + ": digest " + digestLine(t, hostile),
+		hostile + ": valid entries by isolation (isolate=, else -isolate all): all 2",
+		hostile + ": 11 entries, 9 invalid, 9 problems, 2 warnings",
 	}
 	if code != 1 || strings.TrimSpace(out) != strings.Join(want, "\n") {
 		t.Errorf("exit %d, output:\n%s\nwant exit 1 and:\n%s", code, out, strings.Join(want, "\n"))
@@ -139,6 +141,21 @@ func TestCheckRoots(t *testing.T) {
 	if code, out, _ := runCtl("check", "-isolate", "pid,uts", clean); code != 0 || !strings.Contains(out, "3 entries, 0 invalid, 0 problems, 4 warnings") ||
 		!strings.Contains(out, rootWarning("3", "10.0.0.2", "pid,uts")) {
 		t.Errorf("clean file, -isolate pid,uts: exit %d:\n%s", code, out)
+	}
+
+	// isolate=user: two roots whose uid ranges are one are told apart; the
+	// same root twice, or roots with ranges of their own, are not.
+	a, b := collidingRoots(roots.Dir)
+	userConf := roots.WriteConf("user.conf",
+		"10.0.0.1 "+withLog(t, roots.Root(a, ""))+" isolate=all,user user=nobody",
+		"10.0.0.2 "+filepath.Join(roots.Dir, a)+" isolate=all,user user=nobody",
+		"10.0.0.3 "+good+" isolate=all,user user=nobody",
+		"10.0.0.4 "+withLog(t, roots.Root(b, ""))+" isolate=mount,user user=nobody")
+	code, out, _ = runCtl("check", userConf)
+	collision := fmt.Sprintf("%s:4: 10.0.0.4: warning: isolate=user maps root inside %s to uid %d outside, as it does for %s (%s:1)",
+		userConf, filepath.Join(roots.Dir, b), conf.UserBase(filepath.Join(roots.Dir, b)), filepath.Join(roots.Dir, a), userConf)
+	if code != 0 || !strings.Contains(out, collision) || !strings.Contains(out, "4 entries, 0 invalid, 0 problems, 1 warnings") {
+		t.Errorf("isolate=user, two roots in one uid range: exit %d, want 0 and\n%s\nin:\n%s", code, collision, out)
 	}
 
 	// -program: present and static, a dynamic one without its loader, none.
@@ -173,6 +190,20 @@ func TestCheckRoots(t *testing.T) {
 	}
 	if code, out, _ := runCtl("check", "-program", "whoami", "-path", "/usr/sbin:/usr/bin", sbinConf); code != 0 || !strings.Contains(out, "PATH=/usr/sbin:/usr/bin") {
 		t.Errorf("-path /usr/sbin:/usr/bin: exit %d:\n%s", code, out)
+	}
+}
+
+// collidingRoots gives two names of roots in dir whose isolate=user uid
+// ranges are one (conf.UserBase): about 200 tries, by the birthday bound.
+func collidingRoots(dir string) (string, string) {
+	seen := map[uint32]string{}
+	for i := 0; ; i++ {
+		name := "r" + strconv.Itoa(i)
+		base := conf.UserBase(filepath.Join(dir, name))
+		if first, ok := seen[base]; ok {
+			return first, name
+		}
+		seen[base] = name
 	}
 }
 

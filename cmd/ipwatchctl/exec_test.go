@@ -326,10 +326,11 @@ func TestOneWayIn(t *testing.T) {
 		"192.0.2.1 "+root+" hostname=view.example",
 		"192.0.2.2 "+root+" user=nobody isolate=mount,pid",
 		"192.0.2.3 "+root+" isolate=none",
-		"192.0.2.4 "+root+" user=nobody isolate=none")
+		"192.0.2.4 "+root+" user=nobody isolate=none",
+		"192.0.2.6 "+root+" isolate=all,user")
 	ns := testbed.NewNetNS(t)
 	log := testbed.NewSyslog(t, t.TempDir())
-	addrs := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
+	addrs := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.6"}
 	for _, a := range addrs {
 		ns.AddAddr(a)
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -22,7 +25,11 @@ import (
 // host's name, the other tenant's file and the host's processes are
 // untouched. inetd runs in a UTS namespace of its own, which stands for
 // the host's: a rename that works renames only that. tcpserver and
-// systemd-socket-activate start virtuald the same way, isolated.
+// systemd-socket-activate start virtuald the same way, isolated. With
+// isolate=all,user, root inside is an unprivileged uid outside: a host
+// daemon that trusts root by its peer's uid sees the root's range, and a
+// file of a uid outside the range is closed to it, while the root's own
+// files keep their owners on disk and inside.
 func TestIsolationAttacks(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	bin := built(t)
@@ -34,19 +41,26 @@ func TestIsolationAttacks(t *testing.T) {
 	secret := filepath.Join(other, "SECRET")
 	testbed.Must(t, os.WriteFile(secret, []byte("the other tenant's data\n"), 0o600))
 	handle := handleOf(t, other)
-	for _, a := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
+	for name, owner := range map[string]int{"UNMAPPED": 100000, "OWNED": 1234} {
+		f := filepath.Join(tenant, name)
+		testbed.Must(t, os.WriteFile(f, []byte(name+"\n"), 0o600))
+		testbed.Must(t, os.Chown(f, owner, owner+1))
+	}
+	for _, a := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"} {
 		ns.AddAddr(a)
 	}
-	conf := roots.WriteConf("conf",
+	hostTrustsRoot(t, ns)
+	confPath := roots.WriteConf("conf",
 		"192.0.2.1 "+tenant+" isolate=none",
 		"192.0.2.2 "+tenant,
-		"192.0.2.3 "+tenant+" hostname=tenant.example")
+		"192.0.2.3 "+tenant+" hostname=tenant.example",
+		"192.0.2.4 "+tenant+" isolate=all,user")
 	argv := "/intruder escape " + secret + " " + handle + " SECRET"
 	inetd := ns.Start(log, "unshare", "--uts", "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
-		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" "+argv,
-		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" "+argv,
-		"7004 stream tcp nowait root "+bin["virtuald"]+" virtuald "+conf+" /intruder orphan",
-		"7005 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+conf+" /intruder orphan"))
+		"7000 stream tcp nowait root "+bin["virtuald"]+" virtuald "+confPath+" "+argv,
+		"7001 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+confPath+" "+argv,
+		"7004 stream tcp nowait root "+bin["virtuald"]+" virtuald "+confPath+" /intruder orphan",
+		"7005 stream tcp wait root "+bin["virtuald"]+" virtuald -accept "+confPath+" /intruder orphan"))
 	for _, port := range []int{7000, 7001, 7004, 7005} {
 		ns.WaitListening("tcp", port)
 	}
@@ -72,6 +86,9 @@ func TestIsolationAttacks(t *testing.T) {
 				if r[a] != "read:the other tenant's data" {
 					t.Errorf("%s: %s, want it to read the other tenant's file under the seed's chroot", a, r[a])
 				}
+			}
+			if r["host-sees"] != "uid:0" || r["unmapped"] != "read:UNMAPPED" || r["owned"] != "1234:1235" {
+				t.Errorf("host-sees=%s unmapped=%s owned=%s: want root's powers without a user namespace", r["host-sees"], r["unmapped"], r["owned"])
 			}
 			if got := hostname(); got != "intruded" {
 				t.Errorf("the host's name is %q after sethostname worked", got)
@@ -104,6 +121,34 @@ func TestIsolationAttacks(t *testing.T) {
 				t.Errorf("an orphan of the service: %q, %v, want reaped", out, err)
 			}
 		})
+		t.Run(mode+", isolate=all,user", func(t *testing.T) {
+			made := filepath.Join(tenant, "made")
+			os.Remove(made)
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Log(log.Tail(10))
+				}
+			})
+			r := attack(t, ns, "192.0.2.4:"+port)
+			for _, a := range []string{"sethostname", "kill", "mknod", "ptrace", "shocker", "chroot", "unmapped"} {
+				if !strings.HasPrefix(r[a], "refused:") {
+					t.Errorf("%s: %s, want it refused", a, r[a])
+				}
+			}
+			if want := "uid:" + strconv.Itoa(int(conf.UserBase(tenant))); r["host-sees"] != want {
+				t.Errorf("a host daemon sees root inside as %s, want %s", r["host-sees"], want)
+			}
+			if r["owned"] != "1234:1235" || r["made"] != "ok" {
+				t.Errorf("owned=%s made=%s: want the root's files owned inside as on disk, and root's writes working", r["owned"], r["made"])
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(made, &st); err != nil || st.Uid != 0 || st.Gid != 0 {
+				t.Errorf("the file root made inside is owned by %d:%d on disk (%v), want 0:0", st.Uid, st.Gid, err)
+			}
+			if got := hostname(); got != host {
+				t.Errorf("the host's name is %q, want %q", got, host)
+			}
+		})
 	}
 	// The other super-servers start virtuald per connection the same way:
 	// the attacks fail under each (each in a UTS namespace of its own too,
@@ -117,7 +162,7 @@ func TestIsolationAttacks(t *testing.T) {
 		{"systemd-socket-activate", "7003", []string{"systemd-socket-activate", "--inetd", "-a", "-l", "7003"}},
 	} {
 		t.Run(ss.name+", isolated", func(t *testing.T) {
-			args := append(append([]string{"--uts"}, ss.argv...), bin["virtuald"], conf)
+			args := append(append([]string{"--uts"}, ss.argv...), bin["virtuald"], confPath)
 			args = append(args, strings.Fields(argv)...)
 			ns.Start(log, "unshare", args...)
 			port, _ := strconv.Atoi(ss.port)
@@ -133,6 +178,33 @@ func TestIsolationAttacks(t *testing.T) {
 	if b, err := os.ReadFile(secret); err != nil || string(b) != "the other tenant's data\n" {
 		t.Errorf("the other tenant's file: %q, %v", b, err)
 	}
+}
+
+// hostTrustsRoot stands for a host daemon that trusts its peers by uid:
+// on the abstract socket @virtuald-host-trusts-root of ns (reachable from
+// every mount namespace in it) it answers each peer with the uid it sees.
+func hostTrustsRoot(t *testing.T, ns *testbed.NetNS) {
+	var l net.Listener
+	testbed.Must(t, ns.Do(func() (err error) {
+		l, err = net.Listen("unix", "@virtuald-host-trusts-root")
+		return err
+	}))
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			raw, _ := c.(*net.UnixConn).SyscallConn()
+			raw.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+					fmt.Fprintf(c, "uid:%d\n", cred.Uid)
+				}
+			})
+			c.Close()
+		}
+	}()
 }
 
 // attack connects to addr and parses what the intruder reports.

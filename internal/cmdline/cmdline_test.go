@@ -37,7 +37,7 @@ func TestParse(t *testing.T) {
 		{args: []string{"virtuald", "-socket"}, err: "-socket needs a value"},
 		{args: []string{"virtuald", "-isolate", "none", "/c", "prog"}, want: with(func(o *Options) { o.Isolate = conf.IsolateNone }), rest: []string{"virtuald", "/c", "prog"}},
 		{args: []string{"virtuald", "-accept", "-isolate=mount,uts", "/c", "prog"}, want: with(func(o *Options) { o.Accept, o.Isolate = true, conf.IsolateMount|conf.IsolateUTS }), rest: []string{"virtuald", "/c", "prog"}},
-		{args: []string{"virtuald", "-isolate", "chroot", "/c", "prog"}, err: `-isolate "chroot": unknown namespace "chroot" (none, all, or a comma list of mount, pid, ipc, uts)`},
+		{args: []string{"virtuald", "-isolate", "chroot", "/c", "prog"}, err: `-isolate "chroot": unknown namespace "chroot" (none, all, all,user, or a comma list of mount, pid, ipc, uts, user)`},
 		{args: []string{"virtuald", "-version"}, want: with(func(o *Options) { o.Version = true }), rest: []string{"virtuald"}},
 		{args: []string{"virtuald", "-h"}, want: with(func(o *Options) { o.Help = true }), rest: []string{"virtuald"}},
 		{args: []string{"virtuald", "--help"}, want: with(func(o *Options) { o.Help = true }), rest: []string{"virtuald"}},

@@ -28,6 +28,7 @@ const (
 	IsolatePID                         // its own processes only, with a reaping pid 1
 	IsolateIPC                         // its own System V IPC and POSIX message queues
 	IsolateUTS                         // its own host name (hostname=)
+	IsolateUser                        // root inside is an unprivileged uid outside (opt-in)
 
 	IsolateNone Isolation = 0
 	IsolateAll            = IsolateMount | IsolatePID | IsolateIPC | IsolateUTS
@@ -36,21 +37,24 @@ const (
 var isolationWords = []struct {
 	word string
 	bit  Isolation
-}{{"mount", IsolateMount}, {"pid", IsolatePID}, {"ipc", IsolateIPC}, {"uts", IsolateUTS}}
+}{{"mount", IsolateMount}, {"pid", IsolatePID}, {"ipc", IsolateIPC}, {"uts", IsolateUTS}, {"user", IsolateUser}}
+
+const isolationHelp = "none, all, all,user, or a comma list of mount, pid, ipc, uts, user"
 
 // ParseIsolation parses isolate='s value: none, all, or a comma list of
-// mount, pid, ipc and uts.
+// mount, pid, ipc, uts and user, where all may stand for the first four
+// (all,user). user needs mount: the root's files keep their owners
+// inside through an idmapped mount of the root.
 func ParseIsolation(s string) (Isolation, error) {
 	switch s {
 	case "none":
 		return IsolateNone, nil
-	case "all":
-		return IsolateAll, nil
 	case "":
-		return 0, errors.New("empty value (none, all, or a comma list of mount, pid, ipc, uts)")
+		return 0, errors.New("empty value (" + isolationHelp + ")")
 	}
 	var i Isolation
-	for w := range strings.SplitSeq(s, ",") {
+	words := strings.Split(s, ",")
+	for _, w := range words {
 		bit := Isolation(0)
 		for _, n := range isolationWords {
 			if w == n.word {
@@ -58,27 +62,34 @@ func ParseIsolation(s string) (Isolation, error) {
 			}
 		}
 		switch {
-		case bit == 0 && (w == "none" || w == "all"):
-			return 0, fmt.Errorf("%s stands alone", quote(w))
+		case w == "all" && i&IsolateAll == 0 && (len(words) == 1 || len(words) == 2 && strings.Contains(s, "user")):
+			bit = IsolateAll
+		case w == "all":
+			return 0, errors.New(`"all" combines only with user (all,user)`)
+		case w == "none":
+			return 0, errors.New(`"none" stands alone`)
 		case bit == 0:
-			return 0, fmt.Errorf("unknown namespace %s (none, all, or a comma list of mount, pid, ipc, uts)", quote(w))
+			return 0, fmt.Errorf("unknown namespace %s (%s)", quote(w), isolationHelp)
 		case i&bit != 0:
 			return 0, fmt.Errorf("%s given twice", w)
 		}
 		i |= bit
+	}
+	if i&IsolateUser != 0 && i&IsolateMount == 0 {
+		return 0, errors.New("user needs mount: the root is mapped into the user namespace by an idmapped mount")
 	}
 	return i, nil
 }
 
 // String gives the isolation as isolate= takes it, in canonical form.
 func (i Isolation) String() string {
-	switch i {
-	case IsolateNone:
+	if i == IsolateNone {
 		return "none"
-	case IsolateAll:
-		return "all"
 	}
 	var words []string
+	if i&IsolateAll == IsolateAll {
+		words, i = []string{"all"}, i&^IsolateAll
+	}
 	for _, n := range isolationWords {
 		if i&n.bit != 0 {
 			words = append(words, n.word)
@@ -191,4 +202,26 @@ func checkHostname(v string) error {
 		}
 	}
 	return nil
+}
+
+// UserRange is how many ids a user namespace maps (isolate=user): the
+// 16-bit ids that classic services and their etc/passwd use.
+const UserRange = 65536
+
+// UserBase is the uid and gid outside that root (uid 0) inside an
+// isolate=user service of the root at path maps to; inside ids 0 to
+// UserRange-1 map to UserBase to UserBase+UserRange-1. Like
+// systemd-nspawn's --private-users=pick, the range is one of the 64Ki
+// blocks from 0x80000 to 0x6fff0000 (above every ordinary user, below
+// the ids systemd keeps for itself), picked by a hash of the root's
+// path, so that every program that starts the same root's services maps
+// it the same, with no state to keep. Two roots may pick the same block
+// (1 in 28,664 for a pair): ipwatchctl check says so.
+func UserBase(path string) uint32 {
+	const first, blocks = 0x80000, (0x6fff0000 - 0x80000) / UserRange
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(path); i++ {
+		h = (h ^ uint32(path[i])) * 16777619
+	}
+	return first + h%blocks*UserRange
 }

@@ -3,6 +3,7 @@ package enter
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/chroot"
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
 )
@@ -28,11 +30,15 @@ func TestStartConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 640)
 	for g := 0; g < 16; g++ {
+		iso := conf.IsolateAll
+		if g%2 == 1 {
+			iso |= conf.IsolateUser // its virtuald-init is executed by another path
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 40; i++ {
-				errs <- startIso(root, fd, conf.IsolateAll)
+				errs <- startIso(root, fd, iso)
 			}
 		}()
 	}
@@ -88,7 +94,7 @@ func BenchmarkStart(b *testing.B) {
 	testbed.Must(b, err)
 	defer null.Close()
 	for _, iso := range []conf.Isolation{conf.IsolateNone, conf.IsolateUTS, conf.IsolateIPC, conf.IsolatePID, conf.IsolateMount,
-		conf.IsolateMount | conf.IsolatePID, conf.IsolateAll} {
+		conf.IsolateMount | conf.IsolatePID, conf.IsolateAll, conf.IsolateAll | conf.IsolateUser} {
 		b.Run(iso.String(), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if err := startIso(root, int(null.Fd()), iso); err != nil {
@@ -102,7 +108,9 @@ func BenchmarkStart(b *testing.B) {
 // Fail closed: where the kernel refuses a step of the isolation asked
 // for, nothing starts, and the error names the step. A root that is an
 // unbindable mount cannot be cloned (open_tree refuses it); it is still
-// served with isolate=none, where no mount is made.
+// served with isolate=none, where no mount is made. A root on a file
+// system that cannot be idmapped (ramfs) is not served with
+// isolate=all,user, and is with isolate=all.
 func TestFailClosed(t *testing.T) {
 	testbed.RequirePrivileges(t)
 	roots := testbed.NewRoots(t)
@@ -127,6 +135,19 @@ func TestFailClosed(t *testing.T) {
 			results = append(results, startAndWait(d, int(null.Fd()), iso)) // on this thread: the private mounts are its
 			d.Close()
 		}
+		// ramfs cannot be idmapped: a root on it is not served with a
+		// user namespace, and is served without one.
+		ram := roots.Root("ramfs", "")
+		testbed.Must(t, unix.Mount("ramfs", ram, "ramfs", 0, "mode=0755"))
+		intruder, err := os.ReadFile(filepath.Join(root, "intruder"))
+		testbed.Must(t, err)
+		testbed.Must(t, os.WriteFile(filepath.Join(ram, "intruder"), intruder, 0o755))
+		for _, iso := range []conf.Isolation{conf.IsolateAll | conf.IsolateUser, conf.IsolateAll} {
+			d, err := chroot.Open(ram)
+			testbed.Must(t, err)
+			results = append(results, startAndWait(d, int(null.Fd()), iso))
+			d.Close()
+		}
 	}()
 	<-done
 	var e *Error
@@ -136,6 +157,12 @@ func TestFailClosed(t *testing.T) {
 	if results[1] != nil {
 		t.Errorf("isolate=none on the same root: %v", results[1])
 	}
+	if !errors.As(results[2], &e) || e.Step != "idmapping the root's mounts (mount_setattr)" || !strings.Contains(e.Error(), "a file system that supports one") {
+		t.Errorf("isolate=all,user on ramfs: %v, want mount_setattr's refusal, named and explained", results[2])
+	}
+	if results[3] != nil {
+		t.Errorf("isolate=all on the same ramfs root: %v", results[3])
+	}
 
 	// hostname= without uts is refused before anything starts.
 	d, err := chroot.Open(roots.Root("plain", ""))
@@ -144,5 +171,10 @@ func TestFailClosed(t *testing.T) {
 	p := &Plan{Root: d, Isolate: conf.IsolateMount, Hostname: "a.example", Path: "/x", Files: []int{0, 1, 2}}
 	if _, err := p.Start(); err == nil || !strings.Contains(err.Error(), "hostname=a.example needs uts (isolate=mount)") {
 		t.Errorf("hostname= without uts: %v", err)
+	}
+	// A user namespace maps 16-bit ids only: a uid past them is refused.
+	p = &Plan{Root: d, Isolate: conf.IsolateAll | conf.IsolateUser, Cred: &creds.Cred{UID: 70000, GID: 70000, SetUID: true}, Path: "/x", Files: []int{0, 1, 2}}
+	if _, err := p.Start(); err == nil || !strings.Contains(err.Error(), "uid 70000, gid 70000: a user namespace maps ids 0 to 65535 only") {
+		t.Errorf("uid 70000 with a user namespace: %v", err)
 	}
 }

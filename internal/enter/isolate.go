@@ -95,6 +95,7 @@ var initExe = sync.OnceValues(func() (int, error) {
 const (
 	initRootFD = 3
 	initErrFD  = 4
+	initGoFD   = 5 // with a user namespace: the parent's go, once it idmapped the root
 )
 
 // steps names virtuald-init's steps (init/init.c), for its errors.
@@ -103,7 +104,7 @@ var steps = []string{
 	"mounting the root over / (move_mount)", "pivot_root into the root", "detaching the host's root",
 	"chroot", "sethostname", "trimming the capability bounding set", "no_new_privs",
 	"dropping supplementary groups", "setgid", "setuid", "forking the service", "exec",
-	"taking the terminal", "close_range", "blocking signals",
+	"taking the terminal", "close_range", "blocking signals", "waiting for the root's id map",
 }
 
 const stepExec = 14
@@ -156,6 +157,11 @@ func (p *Plan) startIsolated() (*Child, error) {
 	} else {
 		sys.Setctty = p.Terminal
 	}
+	if p.Isolate&conf.IsolateUser != 0 {
+		if err := p.mapUsers(sys, &flags); err != nil {
+			return nil, err
+		}
+	}
 	if flags.Len() == 0 {
 		flags.WriteByte('-')
 	}
@@ -167,7 +173,12 @@ func (p *Plan) startIsolated() (*Child, error) {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
 	defer unix.Close(report[0])
-	files := make([]uintptr, 0, initErrFD+1)
+	var goPipe [2]int
+	if err := unix.Pipe2(goPipe[:], unix.O_CLOEXEC); err != nil {
+		return nil, &Error{Step: "isolation", Err: err}
+	}
+	defer unix.Close(goPipe[1])
+	files := make([]uintptr, 0, initGoFD+1)
 	for _, fd := range p.Files[:3] {
 		files = append(files, uintptr(fd))
 	}
@@ -180,17 +191,35 @@ func (p *Plan) startIsolated() (*Child, error) {
 		defer unix.Close(tree)
 		root = tree
 	}
-	files = append(files, uintptr(root), uintptr(report[1]))
+	files = append(files, uintptr(root), uintptr(report[1]), uintptr(goPipe[0]))
 	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
-		uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
+		strconv.Itoa(initGoFD), uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
 	// The child executes the memfd by this process's descriptor table:
 	// through /proc/self, resolved in the child as it starts in its new
 	// namespaces, a few starts in a thousand under load failed with
-	// EACCES (TestAcceptSystemd with two busy cores).
-	pid, err := syscall.ForkExec("/proc/"+strconv.Itoa(unix.Getpid())+"/fd/"+strconv.Itoa(exe), argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
+	// EACCES (TestAcceptSystemd with two busy cores). In a user namespace
+	// the child is no longer root outside and may not look into this
+	// process: there it takes its own copy of the descriptor.
+	exePath := "/proc/" + strconv.Itoa(unix.Getpid()) + "/fd/" + strconv.Itoa(exe)
+	if p.Isolate&conf.IsolateUser != 0 {
+		exePath = "/proc/self/fd/" + strconv.Itoa(exe)
+	}
+	pid, err := syscall.ForkExec(exePath, argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
 	unix.Close(report[1])
+	unix.Close(goPipe[0])
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
+	}
+	if p.Isolate&conf.IsolateUser != 0 {
+		if err := idmapTree(root, pid); err != nil {
+			unix.Close(goPipe[1]) // virtuald-init exits without its go
+			reap(pid)
+			return nil, err
+		}
+		if _, err := unix.Write(goPipe[1], []byte{1}); err != nil {
+			reap(pid)
+			return nil, &Error{Step: "isolation", Err: fmt.Errorf("virtuald-init's go: %w", err)}
+		}
 	}
 	// The report is read before Start returns: it comes at once (the
 	// steps are a few system calls), and its descriptor is then closed.
@@ -228,6 +257,54 @@ func cloneTree(root int) (int, error) {
 		return -1, &Error{Step: "making the root's mounts private (mount_setattr)", Err: err}
 	}
 	return tree, nil
+}
+
+// mapUsers puts the service in a user namespace of its own, where the
+// root's range of ids (conf.UserBase) is ids 0 to conf.UserRange-1 inside.
+func (p *Plan) mapUsers(sys *syscall.SysProcAttr, flags *strings.Builder) error {
+	if c := p.credentials(); c != nil && (c.UID >= conf.UserRange || c.GID >= conf.UserRange) {
+		return &Error{Step: "isolation", Err: fmt.Errorf("uid %d, gid %d: a user namespace maps ids 0 to %d only (isolate=%s)", c.UID, c.GID, conf.UserRange-1, p.Isolate)}
+	}
+	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(conf.UserBase(p.Root.Path)), Size: conf.UserRange}}
+	sys.Cloneflags |= unix.CLONE_NEWUSER
+	sys.UidMappings, sys.GidMappings = ids, ids
+	sys.GidMappingsEnableSetgroups = true // setgroups is namespaced: PAM's initgroups must work
+	// The child is still root outside, an id the namespace does not map:
+	// as root inside (the range's first id outside) it executes
+	// virtuald-init with the namespace's capabilities.
+	sys.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+	flags.WriteByte('U')
+	return nil
+}
+
+// idmapTree maps the ids of the root's (detached, not yet attached) mount
+// tree through the user namespace of the child pid, so that a file owned
+// by uid N on disk is owned by N inside as well, and what root inside
+// writes is owned by root on disk, as without a user namespace.
+func idmapTree(tree, pid int) error {
+	userns, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/user", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &Error{Step: "opening the service's user namespace", Err: err}
+	}
+	defer unix.Close(userns)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		if err == unix.EINVAL || err == unix.EPERM {
+			err = fmt.Errorf("%w (an idmapped mount needs Linux 5.12 and a file system that supports one, as ext4, xfs, btrfs and tmpfs since 6.3 do, for the root and every mount below it)", err)
+		}
+		return &Error{Step: "idmapping the root's mounts (mount_setattr)", Err: err}
+	}
+	return nil
+}
+
+// reap waits for a child that was started but will not be handed out.
+func reap(pid int) {
+	var ws unix.WaitStatus
+	for {
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			return
+		}
+	}
 }
 
 func readFull(fd int, b []byte) (int, error) {

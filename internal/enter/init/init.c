@@ -12,12 +12,14 @@
 // side embeds the binary and runs it from a memfd, so it is never looked
 // up by a path a tenant or a local user could change.
 //
-// argv: virtuald-init FLAGS ROOTFD ERRFD UID GID CAPS HOSTNAME PATH ARGV0 [ARG...]
+// argv: virtuald-init FLAGS ROOTFD ERRFD GOFD UID GID CAPS HOSTNAME PATH ARGV0 [ARG...]
 //
 //	FLAGS     letters: m pivot_root into the root (else chroot), p be pid 1
 //	          of a pid namespace, h set the host name, u set uid, g set gid
 //	          (and drop supplementary groups), t give the service fd 0 as
-//	          its controlling terminal in a new session
+//	          its controlling terminal in a new session, U wait for the
+//	          go on GOFD before entering the root (in a new user
+//	          namespace: the parent idmaps the root's mounts for it first)
 //	ROOTFD    with m: a private, detached clone of the checked root's mount
 //	          tree (open_tree), made in the caller's mount namespace,
 //	          since a directory opened there is not in this one; else
@@ -25,6 +27,8 @@
 //	ERRFD     where a failure is written, as two native ints (step,
 //	          errno), before exiting 127; close-on-exec for the service,
 //	          so its end without a word means the service was executed
+//	GOFD      with U: one byte comes once the root is idmapped; its end
+//	          without the byte means the parent failed
 //	CAPS      the capabilities the bounding set keeps, a hex mask
 //
 // Every failure is fatal: nothing is served with less than asked.
@@ -49,7 +53,7 @@ enum {
 	stepArgs = 1, stepPrivate, stepMoveMount, stepPivot,
 	stepDetach, stepChroot, stepHostname, stepCaps, stepNoNewPrivs,
 	stepGroups, stepGID, stepUID, stepFork, stepExec, stepTerminal,
-	stepCloseRange, stepSignals,
+	stepCloseRange, stepSignals, stepGo,
 };
 
 #if defined(__x86_64__)
@@ -219,14 +223,23 @@ void __attribute__((noreturn, used)) start(long *sp)
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
 	char **envp = argv + argc + 1;
-	unsigned long rootfd, efd, uid, gid, caps;
-	if (argc < 10 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) ||
-	    number(argv[4], &uid, 10) || number(argv[5], &gid, 10) || number(argv[6], &caps, 16))
+	unsigned long rootfd, efd, gofd, uid, gid, caps;
+	if (argc < 11 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &gofd, 10) ||
+	    number(argv[5], &uid, 10) || number(argv[6], &gid, 10) || number(argv[7], &caps, 16))
 		quit(127);
 	errfd = (int)efd;
-	const char *flags = argv[1], *hostname = argv[7], *path = argv[8];
-	char **args = argv + 9;
+	const char *flags = argv[1], *hostname = argv[8], *path = argv[9];
+	char **args = argv + 10;
 
+	if (has(flags, 'U')) {
+		char go;
+		long n;
+		while ((n = S3(__NR_read, gofd, &go, 1)) == -4) // EINTR
+			;
+		if (n != 1)
+			fail(stepGo, n < 0 ? n : -5); // EIO: the parent gave up
+	}
+	S1(__NR_close, gofd);
 	if (has(flags, 'm'))
 		enterRoot((int)rootfd);
 	else {

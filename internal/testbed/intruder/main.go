@@ -22,7 +22,12 @@
 //	                    ptrace pid 1, read NAME below the directory that
 //	                    HANDLE (TYPE:HEX, from name_to_handle_at) names with
 //	                    open_by_handle_at ("shocker"), and leave the root by a
-//	                    second chroot to read HOSTPATH
+//	                    second chroot to read HOSTPATH; then, as root
+//	                    inside, ask the host's abstract socket
+//	                    @virtuald-host-trusts-root which uid it sees
+//	                    (host-sees=), read /UNMAPPED (a file of a uid a
+//	                    user namespace does not map), tell /OWNED's owner
+//	                    and make /made (the test looks at its owner on disk)
 package main
 
 import (
@@ -213,8 +218,39 @@ func escape(hostPath, handle, name string) {
 		unix.PtraceDetach(1)
 	}
 	fmt.Printf("ptrace=%s\n", result(err))
+	fmt.Printf("host-sees=%s\n", hostSees())
+	fmt.Printf("unmapped=%s\n", readAt(unix.AT_FDCWD, "/UNMAPPED"))
+	var st unix.Stat_t
+	if err := unix.Stat("/OWNED", &st); err != nil {
+		fmt.Printf("owned=%s\n", result(err))
+	} else {
+		fmt.Printf("owned=%d:%d\n", st.Uid, st.Gid)
+	}
+	fd, err := unix.Open("/made", unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+	if err == nil {
+		unix.Close(fd)
+	}
+	fmt.Printf("made=%s\n", result(err))
+	// Last: a chroot escape that works leaves the root for good.
 	fmt.Printf("shocker=%s\n", shocker(handle, name))
 	fmt.Printf("chroot=%s\n", chrootEscape(hostPath))
+}
+
+// hostSees asks a host daemon that trusts its peers by their uid (an
+// abstract socket, reachable from any mount namespace of its network
+// namespace) who this process is.
+func hostSees() string {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return result(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: "@virtuald-host-trusts-root"}); err != nil {
+		return result(err)
+	}
+	b := make([]byte, 64)
+	n, _ := unix.Read(fd, b)
+	return strings.TrimSpace(string(b[:max(n, 0)]))
 }
 
 // shocker opens the directory a file handle names, from anywhere on its
