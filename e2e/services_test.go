@@ -20,17 +20,17 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testbed.RunMain(m)) }
 
-// The host programs the test runs: the services, copied into the roots,
-// and the clients, run in the namespace. .ci/run installs their packages.
+// The host programs the test runs: the services, which install's
+// profiles (ftpd, tftpd, fingerd) copy into the roots with the PAM
+// modules libpam loads, and the clients, run in the namespace. .ci/run
+// installs their packages.
 var (
-	services = []string{"/usr/sbin/in.ftpd", "/usr/sbin/in.tftpd", "/usr/sbin/in.fingerd", "/usr/bin/finger", "/bin/ls"}
-	// PAM modules are loaded by libpam with dlopen: no program names
-	// them, so install is given them by path.
+	services   = []string{"/usr/sbin/in.ftpd", "/usr/sbin/in.tftpd", "/usr/sbin/in.fingerd", "/usr/bin/finger", "/bin/ls", "/usr/sbin/popa3d"}
 	pamModules = []string{"/usr/lib/x86_64-linux-gnu/security/pam_ftp.so", "/usr/lib/x86_64-linux-gnu/security/pam_unix.so", "/usr/lib/x86_64-linux-gnu/security/pam_permit.so", "/usr/lib/x86_64-linux-gnu/security/pam_deny.so"}
 	clients    = []string{"inetd", "curl", "tftp", "finger"}
 )
 
-const packages = "apt-get install openbsd-inetd ftpd tftpd-hpa fingerd finger tftp-hpa curl"
+const packages = "apt-get install openbsd-inetd ftpd tftpd-hpa fingerd popa3d finger tftp-hpa curl"
 
 // site is one virtual host: its address, its root, and its one user.
 type site struct {
@@ -53,59 +53,41 @@ const (
 	nolibAddr = "192.0.2.35"
 )
 
-// writeTenant writes what a root needs beyond install's programs and
-// their libraries: the files the services read themselves, which no ELF
-// header names. This is the list README's worked example gives.
-//
-//   - etc/passwd, etc/group, etc/shadow: the root's own users (they need
-//     not exist on the host): the FTP user, and tftp, the user in.tftpd
-//     drops to (-u tftp, as Debian's tftpd-hpa runs it; without -u it
-//     looks for nobody). shadow is root's, mode 0640:
-//     pam_unix reads it as root.
-//   - etc/nsswitch.conf: getpwnam and getspnam read the files above
-//     (glibc's files backend is built into libc.so.6; any other, such as
-//     systemd or ldap, is a libnss_*.so.2 module to install by path).
-//   - etc/pam.d/ftp and its modules, given to install by path (libpam
-//     loads them with dlopen): in.ftpd hands the password to PAM through
-//     pam_ftp.so (its conversation answers nothing else), then pam_unix.so
-//     checks it against etc/shadow (nodelay: the test's refused logins
-//     need not wait the usual two seconds). etc/pam.d/other denies everything
-//     else (libpam reads it for any service without a file).
-//   - the content: the user's home with its files, srv/tftp for in.tftpd -s.
-//   - in.fingerd runs /usr/bin/finger itself: installed beside it.
+// writeTenant writes a tenant's own: its user, whose password hash goes
+// in the root's etc/shadow, and its files (the home with its files,
+// srv/tftp's, the user's mailbox). Everything else a root holds, install -profile made: the
+// programs, PAM and its modules, etc/pam.d, etc/nsswitch.conf,
+// etc/hosts, root's and tftp's lines, dev/.
 func writeTenant(t *testing.T, s *site) {
 	t.Helper()
+	appendLine := func(rel, line string, mode os.FileMode) {
+		f, err := os.OpenFile(filepath.Join(s.root, rel), os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
+		testbed.Must(t, err)
+		defer f.Close()
+		_, err = f.WriteString(line + "\n")
+		testbed.Must(t, err)
+	}
+	appendLine("etc/passwd", fmt.Sprintf("%s:x:%d:%d:%s of %s:/home/%s:/bin/sh", s.user, s.uid, s.uid, strings.ToUpper(s.user[:1])+s.user[1:], s.name, s.user), 0o644)
+	appendLine("etc/group", fmt.Sprintf("%s:x:%d:", s.user, s.uid), 0o644)
+	// pam_unix reads etc/shadow as root.
+	appendLine("etc/shadow", fmt.Sprintf("root:*:19000:0:99999:7:::\n%s:%s:19000:0:99999:7:::", s.user, s.hash), 0o640)
 	files := []struct {
 		path, content string
-		mode          os.FileMode
 		uid           int
+		ownDir        bool // the directory is the user's too
 	}{
-		{"etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d:%s of %s:/home/%s:/bin/sh\ntftp:x:3100:3100:tftp:/srv/tftp:/usr/sbin/nologin\n", s.user, s.uid, s.uid, strings.ToUpper(s.user[:1])+s.user[1:], s.name, s.user), 0o644, 0},
-		{"etc/group", fmt.Sprintf("root:x:0:\n%s:x:%d:\ntftp:x:3100:\n", s.user, s.uid), 0o644, 0},
-		{"etc/shadow", fmt.Sprintf("root:*:19000:0:99999:7:::\n%s:%s:19000:0:99999:7:::\ntftp:*:19000:0:99999:7:::\n", s.user, s.hash), 0o640, 0},
-		{"etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files\n", 0o644, 0},
-		{"etc/pam.d/ftp", "auth sufficient pam_ftp.so\nauth required pam_unix.so nodelay\naccount required pam_unix.so\nsession required pam_permit.so\n", 0o644, 0},
-		{"etc/pam.d/other", "auth required pam_deny.so\naccount required pam_deny.so\npassword required pam_deny.so\nsession required pam_deny.so\n", 0o644, 0},
-		{"home/" + s.user + "/hello.txt", "ftp from site " + s.name + "\n", 0o644, s.uid},
-		{"srv/tftp/hello.txt", "tftp from site " + s.name + "\n", 0o644, 0},
+		{"home/" + s.user + "/hello.txt", "ftp from site " + s.name + "\n", s.uid, true},
+		{"srv/tftp/hello.txt", "tftp from site " + s.name + "\n", 0, false},
+		{"var/mail/" + s.user, "From postmaster@example.com Sat Dec  5 10:00:00 2026\nSubject: hello\n\nmail for " + s.user + " at site " + s.name + "\n\n", s.uid, false},
 	}
 	for _, f := range files {
 		p := filepath.Join(s.root, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
+		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		testbed.Must(t, os.WriteFile(p, []byte(f.content), 0o644))
+		if f.ownDir {
+			testbed.Must(t, os.Chown(filepath.Dir(p), f.uid, f.uid))
 		}
-		if err := os.WriteFile(p, []byte(f.content), f.mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, f.mode)
-		if f.uid != 0 {
-			if err := os.Chown(filepath.Dir(p), f.uid, f.uid); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chown(p, f.uid, f.uid); err != nil {
-				t.Fatal(err)
-			}
-		}
+		testbed.Must(t, os.Chown(p, f.uid, f.uid))
 	}
 }
 
@@ -121,11 +103,12 @@ type bed struct {
 	tmp    string
 }
 
-// install builds a root with the real `ipwatchctl install`.
+// install builds a root with the real `ipwatchctl install` and the
+// project's profiles of the three services.
 func (b *bed) install(root string) {
 	b.t.Helper()
-	args := append([]string{"install", "-dev", root}, services...)
-	if out, err := exec.Command(b.bin["ipwatchctl"], append(args, pamModules...)...).CombinedOutput(); err != nil {
+	args := []string{"install", "-profile", "ftpd", "-profile", "tftpd", "-profile", "fingerd", "-profile", "popa3d", root}
+	if out, err := exec.Command(b.bin["ipwatchctl"], args...).CombinedOutput(); err != nil {
 		b.t.Fatalf("ipwatchctl install %s: %v\n%s", root, err, out)
 	}
 }
@@ -235,6 +218,8 @@ func newBed(t *testing.T) *bed {
 		"2101 stream tcp wait root " + virtuald + "-accept " + b.confs["ftp-userns"] + " /usr/sbin/in.ftpd -l",
 		// A program by name, as the issue's first try had it.
 		"7079 stream tcp nowait root " + virtuald + b.confs["finger"] + " in.fingerd",
+		// POP3, in accept mode, as the popa3d profile says.
+		"110 stream tcp wait root " + virtuald + "-accept " + b.confs["ftp"] + " /usr/sbin/popa3d",
 	}
 	// A datagram service gets one line per address: inetd's socket then
 	// carries that address's datagrams only.
@@ -247,6 +232,7 @@ func newBed(t *testing.T) *bed {
 	b.ns.WaitListening("udp", 69)
 	b.ns.WaitListening("tcp", 7079)
 	b.ns.WaitListening("tcp", 2121)
+	b.ns.WaitListening("tcp", 110)
 	return b
 }
 
@@ -383,6 +369,18 @@ func TestRealServices(t *testing.T) {
 		}
 		if _, ok := b.log.WaitFor(0, "virtuald[192.0.2.31]:", "FTP LOGIN FROM", "bob"); ok {
 			t.Errorf("bob's login was relayed from 192.0.2.31's root")
+		}
+	})
+
+	t.Run("pop3: each address its own users and mail (popa3d profile)", func(t *testing.T) {
+		for _, s := range sites[:2] {
+			got, err := b.client("curl", "-sS", "--max-time", "20", "--user", s.user+":pw-"+s.user, "pop3://"+s.addr+"/1")
+			if err != nil || !strings.Contains(got, "mail for "+s.user+" at site "+s.name) {
+				t.Errorf("%s as %s: %q, %v; log ends:\n%s", s.addr, s.user, got, err, b.log.Tail(8))
+			}
+		}
+		if got, err := b.client("curl", "-sS", "--max-time", "20", "--user", sites[1].user+":pw-"+sites[1].user, "pop3://"+sites[0].addr+"/1"); err == nil {
+			t.Errorf("%s as %s (a user of site %s): %q, want the login refused", sites[0].addr, sites[1].user, sites[1].name, got)
 		}
 	})
 

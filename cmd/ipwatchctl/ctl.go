@@ -41,7 +41,8 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            and its libraries are inside every root; prints each file's digest (its
                            entries in canonical form), the same on every host whose file means the same
   reload                   make the daemon reload every conf file now, and wait until it has (root only)
-  install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+  install [-n] [-dev] [-user NAME] [-profile NAME]... ROOT [PROGRAM...]
+  install -profile list
                            copy programs into ROOT at the same paths, with their ELF interpreter and
                            every shared library they need (links too), root's and read-only to others;
                            -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path"
 	"path/filepath"
@@ -76,5 +77,30 @@ func TestInstallServes(t *testing.T) {
 	}
 	if code, out, _ := runCtl("install", root, "/usr/bin/id"); code != 0 || !strings.Contains(out, "/"+path.Base(lib)+" ") || !strings.HasSuffix(out, root+": 1 changes\n") {
 		t.Errorf("install again: exit %d:\n%s", code, out)
+	}
+}
+
+// install -profile list shows the shipped profiles and an admin's own
+// (from $VIRTUALD_PROFILES here, /etc/virtuald/profiles in use); an
+// unknown profile is named with the ones there are.
+func TestInstallProfileList(t *testing.T) {
+	dir := t.TempDir()
+	testbed.Must(t, os.WriteFile(filepath.Join(dir, "rsyncd.profile"), []byte("about my rsync daemon\nprogram /usr/bin/rsync\n"), 0o644))
+	ctl := func(args ...string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		code := run(args, &env{stdout: &out, stderr: &errOut, getenv: func(k string) string {
+			return map[string]string{"VIRTUALD_PROFILES": dir}[k]
+		}})
+		return code, out.String(), errOut.String()
+	}
+	code, out, _ := ctl("install", "-profile", "list")
+	for _, want := range []string{"ftpd       shipped  Debian's in.ftpd", "tftpd      shipped", "fingerd    shipped", "popa3d     shipped",
+		"rsyncd     " + filepath.Join(dir, "rsyncd.profile") + " my rsync daemon", "(an admin's own: " + dir + "/NAME.profile"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("install -profile list: exit %d, no %q in:\n%s", code, want, out)
+		}
+	}
+	if code, _, errOut := ctl("install", "-n", "-profile", "nosuch", "/srv/x"); code != 1 || !strings.Contains(errOut, "no profile nosuch") || !strings.Contains(errOut, "rsyncd") {
+		t.Errorf("an unknown profile: exit %d, %s", code, errOut)
 	}
 }

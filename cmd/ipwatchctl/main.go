@@ -7,7 +7,7 @@
 //	ipwatchctl [-socket PATH] resolve [-conf FILE] IP
 //	ipwatchctl check [-program PATH] [-path DIRS] [-isolate LIST] CONF...
 //	ipwatchctl [-socket PATH] reload
-//	ipwatchctl install [-n] [-dev] [-user NAME] ROOT PROGRAM...
+//	ipwatchctl install [-n] [-dev] [-user NAME] [-profile NAME]... ROOT [PROGRAM...]
 //	ipwatchctl [-socket PATH] exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]
 //	ipwatchctl version
 //

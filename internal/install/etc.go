@@ -99,20 +99,25 @@ func (in *inst) user(name string) error {
 		return err
 	}
 	defer etc.close()
-	// Both files are read and written to temporary names before either
-	// is renamed into place: a root gets both lines or neither (a link
-	// or FIFO a tenant put at etc/group stops install before etc/passwd
-	// changes).
-	passwd, err := in.etcLine(etc, "passwd", u.Username, fmt.Sprintf("%s:x:%s:%s::/:/usr/sbin/nologin", u.Username, u.Uid, u.Gid))
+	return in.userLines(etc, u.Username, fmt.Sprintf("%s:x:%s:%s::/:/usr/sbin/nologin", u.Username, u.Uid, u.Gid),
+		g.Name, fmt.Sprintf("%s:x:%s:", g.Name, g.Gid))
+}
+
+// userLines puts a user's passwd line and its group's line in etc. Both
+// files are read and written to temporary names before either is
+// renamed into place: a root gets both lines or neither (a link or FIFO
+// a tenant put at etc/group stops install before etc/passwd changes).
+func (in *inst) userLines(etc dir, user, passwdLine, group, groupLine string) error {
+	passwd, err := in.etcLine(etc, "passwd", user, passwdLine)
 	if err != nil {
 		return err
 	}
-	group, err := in.etcLine(etc, "group", g.Name, fmt.Sprintf("%s:x:%s:", g.Name, g.Gid))
+	groupFile, err := in.etcLine(etc, "group", group, groupLine)
 	if err != nil {
 		passwd.abort()
 		return err
 	}
-	return commitAll(passwd, group)
+	return commitAll(passwd, groupFile)
 }
 
 // etcLine stages the colon-separated file file of etc with line for name

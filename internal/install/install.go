@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/virtuald/virtuald/internal/chroot"
@@ -37,10 +38,11 @@ import (
 
 // Options say what to install besides the programs.
 type Options struct {
-	DryRun bool      // report what would change, change nothing
-	Dev    bool      // dev/null, dev/zero, dev/urandom, and dev/ for the log relay
-	User   string    // a user whose passwd and group lines the root gets ("" for none)
-	Out    io.Writer // one line per change
+	DryRun   bool       // report what would change, change nothing
+	Dev      bool       // dev/null, dev/zero, dev/urandom, and dev/ for the log relay
+	User     string     // a user whose passwd and group lines the root gets ("" for none)
+	Profiles []*Profile // what services need besides their programs
+	Out      io.Writer  // one line per change
 }
 
 // hostPath is where a program given by name is looked up on the host.
@@ -69,10 +71,24 @@ func Run(root string, programs []string, o Options) (int, error) {
 	}
 	defer unix.Close(host)
 	var paths []string
+	for _, pr := range o.Profiles {
+		programs = append(programs, pr.Programs...)
+		for _, m := range pr.Modules {
+			hp, err := findModule(m)
+			if err != nil {
+				return in.changes, fmt.Errorf("profile %s: %w", pr.Name, err)
+			}
+			programs = append(programs, hp)
+		}
+		o.Dev = o.Dev || pr.Dev
+	}
 	for _, p := range programs {
 		hp, err := lookHost(p)
 		if err != nil {
 			return in.changes, err
+		}
+		if slices.Contains(paths, hp) {
+			continue
 		}
 		paths = append(paths, hp)
 		if err := in.program(service.In(host), hp, 0); err != nil {
@@ -87,6 +103,11 @@ func Run(root string, programs []string, o Options) (int, error) {
 	if o.User != "" {
 		if err := in.user(o.User); err != nil {
 			return in.changes, err
+		}
+	}
+	for _, pr := range o.Profiles {
+		if err := in.profile(pr); err != nil {
+			return in.changes, fmt.Errorf("profile %s: %w", pr.Name, err)
 		}
 	}
 	if in.dry && in.changes > 0 {
@@ -171,34 +192,45 @@ func (in *inst) change(format string, args ...any) {
 	fmt.Fprintln(in.out, line)
 }
 
-// openRoot opens the root with virtuald's checks, making it first (in
-// a parent that passes them) when it does not exist.
+// openRoot opens the root with virtuald's checks, making it first when
+// it does not exist, with every missing directory above it: each one in
+// a parent that passes the same checks, root's, mode 0755.
 func (in *inst) openRoot() error {
 	if in.root == "/" {
 		// virtuald serves "/" (default /), but install would write the
 		// host's own etc/passwd and libraries.
 		return errors.New("/ is the host's own root: install builds the root of a virtual host, give its directory")
 	}
+	var missing []string // from the root up to the first missing directory
 	d, err := chroot.Open(in.root)
 	var ce *chroot.Error
-	if errors.As(err, &ce) && ce.Errno == unix.ENOENT && ce.Path == in.root {
-		parent, perr := chroot.Open(path.Dir(in.root))
-		if perr != nil {
-			return fmt.Errorf("%v: virtuald would refuse a root there", perr)
+	if errors.As(err, &ce) && ce.Errno == unix.ENOENT && (ce.Path == in.root || strings.HasPrefix(in.root, ce.Path+"/")) {
+		for p := in.root; len(p) >= len(ce.Path); p = path.Dir(p) {
+			missing = append(missing, p)
 		}
-		defer parent.Close()
-		in.change("create directory %s", in.root)
-		if in.dry {
-			in.rootFd = -1
-			return nil
-		}
-		if err := mkdir(parent.Fd(), path.Base(in.root)); err != nil {
-			return fmt.Errorf("%s: %w", in.root, err)
-		}
-		d, err = chroot.Open(in.root)
+		d, err = chroot.Open(path.Dir(ce.Path))
 	}
 	if err != nil {
 		return fmt.Errorf("%v: virtuald would refuse this root", err)
+	}
+	if in.dry && len(missing) > 0 {
+		for i := len(missing) - 1; i >= 0; i-- {
+			in.change("create directory %s", missing[i])
+		}
+		d.Close()
+		in.rootFd = -1
+		return nil
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		in.change("create directory %s", missing[i])
+		err := mkdir(d.Fd(), path.Base(missing[i]))
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", missing[i], err)
+		}
+		if d, err = chroot.Open(missing[i]); err != nil {
+			return fmt.Errorf("%v: virtuald would refuse this root", err)
+		}
 	}
 	in.rootFd, err = unix.Dup(d.Fd())
 	d.Close()
