@@ -17,8 +17,11 @@
 // root the root of the new mount namespace with pivot_root, sets the
 // host name, trims the capability bounding set to Kept, sets
 // no_new_privs, drops to the credentials and executes the program; in a
-// pid namespace it stays as its pid 1 and reaps. Everything that can fail
-// fails the start: nothing is served with less isolation than asked.
+// pid namespace it stays as its pid 1 and reaps. With a user namespace,
+// virtuald-init enters it itself (unshare), then a mount namespace owned
+// by it, while this process maps its ids and idmaps the root's mounts
+// (mapChild). Everything that can fail fails the start: nothing is
+// served with less isolation than asked.
 package enter
 
 import (

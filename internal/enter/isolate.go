@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -95,7 +96,7 @@ var initExe = sync.OnceValues(func() (int, error) {
 const (
 	initRootFD = 3
 	initErrFD  = 4
-	initGoFD   = 5 // with a user namespace: the parent's go, once it idmapped the root
+	initSyncFD = 5 // with a user namespace: the socket to the parent, which maps it
 )
 
 // steps names virtuald-init's steps (init/init.c), for its errors.
@@ -105,6 +106,7 @@ var steps = []string{
 	"chroot", "sethostname", "trimming the capability bounding set", "no_new_privs",
 	"dropping supplementary groups", "setgid", "setuid", "forking the service", "exec",
 	"taking the terminal", "close_range", "blocking signals", "waiting for the root's id map",
+	"entering a user namespace",
 }
 
 const stepExec = 14
@@ -173,12 +175,12 @@ func (p *Plan) startIsolated() (*Child, error) {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
 	defer unix.Close(report[0])
-	var goPipe [2]int
-	if err := unix.Pipe2(goPipe[:], unix.O_CLOEXEC); err != nil {
+	sync, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
-	defer unix.Close(goPipe[1])
-	files := make([]uintptr, 0, initGoFD+1)
+	defer unix.Close(sync[0])
+	files := make([]uintptr, 0, initSyncFD+1)
 	for _, fd := range p.Files[:3] {
 		files = append(files, uintptr(fd))
 	}
@@ -191,34 +193,27 @@ func (p *Plan) startIsolated() (*Child, error) {
 		defer unix.Close(tree)
 		root = tree
 	}
-	files = append(files, uintptr(root), uintptr(report[1]), uintptr(goPipe[0]))
+	files = append(files, uintptr(root), uintptr(report[1]), uintptr(sync[1]))
 	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
-		strconv.Itoa(initGoFD), uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
+		strconv.Itoa(initSyncFD), uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
 	// The child executes the memfd by this process's descriptor table:
 	// through /proc/self, resolved in the child as it starts in its new
 	// namespaces, a few starts in a thousand under load failed with
-	// EACCES (TestAcceptSystemd with two busy cores). In a user namespace
-	// the child is no longer root outside and may not look into this
-	// process: there it takes its own copy of the descriptor.
+	// EACCES (TestAcceptSystemd with two busy cores), and so did one in
+	// a few thousand cloned into a user namespace (TestStartConcurrent
+	// under load), which is why virtuald-init enters that one itself.
 	exePath := "/proc/" + strconv.Itoa(unix.Getpid()) + "/fd/" + strconv.Itoa(exe)
-	if p.Isolate&conf.IsolateUser != 0 {
-		exePath = "/proc/self/fd/" + strconv.Itoa(exe)
-	}
 	pid, err := syscall.ForkExec(exePath, argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
 	unix.Close(report[1])
-	unix.Close(goPipe[0])
+	unix.Close(sync[1])
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
 	}
 	if p.Isolate&conf.IsolateUser != 0 {
-		if err := idmapTree(root, pid); err != nil {
-			unix.Close(goPipe[1]) // virtuald-init exits without its go
+		if err := p.mapChild(sync[0], pid, root); err != nil {
+			unix.Shutdown(sync[0], unix.SHUT_RDWR) // virtuald-init exits without its go
 			reap(pid)
 			return nil, err
-		}
-		if _, err := unix.Write(goPipe[1], []byte{1}); err != nil {
-			reap(pid)
-			return nil, &Error{Step: "isolation", Err: fmt.Errorf("virtuald-init's go: %w", err)}
 		}
 	}
 	// The report is read before Start returns: it comes at once (the
@@ -259,21 +254,39 @@ func cloneTree(root int) (int, error) {
 	return tree, nil
 }
 
-// mapUsers puts the service in a user namespace of its own, where the
-// root's range of ids (conf.UserBase) is ids 0 to conf.UserRange-1 inside.
+// mapUsers checks that the service's ids fit a user namespace and asks
+// virtuald-init to enter one (mapChild maps it). The mount namespace is
+// then virtuald-init's to make, owned by the user namespace.
 func (p *Plan) mapUsers(sys *syscall.SysProcAttr, flags *strings.Builder) error {
 	if c := p.credentials(); c != nil && (c.UID >= conf.UserRange || c.GID >= conf.UserRange) {
 		return &Error{Step: "isolation", Err: fmt.Errorf("uid %d, gid %d: a user namespace maps ids 0 to %d only (isolate=%s)", c.UID, c.GID, conf.UserRange-1, p.Isolate)}
 	}
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(conf.UserBase(p.Root.Path)), Size: conf.UserRange}}
-	sys.Cloneflags |= unix.CLONE_NEWUSER
-	sys.UidMappings, sys.GidMappings = ids, ids
-	sys.GidMappingsEnableSetgroups = true // setgroups is namespaced: PAM's initgroups must work
-	// The child is still root outside, an id the namespace does not map:
-	// as root inside (the range's first id outside) it executes
-	// virtuald-init with the namespace's capabilities.
-	sys.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+	sys.Cloneflags &^= unix.CLONE_NEWNS
 	flags.WriteByte('U')
+	return nil
+}
+
+// mapChild waits until virtuald-init (pid) is in its new user namespace,
+// maps the root's range of ids (conf.UserBase) to ids 0 to
+// conf.UserRange-1 inside, idmaps the root's mount tree through it, and
+// tells virtuald-init to go on.
+func (p *Plan) mapChild(sync, pid, tree int) error {
+	var b [1]byte
+	if n, _ := readFull(sync, b[:]); n != 1 {
+		return nil // virtuald-init failed: its report says why
+	}
+	ids := fmt.Sprintf("0 %d %d\n", conf.UserBase(p.Root.Path), conf.UserRange)
+	for _, m := range []string{"uid_map", "gid_map"} {
+		if err := os.WriteFile("/proc/"+strconv.Itoa(pid)+"/"+m, []byte(ids), 0); err != nil {
+			return &Error{Step: "mapping the user namespace's ids", Err: err}
+		}
+	}
+	if err := idmapTree(tree, pid); err != nil {
+		return err
+	}
+	if _, err := unix.Write(sync, b[:]); err != nil {
+		return &Error{Step: "isolation", Err: fmt.Errorf("virtuald-init's go: %w", err)}
+	}
 	return nil
 }
 

@@ -12,14 +12,14 @@
 // side embeds the binary and runs it from a memfd, so it is never looked
 // up by a path a tenant or a local user could change.
 //
-// argv: virtuald-init FLAGS ROOTFD ERRFD GOFD UID GID CAPS HOSTNAME PATH ARGV0 [ARG...]
+// argv: virtuald-init FLAGS ROOTFD ERRFD SYNCFD UID GID CAPS HOSTNAME PATH ARGV0 [ARG...]
 //
 //	FLAGS     letters: m pivot_root into the root (else chroot), p be pid 1
 //	          of a pid namespace, h set the host name, u set uid, g set gid
 //	          (and drop supplementary groups), t give the service fd 0 as
-//	          its controlling terminal in a new session, U wait for the
-//	          go on GOFD before entering the root (in a new user
-//	          namespace: the parent idmaps the root's mounts for it first)
+//	          its controlling terminal in a new session, U enter a new
+//	          user namespace (and then, with m, a new mount namespace
+//	          owned by it) with the parent's help on SYNCFD
 //	ROOTFD    with m: a private, detached clone of the checked root's mount
 //	          tree (open_tree), made in the caller's mount namespace,
 //	          since a directory opened there is not in this one; else
@@ -27,8 +27,10 @@
 //	ERRFD     where a failure is written, as two native ints (step,
 //	          errno), before exiting 127; close-on-exec for the service,
 //	          so its end without a word means the service was executed
-//	GOFD      with U: one byte comes once the root is idmapped; its end
-//	          without the byte means the parent failed
+//	SYNCFD    with U: a socket to the parent; virtuald-init sends a byte
+//	          once in its new user namespace, the parent maps its ids,
+//	          idmaps the root's mounts and sends a byte back (its end
+//	          without the byte means the parent failed)
 //	CAPS      the capabilities the bounding set keeps, a hex mask
 //
 // Every failure is fatal: nothing is served with less than asked.
@@ -42,6 +44,8 @@
 #include <asm/signal.h>
 
 #define SIGCHLD_ 17
+#define CLONE_NEWNS_ 0x00020000
+#define CLONE_NEWUSER_ 0x10000000
 #define WNOHANG_ 1
 #define MNT_DETACH_ 2
 #define MS_REC_ 16384
@@ -53,7 +57,7 @@ enum {
 	stepArgs = 1, stepPrivate, stepMoveMount, stepPivot,
 	stepDetach, stepChroot, stepHostname, stepCaps, stepNoNewPrivs,
 	stepGroups, stepGID, stepUID, stepFork, stepExec, stepTerminal,
-	stepCloseRange, stepSignals, stepGo,
+	stepCloseRange, stepSignals, stepGo, stepUserns,
 };
 
 #if defined(__x86_64__)
@@ -171,6 +175,28 @@ static void enterRoot(int tree)
 	check(stepDetach, S1(__NR_chdir, "/"));
 }
 
+// enterUserns moves virtuald-init into a new user namespace, where it
+// becomes root (the root's range of ids outside, once the parent has
+// written the maps), then, with mount, into a new mount namespace owned
+// by it, where it may pivot. It unshares rather than being cloned into
+// it so that it was executed as the host's root, by a path the host's
+// root can open (the memfd, through its parent's descriptor table).
+static void enterUserns(int syncfd, int mount)
+{
+	char b = 'u';
+	long n;
+	check(stepUserns, S1(__NR_unshare, CLONE_NEWUSER_));
+	check(stepGo, S3(__NR_write, syncfd, &b, 1));
+	while ((n = S3(__NR_read, syncfd, &b, 1)) == -4) // EINTR
+		;
+	if (n != 1)
+		fail(stepGo, n < 0 ? n : -5); // EIO: the parent gave up
+	check(stepUserns, S3(__NR_setresgid, 0, 0, 0));
+	check(stepUserns, S3(__NR_setresuid, 0, 0, 0));
+	if (mount)
+		check(stepUserns, S1(__NR_unshare, CLONE_NEWNS_));
+}
+
 // trimCaps drops from the bounding set every capability not in keep: a
 // service running as root keeps only those across its exec, and nothing
 // it executes can get the others back.
@@ -223,23 +249,21 @@ void __attribute__((noreturn, used)) start(long *sp)
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
 	char **envp = argv + argc + 1;
-	unsigned long rootfd, efd, gofd, uid, gid, caps;
-	if (argc < 11 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &gofd, 10) ||
+	unsigned long rootfd, efd, syncfd, uid, gid, caps;
+	if (argc < 11 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &syncfd, 10) ||
 	    number(argv[5], &uid, 10) || number(argv[6], &gid, 10) || number(argv[7], &caps, 16))
 		quit(127);
 	errfd = (int)efd;
 	const char *flags = argv[1], *hostname = argv[8], *path = argv[9];
 	char **args = argv + 10;
 
-	if (has(flags, 'U')) {
-		char go;
-		long n;
-		while ((n = S3(__NR_read, gofd, &go, 1)) == -4) // EINTR
-			;
-		if (n != 1)
-			fail(stepGo, n < 0 ? n : -5); // EIO: the parent gave up
-	}
-	S1(__NR_close, gofd);
+	// The host name first: the uts namespace is the host user
+	// namespace's, where a new user namespace has no power.
+	if (has(flags, 'h'))
+		check(stepHostname, S2(__NR_sethostname, hostname, len(hostname)));
+	if (has(flags, 'U'))
+		enterUserns((int)syncfd, has(flags, 'm'));
+	S1(__NR_close, syncfd);
 	if (has(flags, 'm'))
 		enterRoot((int)rootfd);
 	else {
@@ -248,8 +272,6 @@ void __attribute__((noreturn, used)) start(long *sp)
 		check(stepChroot, S1(__NR_chdir, "/"));
 	}
 	S1(__NR_close, rootfd);
-	if (has(flags, 'h'))
-		check(stepHostname, S2(__NR_sethostname, hostname, len(hostname)));
 	trimCaps(caps);
 	check(stepNoNewPrivs, S5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
 
