@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,16 +34,17 @@ const packages = "apt-get install openbsd-inetd ftpd tftpd-hpa fingerd popa3d fi
 
 // site is one virtual host: its address, its root, and its one user.
 type site struct {
-	addr, name, user, hash string
-	uid                    int
-	root                   string
+	addr, name, user string
+	uid              int
+	root             string
 }
 
-// Passwords are pw-USER; the hashes are `openssl passwd -6 -salt virtualdUSER pw-USER`.
+// Passwords are pw-USER, given to ipwatchctl adduser -password-stdin
+// (olive and nick, of the broken roots, have none).
 var sites = []*site{
-	{addr: "192.0.2.31", name: "a", user: "alice", uid: 3001, hash: "$6$virtualdalice$GvDq/HrRN5TbT7r85CylC7Sf7bhv3brrl8fsQ9XQkl901MLx7ou/17B6QCDL5Yf6uY6IEcsiyd.ChplW2oN9C/"},
-	{addr: "192.0.2.32", name: "b", user: "bob", uid: 3002, hash: "$6$virtualdbob$3KnKjB/3ML/Yohe7jW0d3ycKr2QA0cLEpQleQenu2y2yNY9sJCQKpUmagk2bKZNVIWup2Wwrnxgy5C2S1r/8W."},
-	{addr: "192.0.2.33", name: "c", user: "carol", uid: 3003, hash: "$6$virtualdcarol$2cnlYiie0ixkh8x.QCp71cikS2NyfYH3iC5V5wDjuP6NUsXvBAnC7VfWp.pHaAAdM5Uo.7fotzChMrURyhhxn1"},
+	{addr: "192.0.2.31", name: "a", user: "alice", uid: 3001},
+	{addr: "192.0.2.32", name: "b", user: "bob", uid: 3002},
+	{addr: "192.0.2.33", name: "c", user: "carol", uid: 3003},
 }
 
 // Two broken roots: one virtuald refuses (writable by others), one it
@@ -53,40 +54,33 @@ const (
 	nolibAddr = "192.0.2.35"
 )
 
-// writeTenant writes a tenant's own: its user, whose password hash goes
-// in the root's etc/shadow, and its files (the home with its files,
-// srv/tftp's, the user's mailbox). Everything else a root holds, install -profile made: the
-// programs, PAM and its modules, etc/pam.d, etc/nsswitch.conf,
-// etc/hosts, root's and tftp's lines, dev/.
-func writeTenant(t *testing.T, s *site) {
+// writeTenant gives a root its tenant: its user, made with the real
+// `ipwatchctl adduser` (etc/passwd, etc/group, etc/shadow, the home), and
+// its own files (in the home, srv/tftp's, the user's mailbox). Everything
+// else a root holds, install -profile made; the test writes no other file
+// of a root.
+func writeTenant(t *testing.T, bin map[string]string, s *site, password bool) {
 	t.Helper()
-	appendLine := func(rel, line string, mode os.FileMode) {
-		f, err := os.OpenFile(filepath.Join(s.root, rel), os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
-		testbed.Must(t, err)
-		defer f.Close()
-		_, err = f.WriteString(line + "\n")
-		testbed.Must(t, err)
+	args := []string{"adduser", "-uid", strconv.Itoa(s.uid), "-gecos", strings.ToUpper(s.user[:1]) + s.user[1:] + " of " + s.name, s.root, s.user}
+	if password {
+		args = append([]string{"adduser", "-password-stdin"}, args[1:]...)
 	}
-	appendLine("etc/passwd", fmt.Sprintf("%s:x:%d:%d:%s of %s:/home/%s:/bin/sh", s.user, s.uid, s.uid, strings.ToUpper(s.user[:1])+s.user[1:], s.name, s.user), 0o644)
-	appendLine("etc/group", fmt.Sprintf("%s:x:%d:", s.user, s.uid), 0o644)
-	// pam_unix reads etc/shadow as root.
-	appendLine("etc/shadow", fmt.Sprintf("root:*:19000:0:99999:7:::\n%s:%s:19000:0:99999:7:::", s.user, s.hash), 0o640)
+	cmd := exec.Command(bin["ipwatchctl"], args...)
+	cmd.Stdin = strings.NewReader("pw-" + s.user + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ipwatchctl adduser %s %s: %v\n%s", s.root, s.user, err, out)
+	}
 	files := []struct {
 		path, content string
 		uid           int
-		ownDir        bool // the directory is the user's too
 	}{
-		{"home/" + s.user + "/hello.txt", "ftp from site " + s.name + "\n", s.uid, true},
-		{"srv/tftp/hello.txt", "tftp from site " + s.name + "\n", 0, false},
-		{"var/mail/" + s.user, "From postmaster@example.com Sat Dec  5 10:00:00 2026\nSubject: hello\n\nmail for " + s.user + " at site " + s.name + "\n\n", s.uid, false},
+		{"home/" + s.user + "/hello.txt", "ftp from site " + s.name + "\n", s.uid},
+		{"srv/tftp/hello.txt", "tftp from site " + s.name + "\n", 0},
+		{"var/mail/" + s.user, "From postmaster@example.com Sat Dec  5 10:00:00 2026\nSubject: hello\n\nmail for " + s.user + " at site " + s.name + "\n\n", s.uid},
 	}
 	for _, f := range files {
 		p := filepath.Join(s.root, f.path)
-		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		testbed.Must(t, os.WriteFile(p, []byte(f.content), 0o644))
-		if f.ownDir {
-			testbed.Must(t, os.Chown(filepath.Dir(p), f.uid, f.uid))
-		}
 		testbed.Must(t, os.Chown(p, f.uid, f.uid))
 	}
 }
@@ -164,16 +158,16 @@ func newBed(t *testing.T) *bed {
 	for _, s := range sites {
 		s.root = filepath.Join(b.roots.Dir, s.name)
 		b.install(s.root)
-		writeTenant(t, s)
+		writeTenant(t, b.bin, s, true)
 		b.ns.AddAddr(s.addr)
 	}
-	open := &site{addr: openAddr, name: "open", user: "olive", uid: 3004, hash: "*", root: filepath.Join(b.roots.Dir, "open")}
+	open := &site{addr: openAddr, name: "open", user: "olive", uid: 3004, root: filepath.Join(b.roots.Dir, "open")}
 	b.install(open.root)
-	writeTenant(t, open)
+	writeTenant(t, b.bin, open, false)
 	os.Chmod(open.root, 0o777)
-	nolib := &site{addr: nolibAddr, name: "nolib", user: "nick", uid: 3005, hash: "*", root: filepath.Join(b.roots.Dir, "nolib")}
+	nolib := &site{addr: nolibAddr, name: "nolib", user: "nick", uid: 3005, root: filepath.Join(b.roots.Dir, "nolib")}
 	b.install(nolib.root)
-	writeTenant(t, nolib)
+	writeTenant(t, b.bin, nolib, false)
 	// Not one in.ftpd names: libpam's own (the closure is what counts).
 	for _, p := range []string{"usr/lib/x86_64-linux-gnu/libaudit.so.1"} {
 		if err := os.Remove(filepath.Join(nolib.root, p)); err != nil {

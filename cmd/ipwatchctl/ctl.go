@@ -46,7 +46,13 @@ const usage = `usage: ipwatchctl [-socket PATH] COMMAND, or ipwatchctl -version
                            copy programs into ROOT at the same paths, with their ELF interpreter and
                            every shared library they need (links too), root's and read-only to others;
                            -dev adds dev/null, dev/zero, dev/urandom and dev/ for the log relay; -user
-                           writes NAME's passwd and group lines; -n prints what would change (root only)
+                           writes NAME's passwd and group lines; -profile adds what a service needs
+                           besides its programs (list shows the profiles); -n prints what would change
+                           (root only)
+  adduser [-uid N] [-home DIR] [-shell PATH] [-gecos TEXT] [-password-stdin] ROOT NAME
+                           add a user that exists only inside ROOT: its etc/passwd, etc/group and
+                           etc/shadow lines (a SHA-512 crypt hash), its home, its own (root only)
+  deluser ROOT NAME        remove ROOT's user NAME from those files; its home is kept (root only)
   exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]
                            run COMMAND inside the virtual host of ADDRESS as virtuald would start its
                            service (same resolution, checks, refusals, user; no_new_privs), on a
@@ -95,6 +101,10 @@ func run(args []string, e *env) int {
 		return e.reload(rest)
 	case "install":
 		return e.install(rest)
+	case "adduser":
+		return e.adduser(rest)
+	case "deluser":
+		return e.deluser(rest)
 	case "exec":
 		return e.execIn(rest)
 	case "version":

@@ -73,6 +73,9 @@ func (e *env) listProfiles() int {
 	}
 	for _, p := range list {
 		fmt.Fprintf(e.stdout, "%-10s %-8s %s\n", p.Name, p.Source, p.About)
+		if p.Inetd != "" {
+			fmt.Fprintf(e.stdout, "%-19s inetd.conf: %s\n", "", p.Inetd)
+		}
 	}
 	fmt.Fprintf(e.stdout, "(an admin's own: %s/NAME.profile, which takes precedence over a shipped one)\n", e.profilesDir())
 	return 0

@@ -104,3 +104,38 @@ func TestInstallProfileList(t *testing.T) {
 		t.Errorf("an unknown profile: exit %d, %s", code, errOut)
 	}
 }
+
+// adduser -password-stdin reads one line and writes a SHA-512 crypt hash
+// of it; deluser takes the user out again. Usage errors exit 2.
+func TestAddUserCommand(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	root := testbed.NewRoots(t).Root("u", "")
+	stdin, w, err := os.Pipe()
+	testbed.Must(t, err)
+	w.WriteString("pw-dave\n")
+	w.Close()
+	var out, errOut bytes.Buffer
+	e := &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }, stdio: [3]*os.File{stdin}}
+	if code := run([]string{"adduser", "-password-stdin", "-uid", "2000", root, "dave"}, e); code != 0 {
+		t.Fatalf("adduser: exit %d: %s", code, errOut.String())
+	}
+	shadow, _ := os.ReadFile(filepath.Join(root, "etc/shadow"))
+	fields := strings.Split(string(shadow), ":")
+	if len(fields) < 2 || !strings.HasPrefix(fields[1], "$6$") || strings.Contains(string(shadow), "pw-dave") {
+		t.Errorf("etc/shadow: %q, want dave with a $6$ hash and no password in clear", shadow)
+	}
+	if code, _, errOut := runCtl("deluser", root, "dave"); code != 0 {
+		t.Errorf("deluser: exit %d: %s", code, errOut)
+	}
+	if passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd")); strings.Contains(string(passwd), "dave") {
+		t.Errorf("etc/passwd after deluser: %q", passwd)
+	}
+	for _, args := range [][]string{{"adduser", root}, {"adduser", "-uid", "x", root, "a"}, {"deluser", root}} {
+		if code, _, _ := runCtl(args...); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+	if code, _, errOut := runCtl("adduser", "-password-stdin", root, "erin"); code != 1 || !strings.Contains(errOut, "no stdin") {
+		t.Errorf("-password-stdin without stdin: exit %d, %s", code, errOut)
+	}
+}

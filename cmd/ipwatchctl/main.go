@@ -8,6 +8,8 @@
 //	ipwatchctl check [-program PATH] [-path DIRS] [-isolate LIST] CONF...
 //	ipwatchctl [-socket PATH] reload
 //	ipwatchctl install [-n] [-dev] [-user NAME] [-profile NAME]... ROOT [PROGRAM...]
+//	ipwatchctl adduser [-uid N] [-home DIR] [-shell PATH] [-gecos TEXT] [-password-stdin] ROOT NAME
+//	ipwatchctl deluser ROOT NAME
 //	ipwatchctl [-socket PATH] exec [-conf FILE] [-isolate LIST] ADDRESS [--] COMMAND [ARG...]
 //	ipwatchctl version
 //

@@ -26,6 +26,7 @@ import (
 // A profile file holds one directive a line ('#' starts a comment line):
 //
 //	about TEXT                      what the profile is for (profile list shows it)
+//	inetd LINE                      the service's inetd.conf line, as profile list shows it
 //	include NAME                    everything profile NAME has (base: what every root needs)
 //	program PATH                    a host program, with its interpreter and libraries
 //	module NAME                     a library loaded with dlopen (security/pam_unix.so),
@@ -38,6 +39,7 @@ import (
 //	                                lines, added when the root has no user of that name
 type Profile struct {
 	Name, Source, About string
+	Inetd               string // its inetd.conf line (CONF for the conf file)
 	Includes            []string
 	Programs            []string
 	Modules             []string
@@ -215,11 +217,11 @@ func ParseProfile(file, text string) (*Profile, error) {
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		argc := map[string]int{"about": -1, "include": 1, "program": 1, "module": 1, "dev": 0, "dir": 2, "file": 2, "user": 5}
+		argc := map[string]int{"about": -1, "inetd": -1, "include": 1, "program": 1, "module": 1, "dev": 0, "dir": 2, "file": 2, "user": 5}
 		want, known := argc[f[0]]
 		switch {
 		case !known:
-			return nil, fmt.Errorf("%sunknown directive %q (about, include, program, module, dev, dir, file, user)", at, f[0])
+			return nil, fmt.Errorf("%sunknown directive %q (about, inetd, include, program, module, dev, dir, file, user)", at, f[0])
 		case want >= 0 && len(f)-1 != want:
 			return nil, fmt.Errorf("%s%s takes %d fields, not %d", at, f[0], want, len(f)-1)
 		}
@@ -227,6 +229,8 @@ func ParseProfile(file, text string) (*Profile, error) {
 		switch f[0] {
 		case "about":
 			p.About = strings.Join(f[1:], " ")
+		case "inetd":
+			p.Inetd = strings.Join(f[1:], " ")
 		case "include":
 			if !validName(f[1]) {
 				err = fmt.Errorf("include %q: a profile's name", f[1])

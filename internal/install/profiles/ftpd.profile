@@ -2,9 +2,8 @@
 # checks each login with PAM, then runs as the user who logged in. It
 # runs /bin/ls for every listing: without it every listing is empty, with
 # no error anywhere. Its users: ipwatchctl adduser ROOT NAME.
-#
-#   inetd.conf: ftp stream tcp wait root /usr/sbin/virtuald virtuald -accept CONF /usr/sbin/in.ftpd -l
 about Debian's in.ftpd (package ftpd): PAM logins against the root's own users, listings (/bin/ls), uploads
+inetd ftp stream tcp wait root /usr/sbin/virtuald virtuald -accept CONF /usr/sbin/in.ftpd -l
 include pam
 program /usr/sbin/in.ftpd
 program /bin/ls

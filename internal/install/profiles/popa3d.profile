@@ -3,9 +3,8 @@
 # does its unprivileged work as the root's user popa3d, chrooted into the
 # empty /var/lib/popa3d. Start it as root (no user=). The users:
 # ipwatchctl adduser ROOT NAME; their mail: /var/mail/NAME, theirs.
-#
-#   inetd.conf: pop3 stream tcp wait root /usr/sbin/virtuald virtuald -accept CONF /usr/sbin/popa3d
 about Debian's popa3d (package popa3d): POP3 with PAM logins against the root's own users, mail in /var/mail
+inetd pop3 stream tcp wait root /usr/sbin/virtuald virtuald -accept CONF /usr/sbin/popa3d
 include pam
 program /usr/sbin/popa3d
 dir /var 0755

@@ -2,9 +2,8 @@
 # root's own user tftp, as Debian runs it. Under inetd's "wait" it stays
 # for 900 s after its last datagram (-t to change): a changed conf entry
 # reaches it only once it has exited.
-#
-#   inetd.conf: ADDRESS:tftp dgram udp wait root /usr/sbin/virtuald virtuald CONF /usr/sbin/in.tftpd -s -u tftp /srv/tftp
 about Debian's in.tftpd (package tftpd-hpa): serves /srv/tftp as the root's user tftp (in.tftpd -s -u tftp /srv/tftp)
+inetd ADDRESS:tftp dgram udp wait root /usr/sbin/virtuald virtuald CONF /usr/sbin/in.tftpd -s -u tftp /srv/tftp
 include base
 program /usr/sbin/in.tftpd
 dir /srv 0755
