@@ -57,7 +57,7 @@ func printHeader(w io.Writer, st *admin.Status) {
 	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
 		st.Queries.OK, st.Queries.Stale, st.Queries.Racy, st.Queries.Unknown, st.Queries.Error)
 	for _, p := range st.ServiceProblems {
-		fmt.Fprintf(w, "service not understood: %s: %s\n", p.From, p.Reason)
+		fmt.Fprintf(w, "service problem: %s: %s\n", p.From, p.Reason)
 	}
 }
 

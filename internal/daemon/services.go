@@ -63,7 +63,7 @@ func (d *Daemon) findServices() {
 		}
 	}
 	for _, p := range problems {
-		d.log.Warn("service not understood", zap.String("from", p.From), zap.String("reason", p.Reason))
+		d.log.Warn("service problem", zap.String("from", p.From), zap.String("reason", p.Reason))
 	}
 	d.kickValidator()
 }

@@ -102,6 +102,10 @@ func (f *finder) inetdEntry(from, host string, fields []string) {
 	if !ok {
 		return
 	}
+	f.checkServer(from, "inetd", server)
+	if filepath.Base(server) == "tcpd" {
+		f.checkServer(from, "tcpd", vargv[0]) // tcpd runs argv[0]
+	}
 	s := Service{From: from, SuperServer: "inetd", Name: fields[0]}
 	if why := command(&s, vargv); why != "" {
 		f.problem(from, why)

@@ -1,6 +1,7 @@
 package superserver
 
 import (
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -118,5 +119,55 @@ func TestServices(t *testing.T) {
 	}
 	if f.problems != nil {
 		t.Errorf("problems %q", f.problems)
+	}
+}
+
+// With CheckServers (ipwatchd's), a line whose virtuald (or tcpd before
+// it) cannot be executed is a Problem, found as a Service still: the
+// trial's `/usr/local/sbin/virtuald` where the package put
+// /usr/sbin/virtuald failed every connection with only inetd's log
+// saying so.
+func TestCheckServers(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "sbin", "virtuald")
+	plain := filepath.Join(dir, "plain", "virtuald")
+	tcpd := filepath.Join(dir, "sbin", "tcpd")
+	for p, mode := range map[string]os.FileMode{good: 0o755, plain: 0o644, tcpd: 0o755} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "local", "virtuald")
+	conf := filepath.Join(dir, "inetd.conf")
+	text := strings.Join([]string{
+		"1 stream tcp nowait root " + good + " virtuald /c p",
+		"2 stream tcp nowait root " + missing + " virtuald /c p",
+		"3 stream tcp nowait root " + plain + " virtuald /c p",
+		"4 stream tcp nowait root " + good + " " + missing + " /c p", // not tcpd: argv[0] is only a name
+		"5 stream tcp nowait root " + filepath.Join(dir, "tcpd") + " " + good + " /c p",
+		"6 stream tcp nowait root " + tcpd + " " + missing + " /c p",
+	}, "\n") + "\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	found, problems := Find(Sources{InetdConf: conf, CheckServers: true})
+	want := []string{
+		conf + ":2: inetd starts " + missing + ", which it cannot execute (no such file or directory)",
+		conf + ":3: inetd starts " + plain + ", which it cannot execute (permission denied)",
+		conf + ":5: inetd starts " + filepath.Join(dir, "tcpd") + ", which it cannot execute (no such file or directory)",
+		conf + ":6: tcpd starts " + missing + ", which it cannot execute (no such file or directory)",
+	}
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.From+": "+strings.TrimSuffix(p.Reason, ": every connection fails before virtuald runs"))
+	}
+	if len(found) != 6 || !reflect.DeepEqual(got, want) {
+		t.Errorf("found %d services; problems:\n%s\nwant:\n%s", len(found), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, problems := Find(Sources{InetdConf: conf}); len(problems) != 0 {
+		t.Errorf("without CheckServers: %v", problems)
 	}
 }

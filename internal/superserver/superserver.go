@@ -15,6 +15,7 @@
 package superserver
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/conf"
+	"golang.org/x/sys/unix"
 )
 
 // Sources says where to look; an empty path (or nil dirs) turns a source off.
@@ -33,6 +35,12 @@ type Sources struct {
 	// port (default "/etc/services"); without it only numeric ports are
 	// known.
 	Services string
+	// CheckServers reports, as a Problem, a line whose program (virtuald,
+	// or tcpd before it) does not exist or cannot be executed: the
+	// super-server fails every connection before virtuald runs, and
+	// only its own log says so (inetd: "execv ...: No such file or
+	// directory").
+	CheckServers bool
 }
 
 // DefaultSources are the places Debian's super-servers read. /lib/systemd
@@ -90,7 +98,7 @@ const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 // It never fails as a whole: a source that does not exist is absent, one
 // that cannot be read or trusted is a Problem.
 func Find(s Sources) ([]Service, []Problem) {
-	f := &finder{}
+	f := &finder{checkServers: s.CheckServers}
 	if s.Services != "" {
 		f.ports = f.readServices(s.Services)
 	}
@@ -108,14 +116,35 @@ func Find(s Sources) ([]Service, []Problem) {
 
 // finder collects what Find finds.
 type finder struct {
-	ports    ports
-	found    []Service
-	problems []Problem
-	full     bool // maxServices reached (reported once)
+	checkServers bool
+	ports        ports
+	found        []Service
+	problems     []Problem
+	full         bool // maxServices reached (reported once)
 }
 
 func (f *finder) problem(from, reason string) {
 	f.problems = append(f.problems, Problem{From: from, Reason: reason})
+}
+
+// checkServer reports a program the super-server starts for a virtuald
+// line that it cannot start. A name (not a path) is left alone: systemd
+// looks it up in its own PATH.
+func (f *finder) checkServer(from, superServer, path string) {
+	if !f.checkServers || !filepath.IsAbs(path) {
+		return
+	}
+	var st unix.Stat_t
+	err := unix.Stat(path, &st)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = errors.New("not a regular file")
+	case err == nil:
+		err = unix.Access(path, unix.X_OK)
+	}
+	if err != nil {
+		f.problem(from, superServer+" starts "+path+", which it cannot execute ("+err.Error()+"): every connection fails before virtuald runs")
+	}
 }
 
 func (f *finder) add(s Service) {

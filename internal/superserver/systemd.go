@@ -132,6 +132,7 @@ func (f *finder) socketUnit(idx *systemdIndex, name string) {
 	if !ok {
 		return
 	}
+	f.checkServer(svc.path, "systemd", server)
 	if len(execs) > 1 {
 		f.problem(svc.path, "has "+strconv.Itoa(len(execs))+" ExecStart= lines; only the last is read")
 	}

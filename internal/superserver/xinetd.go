@@ -196,6 +196,7 @@ func (f *finder) xinetdService(st *xinetdState, b xblock) {
 	if !ok {
 		return
 	}
+	f.checkServer(b.from, "xinetd", server)
 	s := Service{From: b.from, SuperServer: "xinetd", Name: b.name}
 	if b.bad != "" {
 		f.problem(b.from, "xinetd refuses this service: "+b.bad)
