@@ -110,7 +110,7 @@ DEBMAINTAINER ?= virtuald maintainers <virtuald@example.org>
 DOCDATE        = $(shell git log -1 --format=%as 2>/dev/null || date +%F)
 DEBDATE        = $(shell git log -1 --format=%aD 2>/dev/null || date -R)
 
-deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled, not started), /etc/virtuald, man pages, examples
+deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled, not started), /etc/virtuald, man pages, README, examples
 	rm -rf $(DEBBUILD) && mkdir -p $(DEBBUILD)/bin $(DEBBUILD)/man
 	for p in $(PROGRAMS); do $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEBBUILD)/bin/$$p ./cmd/$$p || exit 1; done
 	$(GO) run ./docs/mangen -o $(DEBBUILD)/man -version '$(VERSION)' -date '$(DOCDATE)' docs/*.md
@@ -118,6 +118,7 @@ deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled,
 	sed 's|@SBINDIR@|/usr/sbin|' dist/ipwatchd.service > $(DEBBUILD)/ipwatchd.service
 	printf 'virtuald (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- %s  %s\n' \
 		'$(DEBVERSION)' '$(VERSION)' '$(DEBMAINTAINER)' '$(DEBDATE)' | gzip -9n > $(DEBBUILD)/changelog.gz
+	gzip -9n < README.md > $(DEBBUILD)/README.md.gz
 	sed -e 's|@DEBVERSION@|$(DEBVERSION)|' -e 's|@DEBARCH@|$(DEBARCH)|' -e 's|@DEBMAINTAINER@|$(DEBMAINTAINER)|' \
 		-e 's|@DEBBUILD@|$(DEBBUILD)|' dist/nfpm.yaml > $(DEBBUILD)/nfpm.yaml
 	$(GO) tool nfpm package -f $(DEBBUILD)/nfpm.yaml -p deb -t $(DEBBUILD)/virtuald_$(DEBVERSION)_$(DEBARCH).deb

@@ -101,6 +101,7 @@ func TestDebContents(t *testing.T) {
 		"/usr/share/man/man5/virtuald.conf.5.gz":           "-rw-r--r-- root/root",
 		"/usr/share/doc/virtuald/copyright":                "-rw-r--r-- root/root",
 		"/usr/share/doc/virtuald/changelog.gz":             "-rw-r--r-- root/root",
+		"/usr/share/doc/virtuald/README.md.gz":             "-rw-r--r-- root/root",
 		"/usr/share/doc/virtuald/examples/inetd.conf":      "-rw-r--r-- root/root",
 		"/usr/share/doc/virtuald/examples/keepalived.conf": "-rw-r--r-- root/root",
 	}
