@@ -80,6 +80,7 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench Start -benchtime 300x ./internal/enter
 	$(GO) test -run '^$$' -bench 'Inetd$$' -benchtime 20x ./bench
 	$(GO) test -run '^$$' -bench InetdWedged -benchtime 10x ./bench
+	$(GO) test -run '^$$' -bench Flood -benchtime 3x ./bench
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench

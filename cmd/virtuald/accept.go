@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -31,8 +32,10 @@ type acceptor struct {
 	program    string
 	argv, env  []string
 
-	answers answerCache
-	health  ipc.SlowMemo
+	answers  answerCache
+	health   ipc.SlowMemo
+	starts   *fairStarts // the entries' turns at starting a service
+	refusals logLimit    // refusals for an entry's limit, logged once a second
 
 	mu        sync.Mutex
 	children  map[int]*child
@@ -98,7 +101,7 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
 		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, perEntry: map[string]int{}, idle: make(chan struct{}),
-		lastActive: time.Now(),
+		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2)),
 	}
 	a.answers.init()
 	stopReports := make(chan struct{})
@@ -287,10 +290,24 @@ func (a *acceptor) serve(conn int) {
 	}
 	key := a.confPath + "\x00" + d.entry.Key
 	if !a.takeEntry(key) {
-		a.refuse(conn, &d.line, "too many connections to this entry at once (-max-per-entry "+strconv.Itoa(a.opts.MaxPerEntry)+")")
+		if n := a.refusals.count(key, time.Now()); n >= 0 {
+			reason := "too many connections to this entry at once (-max-per-entry " + strconv.Itoa(a.opts.MaxPerEntry) + ")"
+			if n > 0 {
+				reason += "; " + strconv.Itoa(n) + " more refused in the last second, not logged"
+			}
+			a.refuse(conn, &d.line, reason)
+		} else {
+			unix.Close(conn)
+		}
 		a.release()
 		return
 	}
+	a.starts.do(key, func() { a.start(conn, d, key) })
+}
+
+// start checks the entry's root and starts its service, in the entry's
+// turn (fairStarts); the entry's slot is taken.
+func (a *acceptor) start(conn int, d *decision, key string) {
 	fail := func(reason string) {
 		a.refuse(conn, &d.line, reason)
 		a.releaseEntry(key)

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// With one start at a time, a flooded entry's queue does not hold
+// another entry back: while "flood" has 50 starts waiting, "quiet"'s one
+// start comes after at most one of them.
+func TestFairStartsTakeTurns(t *testing.T) {
+	q := newFairStarts(1)
+	var mu sync.Mutex
+	var order []string
+	record := func(name string) func() {
+		return func() {
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+		}
+	}
+	hold := make(chan struct{})
+	running := make(chan struct{})
+	go q.do("flood", func() { close(running); <-hold }) // holds the one place
+	<-running
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.do("flood", record("flood")) }()
+	}
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.waiting["flood"]) == 50 })
+	wg.Add(1)
+	go func() { defer wg.Done(); q.do("quiet", record("quiet")) }()
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.waiting["quiet"]) == 1 })
+	close(hold)
+	wg.Wait()
+	for i, name := range order {
+		if name == "quiet" && i > 1 {
+			t.Errorf("quiet started after %d of flood's starts, want at most 1", i)
+		}
+	}
+	if q.busy != 0 || len(q.order) != 0 || len(q.waiting) != 0 {
+		t.Errorf("after every start: busy %d, order %v, waiting %v", q.busy, q.order, q.waiting)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the condition never held")
+		}
+	}
+}
+
+// Refusals for an entry's limit are logged once a second, each saying how
+// many were not.
+func TestLogLimit(t *testing.T) {
+	var l logLimit
+	t0 := time.Now()
+	if n := l.count("a", t0); n != 0 {
+		t.Errorf("first: %d", n)
+	}
+	for i := 1; i <= 5; i++ {
+		if n := l.count("a", t0.Add(time.Duration(i)*100*time.Millisecond)); n != -1 {
+			t.Errorf("within the second: %d, want -1", n)
+		}
+	}
+	if n := l.count("b", t0); n != 0 {
+		t.Errorf("another entry: %d", n)
+	}
+	if n := l.count("a", t0.Add(time.Second)); n != 5 {
+		t.Errorf("a second later: %d, want the 5 not logged", n)
+	}
+}
