@@ -102,9 +102,9 @@ func main() {
 	loggerConf := roots.WriteConf("conf.logger", loggerLine)
 	socket := filepath.Join(logDir, "ipwatchd.sock")
 	inetdConf := roots.WriteConf("inetd.conf",
-		fmt.Sprintf("7000 stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
-		fmt.Sprintf("7000 stream tcp6 nowait root %s virtuald -socket %s %s /bin/whoami", virtuald, socket, conf),
-		fmt.Sprintf("7001 stream tcp nowait root %s virtuald -socket %s %s /usr/bin/logger -s -t demo hello from inside customer-d", virtuald, socket, loggerConf))
+		fmt.Sprintf("7000 stream tcp wait root %s virtuald -accept -socket %s %s /bin/whoami", virtuald, socket, conf),
+		fmt.Sprintf("7000 stream tcp6 wait root %s virtuald -accept -socket %s %s /bin/whoami", virtuald, socket, conf),
+		fmt.Sprintf("7001 stream tcp wait root %s virtuald -accept -socket %s %s /usr/bin/logger -s -t demo hello from inside customer-d", virtuald, socket, loggerConf))
 
 	fmt.Printf("== network namespace %s, addresses on lo:\n", ns.Name)
 	for _, s := range sites {

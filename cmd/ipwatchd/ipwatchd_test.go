@@ -239,10 +239,7 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 
 func waitLog(t *testing.T, w *world, n int, subs ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for w.log.Count(subs...) < n && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	w.log.AwaitCount(n, 10*time.Second, subs...)
 }
 
 // kill -9 of the daemon in the middle of a load: no connection fails or

@@ -91,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 
 	cfg := daemon.Config{Socket: ipc.SocketPath(*socket, getenv(ipc.SocketEnv)), SocketGroup: gid, Confs: confs, Log: log, Version: buildinfo.Version(), Metrics: *metrics, MetricsMaxEntries: *metricsMax, BPF: *bpfMode, BPFPinDir: *bpfPinDir}
 	if *findServices {
-		cfg.Services = &superserver.Sources{InetdConf: *inetdConf, XinetdConf: *xinetdConf, Services: defaults.Services, CheckServers: true}
+		cfg.Services = &superserver.Sources{InetdConf: *inetdConf, XinetdConf: *xinetdConf, Services: defaults.Services, Advise: true}
 		if *systemdUnits != "" {
 			cfg.Services.SystemdDirs = strings.Split(*systemdUnits, ":")
 		}

@@ -106,10 +106,8 @@ func TestRelaySyslog(t *testing.T) {
 	// A flood from one root; the other's next message still arrives.
 	ask("192.0.2.2:7001")
 	ask("192.0.2.1:7000")
-	for deadline := time.Now().Add(10 * time.Second); w.log.Count("virtuald[192.0.2.1]: logsvc[", "message 1 of 1") < 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the quiet root's second message was lost to the flood; relay %+v", relayOf("192.0.2.1"))
-		}
+	if w.log.AwaitCount(2, 10*time.Second, "virtuald[192.0.2.1]: logsvc[", "message 1 of 1") < 2 {
+		t.Fatalf("the quiet root's second message was lost to the flood; relay %+v", relayOf("192.0.2.1"))
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		r := relayOf("192.0.2.2")
@@ -156,9 +154,7 @@ func TestRelaySyslog(t *testing.T) {
 	w.startDaemon("-bpf", "off", "-relay-syslog")
 	waitRelay("192.0.2.1", "on")
 	ask("192.0.2.1:7000")
-	for deadline := time.Now().Add(10 * time.Second); w.log.Count("virtuald[192.0.2.1]: logsvc[", "message 1 of 1") < 3; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no relay after a restart; log:\n%s", w.log.Tail(10))
-		}
+	if w.log.AwaitCount(3, 10*time.Second, "virtuald[192.0.2.1]: logsvc[", "message 1 of 1") < 3 {
+		t.Fatalf("no relay after a restart; log:\n%s", w.log.Tail(10))
 	}
 }

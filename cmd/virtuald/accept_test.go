@@ -27,11 +27,7 @@ func TestAcceptInetd(t *testing.T) {
 	n := w.checkServed(t, 7300, 80, nil)
 	t.Logf("%d connections through inetd to virtuald -accept", n)
 	// Every connection gets its line, when its service has exited.
-	deadline := time.Now().Add(10 * time.Second)
-	for w.log.Count(":7300 ", "outcome=exited status=0") < n && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := w.log.Count(":7300 ", "outcome=exited status=0"); got != n {
+	if got := w.log.AwaitCount(n, 10*time.Second, ":7300 ", "outcome=exited status=0"); got != n {
 		t.Errorf("%d exit lines for %d connections", got, n)
 	}
 	w.checkHostile(t, 7300)

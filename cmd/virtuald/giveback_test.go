@@ -42,11 +42,7 @@ func TestAcceptIdleExit(t *testing.T) {
 
 // waitCount waits until n log lines hold every one of subs.
 func waitCount(w *world, n int, subs ...string) (int, bool) {
-	deadline := time.Now().Add(10 * time.Second)
-	for w.log.Count(subs...) < n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	got := w.log.Count(subs...)
+	got := w.log.AwaitCount(n, 10*time.Second, subs...)
 	return got, got >= n
 }
 

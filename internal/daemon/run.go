@@ -26,7 +26,11 @@ import (
 // while they stop makes Run return at once, with ErrStopForced.
 func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) error {
 	t := startTasks(ctx, d.log)
-	context.AfterFunc(t.ctx, func() { sdnotify.Notify("STOPPING=1") })
+	// STOPPING=1 goes out as soon as the tasks are told to stop, and
+	// before Run returns: a process that exits right after would
+	// otherwise end before the notice's goroutine ran.
+	stopping := make(chan struct{})
+	context.AfterFunc(t.ctx, func() { sdnotify.Notify("STOPPING=1"); close(stopping) })
 	t.run("addresses", d.tracker.Run)
 	t.run("watcher", d.watch.run)
 	d.loadAll()
@@ -54,7 +58,8 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) error {
 		}
 		return nil
 	})
-	err := t.wait(signals, d.reloadSoon)
+	err := t.wait(signals, d.reloadSoon) // its tasks' context is done when it returns
+	<-stopping
 	if !errors.Is(err, ErrStopForced) {
 		d.closeBPF() // a task still running may be using it
 	}

@@ -2,6 +2,7 @@ package superserver
 
 import (
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -137,9 +138,12 @@ func (f *finder) inetdEntry(from, host string, fields []string) {
 		return
 	}
 	s.Port = f.ports.port(service, s.Transport)
-	wait, _, _ := strings.Cut(fields[3], ".")
+	wait, perLine, _ := strings.Cut(fields[3], ".")
 	if why := modeProblem(&s, fields[1] == "stream" && wait == "wait"); why != "" {
 		f.problem(from, why)
+	}
+	if f.advise && fields[1] == "stream" && wait == "nowait" {
+		f.inetdRateProblem(from, perLine)
 	}
 	for _, h := range strings.Split(host, ",") {
 		if h == "" {
@@ -165,4 +169,72 @@ func setAddress(s *Service, host string) {
 	case !a.IsUnspecified():
 		s.Address = a
 	}
+}
+
+// trippable is the lowest inetd limit (a minute) that one client cannot
+// reach: 1,000 connections a second, more than virtuald per connection
+// serves on the machines measured (BENCHMARKS.md).
+const trippable = 60000
+
+// inetdRateProblem reports a per-connection stream line: inetd counts the
+// virtualds it starts for the line, every address together, and past its
+// limit (nowait.N, else -R) stops the line for 10 minutes, every virtual
+// host with it. Accept mode starts virtuald once and is not counted.
+func (f *finder) inetdRateProblem(from, perLine string) {
+	limit, how := f.inetdRate, "inetd -R"
+	if n, err := strconv.Atoi(perLine); err == nil && n > 0 {
+		limit, how = n, "nowait."+perLine
+	}
+	if limit >= trippable {
+		return
+	}
+	f.problem(from, "per connection (nowait), inetd starts at most "+strconv.Itoa(limit)+" virtualds a minute for this line ("+how+
+		"), every address together: one client's "+strconv.Itoa(limit)+" connections in a minute stop it for every address for 10 minutes; "+
+		"serve it in accept mode (wait, virtuald -accept), or raise the limit")
+}
+
+// RunningInetdRate is the -R of the inetd running on this host (the
+// lowest, if several run; InetdRateDefault for one without -R), or 0
+// when none runs.
+func RunningInetdRate() int {
+	procs, _ := os.ReadDir("/proc")
+	rate := 0
+	for _, p := range procs {
+		if _, err := strconv.Atoi(p.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + p.Name() + "/comm")
+		if err != nil || strings.TrimSpace(string(comm)) != "inetd" {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		r := rateArg(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"))
+		if r == 0 {
+			r = InetdRateDefault
+		}
+		if rate == 0 || r < rate {
+			rate = r
+		}
+	}
+	return rate
+}
+
+// rateArg finds -R N (or -RN) in inetd's argv.
+func rateArg(argv []string) int {
+	for i := 1; i < len(argv); i++ {
+		v, ok := strings.CutPrefix(argv[i], "-R")
+		if !ok {
+			continue
+		}
+		if v == "" && i+1 < len(argv) {
+			v = argv[i+1]
+		}
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 0
 }

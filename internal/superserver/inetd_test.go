@@ -122,12 +122,12 @@ func TestServices(t *testing.T) {
 	}
 }
 
-// With CheckServers (ipwatchd's), a line whose virtuald (or tcpd before
+// With Advise (ipwatchd's), a line whose virtuald (or tcpd before
 // it) cannot be executed is a Problem, found as a Service still: the
 // trial's `/usr/local/sbin/virtuald` where the package put
 // /usr/sbin/virtuald failed every connection with only inetd's log
 // saying so.
-func TestCheckServers(t *testing.T) {
+func TestAdvise(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "sbin", "virtuald")
 	plain := filepath.Join(dir, "plain", "virtuald")
@@ -143,17 +143,17 @@ func TestCheckServers(t *testing.T) {
 	missing := filepath.Join(dir, "local", "virtuald")
 	conf := filepath.Join(dir, "inetd.conf")
 	text := strings.Join([]string{
-		"1 stream tcp nowait root " + good + " virtuald /c p",
-		"2 stream tcp nowait root " + missing + " virtuald /c p",
-		"3 stream tcp nowait root " + plain + " virtuald /c p",
-		"4 stream tcp nowait root " + good + " " + missing + " /c p", // not tcpd: argv[0] is only a name
-		"5 stream tcp nowait root " + filepath.Join(dir, "tcpd") + " " + good + " /c p",
-		"6 stream tcp nowait root " + tcpd + " " + missing + " /c p",
+		"1 stream tcp wait root " + good + " virtuald -accept /c p",
+		"2 stream tcp wait root " + missing + " virtuald -accept /c p",
+		"3 stream tcp wait root " + plain + " virtuald -accept /c p",
+		"4 stream tcp wait root " + good + " " + missing + " -accept /c p", // not tcpd: argv[0] is only a name
+		"5 stream tcp wait root " + filepath.Join(dir, "tcpd") + " " + good + " -accept /c p",
+		"6 stream tcp wait root " + tcpd + " " + missing + " -accept /c p",
 	}, "\n") + "\n"
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	found, problems := Find(Sources{InetdConf: conf, CheckServers: true})
+	found, problems := Find(Sources{InetdConf: conf, Advise: true})
 	want := []string{
 		conf + ":2: inetd starts " + missing + ", which it cannot execute (no such file or directory)",
 		conf + ":3: inetd starts " + plain + ", which it cannot execute (permission denied)",
@@ -168,6 +168,55 @@ func TestCheckServers(t *testing.T) {
 		t.Errorf("found %d services; problems:\n%s\nwant:\n%s", len(found), strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if _, problems := Find(Sources{InetdConf: conf}); len(problems) != 0 {
-		t.Errorf("without CheckServers: %v", problems)
+		t.Errorf("without Advise: %v", problems)
+	}
+}
+
+// With Advise, a per-connection stream line is reported with the limit
+// inetd applies to it (-R, or the line's nowait.N), when one client can
+// reach it; accept mode and datagrams are not.
+func TestInetdRateAdvice(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "inetd.conf")
+	text := strings.Join([]string{
+		"ftp stream tcp nowait root /nonexistent/virtuald virtuald /c p",
+		"ftp stream tcp nowait.40 root /nonexistent/virtuald virtuald /c p",
+		"ftp stream tcp nowait.60000 root /nonexistent/virtuald virtuald /c p", // one client cannot reach it
+		"ftp stream tcp wait root /nonexistent/virtuald virtuald -accept /c p",
+		"tftp dgram udp wait root /nonexistent/virtuald virtuald /c p",
+	}, "\n") + "\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, problems := Find(Sources{InetdConf: conf, Advise: true, InetdRate: 1000})
+	var got []string
+	for _, p := range problems {
+		if strings.Contains(p.Reason, "per connection") {
+			got = append(got, strings.TrimPrefix(p.From, conf)+" "+p.Reason[:strings.Index(p.Reason, ":")])
+		}
+	}
+	want := []string{
+		":1 per connection (nowait), inetd starts at most 1000 virtualds a minute for this line (inetd -R), every address together",
+		":2 per connection (nowait), inetd starts at most 40 virtualds a minute for this line (nowait.40), every address together",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestRateArg(t *testing.T) {
+	for _, tt := range []struct {
+		argv []string
+		want int
+	}{
+		{[]string{"inetd"}, 0},
+		{[]string{"inetd", "-R", "1000000", "/etc/inetd.conf"}, 1000000},
+		{[]string{"/usr/sbin/inetd", "-d", "-R500"}, 500},
+		{[]string{"inetd", "-R"}, 0},
+		{[]string{"inetd", "-R", "x"}, 0},
+	} {
+		if got := rateArg(tt.argv); got != tt.want {
+			t.Errorf("%q: %d, want %d", tt.argv, got, tt.want)
+		}
 	}
 }

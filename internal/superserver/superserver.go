@@ -35,13 +35,22 @@ type Sources struct {
 	// port (default "/etc/services"); without it only numeric ports are
 	// known.
 	Services string
-	// CheckServers reports, as a Problem, a line whose program (virtuald,
-	// or tcpd before it) does not exist or cannot be executed: the
-	// super-server fails every connection before virtuald runs, and
-	// only its own log says so (inetd: "execv ...: No such file or
-	// directory").
-	CheckServers bool
+	// Advise reports, as Problems, what a super-server will do wrong with
+	// a line it reads fine: start a program (virtuald, or tcpd before
+	// it) that does not exist or cannot be executed (every connection
+	// fails before virtuald runs, and only the super-server's log says
+	// so: inetd's "execv ...: No such file or directory"), or stop a per
+	// connection line for every address when one client trips its rate
+	// limit (InetdRate). ipwatchd advises; the parsers' tests do not.
+	Advise bool
+	// InetdRate is inetd's -R, the virtualds it starts a minute for one
+	// line before it stops the line for 10 minutes (0: with Advise, the
+	// running inetd's, else openbsd-inetd's default, InetdRateDefault).
+	InetdRate int
 }
+
+// InetdRateDefault is openbsd-inetd's -R when not given.
+const InetdRateDefault = 256
 
 // DefaultSources are the places Debian's super-servers read. /lib/systemd
 // is not among them: on a merged-/usr system it is a symbolic link to
@@ -98,7 +107,13 @@ const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 // It never fails as a whole: a source that does not exist is absent, one
 // that cannot be read or trusted is a Problem.
 func Find(s Sources) ([]Service, []Problem) {
-	f := &finder{checkServers: s.CheckServers}
+	f := &finder{advise: s.Advise, inetdRate: s.InetdRate}
+	if f.inetdRate <= 0 && s.Advise {
+		f.inetdRate = RunningInetdRate()
+	}
+	if f.inetdRate <= 0 {
+		f.inetdRate = InetdRateDefault
+	}
 	if s.Services != "" {
 		f.ports = f.readServices(s.Services)
 	}
@@ -116,11 +131,12 @@ func Find(s Sources) ([]Service, []Problem) {
 
 // finder collects what Find finds.
 type finder struct {
-	checkServers bool
-	ports        ports
-	found        []Service
-	problems     []Problem
-	full         bool // maxServices reached (reported once)
+	advise    bool
+	inetdRate int
+	ports     ports
+	found     []Service
+	problems  []Problem
+	full      bool // maxServices reached (reported once)
 }
 
 func (f *finder) problem(from, reason string) {
@@ -131,7 +147,7 @@ func (f *finder) problem(from, reason string) {
 // line that it cannot start. A name (not a path) is left alone: systemd
 // looks it up in its own PATH.
 func (f *finder) checkServer(from, superServer, path string) {
-	if !f.checkServers || !filepath.IsAbs(path) {
+	if !f.advise || !filepath.IsAbs(path) {
 		return
 	}
 	var st unix.Stat_t

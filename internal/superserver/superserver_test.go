@@ -108,11 +108,11 @@ func TestDistExamples(t *testing.T) {
 	popd := []string{"/usr/sbin/in.pop3d"}
 	tftpd := []string{"/usr/sbin/in.tftpd", "-s", "-u", "tftp", "/srv/tftp"}
 	check(t, dir, got, problems, []Service{
-		{From: "inetd.conf:5", SuperServer: "inetd", Name: "ftp", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Transport: "tcp", Port: 21},
-		{From: "inetd.conf:6", SuperServer: "inetd", Name: "ftp", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Transport: "tcp", Port: 21},
-		{From: "inetd.conf:15", SuperServer: "inetd", Name: "pop3", Conf: "/etc/virtuald/conf.pop", Program: popd[0], Args: popd, Accept: true, Transport: "tcp", Port: 110},
-		{From: "inetd.conf:16", SuperServer: "inetd", Name: "pop3", Conf: "/etc/virtuald/conf.pop", Program: popd[0], Args: popd, Accept: true, Transport: "tcp", Port: 110},
-		{From: "inetd.conf:20", SuperServer: "inetd", Name: "192.0.2.10:tftp", Conf: "/etc/virtuald/conf.tftp", Program: tftpd[0], Args: tftpd, Transport: "udp", Port: 69, Address: addr("192.0.2.10")},
+		{From: "inetd.conf:9", SuperServer: "inetd", Name: "ftp", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Transport: "tcp", Port: 21},
+		{From: "inetd.conf:10", SuperServer: "inetd", Name: "ftp", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Transport: "tcp", Port: 21},
+		{From: "inetd.conf:19", SuperServer: "inetd", Name: "pop3", Conf: "/etc/virtuald/conf.pop", Program: popd[0], Args: popd, Accept: true, Transport: "tcp", Port: 110},
+		{From: "inetd.conf:20", SuperServer: "inetd", Name: "pop3", Conf: "/etc/virtuald/conf.pop", Program: popd[0], Args: popd, Accept: true, Transport: "tcp", Port: 110},
+		{From: "inetd.conf:24", SuperServer: "inetd", Name: "192.0.2.10:tftp", Conf: "/etc/virtuald/conf.tftp", Program: tftpd[0], Args: tftpd, Transport: "udp", Port: 69, Address: addr("192.0.2.10")},
 		{From: "virtuald-ftp.service", SuperServer: "systemd", Name: "virtuald-ftp.socket", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Accept: true, Transport: "tcp", Port: 21, Path: systemdPath},
 		{From: "virtuald@.service", SuperServer: "systemd", Name: "virtuald.socket", Conf: "/etc/virtuald/conf.ftp", Program: ftpd[0], Args: ftpd, Transport: "tcp", Port: 2121, Path: systemdPath},
 	}, nil)

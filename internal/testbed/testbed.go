@@ -481,6 +481,16 @@ func holdsAll(l string, subs []string) bool {
 	return true
 }
 
+// AwaitCount waits up to timeout until n messages hold every one of
+// subs, and returns how many do then.
+func (s *Syslog) AwaitCount(n int, timeout time.Duration, subs ...string) int {
+	deadline := time.Now().Add(timeout)
+	for s.Count(subs...) < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s.Count(subs...)
+}
+
 // WaitFor returns the first message holding every one of subs, waiting up
 // to timeout for it to arrive.
 func (s *Syslog) WaitFor(timeout time.Duration, subs ...string) (string, bool) {
