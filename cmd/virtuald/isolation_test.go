@@ -24,8 +24,8 @@ import (
 // see them fail. With the default isolation every one fails, and the
 // host's name, the other tenant's file and the host's processes are
 // untouched. inetd runs in a UTS namespace of its own, which stands for
-// the host's: a rename that works renames only that. tcpserver and
-// systemd-socket-activate start virtuald the same way, isolated. With
+// the host's: a rename that works renames only that. tcpserver,
+// systemd-socket-activate and xinetd start virtuald the same way, isolated. With
 // isolate=all,user, root inside is an unprivileged uid outside: a host
 // daemon that trusts root by its peer's uid sees the root's range, and a
 // file of a uid outside the range is closed to it, while the root's own
@@ -153,17 +153,24 @@ func TestIsolationAttacks(t *testing.T) {
 	// The other super-servers start virtuald per connection the same way:
 	// the attacks fail under each (each in a UTS namespace of its own too,
 	// so that a rename that worked would rename only that).
+	xinetd := testbed.RequireTool(t, "xinetd")
+	xconf := roots.WriteConf("xinetd.conf", "service attack\n{\n\ttype = UNLISTED\n\tsocket_type = stream\n\tprotocol = tcp\n\tport = 7006\n"+
+		"\twait = no\n\tuser = root\n\tserver = "+bin["virtuald"]+"\n\tserver_args = "+confPath+" "+argv+"\n}")
 	for _, ss := range []struct {
-		name string
-		port string
-		argv []string
+		name    string
+		port    string
+		argv    []string
+		virtual bool // virtuald's argv follows
 	}{
-		{"tcpserver", "7002", []string{"tcpserver", "-q", "-H", "-R", "0", "7002"}},
-		{"systemd-socket-activate", "7003", []string{"systemd-socket-activate", "--inetd", "-a", "-l", "7003"}},
+		{"tcpserver", "7002", []string{"tcpserver", "-q", "-H", "-R", "0", "7002"}, true},
+		{"systemd-socket-activate", "7003", []string{"systemd-socket-activate", "--inetd", "-a", "-l", "7003"}, true},
+		{"xinetd", "7006", []string{xinetd, "-dontfork", "-pidfile", filepath.Join(t.TempDir(), "xinetd.pid"), "-f", xconf}, false},
 	} {
 		t.Run(ss.name+", isolated", func(t *testing.T) {
-			args := append(append([]string{"--uts"}, ss.argv...), bin["virtuald"], confPath)
-			args = append(args, strings.Fields(argv)...)
+			args := append([]string{"--uts"}, ss.argv...)
+			if ss.virtual {
+				args = append(append(args, bin["virtuald"], confPath), strings.Fields(argv)...)
+			}
 			ns.Start(log, "unshare", args...)
 			port, _ := strconv.Atoi(ss.port)
 			ns.WaitListening("tcp", port)
