@@ -175,11 +175,6 @@ func (p *Plan) startIsolated() (*Child, error) {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
 	defer unix.Close(report[0])
-	sync, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, &Error{Step: "isolation", Err: err}
-	}
-	defer unix.Close(sync[0])
 	files := make([]uintptr, 0, initSyncFD+1)
 	for _, fd := range p.Files[:3] {
 		files = append(files, uintptr(fd))
@@ -193,7 +188,19 @@ func (p *Plan) startIsolated() (*Child, error) {
 		defer unix.Close(tree)
 		root = tree
 	}
-	files = append(files, uintptr(root), uintptr(report[1]), uintptr(sync[1]))
+	files = append(files, uintptr(root), uintptr(report[1]))
+	// The socket to map a user namespace through is made only for one:
+	// every other start leaves SYNCFD closed.
+	sync := [2]int{-1, -1}
+	if p.Isolate&conf.IsolateUser != 0 {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, &Error{Step: "isolation", Err: err}
+		}
+		defer unix.Close(pair[0])
+		sync = [2]int{pair[0], pair[1]}
+		files = append(files, uintptr(sync[1]))
+	}
 	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
 		strconv.Itoa(initSyncFD), uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
 	// The child executes the memfd by this process's descriptor table:
@@ -205,14 +212,16 @@ func (p *Plan) startIsolated() (*Child, error) {
 	exePath := "/proc/" + strconv.Itoa(unix.Getpid()) + "/fd/" + strconv.Itoa(exe)
 	pid, err := syscall.ForkExec(exePath, argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
 	unix.Close(report[1])
-	unix.Close(sync[1])
+	if sync[1] >= 0 {
+		unix.Close(sync[1])
+	}
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
 	}
 	if p.Isolate&conf.IsolateUser != 0 {
 		if err := p.mapChild(sync[0], pid, root); err != nil {
 			unix.Shutdown(sync[0], unix.SHUT_RDWR) // virtuald-init exits without its go
-			reap(pid)
+			(&Child{Pid: pid}).Wait()
 			return nil, err
 		}
 	}
@@ -308,16 +317,6 @@ func idmapTree(tree, pid int) error {
 		return &Error{Step: "idmapping the root's mounts (mount_setattr)", Err: err}
 	}
 	return nil
-}
-
-// reap waits for a child that was started but will not be handed out.
-func reap(pid int) {
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			return
-		}
-	}
 }
 
 func readFull(fd int, b []byte) (int, error) {

@@ -125,16 +125,13 @@ func (in *inst) userLines(etc dir, user, passwdLine, group, groupLine string) er
 // unless in a dry run, its new content written to a temporary name, for
 // the caller to commit or abort.
 func (in *inst) etcLine(etc dir, file, name, line string) (*staged, error) {
-	p := in.show(path.Join(etc.path, file))
 	var lines []string
 	if etc.fd >= 0 {
 		old, err := in.readSmall(etc, file)
 		if err != nil {
 			return nil, err
 		}
-		if old != "" {
-			lines = strings.Split(strings.TrimSuffix(old, "\n"), "\n")
-		}
+		lines = linesOf(old)
 	}
 	found := false
 	for i, l := range lines {
@@ -148,12 +145,29 @@ func (in *inst) etcLine(etc dir, file, name, line string) (*staged, error) {
 	if !found {
 		lines = append(lines, line)
 	}
-	in.change("write %q to %s", line, p)
+	in.change("write %q to %s", line, in.show(path.Join(etc.path, file)))
 	if in.dry {
 		return nil, nil
 	}
-	return in.stage(etc, file, 0o644, func(f *os.File) error {
-		_, err := f.WriteString(strings.Join(lines, "\n") + "\n")
+	return in.stageLines(etc, file, 0o644, lines)
+}
+
+// linesOf splits a text file into its lines.
+func linesOf(text string) []string {
+	if text == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+}
+
+// stageLines stages etc/file holding lines, root's with mode.
+func (in *inst) stageLines(etc dir, file string, mode uint32, lines []string) (*staged, error) {
+	text := strings.Join(lines, "\n")
+	if text != "" {
+		text += "\n"
+	}
+	return in.stage(etc, file, mode, func(f *os.File) error {
+		_, err := f.WriteString(text)
 		return err
 	})
 }

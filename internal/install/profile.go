@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -12,8 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // A Profile is what one service needs in its root that no ELF header
@@ -77,7 +76,8 @@ const maxProfile = 64 << 10 // a profile file read at most
 var shipped embed.FS
 
 // LoadProfile finds the profile name: a path (it holds a '/'), else
-// dir/NAME.profile, else the project's own; with what it includes.
+// dir/NAME.profile (dir "": none), else the project's own; with what it
+// includes.
 func LoadProfile(dir, name string) (*Profile, error) {
 	return loadProfile(dir, name, 0)
 }
@@ -114,11 +114,13 @@ func findProfile(dir, name string) (*Profile, error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("profile %q: a name has letters, digits, '-' and '_' only", name)
 	}
-	p, err := readProfile(filepath.Join(dir, name+".profile"), name, os.ReadFile)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return p, err
+	if dir != "" {
+		p, err := readProfile(filepath.Join(dir, name+".profile"), name, os.ReadFile)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return p, err
+		}
 	}
-	p, err = readProfile("profiles/"+name+".profile", name, shipped.ReadFile)
+	p, err := readProfile("profiles/"+name+".profile", name, shipped.ReadFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		names, _ := Profiles(dir)
 		list := make([]string, len(names))
@@ -140,7 +142,7 @@ func Profiles(dir string) ([]*Profile, error) {
 	entries, _ := shipped.ReadDir("profiles")
 	for _, e := range entries {
 		name := strings.TrimSuffix(e.Name(), ".profile")
-		if p, err := LoadProfile("/nonexistent", name); err == nil {
+		if p, err := LoadProfile("", name); err == nil {
 			byName[name] = p
 		}
 	}
@@ -160,13 +162,7 @@ func Profiles(dir string) ([]*Profile, error) {
 		byName[name] = p
 	}
 	var list []*Profile
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range byName {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		list = append(list, byName[name])
 	}
 	return list, nil
@@ -260,14 +256,18 @@ func ParseProfile(file, text string) (*Profile, error) {
 			p.Files = append(p.Files, ProfileFile{Path: f[1], Mode: mode})
 			body = &p.Files[len(p.Files)-1]
 		case "user":
-			var uid, gid uint64
-			if !validName(f[1]) {
-				err = fmt.Errorf("user %q: a name has letters, digits, '-' and '_' only", f[1])
-			} else if uid, err = strconv.ParseUint(f[2], 10, 16); err != nil {
+			uid, uerr := strconv.ParseUint(f[2], 10, 16)
+			gid, gerr := strconv.ParseUint(f[3], 10, 16)
+			switch {
+			case checkUserName(f[1]) != nil:
+				err = checkUserName(f[1])
+			case uerr != nil:
 				err = fmt.Errorf("uid %q: a number below 65536", f[2])
-			} else if gid, err = strconv.ParseUint(f[3], 10, 16); err != nil {
+			case gerr != nil:
 				err = fmt.Errorf("gid %q: a number below 65536", f[3])
-			} else if err = checkPath(f[4]); err == nil {
+			case checkPath(f[4]) != nil:
+				err = checkPath(f[4])
+			default:
 				err = checkPath(f[5])
 			}
 			p.Users = append(p.Users, ProfileUser{Name: f[1], UID: uint32(uid), GID: uint32(gid), Home: f[4], Shell: f[5]})
@@ -310,109 +310,4 @@ func findModule(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("module %s is in none of %s on this host (is its package installed?)", name, strings.Join(libraryDirs(), ", "))
-}
-
-// profile makes a profile's directories, files and users in the root.
-// A file the root already has is kept as it is (the admin may have
-// edited it): install says when it differs from the profile's.
-func (in *inst) profile(p *Profile) error {
-	for _, d := range p.Dirs {
-		if err := in.profileDir(d); err != nil {
-			return err
-		}
-	}
-	for _, f := range p.Files {
-		if err := in.profileFile(p.Name, f); err != nil {
-			return err
-		}
-	}
-	for _, u := range p.Users {
-		etc, err := in.reopen("/etc")
-		if err != nil {
-			return err
-		}
-		if has, err := in.hasUser(etc, u.Name); has || err != nil {
-			etc.close()
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		err = in.userLines(etc, u.Name, fmt.Sprintf("%s:x:%d:%d::%s:%s", u.Name, u.UID, u.GID, u.Home, u.Shell),
-			u.Name, fmt.Sprintf("%s:x:%d:", u.Name, u.GID))
-		etc.close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (in *inst) profileDir(d ProfileDir) error {
-	dir, err := in.reopen(d.Path)
-	if err != nil {
-		return err
-	}
-	defer dir.close()
-	if dir.fd < 0 {
-		return nil // a dry run, below a directory not made yet
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(dir.fd, &st); err != nil {
-		return err
-	}
-	if st.Mode&0o7777 != d.Mode {
-		in.change("set the mode of %s to %04o", in.show(d.Path), d.Mode)
-		if !in.dry {
-			return unix.Fchmod(dir.fd, d.Mode)
-		}
-	}
-	return nil
-}
-
-func (in *inst) profileFile(profile string, f ProfileFile) error {
-	dir, err := in.reopen(path.Dir(f.Path))
-	if err != nil {
-		return err
-	}
-	defer dir.close()
-	name := path.Base(f.Path)
-	if dir.fd >= 0 {
-		var st unix.Stat_t
-		if unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			old, err := in.readSmall(dir, name)
-			if err != nil {
-				return err
-			}
-			if old != f.Content {
-				fmt.Fprintf(in.out, "keep %s: it differs from profile %s's (remove it to get the profile's)\n", in.show(f.Path), profile)
-			}
-			return nil
-		}
-	}
-	in.change("write %s (profile %s)", in.show(f.Path), profile)
-	if in.dry {
-		return nil
-	}
-	return in.write(dir, name, f.Mode, func(w *os.File) error {
-		_, err := w.WriteString(f.Content)
-		return err
-	})
-}
-
-// hasUser says whether the root's etc/passwd has a line for name.
-func (in *inst) hasUser(etc dir, name string) (bool, error) {
-	if etc.fd < 0 {
-		return false, nil
-	}
-	old, err := in.readSmall(etc, "passwd")
-	if err != nil {
-		return false, err
-	}
-	for l := range strings.SplitSeq(old, "\n") {
-		if n, _, _ := strings.Cut(l, ":"); n == name {
-			return true, nil
-		}
-	}
-	return false, nil
 }

@@ -24,7 +24,7 @@ func TestParseProfile(t *testing.T) {
 		{"dir /srv 0775\n", `p:1: mode "0775": octal, within 7755`},
 		{"file /etc/x 0755\n", `mode "0755": octal, within 0644`},
 		{"file /etc/x 9\n", "octal"},
-		{"user a:b 1 1 / /x\n", "a name has letters"},
+		{"user a:b 1 1 / /x\n", "a name is a lower-case letter"},
 		{"user a 70000 1 / /x\n", `uid "70000": a number below 65536`},
 		{"user a 1 1 home /x\n", `"home": an absolute, clean path`},
 		{"include ../x\n", `include "../x": a profile's name`},

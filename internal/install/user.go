@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -98,8 +97,8 @@ func AddUser(root string, u User, out io.Writer) error {
 // etc/shadow, the group of its name from etc/group, and its
 // name from the other groups' members. Its home and files are kept.
 func DelUser(root, name string, out io.Writer) error {
-	if !validUserName(name) {
-		return fmt.Errorf("user %q: a name is a lower-case letter, then lower-case letters, digits, '-' and '_' (at most 32)", name)
+	if err := checkUserName(name); err != nil {
+		return err
 	}
 	in, etc, files, err := openEtc(root, out)
 	if err != nil {
@@ -126,8 +125,8 @@ func DelUser(root, name string, out io.Writer) error {
 
 func (u *User) check() error {
 	switch {
-	case !validUserName(u.Name):
-		return fmt.Errorf("user %q: a name is a lower-case letter, then lower-case letters, digits, '-' and '_' (at most 32)", u.Name)
+	case checkUserName(u.Name) != nil:
+		return checkUserName(u.Name)
 	case u.Home != "" && checkPath(u.Home) != nil:
 		return fmt.Errorf("home %v", checkPath(u.Home))
 	case u.Shell != "" && checkPath(u.Shell) != nil:
@@ -140,17 +139,16 @@ func (u *User) check() error {
 	return nil
 }
 
-// validUserName is Debian adduser's default rule (NAME_REGEX).
-func validUserName(s string) bool {
-	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
+// checkUserName applies Debian adduser's default rule (NAME_REGEX).
+func checkUserName(s string) error {
+	ok := s != "" && len(s) <= 32 && s[0] >= 'a' && s[0] <= 'z'
 	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
+		ok = ok && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_')
 	}
-	return true
+	if !ok {
+		return fmt.Errorf("user %q: a name is a lower-case letter, then lower-case letters, digits, '-' and '_' (at most 32)", s)
+	}
+	return nil
 }
 
 // openEtc opens an existing root and its etc/, and reads etc/passwd,
@@ -187,10 +185,7 @@ func openEtc(root string, out io.Writer) (*inst, dir, map[string]string, error) 
 func (in *inst) stageEtc(etc dir, files, add map[string]string, del string) ([]*staged, error) {
 	var staged []*staged
 	for _, f := range []string{"passwd", "group", "shadow"} {
-		lines := strings.Split(strings.TrimSuffix(files[f], "\n"), "\n")
-		if files[f] == "" {
-			lines = nil
-		}
+		lines := linesOf(files[f])
 		if line, ok := add[f]; ok {
 			lines = append(lines, line)
 			in.change("write %q to %s", strings.SplitN(line, ":", 2)[0]+":...", in.show("/etc/"+f))
@@ -203,10 +198,7 @@ func (in *inst) stageEtc(etc dir, files, add map[string]string, del string) ([]*
 		if f == "shadow" {
 			mode = 0o640 // pam_unix reads it as root
 		}
-		s, err := in.stage(etc, f, mode, func(w *os.File) error {
-			_, err := w.WriteString(strings.Join(lines, "\n") + "\n")
-			return err
-		})
+		s, err := in.stageLines(etc, f, mode, lines)
 		if err != nil {
 			for _, s := range staged {
 				s.abort()

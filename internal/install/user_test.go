@@ -104,4 +104,9 @@ func TestAddAndDelUser(t *testing.T) {
 	if err := DelUser(root, "alice", &out); err == nil || !strings.Contains(err.Error(), "user alice is not in") {
 		t.Errorf("deluser twice: %v", err)
 	}
+	// The last user gone, the files are empty, without a blank line.
+	testbed.Must(t, DelUser(root, "bob", &out))
+	if got := read("etc/passwd"); got != "" {
+		t.Errorf("etc/passwd without users: %q", got)
+	}
 }

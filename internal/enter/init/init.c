@@ -27,10 +27,11 @@
 //	ERRFD     where a failure is written, as two native ints (step,
 //	          errno), before exiting 127; close-on-exec for the service,
 //	          so its end without a word means the service was executed
-//	SYNCFD    with U: a socket to the parent; virtuald-init sends a byte
-//	          once in its new user namespace, the parent maps its ids,
-//	          idmaps the root's mounts and sends a byte back (its end
-//	          without the byte means the parent failed)
+//	SYNCFD    with U, a socket to the parent (not open without U):
+//	          virtuald-init sends a byte once in its new user namespace,
+//	          the parent maps its ids, idmaps the root's mounts and sends
+//	          a byte back (its end without the byte means the parent
+//	          failed)
 //	CAPS      the capabilities the bounding set keeps, a hex mask
 //
 // Every failure is fatal: nothing is served with less than asked.
