@@ -79,6 +79,7 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench Startup -benchtime 300x ./bench
 	$(GO) test -run '^$$' -bench Start -benchtime 300x ./internal/enter
 	$(GO) test -run '^$$' -bench 'Inetd$$' -benchtime 20x ./bench
+	$(GO) test -run '^$$' -bench 'Isolation$$' -benchtime 20x ./bench
 	$(GO) test -run '^$$' -bench InetdWedged -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench Flood -benchtime 3x ./bench
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench

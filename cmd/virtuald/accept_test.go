@@ -99,7 +99,7 @@ func TestAcceptLimits(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c := openHeld(t, w, "203.0.113.21:7302")
 		if c == nil {
-			t.Fatalf("connection %d to the first entry refused under the limit", i+1)
+			t.Fatalf("connection %d to the first entry refused under the limit; log ends:\n%s", i+1, w.log.Tail(5))
 		}
 		held = append(held, c)
 	}

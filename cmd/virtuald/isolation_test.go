@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -238,4 +240,63 @@ func handleOf(t *testing.T, dir string) string {
 		t.Fatalf("name_to_handle_at %s: %v", dir, err)
 	}
 	return strconv.Itoa(int(h.Type())) + ":" + hex.EncodeToString(h.Bytes())
+}
+
+// Per connection, virtuald-init takes virtuald's place and stays as the
+// isolated service's parent: a signal the super-server sends it reaches
+// the service, it exits with the service's status, and when it is killed
+// the service and its whole pid namespace end with it. virtuald is
+// started here as a super-server starts it, with the connection on fds
+// 0-2, so that the test holds its pid.
+func TestIsolatedParent(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	bin := built(t)
+	ns := testbed.NewNetNS(t)
+	ns.AddAddr("192.0.2.1")
+	roots := testbed.NewRoots(t)
+	confPath := roots.WriteConf("conf", "192.0.2.1 "+roots.IntruderRoot("tenant"))
+	var ln *net.TCPListener
+	testbed.Must(t, ns.Do(func() (err error) {
+		ln, err = net.ListenTCP("tcp", &net.TCPAddr{IP: net.ParseIP("192.0.2.1")})
+		return err
+	}))
+	defer ln.Close()
+	serve := func() (*exec.Cmd, net.Conn, *bufio.Reader) {
+		client, err := ns.Dial("tcp", ln.Addr().String())
+		testbed.Must(t, err)
+		t.Cleanup(func() { client.Close() })
+		conn, err := ln.AcceptTCP()
+		testbed.Must(t, err)
+		f, err := conn.File()
+		testbed.Must(t, err)
+		conn.Close()
+		defer f.Close()
+		cmd := exec.Command(bin["virtuald"], "-socket", filepath.Join(t.TempDir(), "absent.sock"), confPath, "/intruder", "signal")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, f
+		testbed.Must(t, cmd.Start())
+		client.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(client)
+		if line, err := r.ReadString('\n'); line != "ready\n" {
+			t.Fatalf("the service did not start: %q %v", line, err)
+		}
+		return cmd, client, r
+	}
+
+	cmd, _, r := serve()
+	testbed.Must(t, cmd.Process.Signal(unix.SIGTERM))
+	if line, err := r.ReadString('\n'); line != "got SIGTERM\n" {
+		t.Errorf("SIGTERM to virtuald's process did not reach the service: %q %v", line, err)
+	}
+	if err := cmd.Wait(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 3 {
+		t.Errorf("virtuald's process ended with %v, want the service's status 3", err)
+	}
+
+	cmd, _, r = serve()
+	testbed.Must(t, cmd.Process.Kill())
+	cmd.Wait()
+	if rest, err := r.ReadString('\n'); err == nil || rest != "" {
+		t.Errorf("after SIGKILL to virtuald's process the service still held the connection: %q %v", rest, err)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Error("after SIGKILL to virtuald's process the service lives on: the connection stayed open")
+	}
 }

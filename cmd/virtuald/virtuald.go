@@ -46,6 +46,9 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		return exitUsage
 	}
 	e := readEnvironment(env, os.Getpid())
+	if len(args) > 1 && args[1] == reportArg {
+		return reportMode(log, args[2:], e.service)
+	}
 	o, args, err := cmdline.Parse(args)
 	switch {
 	case err == nil && o.Help:
@@ -200,27 +203,28 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 		Path: path, Argv: argv, Env: env, Files: std.serviceFiles(), DieWithParent: true,
 	}
 	line.add("isolate", p.Isolate.String())
-	if p.Isolate != conf.IsolateNone {
-		// The library check (a warning, 0.7 ms and megabytes for a
-		// dynamically linked service) runs only for a service that
-		// failed the way a missing library makes it fail.
+	rc := reportContext{c.Local.String(), confPath, d.entry.Root, path, p.Isolate}
+	if p.Isolate&conf.IsolateUser != 0 {
+		// A user namespace is mapped by virtuald-init's parent: virtuald
+		// starts it and stays.
 		ended := func(status int) {
-			if status != exitLoaderFailed {
-				return
-			}
-			if libs := root.MissingLibraries(path, env); libs != "" {
-				var l connLog
-				l.add("local", c.Local.String())
-				l.add("conf", confPath)
-				l.add("root", d.entry.Root)
-				l.add("program", path)
-				l.add("outcome", "exited")
-				l.add("status", strconv.Itoa(status))
-				l.add("warning", "shared libraries missing inside the root: "+libs)
-				log.Log(syslog.Warning, l.String())
+			if status == exitLoaderFailed {
+				warnMissingLibraries(log, root, env, status, rc)
 			}
 		}
 		return startIsolated(log, std, p, root, line, refuseConn, ended)
+	}
+	if p.Isolate != conf.IsolateNone {
+		// virtuald-init takes virtuald's place and starts the service in
+		// its namespaces; what goes wrong after that, and the library
+		// check (a warning, 0.7 ms and megabytes for a dynamically linked
+		// service) for a service that failed the way a missing library
+		// makes it fail, come back to virtuald by reportMode.
+		line.add("outcome", "exec")
+		log.Log(syslog.Info, line.String())
+		err := execInPlace(std, p, rc)
+		line = rc.line()
+		return refuseConn("exec failed: " + explain(root, path, err, env))
 	}
 	// The service replaces virtuald here: nobody would see it fail, so
 	// the warning goes in the line before the exec.
@@ -237,13 +241,26 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	}
 	err = p.Exec()
 	std.reshield()
-	var failed connLog
-	failed.add("local", c.Local.String())
-	failed.add("conf", confPath)
-	failed.add("root", d.entry.Root)
-	failed.add("program", path)
-	line = &failed
+	line = rc.line()
 	return refuseConn("exec failed: " + explain(root, path, err, env))
+}
+
+// execInPlace gives virtuald's place to virtuald-init, which starts the
+// service in its namespaces (enter.Plan.ExecIsolated), reporting back to
+// this program (reportMode). It returns only when that failed.
+func execInPlace(std stdio, p *enter.Plan, rc reportContext) error {
+	exe, err := unix.Open("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(exe)
+	if err := std.restore(); err != nil {
+		std.reshield()
+		return err
+	}
+	err = p.ExecIsolated(enter.Report{Exe: exe, Args: rc.args()})
+	std.reshield()
+	return err
 }
 
 // explain words an error of enter for the log: an exec failure as the
@@ -283,6 +300,76 @@ func startIsolated(log *syslog.Logger, std stdio, p *enter.Plan, root service.Ro
 	status := child.Wait()
 	ended(status)
 	return status
+}
+
+// reportArg marks virtuald executed again by virtuald-init to report an
+// isolated start (enter.Report): no super-server passes it.
+const reportArg = "-virtuald-init-report"
+
+// reportContext is what the log says of a connection virtuald-init
+// reports on: virtuald passes it through virtuald-init as arguments.
+type reportContext struct {
+	local, conf, root, program string
+	isolate                    conf.Isolation
+}
+
+func (r reportContext) args() []string {
+	return []string{"virtuald", reportArg, r.local, r.conf, r.root, r.program, r.isolate.String()}
+}
+
+func (r reportContext) line() *connLog {
+	var l connLog
+	l.add("local", r.local)
+	l.add("conf", r.conf)
+	l.add("root", r.root)
+	l.add("program", r.program)
+	return &l
+}
+
+// reportMode is virtuald executed again by virtuald-init after an
+// in-place start (enter.Plan.ExecIsolated) failed, or its service exited
+// 127: it logs why, as virtuald would have, with the root's descriptor
+// virtuald-init kept. fields are what follows reportArg.
+func reportMode(log *syslog.Logger, fields, env []string) int {
+	if len(fields) != 5+4 {
+		log.Log(syslog.Err, "virtuald-init's report: "+strconv.Itoa(len(fields))+" arguments")
+		return exitUsage
+	}
+	iso, err := conf.ParseIsolation(fields[4])
+	if err != nil {
+		log.Log(syslog.Err, "virtuald-init's report: "+err.Error())
+		return exitUsage
+	}
+	rc := reportContext{fields[0], fields[1], fields[2], fields[3], iso}
+	r, err := enter.ReadReport(fields[5:], iso)
+	if err != nil {
+		log.Log(syslog.Err, err.Error())
+		return exitUsage
+	}
+	root := service.In(r.Root)
+	if r.Err != nil {
+		l := rc.line()
+		l.add("outcome", "refused")
+		l.add("reason", "exec failed: "+explain(root, rc.program, r.Err, env))
+		log.Log(syslog.Err, l.String())
+		return exitRefused
+	}
+	warnMissingLibraries(log, root, env, r.Status, rc)
+	return r.Status
+}
+
+// warnMissingLibraries logs a warning for a service that exited with
+// status when its root lacks a library it needs.
+func warnMissingLibraries(log *syslog.Logger, root service.Root, env []string, status int, rc reportContext) {
+	libs := root.MissingLibraries(rc.program, env)
+	if libs == "" {
+		return
+	}
+	l := rc.line()
+	l.add("outcome", "exited")
+	l.add("status", strconv.Itoa(status))
+	l.add("warning", "shared libraries missing inside the root: "+libs)
+	log.Log(syslog.Warning, l.String())
 }
 
 // exitLoaderFailed is the status the dynamic loader exits with when a

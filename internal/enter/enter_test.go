@@ -2,6 +2,7 @@ package enter
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -73,16 +74,40 @@ func startIso(rootPath string, null int, iso conf.Isolation) error {
 }
 
 // startAndWait starts the intruder in d with isolation iso, its fds 0-2
-// null, and waits for it; the error is Start's or Started's.
+// null, and waits for it; the error is Start's or Started's, or says
+// that it did not exit 0.
 func startAndWait(d *chroot.Dir, null int, iso conf.Isolation) error {
-	p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: []string{"/intruder", "none"}, Files: []int{null, null, null}}
+	return startArgv(d, null, iso, "/intruder", "exit")
+}
+
+func startArgv(d *chroot.Dir, null int, iso conf.Isolation, argv ...string) error {
+	p := &Plan{Root: d, Isolate: iso, Path: "/intruder", Argv: argv, Files: []int{null, null, null}}
 	c, err := p.Start()
-	if err == nil {
-		err = c.Started()
-		var ws unix.WaitStatus
-		unix.Wait4(c.Pid, &ws, 0, nil)
+	if err != nil {
+		return err
+	}
+	err = c.Started()
+	if status := c.Wait(); err == nil && status != 0 {
+		err = fmt.Errorf("%v (isolate=%s) exited %d", argv, iso, status)
 	}
 	return err
+}
+
+// The service gets exactly its arguments, however many: the intruder
+// without one says how to use it (status 2), so it ran.
+func TestStartArgv(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	root := testbed.NewRoots(t).IntruderRoot("r")
+	d, err := chroot.Open(root)
+	testbed.Must(t, err)
+	defer d.Close()
+	for _, iso := range []conf.Isolation{conf.IsolateNone, conf.IsolateAll, conf.IsolateAll | conf.IsolateUser} {
+		done := make(chan error, 1)
+		go func() { done <- startArgv(d, 0, iso, "/intruder") }()
+		if err := <-done; err == nil || !strings.HasSuffix(err.Error(), "exited 2") {
+			t.Errorf("isolate=%s, no argument: %v, want the intruder's usage status 2", iso, err)
+		}
+	}
 }
 
 // BenchmarkStart is one start of a static service that exits at once,

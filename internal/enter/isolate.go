@@ -106,17 +106,25 @@ var steps = []string{
 	"chroot", "sethostname", "trimming the capability bounding set", "no_new_privs",
 	"dropping supplementary groups", "setgid", "setuid", "forking the service", "exec",
 	"taking the terminal", "close_range", "blocking signals", "waiting for the root's id map",
-	"entering a user namespace",
+	"entering a user namespace", "starting virtuald-init in new namespaces",
 }
 
 const stepExec = 14
 
-// startIsolated starts virtuald-init in new namespaces.
-func (p *Plan) startIsolated() (*Child, error) {
-	exe, err := initExe()
-	if err != nil {
-		return nil, &Error{Step: "isolation", Err: err}
-	}
+// initStart is how virtuald-init is to start a plan's service: its
+// arguments up to the service's (the report, for an in-place start,
+// follows them), the namespaces to clone it into, and the root's
+// descriptor it gets (a detached clone of the root's mounts, to be closed
+// by the caller, or the checked root itself).
+type initStart struct {
+	argv  []string
+	clone uintptr
+	root  int
+	tree  bool
+	sys   *syscall.SysProcAttr
+}
+
+func (p *Plan) initStart(inPlace bool, rootFD, errFD int) (*initStart, error) {
 	if p.Hostname != "" && p.Isolate&conf.IsolateUTS == 0 {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("hostname=%s needs uts (isolate=%s)", p.Hostname, p.Isolate)}
 	}
@@ -151,22 +159,64 @@ func (p *Plan) startIsolated() (*Child, error) {
 			uid = strconv.FormatUint(uint64(c.UID), 10)
 		}
 	}
-	sys := &syscall.SysProcAttr{Cloneflags: clone, Setsid: p.Session || p.Terminal}
+	s := &initStart{clone: clone, root: p.Root.Fd(), sys: &syscall.SysProcAttr{Setsid: p.Session || p.Terminal}}
 	// In a pid namespace the service is pid 1's child: it takes the
 	// terminal itself, in a session of its own.
 	if p.Terminal && p.Isolate&conf.IsolatePID != 0 {
 		flags.WriteByte('t')
 	} else {
-		sys.Setctty = p.Terminal
+		s.sys.Setctty = p.Terminal
 	}
 	if p.Isolate&conf.IsolateUser != 0 {
-		if err := p.mapUsers(sys, &flags); err != nil {
+		if inPlace {
+			return nil, &Error{Step: "isolation", Err: fmt.Errorf("isolate=%s cannot start in place: its ids are mapped by virtuald-init's parent", p.Isolate)}
+		}
+		if err := p.mapUsers(&flags); err != nil {
 			return nil, err
 		}
+		s.clone &^= unix.CLONE_NEWNS
+	}
+	if inPlace {
+		flags.WriteByte('w')
 	}
 	if flags.Len() == 0 {
 		flags.WriteByte('-')
 	}
+	if p.Isolate&conf.IsolateMount != 0 {
+		tree, err := cloneTree(s.root)
+		if err != nil {
+			return nil, err
+		}
+		s.root, s.tree = tree, true
+	}
+	if rootFD < 0 {
+		rootFD = s.root
+	}
+	cloneArg := "0"
+	if inPlace {
+		cloneArg = strconv.FormatUint(uint64(s.clone), 16)
+	}
+	s.argv = append([]string{"virtuald-init", flags.String(), strconv.Itoa(rootFD), strconv.Itoa(errFD),
+		strconv.Itoa(initSyncFD), uid, gid, strconv.FormatUint(keptMask(), 16), cloneArg, p.Hostname, p.Path,
+		strconv.Itoa(len(p.Argv))}, p.Argv...)
+	return s, nil
+}
+
+// startIsolated starts virtuald-init in new namespaces.
+func (p *Plan) startIsolated() (*Child, error) {
+	exe, err := initExe()
+	if err != nil {
+		return nil, &Error{Step: "isolation", Err: err}
+	}
+	s, err := p.initStart(false, initRootFD, initErrFD)
+	if err != nil {
+		return nil, err
+	}
+	if s.tree {
+		defer unix.Close(s.root)
+	}
+	sys := s.sys
+	sys.Cloneflags = s.clone
 	if p.DieWithParent {
 		sys.Pdeathsig = unix.SIGKILL
 	}
@@ -179,16 +229,7 @@ func (p *Plan) startIsolated() (*Child, error) {
 	for _, fd := range p.Files[:3] {
 		files = append(files, uintptr(fd))
 	}
-	root := p.Root.Fd()
-	if p.Isolate&conf.IsolateMount != 0 {
-		tree, err := cloneTree(root)
-		if err != nil {
-			return nil, err
-		}
-		defer unix.Close(tree)
-		root = tree
-	}
-	files = append(files, uintptr(root), uintptr(report[1]))
+	files = append(files, uintptr(s.root), uintptr(report[1]))
 	// The socket to map a user namespace through is made only for one:
 	// every other start leaves SYNCFD closed.
 	sync := [2]int{-1, -1}
@@ -201,8 +242,6 @@ func (p *Plan) startIsolated() (*Child, error) {
 		sync = [2]int{pair[0], pair[1]}
 		files = append(files, uintptr(sync[1]))
 	}
-	argv := append([]string{"virtuald-init", flags.String(), strconv.Itoa(initRootFD), strconv.Itoa(initErrFD),
-		strconv.Itoa(initSyncFD), uid, gid, strconv.FormatUint(keptMask(), 16), p.Hostname, p.Path}, p.Argv...)
 	// The child executes the memfd by this process's descriptor table:
 	// through /proc/self, resolved in the child as it starts in its new
 	// namespaces, a few starts in a thousand under load failed with
@@ -210,7 +249,7 @@ func (p *Plan) startIsolated() (*Child, error) {
 	// a few thousand cloned into a user namespace (TestStartConcurrent
 	// under load), which is why virtuald-init enters that one itself.
 	exePath := "/proc/" + strconv.Itoa(unix.Getpid()) + "/fd/" + strconv.Itoa(exe)
-	pid, err := syscall.ForkExec(exePath, argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
+	pid, err := syscall.ForkExec(exePath, s.argv, &syscall.ProcAttr{Env: p.Env, Files: files, Sys: sys})
 	unix.Close(report[1])
 	if sync[1] >= 0 {
 		unix.Close(sync[1])
@@ -219,7 +258,7 @@ func (p *Plan) startIsolated() (*Child, error) {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
 	}
 	if p.Isolate&conf.IsolateUser != 0 {
-		if err := p.mapChild(sync[0], pid, root); err != nil {
+		if err := p.mapChild(sync[0], pid, s.root); err != nil {
 			unix.Shutdown(sync[0], unix.SHUT_RDWR) // virtuald-init exits without its go
 			(&Child{Pid: pid}).Wait()
 			return nil, err
@@ -231,19 +270,106 @@ func (p *Plan) startIsolated() (*Child, error) {
 	n, _ := readFull(report[0], rec[:])
 	started := error(nil)
 	if n == len(rec) {
-		step := int(int32(binary.NativeEndian.Uint32(rec[:4])))
-		errno := unix.Errno(binary.NativeEndian.Uint32(rec[4:]))
-		if step == stepExec {
-			started = &ExecError{Err: errno}
-		} else {
-			name := "step " + strconv.Itoa(step)
-			if step > 0 && step < len(steps) {
-				name = steps[step]
-			}
-			started = &Error{Step: name + " (isolate=" + p.Isolate.String() + ")", Err: errno}
-		}
+		started = startError(int(int32(binary.NativeEndian.Uint32(rec[:4]))), unix.Errno(binary.NativeEndian.Uint32(rec[4:])), p.Isolate)
 	}
 	return &Child{Pid: pid, started: func() error { return started }}, nil
+}
+
+// startError is virtuald-init's report of a failed step as an error: an
+// *ExecError for the exec, an *Error naming any other step.
+func startError(step int, errno unix.Errno, iso conf.Isolation) error {
+	if step == stepExec {
+		return &ExecError{Err: errno}
+	}
+	name := "step " + strconv.Itoa(step)
+	if step > 0 && step < len(steps) {
+		name = steps[step]
+	}
+	return &Error{Step: name + " (isolate=" + iso.String() + ")", Err: errno}
+}
+
+// Report is where an in-place start (ExecIsolated) reports a start that
+// failed, or a service that exited with status 127 (what a missing
+// library or program makes it exit with): virtuald-init executes Exe, an
+// O_PATH descriptor of the caller's own program, with Args followed by
+// the four fields ReadReport reads.
+type Report struct {
+	Exe  int
+	Args []string
+}
+
+// Reported is what virtuald-init reported.
+type Reported struct {
+	Root   int   // the root's descriptor: a detached clone of its mounts, or the root itself
+	Status int   // the service's exit status; 127 when it did not start
+	Err    error // why it did not start: an *Error for a step, an *ExecError for the exec
+}
+
+// ReadReport reads the last four arguments virtuald-init gives a Report
+// (the root's descriptor, the step and errno of a failed start, both 0
+// after a start, and the status) for a start isolated as iso.
+func ReadReport(fields []string, iso conf.Isolation) (Reported, error) {
+	var n [4]int
+	if len(fields) != len(n) {
+		return Reported{}, fmt.Errorf("virtuald-init's report: %d fields, want %d", len(fields), len(n))
+	}
+	for i, f := range fields {
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return Reported{}, fmt.Errorf("virtuald-init's report: %q is not a number", f)
+		}
+		n[i] = v
+	}
+	r := Reported{Root: n[0], Status: n[3]}
+	if n[1] != 0 {
+		r.Err = startError(n[1], unix.Errno(n[2]), iso)
+	}
+	return r, nil
+}
+
+// ExecIsolated replaces the calling process with virtuald-init, which
+// starts the service in new namespaces as Start does, and stays as its
+// parent (the process a super-server started and waits for): one process
+// fewer on a connection than Start and waiting. It returns only when
+// virtuald-init could not be executed; a start that fails after that, and
+// a service that exits 127, come to r. A user namespace is mapped by a
+// parent, so isolate=user needs Start.
+func (p *Plan) ExecIsolated(r Report) error {
+	if p.Isolate == conf.IsolateNone {
+		return &Error{Step: "isolation", Err: errors.New("isolate=none needs Exec")}
+	}
+	exe, err := initExe()
+	if err != nil {
+		return &Error{Step: "isolation", Err: err}
+	}
+	s, err := p.initStart(true, -1, initErrFD)
+	if err != nil {
+		return err
+	}
+	if s.tree {
+		defer unix.Close(s.root)
+	}
+	// Only the service's descriptors 0-2, the root's and the report's go
+	// through the exec.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return &Error{Step: "close_range", Err: err}
+	}
+	argv := s.argv
+	keep := []int{s.root}
+	if r.Exe >= 0 {
+		argv = append(append(append(argv, strconv.Itoa(r.Exe)), r.Args...), strconv.Itoa(s.root))
+		keep = append(keep, r.Exe)
+	}
+	for _, fd := range keep {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return &Error{Step: "isolation", Err: err}
+		}
+	}
+	err = syscall.Exec("/proc/self/fd/"+strconv.Itoa(exe), argv, p.Env)
+	for _, fd := range keep {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+	}
+	return &Error{Step: "isolation", Err: fmt.Errorf("executing virtuald-init (isolate=%s): %w", p.Isolate, err)}
 }
 
 // cloneTree clones the mount tree of the checked root directory (the
@@ -266,11 +392,10 @@ func cloneTree(root int) (int, error) {
 // mapUsers checks that the service's ids fit a user namespace and asks
 // virtuald-init to enter one (mapChild maps it). The mount namespace is
 // then virtuald-init's to make, owned by the user namespace.
-func (p *Plan) mapUsers(sys *syscall.SysProcAttr, flags *strings.Builder) error {
+func (p *Plan) mapUsers(flags *strings.Builder) error {
 	if c := p.credentials(); c != nil && (c.UID >= conf.UserRange || c.GID >= conf.UserRange) {
 		return &Error{Step: "isolation", Err: fmt.Errorf("uid %d, gid %d: a user namespace maps ids 0 to %d only (isolate=%s)", c.UID, c.GID, conf.UserRange-1, p.Isolate)}
 	}
-	sys.Cloneflags &^= unix.CLONE_NEWNS
 	flags.WriteByte('U')
 	return nil
 }

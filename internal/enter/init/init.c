@@ -12,14 +12,16 @@
 // side embeds the binary and runs it from a memfd, so it is never looked
 // up by a path a tenant or a local user could change.
 //
-// argv: virtuald-init FLAGS ROOTFD ERRFD SYNCFD UID GID CAPS HOSTNAME PATH ARGV0 [ARG...]
+// argv: virtuald-init FLAGS ROOTFD ERRFD SYNCFD UID GID CAPS CLONE HOSTNAME
+//	PATH ARGC ARGV0 [ARG...] [REPORTFD REPORTARG...]
 //
 //	FLAGS     letters: m pivot_root into the root (else chroot), p be pid 1
 //	          of a pid namespace, h set the host name, u set uid, g set gid
 //	          (and drop supplementary groups), t give the service fd 0 as
 //	          its controlling terminal in a new session, U enter a new
 //	          user namespace (and then, with m, a new mount namespace
-//	          owned by it) with the parent's help on SYNCFD
+//	          owned by it) with the parent's help on SYNCFD, w start in
+//	          place (below)
 //	ROOTFD    with m: a private, detached clone of the checked root's mount
 //	          tree (open_tree), made in the caller's mount namespace,
 //	          since a directory opened there is not in this one; else
@@ -33,6 +35,20 @@
 //	          a byte back (its end without the byte means the parent
 //	          failed)
 //	CAPS      the capabilities the bounding set keeps, a hex mask
+//	CLONE     with w, the namespaces to clone into, a hex clone(2) mask
+//	ARGC      how many arguments the service gets (ARGV0 and ARGs)
+//
+// With w, virtuald executed virtuald-init in its own place (per
+// connection, where the super-server waits for the process it started):
+// virtuald-init clones itself into the new namespaces (ERRFD is then its
+// own pipe), where the clone goes on as above, and stays outside as the
+// clone's parent, passing on signals and exiting with its status. Where
+// the start fails, or the service exits 127 (a missing library, or
+// program), it executes virtuald again by REPORTFD (an O_PATH descriptor
+// of virtuald's own executable) with the REPORTARGs followed by the
+// step, the errno and the status, with ROOTFD on fd 3 and /dev/null on
+// 0-2, for virtuald to explain it in its log. So the connection costs
+// one process fewer than virtuald starting virtuald-init and waiting.
 //
 // Every failure is fatal: nothing is served with less than asked.
 #include <asm/unistd.h>
@@ -52,13 +68,17 @@
 #define MS_REC_ 16384
 #define MS_PRIVATE_ (1 << 18)
 #define CLOSE_RANGE_CLOEXEC_ (1U << 2)
+#define O_RDWR_ 2
+#define O_CLOEXEC__ 02000000
+#define AT_EMPTY_PATH_ 0x1000
+#define SIGKILL_ 9
 
 // Steps, as the Go side names them (enter.steps).
 enum {
 	stepArgs = 1, stepPrivate, stepMoveMount, stepPivot,
 	stepDetach, stepChroot, stepHostname, stepCaps, stepNoNewPrivs,
 	stepGroups, stepGID, stepUID, stepFork, stepExec, stepTerminal,
-	stepCloseRange, stepSignals, stepGo, stepUserns,
+	stepCloseRange, stepSignals, stepGo, stepUserns, stepClone,
 };
 
 #if defined(__x86_64__)
@@ -214,12 +234,12 @@ static void trimCaps(unsigned long keep)
 	check(stepCaps, S5(__NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
 }
 
-// reap is pid 1's life: every signal is blocked and waited for; a child's
-// end is reaped (the service's, or an orphan's), any other signal (its
-// parent's: the kernel drops those from inside the namespace) goes on to
-// the service. It exits as the service did, with 128 plus the signal
-// that ended it.
-static void __attribute__((noreturn)) reap(long service)
+// reap is pid 1's life, and the in-place parent's: every signal is
+// blocked and waited for; a child's end is reaped (the service's, or an
+// orphan's), any other signal (its parent's: the kernel drops those from
+// inside the namespace) goes on to the service. It returns the status
+// to exit with, the service's or 128 plus the signal that ended it.
+static int reap(long service)
 {
 	unsigned long all = ~0UL;
 	char info[128];
@@ -236,13 +256,106 @@ static void __attribute__((noreturn)) reap(long service)
 			long pid = S4(__NR_wait4, -1, &status, WNOHANG_, 0);
 			if (pid <= 0)
 				break;
-			if (pid == service) {
-				if ((status & 0x7f) == 0)
-					quit((status >> 8) & 0xff);
-				quit(128 + (status & 0x7f));
-			}
+			if (pid == service)
+				return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f);
 		}
 	}
+}
+
+// format writes n in decimal to b (at least 21 bytes) and returns it.
+static char *format(char *b, long n)
+{
+	char *p = b + 20;
+	int neg = n < 0;
+	unsigned long u = neg ? -(unsigned long)n : (unsigned long)n;
+	*p = 0;
+	do
+		*--p = '0' + u % 10;
+	while (u /= 10);
+	if (neg)
+		*--p = '-';
+	return p;
+}
+
+// Where the in-place start reports to: virtuald, again, by descriptor.
+static int reportfd = -1;
+static char **reportArgs;
+static long reportArgc;
+static char **environ;
+
+// report executes virtuald with what it needs to explain a start that
+// failed at step with error err (both 0 when the service started), or a
+// service that exited with status; without a report to make, or when
+// virtuald cannot be executed, it exits with status.
+static void __attribute__((noreturn)) report(int step, long err, int status)
+{
+	char *args[40], nums[3][21];
+	if (reportfd < 0 || reportArgc + 4 > (long)(sizeof args / sizeof args[0]))
+		quit(status);
+	long null = S3(__NR_open, "/dev/null", O_RDWR_ | O_CLOEXEC__, 0);
+	if (null < 0)
+		quit(status);
+	for (int fd = 0; fd < 3; fd++)
+		S3(__NR_dup3, null, fd, 0);
+	long n = 0;
+	for (; n < reportArgc; n++)
+		args[n] = reportArgs[n];
+	args[n++] = format(nums[0], step);
+	args[n++] = format(nums[1], err < 0 ? -err : err);
+	args[n++] = format(nums[2], status);
+	args[n] = 0;
+	S5(__NR_execveat, reportfd, "", args, environ, AT_EMPTY_PATH_);
+	quit(status);
+}
+
+// startInPlace is w: it clones this process into the namespaces in
+// cloneFlags, where the clone returns to go on with the start, and stays
+// outside as its parent until it ends (see the top of this file).
+static void startInPlace(unsigned long cloneFlags)
+{
+	unsigned long all = ~0UL;
+	int pipe[2];
+	long r = S4(__NR_rt_sigprocmask, SIG_BLOCK, &all, 0, sizeof all);
+	if (r < 0)
+		report(stepSignals, r, 127);
+	if ((r = S2(__NR_pipe2, pipe, O_CLOEXEC__)) < 0)
+		report(stepClone, r, 127);
+	long child = S5(__NR_clone, SIGCHLD_ | cloneFlags, 0, 0, 0, 0);
+	if (child < 0)
+		report(stepClone, child, 127);
+	if (child == 0) {
+		errfd = pipe[1];
+		S1(__NR_close, pipe[0]);
+		// The clone dies with its parent, which the super-server
+		// waits for and may kill; a parent killed before that closed
+		// the pipe's other end (POLLERR here).
+		check(stepClone, S2(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL_));
+		struct {
+			int fd;
+			short events, revents;
+		} p = {pipe[1], 0, 0};
+		long zero[2] = {0, 0};
+		if (S5(__NR_ppoll, &p, 1, zero, 0, 0) > 0 && (p.revents & 8)) // POLLERR
+			quit(127);
+		S1(__NR_close, reportfd);
+		return;
+	}
+	S1(__NR_close, pipe[1]);
+	int rec[2] = {0, 0};
+	long n;
+	while ((n = S3(__NR_read, pipe[0], rec, sizeof rec)) == -4) // EINTR
+		;
+	if (n == sizeof rec) {
+		reap(child);
+		report(rec[0], rec[1], 127);
+	}
+	// Started: the connection is the service's alone now.
+	S3(__NR_close_range, 0, 2, 0);
+	S1(__NR_close, pipe[0]);
+	int status = reap(child);
+	if (status == 127)
+		report(0, 0, status);
+	quit(status);
 }
 
 void __attribute__((noreturn, used)) start(long *sp)
@@ -250,13 +363,28 @@ void __attribute__((noreturn, used)) start(long *sp)
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
 	char **envp = argv + argc + 1;
-	unsigned long rootfd, efd, syncfd, uid, gid, caps;
-	if (argc < 11 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &syncfd, 10) ||
-	    number(argv[5], &uid, 10) || number(argv[6], &gid, 10) || number(argv[7], &caps, 16))
+	unsigned long rootfd, efd, syncfd, uid, gid, caps, cloneFlags, nargs, rfd;
+	if (argc < 13 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &syncfd, 10) ||
+	    number(argv[5], &uid, 10) || number(argv[6], &gid, 10) || number(argv[7], &caps, 16) ||
+	    number(argv[8], &cloneFlags, 16) || number(argv[11], &nargs, 10) || nargs < 1 || nargs > (unsigned long)argc - 12)
 		quit(127);
 	errfd = (int)efd;
-	const char *flags = argv[1], *hostname = argv[8], *path = argv[9];
-	char **args = argv + 10;
+	const char *flags = argv[1], *hostname = argv[9], *path = argv[10];
+	char **args = argv + 12;
+	environ = envp;
+	// With w, the report follows the service's arguments: it is taken
+	// before they are ended there.
+	char **rest = args + nargs;
+	long left = argc - 12 - (long)nargs;
+	if (has(flags, 'w') && left >= 2 && number(rest[0], &rfd, 10) == 0) {
+		reportfd = (int)rfd;
+		reportArgs = rest + 1;
+		reportArgc = left - 1;
+	}
+	args[nargs] = 0;
+	if (has(flags, 'w')) {
+		startInPlace(cloneFlags);
+	}
 
 	// The host name first: the uts namespace is the host user
 	// namespace's, where a new user namespace has no power.
@@ -296,7 +424,7 @@ void __attribute__((noreturn, used)) start(long *sp)
 		struct __user_cap_data_struct d[2] = {{1U << CAP_KILL, 1U << CAP_KILL, 0}, {0, 0, 0}};
 		if (S2(__NR_capset, &h, d) < 0)
 			quit(127);
-		reap(service);
+		quit(reap(service));
 	}
 	check(stepSignals, S4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none));
 	if (has(flags, 't')) {

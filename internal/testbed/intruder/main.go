@@ -12,6 +12,7 @@
 //	intruder view       what the service sees of its world: credentials,
 //	                    no_new_privs, capabilities, pids, host name, its
 //	                    root, its descriptors
+//	intruder signal     say ready, wait for SIGTERM, say so and exit 3
 //	intruder orphan     leave an orphan that ends at once, and report whether
 //	                    something reaps it (in a pid namespace only its pid
 //	                    1 can): orphan=reaped, or orphan=zombie
@@ -35,6 +36,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,6 +64,8 @@ func main() {
 		orphanParent()
 	case "exit":
 		os.Exit(0)
+	case "signal":
+		signalled()
 	case "escape":
 		if len(os.Args) != 5 {
 			fmt.Fprintln(os.Stderr, "usage: intruder escape HOSTPATH HANDLE NAME")
@@ -115,6 +119,17 @@ func terminal() {
 
 // linger reads fd 0 into /stolen until it cannot, then stays (the test
 // kills it): what it holds is what the test inspects.
+// signalled says it is ready on fd 1, waits for SIGTERM, says so and
+// exits 3: what its parent passed on, and what it exited with, show.
+func signalled() {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, unix.SIGTERM)
+	unix.Write(1, []byte("ready\n"))
+	<-term
+	unix.Write(1, []byte("got SIGTERM\n"))
+	os.Exit(3)
+}
+
 func linger() {
 	os.WriteFile("/linger.pid", []byte(strconv.Itoa(os.Getpid())), 0o644)
 	f, err := os.OpenFile("/stolen", os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
