@@ -106,25 +106,35 @@ func number(s string) (uint32, bool) {
 	return uint32(n), true
 }
 
-// Drop switches the whole process to c: no supplementary groups, then the
-// gid, then the uid (in that order, since after setuid the others are no
-// longer permitted), then no_new_privs so that no setuid program inside the
-// root can win the privileges back. syscall's Set* functions act on every
-// thread of the Go runtime, not just the calling one. It needs a program
-// built without cgo (AllThreadsSyscall refuses otherwise).
-func Drop(c *Cred) error {
-	if err := syscall.Setgroups([]int{}); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := syscall.Setgid(int(c.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", c.GID, err)
-	}
-	if c.SetUID {
-		if err := syscall.Setuid(int(c.UID)); err != nil {
-			return fmt.Errorf("setuid %d: %w", c.UID, err)
+// DropThread switches the calling thread to c: no supplementary groups,
+// then the gid, then the uid (in that order, since after setuid the
+// others are no longer permitted), then no_new_privs so that no setuid
+// program inside the root can win the privileges back (c nil: only
+// that). It is for a thread about to execute a program, locked to its
+// goroutine for good: the exec ends every other thread and keeps this
+// one's credentials, so changing all of them (syscall's Set* functions
+// stop the world and signal every thread, once for each call) would buy
+// nothing. Should the exec fail, the thread must end with its goroutine.
+func DropThread(c *Cred) error {
+	if c != nil {
+		if _, _, errno := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); errno != 0 {
+			return fmt.Errorf("setgroups: %w", errno)
+		}
+		gid := uintptr(c.GID)
+		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESGID, gid, gid, gid); errno != 0 {
+			return fmt.Errorf("setgid %d: %w", c.GID, errno)
+		}
+		if c.SetUID {
+			uid := uintptr(c.UID)
+			if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uid, uid, uid); errno != 0 {
+				return fmt.Errorf("setuid %d: %w", c.UID, errno)
+			}
 		}
 	}
-	return NoNewPrivs()
+	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); errno != 0 {
+		return fmt.Errorf("no_new_privs: %w", errno)
+	}
+	return nil
 }
 
 // NoNewPrivs sets no_new_privs, which every later exec and child inherits.

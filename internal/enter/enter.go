@@ -78,12 +78,11 @@ func (p *Plan) Exec() error {
 	if err := p.Root.Enter(); err != nil {
 		return err
 	}
-	if c := p.credentials(); c != nil {
-		if err := creds.Drop(c); err != nil {
-			return &Error{Step: "dropping credentials", Err: err}
-		}
-	} else if err := creds.NoNewPrivs(); err != nil {
-		return &Error{Step: "no_new_privs", Err: err}
+	// The credentials are dropped on the thread that executes the
+	// service, which stays locked: on failure it ends with its goroutine.
+	runtime.LockOSThread()
+	if err := creds.DropThread(p.credentials()); err != nil {
+		return &Error{Step: "dropping credentials", Err: err}
 	}
 	// Marking the inherited descriptors close-on-exec, rather than closing
 	// them, keeps the Go runtime's own valid until the exec.
