@@ -217,12 +217,15 @@ func (a *acceptor) acceptLoop(fds []int, wake int) {
 			if p.Revents == 0 {
 				continue
 			}
-			conn, _, err := unix.Accept4(int(p.Fd), unix.SOCK_CLOEXEC)
+			conn, peer, err := unix.Accept4(int(p.Fd), unix.SOCK_CLOEXEC)
 			if err != nil {
 				if err != unix.EINTR && err != unix.EAGAIN && err != unix.ECONNABORTED {
 					a.log.Log(syslog.Err, "accept mode: accept: "+err.Error())
 					time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
 				}
+				continue
+			}
+			if a.quickRefuse(conn, peer) {
 				continue
 			}
 			a.mu.Lock()
@@ -238,6 +241,57 @@ func (a *acceptor) acceptLoop(fds []int, wake int) {
 			go a.serve(conn)
 		}
 	}
+}
+
+// quickRefuse refuses, in the accept loop, a connection to an entry that
+// is at one of its limits, known from the last full resolution of the
+// connection's local address (admission.quick): a refusal in a flood then
+// costs an accept, a getsockname and a close, with no goroutine, no
+// resolution and no slot. It reports whether it refused; a connection it
+// cannot tell about goes the full way (serve).
+func (a *acceptor) quickRefuse(conn int, peer unix.Sockaddr) bool {
+	if !a.admit.limited() {
+		return false
+	}
+	sa, err := unix.Getsockname(conn)
+	if err != nil {
+		return false
+	}
+	local, remote, now := socket.AddrPort(sa), socket.AddrPort(peer), time.Now()
+	m, reason, total, ok := a.admit.quick(local.Addr(), remote.Addr(), now)
+	if !ok {
+		return false
+	}
+	a.logRefusal(conn, m.entry, total, now, reason, func(line *connLog) {
+		line.add("local", local.String())
+		if remote.IsValid() {
+			line.add("remote", remote.String())
+		}
+		line.add("conf", a.confPath)
+		line.add("line", strconv.Itoa(m.line))
+		line.add("root", m.root)
+		line.add("via", "limits") // the entry of the last resolution, within memoTTL
+	})
+	return true
+}
+
+// logRefusal refuses a connection for one of entry's limits (total is
+// the entry's count of refusals): it logs the first in a second, with how
+// many were not logged since (logLimit), and closes the others quietly.
+// fill writes the line's first fields.
+func (a *acceptor) logRefusal(conn int, entry string, total uint64, now time.Time, reason string, fill func(*connLog)) {
+	n := a.refusals.count(entry, now)
+	if n < 0 {
+		unix.Close(conn)
+		return
+	}
+	if n > 0 {
+		reason += "; " + strconv.Itoa(n) + " more refused in the last second, not logged"
+	}
+	var line connLog
+	fill(&line)
+	line.add("refused", strconv.FormatUint(total, 10))
+	a.refuse(conn, &line, reason)
 }
 
 // refuse closes the connection at once, without a byte, and logs why.
@@ -299,16 +353,9 @@ func (a *acceptor) serve(conn int) {
 	}
 	s := slot{entry: a.confPath + "\x00" + d.entry.Key, source: c.Remote.Addr()}
 	now := time.Now()
+	a.admit.remember(c.Local.Addr(), memo{entry: s.entry, line: d.entry.Line, root: d.entry.Root, limits: d.entry.Limits, at: now})
 	if reason, total := a.admit.take(s.entry, s.source, d.entry.Limits, now); reason != "" {
-		if n := a.refusals.count(s.entry, now); n >= 0 {
-			if n > 0 {
-				reason += "; " + strconv.Itoa(n) + " more refused in the last second, not logged"
-			}
-			d.line.add("refused", strconv.FormatUint(total, 10))
-			a.refuse(conn, &d.line, reason)
-		} else {
-			unix.Close(conn)
-		}
+		a.logRefusal(conn, s.entry, total, now, reason, func(line *connLog) { *line = d.line })
 		a.release()
 		return
 	}

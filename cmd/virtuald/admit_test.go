@@ -113,3 +113,61 @@ func TestAdmission(t *testing.T) {
 		}
 	}
 }
+
+// quick refuses, from what the last full resolution of a local address
+// found, while the entry is at a limit; it cannot tell (and the
+// connection goes the full way) for an address it has no memo of, an
+// entry under its limits, a memo older than memoTTL, or an address whose
+// entry has no limits now.
+func TestQuickRefusal(t *testing.T) {
+	local, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	src := netip.MustParseAddr("198.51.100.1")
+	t0 := time.Unix(1000, 0)
+	ad := newAdmission(1000)
+	limited := func(opts string) conf.Limits {
+		e, err := conf.EntryOf(1, "default", "/", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Limits
+	}
+	check := func(what string, addr netip.Addr, at time.Duration, want string) {
+		t.Helper()
+		_, got, _, ok := ad.quick(addr, src, t0.Add(at))
+		if want == "" && ok || want != "" && (!ok || !strings.Contains(got, want)) {
+			t.Errorf("%s: %q %v, want %q", what, got, ok, want)
+		}
+	}
+	if ad.limited() {
+		t.Error("limited before any memo")
+	}
+	l := limited("max=1 rate=2/s")
+	ad.remember(local, memo{entry: "e", limits: l, at: t0})
+	if !ad.limited() {
+		t.Error("not limited with a memo")
+	}
+	check("under the limits", local, 0, "")
+	check("no memo", other, 0, "")
+	if r, _ := ad.take("e", src, l, t0); r != "" {
+		t.Fatal(r)
+	}
+	check("at max=1", local, 0, "max=1")
+	ad.release("e", src)
+	check("after the release", local, 0, "")
+	ad.take("e", src, l, t0)
+	ad.release("e", src)
+	check("the bucket empty", local, 0, "rate=2/s")
+	check("the bucket refilled", local, 500*time.Millisecond, "")
+	ad.take("e", src, l, t0.Add(500*time.Millisecond))
+	ad.release("e", src)
+	check("empty again", local, 500*time.Millisecond, "rate=2/s")
+	check("the memo too old", local, memoTTL+time.Millisecond, "")
+	ad.remember(local, memo{entry: "e", at: t0}) // the address's entry has no limits now
+	check("limits lifted", local, 500*time.Millisecond, "")
+	if ad.limited() {
+		t.Error("limited after the only memo was forgotten")
+	}
+	if got := ad.takePending()["e"]; got != 3 {
+		t.Errorf("%d refusals counted, want 3", got)
+	}
+}
