@@ -69,17 +69,12 @@ func BenchmarkMillion(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			until(stop, func() {
 				if d, ok := ask(); ok {
 					lat = append(lat, d)
 				}
 				time.Sleep(time.Millisecond)
-			}
+			})
 		}()
 		var all bytes.Buffer
 		t0 := time.Now()
