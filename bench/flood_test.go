@@ -2,17 +2,14 @@ package bench
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
-	"runtime"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/testbed"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkFlood is issue 23's noisy neighbour: virtuald in accept mode
@@ -29,6 +26,9 @@ import (
 //   - refusal-cost: what a connection refused for a limit costs accept
 //     mode (virtuald and its services, in a cpuacct cgroup) against one
 //     served, 2 clients at a time (the machine's cores).
+//
+// The clients are processes of their own in the namespace (bench/client),
+// the measuring one and the flood's, as remote clients would be.
 func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
@@ -39,24 +39,19 @@ func BenchmarkFlood(b *testing.B) {
 }
 
 // floodSite is virtuald -accept under inetd on port 7100 for the eight
-// addresses of sites, address i with options opts(i), and inetd in a
-// cpuacct cgroup.
+// addresses of sites, address i with options opts(i), inetd in a cpuacct
+// cgroup.
 type floodSite struct {
-	ns    *testbed.NetNS
-	addrs []string
-	group cpuGroup
-	// sockets are TCP sockets made in the namespace by one thread that
-	// stays there (a socket is its namespace's for good), so that a
-	// client connection costs this machine what a remote client's would
-	// cost it, not two setns and two opens as ns.Ask does.
-	sockets <-chan int
-	quiet   string // bench/quiet, the measuring client
+	ns     *testbed.NetNS
+	addrs  []string
+	group  cpuGroup
+	client string // bench/client
 }
 
 func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(b)
-	quiet, err := testbed.Build(b.TempDir(), "./bench/quiet")
+	client, err := testbed.Build(b.TempDir(), "./bench/client")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,162 +67,42 @@ func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
 		fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)))
 	group.add(b, inetd.Process.Pid)
 	ns.WaitListening("tcp", 7100)
-	sockets := make(chan int, 64)
-	done := make(chan struct{})
-	b.Cleanup(func() { close(done) })
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		fd, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == nil {
-			err = unix.Setns(fd, unix.CLONE_NEWNET)
-			unix.Close(fd)
-		}
-		if err != nil {
-			close(sockets)
-			return
-		}
-		for {
-			s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				close(sockets)
-				return
-			}
-			select {
-			case sockets <- s:
-			case <-done:
-				unix.Close(s)
-				return
-			}
-		}
-	}()
-	return &floodSite{ns: ns, addrs: addrs, group: group, sockets: sockets, quiet: quiet["quiet"]}
+	return &floodSite{ns: ns, addrs: addrs, group: group, client: client["client"]}
 }
 
-// outcome is how one connection went.
-type outcome int
+// counts are the outcomes of a client's connections.
+type counts struct{ served, refused, failed int64 }
 
-const (
-	served  outcome = iota // the service's line came
-	refused                // closed without a byte
-	failed                 // anything else: no connection, an error
-)
-
-// connect makes one connection to addr (port 7100) on a socket of the
-// factory and reads until the server closes it.
-func (f *floodSite) connect(addr string) outcome {
-	s, ok := <-f.sockets
-	if !ok {
-		return failed
-	}
-	defer unix.Close(s)
-	if unix.Connect(s, &unix.SockaddrInet4{Port: 7100, Addr: netip.MustParseAddr(addr).As4()}) != nil {
-		return failed
-	}
-	buf := make([]byte, 256)
-	got := 0
-	for {
-		n, err := unix.Read(s, buf[got:])
-		if n == 0 && err == nil {
-			break
-		}
-		if n < 0 || err != nil {
-			return failed
-		}
-		got += n
-	}
-	switch {
-	case got == 0:
-		return refused
-	case strings.HasPrefix(string(buf[:got]), "root="):
-		return served
-	}
-	return failed
-}
-
-// counts are the outcomes of a phase's connections.
-type counts struct{ served, refused, failed atomic.Int64 }
-
-func (c *counts) add(o outcome) {
-	switch o {
-	case served:
-		c.served.Add(1)
-	case refused:
-		c.refused.Add(1)
-	default:
-		c.failed.Add(1)
-	}
-}
-
-// until calls f again and again until stop is closed.
-func until(stop <-chan struct{}, f func()) {
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		f()
-	}
-}
-
-// clients runs n clients, each connecting to addr one connection after
-// the other, until stop is closed.
-func (f *floodSite) clients(n int, addr string, c *counts, stop <-chan struct{}) {
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			until(stop, func() { c.add(f.connect(addr)) })
-		}()
-	}
-	wg.Wait()
-}
-
-// phase runs the measuring client on address 2 for d, with during (the
-// flood) beside it when not nil, and returns the measuring client's
-// counts.
-func (f *floodSite) phase(d time.Duration, during func(stop <-chan struct{})) *counts {
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	if during != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); during(stop) }()
-	}
-	time.AfterFunc(d, func() { close(stop) })
-	// The measuring client is a process of its own (bench/quiet), as a
-	// client of another address is: among the flood's goroutines, the Go
-	// scheduler would queue it behind them at every turn.
-	out, err := f.ns.Exec(f.quiet, f.addrs[1]+":7100", d.String(), "root=site-2").Output()
-	wg.Wait()
+// run runs bench/client with n connections at a time to address i (of
+// sites, port 7100) for d and returns its counts.
+func (f *floodSite) run(n, i int, d time.Duration) counts {
+	out, err := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1)).Output()
 	var c counts
-	var s, r, x int64
-	if _, err2 := fmt.Sscan(string(out), &s, &r, &x); err != nil || err2 != nil {
-		c.failed.Store(1 << 30) // shows in the table
-		return &c
+	if _, err2 := fmt.Sscan(string(out), &c.served, &c.refused, &c.failed); err != nil || err2 != nil {
+		return counts{failed: -1} // shows in the table
 	}
-	c.served.Store(s)
-	c.refused.Store(r)
-	c.failed.Store(x)
-	return &c
+	return c
 }
 
 func benchFlood(b *testing.B, limits string) {
 	f := newFloodSite(b, func(int) string { return limits })
 	const phase, flooders = 4 * time.Second, 64
-	rate := func(c *counts) float64 { return float64(c.served.Load()) / phase.Seconds() }
+	rate := func(c counts) float64 { return float64(c.served) / phase.Seconds() }
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nlimits %q\n| round | address 2 alone (conn/s) | during the flood | share | failed during | refused by its own limits (alone, during) | flood served/s (refused, failed) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", limits)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		alone := f.phase(phase, nil)
+		alone := f.run(1, 1, phase)
 		var flood counts
-		during := f.phase(phase, func(stop <-chan struct{}) { f.clients(flooders, f.addrs[0], &flood, stop) })
-		after := f.phase(phase, nil)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase) }()
+		during := f.run(1, 1, phase)
+		wg.Wait()
+		after := f.run(1, 1, phase)
 		share := rate(during) / rate(alone)
 		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %d, %d | %.0f (%d, %d) | %.0f |\n", i+1, rate(alone), rate(during), share,
-			during.failed.Load(), alone.refused.Load(), during.refused.Load(),
-			rate(&flood), flood.refused.Load(), flood.failed.Load(), rate(after))
+			during.failed, alone.refused, during.refused, rate(flood), flood.refused, flood.failed, rate(after))
 		b.ReportMetric(share, "share")
 	}
 	b.StopTimer()
@@ -247,25 +122,22 @@ func benchRefusalCost(b *testing.B) {
 		return ""
 	})
 	const d = 3 * time.Second
-	run := func(addr string) (perSecond, cpuMicros float64, c *counts) {
-		c = &counts{}
-		stop := make(chan struct{})
-		time.AfterFunc(d, func() { close(stop) })
+	run := func(i int) (perSecond, cpuMicros float64, c counts) {
 		before := f.group.usage()
-		f.clients(2, addr, c, stop)
-		n := c.served.Load() + c.refused.Load()
+		c = f.run(2, i, d)
+		n := c.served + c.refused
 		return float64(n) / d.Seconds(), float64(f.group.usage()-before) / 1e3 / float64(max(n, 1)), c
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n| round | served conn/s | CPU µs/served | refused conn/s | CPU µs/refused | cost refused / served | failed |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		sRate, sCPU, sc := run(f.addrs[1])
-		rRate, rCPU, rc := run(f.addrs[0])
-		if sc.refused.Load() > 0 || rc.served.Load() > 1 {
-			b.Fatalf("served %d refused %d on the unlimited address; served %d on the limited one", sc.served.Load(), sc.refused.Load(), rc.served.Load())
+		sRate, sCPU, sc := run(1)
+		rRate, rCPU, rc := run(0)
+		if sc.refused > 0 || rc.served > 1 {
+			b.Fatalf("served %d refused %d on the unlimited address; served %d on the limited one", sc.served, sc.refused, rc.served)
 		}
-		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.0f | %.1f | %.3f | %d |\n", i+1, sRate, sCPU, rRate, rCPU, rCPU/sCPU, sc.failed.Load()+rc.failed.Load())
+		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.0f | %.1f | %.3f | %d |\n", i+1, sRate, sCPU, rRate, rCPU, rCPU/sCPU, sc.failed+rc.failed)
 		b.ReportMetric(rCPU/sCPU, "cost-ratio")
 	}
 	b.StopTimer()

@@ -69,12 +69,17 @@ func BenchmarkMillion(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			until(stop, func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				if d, ok := ask(); ok {
 					lat = append(lat, d)
 				}
 				time.Sleep(time.Millisecond)
-			})
+			}
 		}()
 		var all bytes.Buffer
 		t0 := time.Now()
