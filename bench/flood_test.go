@@ -23,6 +23,9 @@ import (
 //   - limits: every entry has rate=50/s max=16 (goal: share >= 0.8; the
 //     client of address 2 is then held to 50 a second by its own rate=,
 //     and the connections its entry refuses are counted apart);
+//   - refused-flood: the same, but the flooded entry has rate=1/m, so
+//     that the flood is refusals only (what they cost the other entry,
+//     without the flood's own starts);
 //   - refusal-cost: what a connection refused for a limit costs accept
 //     mode (virtuald and its services, in a cpuacct cgroup) against one
 //     served, 2 clients at a time (the machine's cores).
@@ -33,8 +36,9 @@ func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
-	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "") })
-	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16") })
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "") })
+	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16") })
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16") })
 	b.Run("refusal-cost", benchRefusalCost)
 }
 
@@ -70,39 +74,55 @@ func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
 	return &floodSite{ns: ns, addrs: addrs, group: group, client: client["client"]}
 }
 
-// counts are the outcomes of a client's connections.
-type counts struct{ served, refused, failed int64 }
+// counts are the outcomes of a client's connections, and the CPU the
+// client took.
+type counts struct {
+	served, refused, failed int64
+	cpu                     time.Duration
+}
 
 // run runs bench/client with n connections at a time to address i (of
 // sites, port 7100) for d and returns its counts.
 func (f *floodSite) run(n, i int, d time.Duration) counts {
-	out, err := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1)).Output()
+	cmd := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1))
+	out, err := cmd.Output()
 	var c counts
 	if _, err2 := fmt.Sscan(string(out), &c.served, &c.refused, &c.failed); err != nil || err2 != nil {
 		return counts{failed: -1} // shows in the table
 	}
+	c.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() // nsenter executes the client in its place
 	return c
 }
 
-func benchFlood(b *testing.B, limits string) {
-	f := newFloodSite(b, func(int) string { return limits })
+// benchFlood floods address 1, whose entry has the options flooded, and
+// measures address 2, whose entry (as every other) has others.
+func benchFlood(b *testing.B, flooded, others string) {
+	f := newFloodSite(b, func(i int) string {
+		if i == 0 {
+			return flooded
+		}
+		return others
+	})
+	limits := flooded + "; " + others
 	const phase, flooders = 4 * time.Second, 64
 	rate := func(c counts) float64 { return float64(c.served) / phase.Seconds() }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nlimits %q\n| round | address 2 alone (conn/s) | during the flood | share | failed during | refused by its own limits (alone, during) | flood served/s (refused, failed) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", limits)
+	fmt.Fprintf(&sb, "\nlimits %q\n| round | address 2 alone (conn/s) | during the flood | share | failed during | refused by its own limits (alone, during) | flood served/s (refused, failed) | CPU during: server, flood's clients (cores) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", limits)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		alone := f.run(1, 1, phase)
 		var flood counts
 		var wg sync.WaitGroup
 		wg.Add(1)
+		before := f.group.usage()
 		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase) }()
 		during := f.run(1, 1, phase)
 		wg.Wait()
+		server := float64(f.group.usage()-before) / 1e9 / phase.Seconds()
 		after := f.run(1, 1, phase)
 		share := rate(during) / rate(alone)
-		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %d, %d | %.0f (%d, %d) | %.0f |\n", i+1, rate(alone), rate(during), share,
-			during.failed, alone.refused, during.refused, rate(flood), flood.refused, flood.failed, rate(after))
+		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %d, %d | %.0f (%d, %d) | %.2f, %.2f | %.0f |\n", i+1, rate(alone), rate(during), share,
+			during.failed, alone.refused, during.refused, rate(flood), flood.refused, flood.failed, server, flood.cpu.Seconds()/phase.Seconds(), rate(after))
 		b.ReportMetric(share, "share")
 	}
 	b.StopTimer()
