@@ -102,7 +102,7 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
 		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, idle: make(chan struct{}), admit: newAdmission(o.MaxPerEntry),
-		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2)),
+		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2), runtime.NumCPU()),
 	}
 	a.answers.init()
 	stopReports := make(chan struct{})
