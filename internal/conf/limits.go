@@ -100,7 +100,7 @@ func ParseRate(v string) (Rate, error) {
 	return r, nil
 }
 
-// checkLimits refuses limits that contradict one another.
+// check refuses limits that contradict one another.
 func (l Limits) check() error {
 	if l.Max > 0 && l.PerSource > l.Max {
 		return fmt.Errorf("per-source=%d is more than max=%d, so it would never apply", l.PerSource, l.Max)
