@@ -284,6 +284,9 @@ func FuzzRequest(f *testing.F) {
 	c := CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.0/24", 3}}}
 	b, _ := c.AppendFrame(nil)
 	f.Add(b[4:])
+	c.Refused = true // accept mode's refusals for the entries' limits
+	b, _ = c.AppendFrame(nil)
+	f.Add(b[4:])
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := Decode(body)
 		if err != nil {
