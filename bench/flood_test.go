@@ -2,156 +2,163 @@ package bench
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
-	"runtime"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/virtuald/virtuald/internal/testbed"
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkFlood is issue 23's noisy neighbour: virtuald in accept mode
 // (inetd "wait") serves two addresses of one conf file; one client
 // measures address 2 alone, then while 64 clients open connections to
 // address 1 as fast as they can, then alone again. It reports address 2's
-// rate during the flood against its rate alone (goal: >= 0.5), the
-// connections that failed, and the flood's own rate.
+// rate during the flood against its rate alone (share), the connections
+// that failed, and the flood's own rate:
+//
+//   - no-limits: the entries have no limits (goal: share >= 0.5);
+//   - limits: every entry has rate=50/s max=16 (goal: share >= 0.8; the
+//     client of address 2 is then held to 50 a second by its own rate=,
+//     and the connections its entry refuses are counted apart);
+//   - refused-flood: the same, but the flooded entry has rate=1/m, so
+//     that the flood is refusals only (what they cost the other entry,
+//     without the flood's own starts);
+//   - refusal-cost: what a connection refused for a limit costs accept
+//     mode (virtuald and its services, in a cpuacct cgroup) against one
+//     served, 2 clients at a time (the machine's cores).
+//
+// The clients are processes of their own in the namespace (bench/client),
+// the measuring one and the flood's, as remote clients would be.
 func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "") })
+	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16") })
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16") })
+	b.Run("refusal-cost", benchRefusalCost)
+}
+
+// floodSite is virtuald -accept under inetd on port 7100 for the eight
+// addresses of sites, address i with options opts(i), inetd in a cpuacct
+// cgroup.
+type floodSite struct {
+	ns     *testbed.NetNS
+	addrs  []string
+	group  cpuGroup
+	client string // bench/client
+}
+
+func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
+	group := newCPUGroup(b)
 	bins := testbed.Binaries(b)
+	client, err := testbed.Build(b.TempDir(), "./bench/client")
+	if err != nil {
+		b.Fatal(err)
+	}
 	hello := buildService(b)
 	ns, roots, addrs, rootPaths := sites(b, hello)
-	conf := writeConfs(b, roots, addrs, rootPaths, len(addrs))
+	var lines []string
+	for i, a := range addrs {
+		lines = append(lines, strings.TrimSpace(a+" "+rootPaths[i]+" "+opts(i)))
+	}
+	conf := roots.WriteConf("conf.flood", lines...)
 	sl := testbed.NewSyslog(b, b.TempDir())
-	ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
+	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
 		fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)))
+	group.add(b, inetd.Process.Pid)
 	ns.WaitListening("tcp", 7100)
-	const phase, flooders = 4 * time.Second, 64
-	victim := addrs[1] + ":7100"
+	return &floodSite{ns: ns, addrs: addrs, group: group, client: client["client"]}
+}
 
-	// measure counts address 2's connections (one client, one at a time)
-	// until stop is closed.
-	measure := func(stop <-chan struct{}) (ok, failed int) {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if got, err := ns.Ask(victim); err == nil && strings.HasPrefix(got, "root=site-2") {
-				ok++
-			} else {
-				failed++
-			}
-		}
+// counts are the outcomes of a client's connections, and the CPU the
+// client took.
+type counts struct {
+	served, refused, failed int64
+	cpu                     time.Duration
+}
+
+// run runs bench/client with n connections at a time to address i (of
+// sites, port 7100) for d and returns its counts.
+func (f *floodSite) run(n, i int, d time.Duration) counts {
+	cmd := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1))
+	out, err := cmd.Output()
+	var c counts
+	if _, err2 := fmt.Sscan(string(out), &c.served, &c.refused, &c.failed); err != nil || err2 != nil {
+		return counts{failed: -1} // shows in the table
 	}
-	timed := func(d time.Duration, during func(stop <-chan struct{})) (rate float64, failed int) {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		if during != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); during(stop) }()
+	c.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() // nsenter executes the client in its place
+	return c
+}
+
+// benchFlood floods address 1, whose entry has the options flooded, and
+// measures address 2, whose entry (as every other) has others.
+func benchFlood(b *testing.B, flooded, others string) {
+	f := newFloodSite(b, func(i int) string {
+		if i == 0 {
+			return flooded
 		}
-		time.AfterFunc(d, func() { close(stop) })
-		ok, failed := measure(stop)
-		wg.Wait()
-		return float64(ok) / d.Seconds(), failed
-	}
-	var floodOK, floodFailed atomic.Int64
-	// The flooders take sockets made in the namespace by one thread that
-	// stays there (a socket is its namespace's for good), so that a
-	// flood connection costs this machine what a remote client's would
-	// cost it, not two setns and two opens as ns.Ask does.
-	sockets := make(chan int, flooders)
-	factoryDone := make(chan struct{})
-	defer close(factoryDone)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		fd, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == nil {
-			err = unix.Setns(fd, unix.CLONE_NEWNET)
-			unix.Close(fd)
-		}
-		if err != nil {
-			close(sockets)
-			return
-		}
-		for {
-			s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				close(sockets)
-				return
-			}
-			select {
-			case sockets <- s:
-			case <-factoryDone:
-				unix.Close(s)
-				return
-			}
-		}
-	}()
-	targetAddr := &unix.SockaddrInet4{Port: 7100, Addr: netip.MustParseAddr(addrs[0]).As4()}
-	floodOnce := func() bool {
-		s, ok := <-sockets
-		if !ok {
-			return false
-		}
-		defer unix.Close(s)
-		if unix.Connect(s, targetAddr) != nil {
-			return false
-		}
-		buf := make([]byte, 256)
-		got := 0
-		for {
-			n, err := unix.Read(s, buf[got:])
-			if n <= 0 || err != nil {
-				break
-			}
-			got += n
-		}
-		return strings.HasPrefix(string(buf[:got]), "root=")
-	}
-	flood := func(stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for range flooders {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if floodOnce() {
-						floodOK.Add(1)
-					} else {
-						floodFailed.Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-	}
+		return others
+	})
+	limits := flooded + "; " + others
+	const phase, flooders = 4 * time.Second, 64
+	rate := func(c counts) float64 { return float64(c.served) / phase.Seconds() }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n| round | address 2 alone (conn/s) | during the flood | ratio | failed during | flood conn/s (failed) | after |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&sb, "\nlimits %q\n| round | address 2 alone (conn/s) | during the flood | share | failed during | refused by its own limits (alone, during) | flood served/s (refused, failed) | CPU during: server, flood's clients (cores) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", limits)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		alone, _ := timed(phase, nil)
-		floodOK.Store(0)
-		floodFailed.Store(0)
-		during, failed := timed(phase, flood)
-		after, _ := timed(phase, nil)
-		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %.0f (%d) | %.0f |\n", i+1, alone, during, during/alone, failed,
-			float64(floodOK.Load())/phase.Seconds(), floodFailed.Load(), after)
-		b.ReportMetric(during/alone, "share")
+		alone := f.run(1, 1, phase)
+		var flood counts
+		var wg sync.WaitGroup
+		wg.Add(1)
+		before := f.group.usage()
+		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase) }()
+		during := f.run(1, 1, phase)
+		wg.Wait()
+		server := float64(f.group.usage()-before) / 1e9 / phase.Seconds()
+		after := f.run(1, 1, phase)
+		share := rate(during) / rate(alone)
+		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %d, %d | %.0f (%d, %d) | %.2f, %.2f | %.0f |\n", i+1, rate(alone), rate(during), share,
+			during.failed, alone.refused, during.refused, rate(flood), flood.refused, flood.failed, server, flood.cpu.Seconds()/phase.Seconds(), rate(after))
+		b.ReportMetric(share, "share")
+	}
+	b.StopTimer()
+	fmt.Print(sb.String())
+}
+
+// benchRefusalCost measures accept mode's CPU for a connection refused
+// for a limit (address 1, rate=1/m: every connection after the first is
+// refused) against one served (address 2, no limit): 2 clients at a time
+// for 3 s each way, CPU from the cgroup of inetd, virtuald and the
+// services (the clients are not in it).
+func benchRefusalCost(b *testing.B) {
+	f := newFloodSite(b, func(i int) string {
+		if i == 0 {
+			return "rate=1/m"
+		}
+		return ""
+	})
+	const d = 3 * time.Second
+	run := func(i int) (perSecond, cpuMicros float64, c counts) {
+		before := f.group.usage()
+		c = f.run(2, i, d)
+		n := c.served + c.refused
+		return float64(n) / d.Seconds(), float64(f.group.usage()-before) / 1e3 / float64(max(n, 1)), c
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n| round | served conn/s | CPU µs/served | refused conn/s | CPU µs/refused | cost refused / served | failed |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sRate, sCPU, sc := run(1)
+		rRate, rCPU, rc := run(0)
+		if sc.refused > 0 || rc.served > 1 {
+			b.Fatalf("served %d refused %d on the unlimited address; served %d on the limited one", sc.served, sc.refused, rc.served)
+		}
+		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.0f | %.1f | %.3f | %d |\n", i+1, sRate, sCPU, rRate, rCPU, rCPU/sCPU, sc.failed+rc.failed)
+		b.ReportMetric(rCPU/sCPU, "cost-ratio")
 	}
 	b.StopTimer()
 	fmt.Print(sb.String())

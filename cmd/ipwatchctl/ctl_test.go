@@ -352,3 +352,33 @@ func TestCheckDev(t *testing.T) {
 		}
 	}
 }
+
+// check validates the limits (issue 23): a malformed or out-of-range
+// max=, rate= or per-source= is an error at FILE:LINE that makes the
+// entry invalid; valid limits pass.
+func TestCheckLimits(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	roots := testbed.NewRoots(t)
+	good := withLog(t, roots.Root("good", ""))
+	conf := roots.WriteConf("limits.conf",
+		"10.0.0.1 "+good+" user=nobody max=16 rate=50/s per-source=4",
+		"10.0.0.2 "+good+" user=nobody rate=5/h",
+		"10.0.0.3 "+good+" user=nobody max=0",
+		"10.0.0.4 "+good+" user=nobody max=2 per-source=3",
+		"10.0.0.5 "+good+" user=nobody rate=600/m",
+	)
+	code, out, _ := runCtl("check", conf)
+	for _, want := range []string{
+		conf + `:2: 10.0.0.2: rate="5/h": unit "h" is not s or m (connections a second or a minute)`,
+		conf + `:3: 10.0.0.3: max="0": out of range (1 to 1000000; without the option there is no limit)`,
+		conf + ":4: 10.0.0.4: per-source=3 is more than max=2, so it would never apply",
+		conf + ": 5 entries, 3 invalid, 3 problems, 0 warnings",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no line %q in:\n%s", want, out)
+		}
+	}
+	if code != 1 || strings.Contains(out, ":1: ") || strings.Contains(out, ":5: ") {
+		t.Errorf("exit %d, output:\n%s\nwant exit 1 and no problem on lines 1 and 5", code, out)
+	}
+}

@@ -23,7 +23,7 @@ func printStatus(w io.Writer, st *admin.Status, q admin.StatusQuery) {
 	printHeader(w, st)
 	for _, c := range st.Confs {
 		printConf(w, &c)
-		printEntries(w, c.Entries)
+		printEntries(w, c.Entries, perConnection(&c))
 		if c.More > 0 {
 			fmt.Fprintf(w, "  ... and %d more %s (ipwatchctl status %s)\n", c.More, plural(c.More, "entry", "entries"), moreHint(q))
 		}
@@ -112,15 +112,28 @@ func printConf(w io.Writer, c *admin.ConfStatus) {
 	}
 }
 
+// perConnection names the services of a conf file that start one
+// virtuald per connection, which does not enforce the entries' limits.
+func perConnection(c *admin.ConfStatus) []string {
+	var names []string
+	for _, sv := range c.Services {
+		if !sv.Accept {
+			names = append(names, sv.Name)
+		}
+	}
+	return names
+}
+
 // printEntries prints a table of entries, then the reasons and warnings
-// under it.
-func printEntries(w io.Writer, entries []admin.EntryStatus) {
+// under it; perConn names the file's services that run one virtuald per
+// connection (see perConnection).
+func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string) {
 	if len(entries) == 0 {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	programs := slices.ContainsFunc(entries, func(en admin.EntryStatus) bool { return len(en.Programs) > 0 })
-	head := "  KEY\tROOT\tUSER\tISOLATE\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED"
+	head := "  KEY\tROOT\tUSER\tISOLATE\tSTATE\tADDRESSES\tCONNECTIONS\tRESOLVED\tLIMITS\tREFUSED"
 	if programs {
 		head += "\tPROGRAMS"
 	}
@@ -130,7 +143,8 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 		if root == "" {
 			root = "-" // a line without a root: an empty column would be read as the next one
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d", en.Key, root, userOf(en), isolationOf(en), en.State, addressesOf(en), connectionsOf(en), en.Resolved)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d", en.Key, root, userOf(en), isolationOf(en), en.State, addressesOf(en), connectionsOf(en), en.Resolved,
+			limitsOf(en), en.Refused)
 		if programs {
 			fmt.Fprintf(tw, "\t%s", programsOf(en))
 		}
@@ -152,6 +166,10 @@ func printEntries(w io.Writer, entries []admin.EntryStatus) {
 		}
 		if en.Warning != "" {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
+		}
+		if en.Limits != "" && len(perConn) > 0 {
+			fmt.Fprintf(w, "  %s (line %d): %s %s enforced by virtuald -accept only, not by %s, which %s one virtuald per connection\n",
+				en.Key, en.Line, en.Limits, plural(strings.Count(en.Limits, "="), "is", "are"), strings.Join(perConn, ", "), plural(len(perConn), "starts", "start"))
 		}
 		if r := en.Relay; r != nil && r.State == "on" {
 			fmt.Fprintf(w, "  %s (line %d): log relay on: %d relayed, %d dropped\n", en.Key, en.Line, r.Relayed, r.Dropped)
@@ -190,6 +208,15 @@ func isolationOf(en admin.EntryStatus) string {
 		return en.Isolate + "(" + en.Hostname + ")" // one word: scripts split the table on blanks
 	}
 	return en.Isolate
+}
+
+// limitsOf is an entry's limits in one word (scripts split the table on
+// blanks): "max=16,rate=50/s", or "-".
+func limitsOf(en admin.EntryStatus) string {
+	if en.Limits == "" {
+		return "-"
+	}
+	return strings.ReplaceAll(en.Limits, " ", ",")
 }
 
 // connectionsOf is an entry's connections, by port when it has several.
@@ -258,15 +285,17 @@ func (t *tableStream) header(st *admin.Status) {
 }
 
 func (t *tableStream) entries(conf string, es []admin.EntryStatus) {
-	if conf != t.conf {
-		t.conf = conf
-		for i := range t.st.Confs {
-			if t.st.Confs[i].Path == conf {
-				printConf(t.w, &t.st.Confs[i])
+	var perConn []string
+	for i := range t.st.Confs {
+		if c := &t.st.Confs[i]; c.Path == conf {
+			if conf != t.conf {
+				printConf(t.w, c)
 			}
+			perConn = perConnection(c)
 		}
 	}
-	printEntries(t.w, es)
+	t.conf = conf
+	printEntries(t.w, es, perConn)
 }
 
 func (t *tableStream) end() { printUnmapped(t.w, t.st.Unmapped) }

@@ -45,6 +45,7 @@ func fixedStatus() *admin.Status {
 			Entries: []admin.EntryStatus{
 				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", Isolate: "mount,pid,uts", Hostname: "a.example", State: admin.StateLive,
 					Addresses: []admin.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800,
+					Limits: "max=16 rate=50/s per-source=4", Refused: 93,
 					Ports:    []admin.PortCount{{Port: 21, Services: []string{"ftp"}, Connections: 800}, {Port: 990, Services: []string{"virtuald-ftps.socket"}, Connections: 12}},
 					Programs: []admin.ProgramStatus{{Program: "/usr/sbin/in.ftpd", Services: []string{"ftp at /etc/inetd.conf:3", "virtuald-ftps.socket at /etc/systemd/system/virtuald-ftps.service"}, State: admin.ProgramReady}}},
 				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", Isolate: "mount,pid", State: admin.StateLive,
@@ -57,7 +58,8 @@ func fixedStatus() *admin.Status {
 					Addresses: []admin.AddressStatus{{Address: "192.0.2.12", Interface: "eth0", Label: "eth0", Live: true}}, Connections: 5},
 				{Key: "10.20.0.0/24", Line: 5, Root: "/virtual/pool", Group: "www", Isolate: "mount,pid", State: admin.StateAbsent, Addresses: []admin.AddressStatus{}},
 				{Key: "default", Line: 6, Root: "/", Isolate: "mount,pid", State: admin.StateLive,
-					Addresses: []admin.AddressStatus{{Address: "127.0.0.1", Interface: "lo", Label: "lo", Live: true}}, Connections: 3, Resolved: 360},
+					Addresses: []admin.AddressStatus{{Address: "127.0.0.1", Interface: "lo", Label: "lo", Live: true}}, Connections: 3, Resolved: 360,
+					Limits: "rate=10/m"},
 			},
 		}, {
 			Path: "/etc/virtuald/conf.pop", Error: "/etc/virtuald/conf.pop: cannot open: no such file or directory", Adopted: "asked about by virtuald (pid 4242)",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -35,12 +36,12 @@ type acceptor struct {
 	answers  answerCache
 	health   ipc.SlowMemo
 	starts   *fairStarts // the entries' turns at starting a service
+	admit    *admission  // the entries' limits, and the services each runs
 	refusals logLimit    // refusals for an entry's limit, logged once a second
 
 	mu        sync.Mutex
 	children  map[int]*child
 	unclaimed map[int]unix.WaitStatus // reaped before serve registered them
-	perEntry  map[string]int          // running services per entry (conf path and key)
 	slots     int                     // connections accepted and not yet finished
 	stopping  bool
 	idle      chan struct{} // closed when stopping and nothing runs
@@ -53,7 +54,7 @@ type acceptor struct {
 // child is one running service.
 type child struct {
 	start   time.Time
-	entry   string
+	slot    slot // what admission counted for it
 	line    connLog
 	refusal string // why it was not executed after all; it exits at once
 	root    string // its root and program, for the library check of a
@@ -100,8 +101,8 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 	a := &acceptor{
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
-		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, perEntry: map[string]int{}, idle: make(chan struct{}),
-		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2)),
+		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, idle: make(chan struct{}), admit: newAdmission(o.MaxPerEntry),
+		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2), runtime.NumCPU()),
 	}
 	a.answers.init()
 	stopReports := make(chan struct{})
@@ -216,12 +217,15 @@ func (a *acceptor) acceptLoop(fds []int, wake int) {
 			if p.Revents == 0 {
 				continue
 			}
-			conn, _, err := unix.Accept4(int(p.Fd), unix.SOCK_CLOEXEC)
+			conn, peer, err := unix.Accept4(int(p.Fd), unix.SOCK_CLOEXEC)
 			if err != nil {
 				if err != unix.EINTR && err != unix.EAGAIN && err != unix.ECONNABORTED {
 					a.log.Log(syslog.Err, "accept mode: accept: "+err.Error())
 					time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
 				}
+				continue
+			}
+			if a.quickRefuse(conn, peer) {
 				continue
 			}
 			a.mu.Lock()
@@ -237,6 +241,57 @@ func (a *acceptor) acceptLoop(fds []int, wake int) {
 			go a.serve(conn)
 		}
 	}
+}
+
+// quickRefuse refuses, in the accept loop, a connection to an entry that
+// is at one of its limits, known from the last full resolution of the
+// connection's local address (admission.quick): a refusal in a flood then
+// costs an accept, a getsockname and a close, with no goroutine, no
+// resolution and no slot. It reports whether it refused; a connection it
+// cannot tell about goes the full way (serve).
+func (a *acceptor) quickRefuse(conn int, peer unix.Sockaddr) bool {
+	if !a.admit.limited() {
+		return false
+	}
+	sa, err := unix.Getsockname(conn)
+	if err != nil {
+		return false
+	}
+	local, remote, now := socket.AddrPort(sa), socket.AddrPort(peer), time.Now()
+	m, reason, total, ok := a.admit.quick(local.Addr(), remote.Addr(), now)
+	if !ok {
+		return false
+	}
+	a.logRefusal(conn, m.entry, total, now, reason, func(line *connLog) {
+		line.add("local", local.String())
+		if remote.IsValid() {
+			line.add("remote", remote.String())
+		}
+		line.add("conf", a.confPath)
+		line.add("line", strconv.Itoa(m.line))
+		line.add("root", m.root)
+		line.add("via", "limits") // the entry of the last resolution, within memoTTL
+	})
+	return true
+}
+
+// logRefusal refuses a connection for one of entry's limits (total is
+// the entry's count of refusals): it logs the first in a second, with how
+// many were not logged since (logLimit), and closes the others quietly.
+// fill writes the line's first fields.
+func (a *acceptor) logRefusal(conn int, entry string, total uint64, now time.Time, reason string, fill func(*connLog)) {
+	n := a.refusals.count(entry, now)
+	if n < 0 {
+		unix.Close(conn)
+		return
+	}
+	if n > 0 {
+		reason += "; " + strconv.Itoa(n) + " more refused in the last second, not logged"
+	}
+	var line connLog
+	fill(&line)
+	line.add("refused", strconv.FormatUint(total, 10))
+	a.refuse(conn, &line, reason)
 }
 
 // refuse closes the connection at once, without a byte, and logs why.
@@ -270,11 +325,19 @@ func (a *acceptor) checkIdle() {
 	}
 }
 
+// slot is a running service's place in admission's counts: its entry
+// (conf path and key) and its client's address.
+type slot struct {
+	entry  string
+	source netip.Addr
+}
+
 // serve resolves one connection and starts its service, with the same
 // resolution, checks and log line as the per-connection mode. The entry's
-// slot is taken as soon as the entry is known, before any work on it
-// (opening its root, reading inside it), so one tenant can hold at most
-// -max-per-entry of the -max-children slots, whatever its root holds.
+// limits are applied as soon as the entry is known, before any work on it
+// (opening its root, reading inside it, forking): so one tenant can hold
+// at most -max-per-entry (or its max=) of the -max-children slots,
+// whatever its root holds, and a connection past a limit costs a close.
 func (a *acceptor) serve(conn int) {
 	c, err := socket.Inspect(conn, 0)
 	if err != nil {
@@ -288,29 +351,23 @@ func (a *acceptor) serve(conn int) {
 		a.release()
 		return
 	}
-	key := a.confPath + "\x00" + d.entry.Key
-	if !a.takeEntry(key) {
-		if n := a.refusals.count(key, time.Now()); n >= 0 {
-			reason := "too many connections to this entry at once (-max-per-entry " + strconv.Itoa(a.opts.MaxPerEntry) + ")"
-			if n > 0 {
-				reason += "; " + strconv.Itoa(n) + " more refused in the last second, not logged"
-			}
-			a.refuse(conn, &d.line, reason)
-		} else {
-			unix.Close(conn)
-		}
+	s := slot{entry: a.confPath + "\x00" + d.entry.Key, source: c.Remote.Addr()}
+	now := time.Now()
+	a.admit.remember(c.Local.Addr(), memo{entry: s.entry, line: d.entry.Line, root: d.entry.Root, limits: d.entry.Limits, at: now})
+	if reason, total := a.admit.take(s.entry, s.source, d.entry.Limits, now); reason != "" {
+		a.logRefusal(conn, s.entry, total, now, reason, func(line *connLog) { *line = d.line })
 		a.release()
 		return
 	}
-	a.starts.do(key, func() { a.start(conn, d, key) })
+	a.starts.do(s.entry, func() { a.start(conn, d, s) })
 }
 
 // start checks the entry's root and starts its service, in the entry's
-// turn (fairStarts); the entry's slot is taken.
-func (a *acceptor) start(conn int, d *decision, key string) {
+// turn (fairStarts); admission has counted it in s.
+func (a *acceptor) start(conn int, d *decision, s slot) {
 	fail := func(reason string) {
 		a.refuse(conn, &d.line, reason)
-		a.releaseEntry(key)
+		a.admit.release(s.entry, s.source)
 		a.release()
 	}
 	if err := d.check(a.confPath); err != nil {
@@ -337,7 +394,7 @@ func (a *acceptor) start(conn int, d *decision, key string) {
 		return
 	}
 	unix.Close(conn)
-	running := &child{start: time.Now(), entry: key, line: d.line, root: d.entry.Root, program: path}
+	running := &child{start: time.Now(), slot: s, line: d.line, root: d.entry.Root, program: path}
 	if err := ch.Started(); err != nil {
 		running.refusal = "exec failed: " + explain(root, path, err, a.env)
 	}
@@ -351,26 +408,6 @@ func (a *acceptor) start(conn int, d *decision, key string) {
 	a.mu.Unlock()
 	if ended {
 		a.finish(ch.Pid, running, ws)
-	}
-}
-
-// takeEntry takes one of the entry's -max-per-entry slots; the reaper
-// gives it back when the service ends, or releaseEntry when none starts.
-func (a *acceptor) takeEntry(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.perEntry[key] >= a.opts.MaxPerEntry {
-		return false
-	}
-	a.perEntry[key]++
-	return true
-}
-
-func (a *acceptor) releaseEntry(key string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.perEntry[key]--; a.perEntry[key] == 0 {
-		delete(a.perEntry, key)
 	}
 }
 
@@ -400,7 +437,7 @@ func (a *acceptor) reap() {
 // finish logs the end of a service (or, when it never started, why) and
 // gives back its slots.
 func (a *acceptor) finish(pid int, ch *child, ws unix.WaitStatus) {
-	a.releaseEntry(ch.entry)
+	a.admit.release(ch.slot.entry, ch.slot.source)
 	defer a.release()
 	if ch.refusal != "" {
 		ch.line.add("outcome", "refused")

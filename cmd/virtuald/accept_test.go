@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +82,22 @@ func openHeld(t *testing.T, w *world, addr string) net.Conn {
 	return c
 }
 
+// inetdAccept starts inetd with one line for port: "wait", virtuald
+// -accept with args (flags and the conf) and the test service.
+func inetdAccept(w *world, port int, args string) {
+	p := strconv.Itoa(port)
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
+		p+" stream tcp wait root "+w.bin["virtuald"]+" virtuald -accept "+args+" "+whoami))
+	w.ns.WaitListening("tcp", port)
+}
+
+// closeAll closes the connections a test holds.
+func closeAll(held *[]net.Conn) {
+	for _, c := range *held {
+		c.Close()
+	}
+}
+
 // The concurrency limits hold: per entry, then in all; a refused
 // connection gets no byte; once services end, connections are served again.
 func TestAcceptLimits(t *testing.T) {
@@ -87,15 +105,9 @@ func TestAcceptLimits(t *testing.T) {
 	w.ns.AddAddr("203.0.113.21")
 	w.ns.AddAddr("203.0.113.22")
 	conf := w.roots.WriteConf("conf-hold", "203.0.113.21 "+holdRoot(t, w, "hold-a"), "203.0.113.22 "+holdRoot(t, w, "hold-b"))
-	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
-		"7302 stream tcp wait root "+w.bin["virtuald"]+" virtuald -accept -max-children 5 -max-per-entry 3 "+conf+" "+whoami))
-	w.ns.WaitListening("tcp", 7302)
+	inetdAccept(w, 7302, "-max-children 5 -max-per-entry 3 "+conf)
 	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
+	defer closeAll(&held)
 	for i := 0; i < 3; i++ {
 		c := openHeld(t, w, "203.0.113.21:7302")
 		if c == nil {
@@ -242,5 +254,117 @@ func TestAcceptStopTimeout(t *testing.T) {
 		if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.22:7303", "outcome=killed", "signal=killed"); !ok {
 			t.Errorf("second SIGTERM %v: the killed service's line is missing; log ends:\n%s", second, w.log.Tail(3))
 		}
+	}
+}
+
+// dialFrom connects from the local address src to addr in the namespace,
+// so that a test can be several clients.
+func dialFrom(t *testing.T, w *world, src, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := w.ns.Do(func() error {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		var err error
+		c, err = d.Dial("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// served reads the service's first line on c and leaves c open; false
+// when the connection was closed without a byte (a refusal: anything
+// else, a byte or a wait to the deadline, fails the test).
+func served(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	switch {
+	case line == "" && err == io.EOF:
+		return false
+	case err != nil || !strings.HasPrefix(line, "root="):
+		t.Fatalf("%s: %q %v", c.LocalAddr(), line, err)
+	}
+	return true
+}
+
+// An entry's max=, per-source= and rate= (issue 23) hold in accept mode
+// under inetd, each for its own entry: under the limit a connection is
+// served, past it closed at once with zero bytes and a log line that
+// says which limit and how many the entry refused; once a service ends
+// its place is free again.
+func TestAcceptEntryLimits(t *testing.T) {
+	w := newWorld(t)
+	for _, a := range []string{"203.0.113.31", "203.0.113.32", "203.0.113.33", "198.51.100.41", "198.51.100.42"} {
+		w.ns.AddAddr(a)
+	}
+	conf := w.roots.WriteConf("conf-limits",
+		"203.0.113.31 "+holdRoot(t, w, "hold-max")+" max=2",
+		"203.0.113.32 "+holdRoot(t, w, "hold-source")+" per-source=1",
+		"203.0.113.33 "+w.roots.Root("rated", w.bin["whoami"])+" rate=1/m")
+	inetdAccept(w, 7304, conf)
+	var held []net.Conn
+	defer closeAll(&held)
+	hold := func(src, addr string) bool {
+		c := dialFrom(t, w, src, addr)
+		if !served(t, c) {
+			c.Close()
+			return false
+		}
+		held = append(held, c)
+		return true
+	}
+
+	// max=2: two at once, from any clients; the third refused.
+	if !hold("198.51.100.41", "203.0.113.31:7304") || !hold("198.51.100.42", "203.0.113.31:7304") {
+		t.Fatal("refused under max=2")
+	}
+	if hold("198.51.100.42", "203.0.113.31:7304") {
+		t.Fatal("a third connection served past max=2")
+	}
+	if l, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.31:7304", "outcome=refused", "at once (max=2)"); !ok || !strings.Contains(l, "refused=1 ") {
+		t.Errorf("no log line for max=2 with its count: %q; log ends:\n%s", l, w.log.Tail(3))
+	}
+
+	// per-source=1: one at once from each client.
+	if !hold("198.51.100.41", "203.0.113.32:7304") {
+		t.Fatal("refused under per-source=1")
+	}
+	if hold("198.51.100.41", "203.0.113.32:7304") {
+		t.Fatal("a second connection from one client served past per-source=1")
+	}
+	if !hold("198.51.100.42", "203.0.113.32:7304") {
+		t.Fatal("another client refused: per-source= is per client")
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.32:7304", "remote=198.51.100.41:", "outcome=refused", "from 198.51.100.41 (per-source=1)"); !ok {
+		t.Errorf("no log line for per-source=1; log ends:\n%s", w.log.Tail(3))
+	}
+
+	// rate=1/m: a burst of one, then nothing for a minute.
+	if got, err := w.ns.Ask("203.0.113.33:7304"); err != nil || !strings.HasPrefix(got, "root=rated") {
+		t.Fatalf("refused under rate=1/m: %q %v", got, err)
+	}
+	for i := 0; i < 3; i++ {
+		if got, err := w.ns.Ask("203.0.113.33:7304"); got != "" || err != nil {
+			t.Fatalf("connection %d served past rate=1/m: %q %v", i+2, got, err)
+		}
+	}
+	// One line a second at most: the others are counted in the next.
+	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.33:7304", "outcome=refused", "new connections to this entry (rate=1/m)"); !ok {
+		t.Errorf("no log line for rate=1/m; log ends:\n%s", w.log.Tail(3))
+	}
+	if n := w.log.Count("local=203.0.113.33:7304", "outcome=refused"); n < 1 || n > 3 {
+		t.Errorf("%d refusal lines for 3 refusals", n)
+	}
+
+	// A place given back is taken again.
+	held[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !hold("198.51.100.41", "203.0.113.31:7304") {
+		if time.Now().After(deadline) {
+			t.Fatal("max=2 still refuses after a service ended")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,8 +114,9 @@ func (a *acceptor) reportCounts(stop <-chan struct{}) {
 }
 
 // flushCounts reports the connections answered from the cache since the
-// last report, in batches of ipc.MaxCounts entries; a batch the daemon
-// did not take is kept for the next report.
+// last report, and the ones refused for the entries' limits, in batches
+// of ipc.MaxCounts entries; a batch the daemon did not take is kept for
+// the next report.
 func (a *acceptor) flushCounts() {
 	c := &a.answers
 	c.mu.Lock()
@@ -133,6 +135,20 @@ func (a *acceptor) flushCounts() {
 			c.sawGeneration(gen)
 		}
 		c.mu.Unlock()
+	}
+	// The refusals for the entries' limits, which only accept mode
+	// knows: the daemon shows them per entry in status and the metrics.
+	refused := map[string]uint64{}
+	for entry, n := range a.admit.takePending() {
+		_, key, _ := strings.Cut(entry, "\x00")
+		refused[key] += n
+	}
+	for _, batch := range countBatches(refused) {
+		if _, err := daemon.Count(ipc.CountRequest{Conf: a.confPath, Counts: batch, Refused: true}); err != nil {
+			for _, n := range batch {
+				a.admit.putBack(a.confPath+"\x00"+n.Key, n.Connections)
+			}
+		}
 	}
 }
 

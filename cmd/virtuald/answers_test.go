@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/server"
 	"github.com/virtuald/virtuald/internal/testbed/ipwatchdtest"
@@ -54,6 +56,7 @@ func TestCountBatches(t *testing.T) {
 type countTaker struct {
 	mu      sync.Mutex
 	got     map[string]uint64
+	refused map[string]uint64 // refusals for the entries' limits (OpRefused)
 	refuse  bool
 	gen     uint64
 	request int
@@ -77,7 +80,11 @@ func serveCounts(t *testing.T, sock string, c *countTaker) {
 			return ipc.CountReply(0, fmt.Errorf("count is for root only"))
 		}
 		for _, n := range r.Counts {
-			c.got[n.Key] += n.Connections
+			if r.Refused {
+				c.refused[n.Key] += n.Connections
+			} else {
+				c.got[n.Key] += n.Connections
+			}
 		}
 		return ipc.CountReply(c.gen, nil)
 	}
@@ -117,7 +124,7 @@ func TestFlushCounts(t *testing.T) {
 				c.daemon.got = map[string]uint64{}
 				serveCounts(t, sock, c.daemon)
 			}
-			a := &acceptor{socketPath: sock, confPath: "/etc/virtuald/conf.ftp"}
+			a := &acceptor{socketPath: sock, confPath: "/etc/virtuald/conf.ftp", admit: newAdmission(64)}
 			a.answers.init()
 			pending := pendingCounts(c.entries)
 			maps.Copy(a.answers.pending, pending)
@@ -203,4 +210,44 @@ func inProcessDaemon(t *testing.T, text string) (path, sock string) {
 	sock = filepath.Join(dir, "run", "ipwatchd.sock")
 	ipwatchdtest.StartDaemon(t, sock, path)
 	return path, sock
+}
+
+// The refusals for the entries' limits go to the daemon as such
+// (OpRefused), by entry key, once; they are kept for the next report when
+// the daemon refuses them or is not there.
+func TestFlushRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		daemon *countTaker
+		kept   bool
+	}{
+		{"taken", &countTaker{}, false},
+		{"refused", &countTaker{refuse: true}, true},
+		{"no daemon", nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "run", "ipwatchd.sock")
+			if c.daemon != nil {
+				c.daemon.got, c.daemon.refused = map[string]uint64{}, map[string]uint64{}
+				serveCounts(t, sock, c.daemon)
+			}
+			const confPath = "/etc/virtuald/conf.ftp"
+			a := &acceptor{socketPath: sock, confPath: confPath, admit: newAdmission(0)}
+			a.answers.init()
+			for range 3 {
+				a.admit.take(confPath+"\x00192.0.2.10", netip.Addr{}, conf.Limits{}, time.Unix(0, 0))
+			}
+			a.flushCounts()
+			left := a.admit.takePending()
+			want := map[string]uint64{"192.0.2.10": 3}
+			switch {
+			case c.kept && !maps.Equal(left, map[string]uint64{confPath + "\x00192.0.2.10": 3}):
+				t.Errorf("pending after a failed report: %v", left)
+			case !c.kept && len(left) > 0:
+				t.Errorf("pending after the report: %v", left)
+			case c.daemon != nil && !c.daemon.refuse && (!maps.Equal(c.daemon.refused, want) || len(c.daemon.got) > 0):
+				t.Errorf("the daemon got refusals %v and counts %v, want %v and none", c.daemon.refused, c.daemon.got, want)
+			}
+		})
+	}
 }

@@ -3,35 +3,44 @@ package main
 import "sync"
 
 // fairStarts gives the entries of accept mode their turns at starting a
-// service: at most max starts run at once, and when more wait, the
-// entries take turns, one start each, whatever the number each has
+// service: at most max starts run at once in turns, and when more wait,
+// the entries take turns, one start each, whatever the number each has
 // waiting. A flooded entry then slows its own connections, not the
 // others': starting a service (the fork, exec and namespaces) is what a
 // connection costs, and forks are serialized in a Go process anyway
 // (syscall.ForkLock), first come first served, so without turns one
 // entry's 64 connections in line put another's 64 starts behind. Half
-// the CPUs start services (at least one), the rest is for the services
-// and everything else: on 2 cores, one start at a time gave another
-// entry 0.30x its rate alone during a flood, two at a time 0.14x
+// the CPUs start services in turns (at least one), the rest is for the
+// services and everything else: on 2 cores, one start at a time gave
+// another entry 0.30x its rate alone during a flood, two at a time 0.14x
 // (BenchmarkFlood), for the same total.
+//
+// Besides the turns, an entry with no start running has a lane of its
+// own while fewer than spare starts run (the CPUs): its start begins at
+// once, beside the flood's, instead of waiting for one of them; no entry
+// runs two starts at once that way, so a flood cannot take the lanes.
+// BenchmarkFlood without limits, interleaved on 2 quiet cores: 0.33-0.47
+// with the lane, 0.26-0.32 without (BENCHMARKS.md).
 type fairStarts struct {
-	max     int
-	mu      sync.Mutex
-	busy    int                        // starts running
-	order   []string                   // entries with starts waiting, in turn order
-	waiting map[string][]chan struct{} // by entry, first come first
+	max, spare int
+	mu         sync.Mutex
+	busy       int                        // starts running
+	running    map[string]int             // starts running, by entry
+	order      []string                   // entries with starts waiting, in turn order
+	waiting    map[string][]chan struct{} // by entry, first come first
 }
 
-func newFairStarts(max int) *fairStarts {
-	return &fairStarts{max: max, waiting: map[string][]chan struct{}{}}
+func newFairStarts(turns, spare int) *fairStarts {
+	return &fairStarts{max: turns, spare: max(turns, spare), running: map[string]int{}, waiting: map[string][]chan struct{}{}}
 }
 
 // do runs start for entry in its turn. How many may wait is bounded by
 // the caller (accept mode's -max-per-entry and -max-children slots).
 func (q *fairStarts) do(entry string, start func()) {
 	q.mu.Lock()
-	if q.busy < q.max && len(q.order) == 0 {
+	if len(q.waiting[entry]) == 0 && (len(q.order) == 0 && q.busy < q.max || q.lane(entry)) {
 		q.busy++
+		q.running[entry]++
 		q.mu.Unlock()
 	} else {
 		turn := make(chan struct{})
@@ -40,29 +49,45 @@ func (q *fairStarts) do(entry string, start func()) {
 		}
 		q.waiting[entry] = append(q.waiting[entry], turn)
 		q.mu.Unlock()
-		<-turn // the finishing start hands its place over
+		<-turn // next counted this start as running
 	}
-	defer q.next()
+	defer q.next(entry)
 	start()
 }
 
-// next hands the place of a finished start to the next entry in turn,
-// which goes to the back of the line if it has more waiting.
-func (q *fairStarts) next() {
+// lane reports whether entry may start beside the turns: it has no start
+// running and fewer than spare run. q.mu is held.
+func (q *fairStarts) lane(entry string) bool {
+	return q.running[entry] == 0 && q.busy < q.spare
+}
+
+// next counts a start of entry as ended and gives the places free to the
+// entries waiting, in turn order: a turn while fewer than max run, a lane
+// to an entry with none running; an entry that still has starts waiting
+// goes to the back of the line.
+func (q *fairStarts) next(entry string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.order) == 0 {
-		q.busy--
-		return
+	q.busy--
+	if q.running[entry]--; q.running[entry] == 0 {
+		delete(q.running, entry)
 	}
-	entry := q.order[0]
-	q.order = q.order[1:]
-	w := q.waiting[entry]
-	if len(w) > 1 {
-		q.waiting[entry] = w[1:]
-		q.order = append(q.order, entry)
-	} else {
-		delete(q.waiting, entry)
+	for i := 0; i < len(q.order); {
+		e := q.order[i]
+		if q.busy >= q.max && !q.lane(e) {
+			i++
+			continue
+		}
+		q.order = append(q.order[:i:i], q.order[i+1:]...)
+		w := q.waiting[e]
+		if len(w) > 1 {
+			q.waiting[e] = w[1:]
+			q.order = append(q.order, e)
+		} else {
+			delete(q.waiting, e)
+		}
+		q.busy++
+		q.running[e]++
+		close(w[0])
 	}
-	close(w[0])
 }

@@ -10,7 +10,7 @@ import (
 // another entry back: while "flood" has 50 starts waiting, "quiet"'s one
 // start comes after at most one of them.
 func TestFairStartsTakeTurns(t *testing.T) {
-	q := newFairStarts(1)
+	q := newFairStarts(1, 1)
 	var mu sync.Mutex
 	var order []string
 	record := func(name string) func() {
@@ -51,5 +51,52 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("the condition never held")
 		}
+	}
+}
+
+// An entry with no start running has a lane of its own while fewer than
+// spare starts run: "quiet" starts at once beside the flood's start,
+// without waiting for it; the flood never runs two at once, and its
+// queue keeps its turns.
+func TestFairStartsOwnLane(t *testing.T) {
+	q := newFairStarts(1, 2)
+	hold := make(chan struct{})
+	running := make(chan struct{})
+	var mu sync.Mutex
+	floodAtOnce, floodMax := 0, 0
+	flood := func() {
+		mu.Lock()
+		floodAtOnce++
+		floodMax = max(floodMax, floodAtOnce)
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // a start takes time: overlaps show
+		mu.Lock()
+		floodAtOnce--
+		mu.Unlock()
+	}
+	go q.do("flood", func() { close(running); <-hold }) // the flood's start in progress
+	<-running
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.do("flood", flood) }()
+	}
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.waiting["flood"]) == 20 })
+	quiet := make(chan struct{})
+	go q.do("quiet", func() { close(quiet) })
+	select {
+	case <-quiet: // started beside the flood's, which still holds its place
+	case <-time.After(10 * time.Second):
+		t.Fatal("quiet waited for the flood's start")
+	}
+	close(hold)
+	wg.Wait()
+	if floodMax != 1 {
+		t.Errorf("the flood ran %d starts at once, want 1", floodMax)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.busy != 0 || len(q.order) != 0 || len(q.waiting) != 0 || len(q.running) != 0 {
+		t.Errorf("after every start: busy %d, order %v, waiting %v, running %v", q.busy, q.order, q.waiting, q.running)
 	}
 }

@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 		"10.10.10.129   /virtual/domain1.com\n10.10.10.130\t/virtual/domain2.com  user=ftp1 group=ftp1\n2001:db8::10   /virtual/domain3.com  user=2001\n10.20.0.0/24   /virtual/pool\ndefault        /\n",
 		"10.0.0.1 /a\r\n10.0.0.1 /b\r\n::ffff:10.0.0.0/120 /c # x\n",
 		"10.0.0.300 /a\nfe80::1%eth0 /b\n10.0.0.5/24 /c\n10.0.0.6 rel\n10.0.0.7 /a user=x user=y\n",
+		"10.0.0.1 /a max=16 rate=50/s per-source=2\n10.0.0.2 /b rate=10/m\n10.0.0.3 /c max=0 rate=5/h per-source=x\n10.0.0.4 /d max=2 per-source=3\n",
 		"\x7fELF\x02\x01\x01\x00",
 	} {
 		f.Add([]byte(s))

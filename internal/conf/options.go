@@ -7,7 +7,8 @@ import (
 )
 
 // Options are what may follow an entry's root: who its service runs as,
-// the namespaces it runs in and the name it sees. One function parses
+// the namespaces it runs in, the name it sees and its connection limits.
+// One function parses
 // them (parseOptions) and one writes them in canonical form
 // (Options.String), which is also how they travel in the daemon's answers:
 // a new option touches the parser and its user, never the protocol.
@@ -17,6 +18,7 @@ type Options struct {
 	Isolate    Isolation // isolate=, when IsolateSet
 	IsolateSet bool      // false: the service gets the default (virtuald's -isolate, else IsolateAll)
 	Hostname   string    // hostname=, "" when absent
+	Limits               // max=, rate=, per-source=: zero when absent
 }
 
 // Isolation is a set of namespaces a service runs in, besides its root.
@@ -129,11 +131,17 @@ func (o *Options) String() string {
 	if o.Hostname != "" {
 		add("hostname", o.Hostname)
 	}
+	if l := o.Limits.String(); l != "" {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(l)
+	}
 	return b.String()
 }
 
 // optionNames is what an error about an option lists.
-const optionNames = "options are user=, group=, isolate= and hostname="
+const optionNames = "options are user=, group=, isolate=, hostname=, max=, rate= and per-source="
 
 // parseOptions parses the fields after an entry's root.
 func parseOptions(fields []string) (Options, error) {
@@ -162,6 +170,12 @@ func parseOptions(fields []string) (Options, error) {
 		case "hostname":
 			err = checkHostname(value)
 			o.Hostname = value
+		case "max":
+			o.Max, err = parseCount(value)
+		case "per-source":
+			o.PerSource, err = parseCount(value)
+		case "rate":
+			o.Rate, err = ParseRate(value)
 		default:
 			return Options{}, fmt.Errorf("unknown option %s (%s)", quote(name), optionNames)
 		}
@@ -171,6 +185,9 @@ func parseOptions(fields []string) (Options, error) {
 	}
 	if o.Hostname != "" && o.IsolateSet && o.Isolate&IsolateUTS == 0 {
 		return Options{}, fmt.Errorf("hostname=%s needs uts in isolate= (isolate=%s)", o.Hostname, o.Isolate)
+	}
+	if err := o.Limits.check(); err != nil {
+		return Options{}, err
 	}
 	return o, nil
 }

@@ -106,7 +106,8 @@ func bareCR(line []byte) bool {
 }
 
 // optionsOnly reports whether every field after the key and the root
-// reads as an option (NAME=VALUE, known or not). A merged line shows
+// reads as an option (NAME=VALUE, known or not, NAME of lower-case
+// letters and inner '-' as in per-source=). A merged line shows
 // itself here: what follows the first entry's root is the second entry's
 // key (an address, a prefix, default) and its root (a path), neither of
 // which can read as an option.
@@ -116,8 +117,8 @@ func optionsOnly(fields [][]byte) bool {
 		if !ok || len(name) == 0 {
 			return false
 		}
-		for _, c := range name {
-			if c < 'a' || c > 'z' {
+		for i, c := range name {
+			if (c < 'a' || c > 'z') && (c != '-' || i == 0) {
 				return false
 			}
 		}

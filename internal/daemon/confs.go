@@ -36,13 +36,15 @@ func (s *snapshot) racy() bool { return !s.racyUntil.IsZero() }
 
 // confFile is one conf file the daemon serves: its current snapshot, why
 // the last load failed (the snapshot is then the last good one), and the
-// questions answered per entry key (kept across reloads).
+// questions answered and the connections accept mode refused for the
+// entry's limits, per entry key (kept across reloads).
 type confFile struct {
 	path    string
 	cur     atomic.Pointer[snapshot]
 	loadErr atomic.Pointer[string]
 
 	resolved sync.Map // entry key -> *atomic.Uint64
+	refused  sync.Map // entry key -> *atomic.Uint64: virtuald -accept's refusals for the entry's limits
 
 	loads, loadErrors atomic.Uint64 // new snapshots published, loads failed
 
@@ -77,12 +79,25 @@ func (c *confFile) onlyAsked() bool {
 	return !slices.Contains(c.by, adoptedConfigured) && !slices.Contains(c.by, adoptedService)
 }
 
-func (c *confFile) counter(key string) *atomic.Uint64 {
-	if v, ok := c.resolved.Load(key); ok {
+func (c *confFile) counter(key string) *atomic.Uint64 { return counterIn(&c.resolved, key) }
+
+func (c *confFile) refusals(key string) *atomic.Uint64 { return counterIn(&c.refused, key) }
+
+// counterIn is key's counter in m, made on first use.
+func counterIn(m *sync.Map, key string) *atomic.Uint64 {
+	if v, ok := m.Load(key); ok {
 		return v.(*atomic.Uint64)
 	}
-	v, _ := c.resolved.LoadOrStore(key, new(atomic.Uint64))
+	v, _ := m.LoadOrStore(key, new(atomic.Uint64))
 	return v.(*atomic.Uint64)
+}
+
+// load is key's count in m, 0 if it has none.
+func load(m *sync.Map, key string) uint64 {
+	if v, ok := m.Load(key); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
 }
 
 func (c *confFile) lastError() string {

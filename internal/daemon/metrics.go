@@ -45,6 +45,7 @@ type collector struct {
 var (
 	descQueries     = prometheus.NewDesc("ipwatchd_queries_total", "virtuald's questions, by answer.", []string{"result"}, nil)
 	descResolved    = prometheus.NewDesc("ipwatchd_resolved_total", `virtuald's questions answered with an entry; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
+	descRefused     = prometheus.NewDesc("ipwatchd_refused_total", `Connections virtuald -accept refused for an entry's limits (max=, rate=, per-source=, -max-per-entry), as it reports them every second; entries past -metrics-max-entries are summed into key="other". Per connection (inetd nowait) nothing is refused for limits, and nothing counted here.`, []string{"conf", "key"}, nil)
 	descConnections = prometheus.NewDesc("ipwatchd_connections_total", `TCP connections the kernel accepted on an entry's addresses (BPF), on the TCP ports of the services found that use the file (every port when none is found), by the conf file as it is now; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
 	descKernel      = prometheus.NewDesc("ipwatchd_kernel_connections_total", "TCP connections the kernel accepted on every address (BPF).", nil, nil)
 	descUnmapped    = prometheus.NewDesc("ipwatchd_unmapped_connections_total", `TCP connections the kernel accepted on addresses no entry serves (BPF); addresses past -metrics-max-entries are summed into address="other".`, []string{"address"}, nil)
@@ -60,7 +61,7 @@ var (
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueries, descResolved, descConnections, descKernel, descUnmapped, descEntries, descChecked,
+	for _, d := range []*prometheus.Desc{descQueries, descResolved, descRefused, descConnections, descKernel, descUnmapped, descEntries, descChecked,
 		descGeneration, descLoadedAt, descReloads, descReloadErrs, descResyncs, descBPF, descBuild} {
 		ch <- d
 	}
@@ -106,8 +107,9 @@ func (s *series) split(active map[string]uint64) map[string]bool {
 	return s.in
 }
 
-// activity is what one entry did: questions answered, connections counted.
-type activity struct{ resolved, connections uint64 }
+// activity is what one entry did: questions answered, connections
+// counted, connections refused for its limits.
+type activity struct{ resolved, connections, refused uint64 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
@@ -135,14 +137,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	active := map[string]activity{} // "conf\x00key"
 	mapped := map[netip.Addr]bool{}
 	for _, cf := range files {
-		cf.resolved.Range(func(k, v any) bool {
-			if n := v.(*atomic.Uint64).Load(); n > 0 {
-				a := active[cf.path+"\x00"+k.(string)]
-				a.resolved = n
-				active[cf.path+"\x00"+k.(string)] = a
-			}
-			return true
-		})
+		// The entries' counters, each into its field of the activity.
+		for m, field := range map[*sync.Map]func(*activity) *uint64{
+			&cf.resolved: func(a *activity) *uint64 { return &a.resolved },
+			&cf.refused:  func(a *activity) *uint64 { return &a.refused },
+		} {
+			m.Range(func(k, v any) bool {
+				if n := v.(*atomic.Uint64).Load(); n > 0 {
+					a := active[cf.path+"\x00"+k.(string)]
+					*field(&a) = n
+					active[cf.path+"\x00"+k.(string)] = a
+				}
+				return true
+			})
+		}
 		s := cf.cur.Load()
 		if s == nil {
 			continue
@@ -169,7 +177,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 	busy := map[string]uint64{}
 	for k, a := range active {
-		busy[k] = a.resolved + a.connections
+		busy[k] = a.resolved + a.connections + a.refused
 	}
 	own := c.entries.split(busy)
 	other := map[string]activity{} // by conf
@@ -178,17 +186,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			conf, key, _ := strings.Cut(k, "\x00")
 			counter(descResolved, a.resolved, conf, key)
 			counter(descConnections, a.connections, conf, key)
+			counter(descRefused, a.refused, conf, key)
 			continue
 		}
 		conf, _, _ := strings.Cut(k, "\x00")
 		o := other[conf]
 		o.resolved += a.resolved
 		o.connections += a.connections
+		o.refused += a.refused
 		other[conf] = o
 	}
 	for conf, o := range other {
 		counter(descResolved, o.resolved, conf, "other")
 		counter(descConnections, o.connections, conf, "other")
+		counter(descRefused, o.refused, conf, "other")
 	}
 
 	unmapped := map[string]uint64{}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/ipc"
+	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"go.uber.org/zap"
 )
@@ -196,5 +198,47 @@ func TestMetricsCapAndOther(t *testing.T) {
 	}
 	if second[key("other")] != 3+10+1 || second[key("10.0.0.2")] != 4 {
 		t.Errorf("other = %v (want 14), 10.0.0.2 = %v (want 4, kept after the reload)", second[key("other")], second[key("10.0.0.2")])
+	}
+}
+
+// The refusals virtuald -accept reports for the entries' limits show per
+// entry in status (beside the limits from the conf) and in the metrics,
+// apart from the questions answered.
+func TestRefusedCounts(t *testing.T) {
+	testbed.RequirePrivileges(t) // the report is root's only
+	dir := t.TempDir()
+	p := filepath.Join(dir, "conf")
+	testbed.Must(t, os.WriteFile(p, []byte("10.0.0.1 / max=16 rate=50/s per-source=2\n10.0.0.2 /\n"), 0o644))
+	d := metricsDaemon(t, 0, p)
+	c := ipc.Client{Socket: d.cfg.Socket, Timeout: 5 * time.Second}
+	for _, n := range []uint64{5, 2} {
+		if _, err := c.Count(ipc.CountRequest{Conf: p, Counts: []ipc.EntryCount{{Key: "10.0.0.1", Connections: n}}, Refused: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Count(ipc.CountRequest{Conf: p, Counts: []ipc.EntryCount{{Key: "10.0.0.2", Connections: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	st := d.Status(admin.StatusQuery{})
+	got := map[string]admin.EntryStatus{}
+	for _, e := range st.Confs[0].Entries {
+		got[e.Key] = e
+	}
+	if e := got["10.0.0.1"]; e.Limits != "max=16 rate=50/s per-source=2" || e.Refused != 7 || e.Resolved != 0 {
+		t.Errorf("10.0.0.1: limits %q, refused %d, resolved %d; want the conf's limits, 7, 0", e.Limits, e.Refused, e.Resolved)
+	}
+	if e := got["10.0.0.2"]; e.Limits != "" || e.Refused != 0 || e.Resolved != 4 {
+		t.Errorf("10.0.0.2: limits %q, refused %d, resolved %d; want none, 0, 4", e.Limits, e.Refused, e.Resolved)
+	}
+	_, samples := scrape(t, d)
+	for want, v := range map[string]float64{
+		`ipwatchd_refused_total{conf="` + p + `",key="10.0.0.1"}`:  7,
+		`ipwatchd_resolved_total{conf="` + p + `",key="10.0.0.1"}`: 0,
+		`ipwatchd_refused_total{conf="` + p + `",key="10.0.0.2"}`:  0,
+		`ipwatchd_resolved_total{conf="` + p + `",key="10.0.0.2"}`: 4,
+	} {
+		if got, ok := samples[want]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", want, got, ok, v)
+		}
 	}
 }

@@ -21,9 +21,9 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 			return ipc.ErrorReply(err.Error())
 		}
 		return ipc.ResolveReply(d.resolve(peer, r))
-	case ipc.OpCount:
+	case ipc.OpCount, ipc.OpRefused:
 		if peer.Uid != 0 {
-			return ipc.ErrorReply("count is for root only")
+			return ipc.ErrorReply(string(req[1]) + " is for root only")
 		}
 		r, err := ipc.ParseCountRequest(req)
 		if err != nil {
@@ -55,7 +55,7 @@ func (d *Daemon) handle(peer unix.Ucred, req [][]byte) [][]byte {
 // and go to goroutines.
 func inline(req [][]byte) bool {
 	switch string(req[1]) {
-	case ipc.OpResolve, ipc.OpLookup, ipc.OpCount:
+	case ipc.OpResolve, ipc.OpLookup, ipc.OpCount, ipc.OpRefused:
 		return true
 	}
 	return false
@@ -137,16 +137,21 @@ func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, er
 }
 
 // count adds connections that virtuald in accept mode answered from the
-// answers it keeps to the entries' resolved counts, and returns the
-// generation of the file, which lets accept mode drop the answers it keeps
-// when the file changed.
+// answers it keeps to the entries' resolved counts (or, for r.Refused, the
+// connections it refused for their limits to their refused counts), and
+// returns the generation of the file, which lets accept mode drop the
+// answers it keeps when the file changed.
 func (d *Daemon) count(r ipc.CountRequest) (generation uint64, err error) {
 	c := d.confs.get(r.Conf)
 	if c == nil {
 		return 0, ipc.ErrUnknown
 	}
 	for _, n := range r.Counts {
-		c.counter(n.Key).Add(n.Connections)
+		if r.Refused {
+			c.refusals(n.Key).Add(n.Connections)
+		} else {
+			c.counter(n.Key).Add(n.Connections)
+		}
 	}
 	if s := c.cur.Load(); s != nil {
 		return s.generation, nil

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/virtuald/virtuald/bpf"
@@ -270,7 +269,7 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 			}
 			iso := e.Options.Isolation(defaultIsolation(services))
 			es := admin.EntryStatus{Key: e.Key, Line: e.Line, Root: e.Root, User: e.User, Group: e.Group,
-				Isolate: iso.String(), Hostname: e.Hostname,
+				Isolate: iso.String(), Hostname: e.Hostname, Limits: e.Limits.String(), Refused: load(&c.refused, e.Key),
 				State: st, Reason: reason, Addresses: served[e.Line], Ports: portCounts(conns[e.Line], ports)}
 			if ec := conns[e.Line]; ec != nil {
 				es.Connections = ec.total
@@ -285,9 +284,7 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 				es.Warning = conf.RootWarning(e, iso)
 				es.Relay = relayStatus(v.relay, e.Root)
 			}
-			if n, ok := c.resolved.Load(e.Key); ok {
-				es.Resolved = n.(*atomic.Uint64).Load()
-			}
+			es.Resolved = load(&c.resolved, e.Key)
 			if !yield(es) {
 				return
 			}

@@ -7,13 +7,18 @@ import (
 
 // CountRequest reports connections that accept mode answered from the
 // daemon's answers it keeps, so that the daemon's per-entry counts of
-// resolved connections stay whole. Only root's reports count.
+// resolved connections stay whole (OpCount); or, with Refused, the
+// connections it refused for the entries' limits (max=, rate=,
+// per-source=, -max-per-entry: OpRefused), which only it can know. Only
+// root's reports count.
 type CountRequest struct {
-	Conf   string
-	Counts []EntryCount // at most MaxCounts
+	Conf    string
+	Counts  []EntryCount // at most MaxCounts
+	Refused bool         // the counts are refusals (OpRefused)
 }
 
-// EntryCount is the connections one entry, by its key, served.
+// EntryCount is the connections one entry, by its key, served (or had
+// refused).
 type EntryCount struct {
 	Key         string
 	Connections uint64
@@ -28,7 +33,11 @@ func (r *CountRequest) AppendFrame(b []byte) ([]byte, error) {
 	if len(r.Counts) > MaxCounts {
 		return b, fmt.Errorf("%w: %d counts in one request, more than %d", ErrFrame, len(r.Counts), MaxCounts)
 	}
-	b, frame := beginRequest(b, OpCount)
+	op := OpCount
+	if r.Refused {
+		op = OpRefused
+	}
+	b, frame := beginRequest(b, op)
 	b = appendField(b, r.Conf)
 	for _, c := range r.Counts {
 		b = appendField(b, c.Key)
@@ -39,7 +48,7 @@ func (r *CountRequest) AppendFrame(b []byte) ([]byte, error) {
 
 // ParseCountRequest reads a count request from the fields of its frame.
 func ParseCountRequest(req [][]byte) (CountRequest, error) {
-	args, err := requestArgs(req, 1, true, OpCount)
+	args, err := requestArgs(req, 1, true, OpCount, OpRefused)
 	if err != nil {
 		return CountRequest{}, err
 	}
@@ -47,7 +56,7 @@ func ParseCountRequest(req [][]byte) (CountRequest, error) {
 	if len(pairs)%2 != 0 {
 		return CountRequest{}, fmt.Errorf("%w: count takes a conf path, then key and count pairs", ErrFrame)
 	}
-	r := CountRequest{Conf: string(args[0]), Counts: make([]EntryCount, 0, len(pairs)/2)}
+	r := CountRequest{Conf: string(args[0]), Counts: make([]EntryCount, 0, len(pairs)/2), Refused: string(req[1]) == OpRefused}
 	for i := 0; i < len(pairs); i += 2 {
 		n, err := parseUint("count", pairs[i+1])
 		if err != nil {

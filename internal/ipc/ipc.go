@@ -37,6 +37,7 @@ const (
 	OpResolve = "resolve" // virtuald's question (ResolveRequest): counted per entry
 	OpLookup  = "lookup"  // the same question from ipwatchctl: not counted
 	OpCount   = "count"   // connections accept mode answered itself (CountRequest)
+	OpRefused = "refused" // connections accept mode refused for the entries' limits (CountRequest with Refused)
 	OpStatus  = "status"  // the status of the conf files and addresses (ipc/admin)
 	OpConfs   = "confs"   // the conf files served, without entries (ipc/admin)
 	OpReload  = "reload"  // reload every conf file now (ipc/admin)

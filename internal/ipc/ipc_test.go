@@ -98,6 +98,10 @@ func TestRequestRoundTrip(t *testing.T) {
 			[]string{Version, OpCount, "/c", "10.0.0.1", "7", "default", "1"},
 			func(f [][]byte) (any, error) { return ParseCountRequest(f) },
 			CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.1", 7}, {"default", 1}}}},
+		{"refused", mustCount(t, CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.1", 3}}, Refused: true}),
+			[]string{Version, OpRefused, "/c", "10.0.0.1", "3"},
+			func(f [][]byte) (any, error) { return ParseCountRequest(f) },
+			CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.1", 3}}, Refused: true}},
 		{"count, no entries", mustCount(t, CountRequest{Conf: "/c"}),
 			[]string{Version, OpCount, "/c"},
 			func(f [][]byte) (any, error) { return ParseCountRequest(f) },
@@ -279,6 +283,9 @@ func FuzzRequest(f *testing.F) {
 	f.Add(r.AppendFrame(nil)[4:])
 	c := CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.0/24", 3}}}
 	b, _ := c.AppendFrame(nil)
+	f.Add(b[4:])
+	c.Refused = true // accept mode's refusals for the entries' limits
+	b, _ = c.AppendFrame(nil)
 	f.Add(b[4:])
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := Decode(body)

@@ -113,6 +113,10 @@ func describe(mode uint32) string {
 	return "not a socket"
 }
 
+// AddrPort is the address and port of an IP socket address (an
+// IPv4-mapped IPv6 address unmapped), zero for any other.
+func AddrPort(sa unix.Sockaddr) netip.AddrPort { return addrPort(sa) }
+
 func addrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:

@@ -120,6 +120,8 @@ type EntryStatus struct {
 	Connections uint64          `json:"connections"`        // TCP connections the kernel accepted for it (BPF; see ConfStatus.ConnectionsCounted); 0 when BPF is off
 	Ports       []PortCount     `json:"ports,omitempty"`    // Connections by service port, when the file's services give ports
 	Resolved    uint64          `json:"resolved"`           // virtuald's questions answered with this entry
+	Limits      string          `json:"limits,omitempty"`   // its max=, rate= and per-source=, as the conf writes them
+	Refused     uint64          `json:"refused"`            // connections virtuald -accept refused for its limits (max=, rate=, per-source=, -max-per-entry)
 	// Programs says, for each program the file's services start, whether
 	// it can start inside this entry's root.
 	Programs []ProgramStatus `json:"programs,omitempty"`
