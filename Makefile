@@ -127,7 +127,7 @@ deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled,
 docs: ## copy the sections of docs/*.md (the man pages' sources) into README.md again
 	$(GO) run ./docs/mangen -readme README.md
 
-generate: ## rebuild bpf/ from bpf/connacct.c and internal/enter's virtuald-init from init/init.c (needs: apt-get install clang llvm libbpf-dev gcc)
+generate: ## rebuild bpf/ from bpf/connacct.c and bpf/shed.c, and internal/enter's virtuald-init from init/init.c (needs: apt-get install clang llvm libbpf-dev gcc)
 	$(GO) generate ./bpf ./internal/enter
 
 clean:
