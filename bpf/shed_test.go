@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/virtuald/virtuald/internal/testbed"
 )
 
@@ -163,5 +166,83 @@ func TestShedApplyErrors(t *testing.T) {
 	}
 	if got := s.Keys(); len(got) != 1 || got[a] != 1 {
 		t.Errorf("keys %v; want only %v", got, a)
+	}
+}
+
+// skLookupCtx is struct bpf_sk_lookup of include/uapi/linux/bpf.h, as
+// BPF_PROG_TEST_RUN takes it.
+type skLookupCtx struct {
+	Cookie         uint64
+	Family         uint32
+	Protocol       uint32
+	RemoteIP4      uint32
+	RemoteIP6      [4]uint32
+	RemotePort     uint16 // network order
+	_              uint16
+	LocalIP4       [4]byte
+	LocalIP6       [4]uint32
+	LocalPort      uint32
+	IngressIfindex uint32
+	_              uint32
+}
+
+// BenchmarkShedRun is the program's own cost per new connection
+// (BPF_PROG_TEST_RUN, b.N runs in one call): to an address without a
+// limit (a lookup that misses) with 0 and 10,000 limited addresses in the
+// map, and to a limited one (the lookup, the bucket's lock and its
+// arithmetic), let through and shed.
+func BenchmarkShedRun(b *testing.B) {
+	testbed.RequirePrivileges(b)
+	ns := testbed.NewNetNS(b)
+	var s *Shedder
+	if err := ns.Do(func() (err error) { s, err = OpenShedder(); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	limited := Key{Addr: netip.MustParseAddr("192.0.2.1"), Port: 21}
+	ctxFor := func(k Key) *skLookupCtx {
+		return &skLookupCtx{Family: unix.AF_INET, Protocol: unix.IPPROTO_TCP, LocalIP4: k.Addr.As4(), LocalPort: uint32(k.Port), RemotePort: 0x3930}
+	}
+	run := func(b *testing.B, k Key, want uint32) {
+		b.ResetTimer()
+		got, err := s.objs.Shed.Run(&ebpf.RunOptions{Context: ctxFor(k), Repeat: uint32(b.N)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got != want {
+			b.Fatalf("verdict %d, want %d", got, want)
+		}
+	}
+	many := func(n int) map[Key]uint32 {
+		keys := map[Key]uint32{}
+		for i := range n {
+			keys[Key{Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Port: 21}] = 0
+		}
+		return keys
+	}
+	fast := ShedRule{Interval: time.Nanosecond, Burst: 1 << 30}
+	slow := ShedRule{Interval: time.Hour, Burst: 1}
+	other := Key{Addr: netip.MustParseAddr("192.0.2.2"), Port: 21}
+	for _, bc := range []struct {
+		name string
+		keys map[Key]uint32
+		rule ShedRule
+		to   Key
+		want uint32 // SK_PASS 1, SK_DROP 0
+	}{
+		{"no-limit/keys=0", nil, fast, other, 1},
+		{"no-limit/keys=10000", many(10000), fast, other, 1},
+		{"limited/passed", map[Key]uint32{limited: 0}, fast, limited, 1},
+		{"limited/shed", map[Key]uint32{limited: 0}, slow, limited, 0},
+	} {
+		if err := s.Apply(bc.keys, map[uint32]ShedRule{0: bc.rule}); err != nil {
+			b.Fatal(err)
+		}
+		if bc.want == 0 { // the burst of one goes first
+			if _, err := s.objs.Shed.Run(&ebpf.RunOptions{Context: ctxFor(limited), Repeat: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(bc.name, func(b *testing.B) { run(b, bc.to, bc.want) })
 	}
 }
