@@ -84,6 +84,8 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
+	$(GO) test -run '^$$' -bench ShedRun -benchtime 5000000x -count 3 ./bpf
+	$(GO) test -run '^$$' -bench ShedCost -benchtime 10x ./bench
 
 demo: need-demo build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin

@@ -377,26 +377,14 @@ func Unavailable() string {
 // hasCaps reports whether the effective capabilities allow loading and
 // attaching a tracing program: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN
 // (which held both before they were split off, and still implies them).
-func hasCaps() bool { return hasCapsOr(unix.CAP_BPF, unix.CAP_PERFMON) }
-
-// hasCapsOr reports whether every capability in caps is effective, or
-// CAP_SYS_ADMIN is.
-func hasCapsOr(caps ...int) bool {
+func hasCaps() bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return false
 	}
 	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(unix.CAP_SYS_ADMIN) {
-		return true
-	}
-	for _, c := range caps {
-		if !has(c) {
-			return false
-		}
-	}
-	return true
+	return has(unix.CAP_SYS_ADMIN) || (has(unix.CAP_BPF) && has(unix.CAP_PERFMON))
 }
 
 // netnsCookie returns the cookie of the calling thread's network

@@ -27,7 +27,9 @@ import (
 //     flood makes without shedding) is never reached: the second entry is served after the
 //     flood, when without shedding inetd stops the service for every
 //     address;
-//   - status says shedding is on and how many connections it shed.
+//   - status says shedding is on and how many connections it shed;
+//   - a reload moves the limit: rate= taken from the first entry and given
+//     to the second, the kernel follows.
 func TestKernelShedding(t *testing.T) {
 	const (
 		flooded, other = "192.0.2.61", "192.0.2.62"
@@ -48,9 +50,8 @@ func TestKernelShedding(t *testing.T) {
 	w.daemonPlaces()
 	w.ns.AddAddr(flooded)
 	w.ns.AddAddr(other)
-	w.conf = w.roots.WriteConf("conf",
-		fmt.Sprintf("%s %s rate=%d/s", flooded, w.roots.Root("site-1", w.bin["whoami"]), rate),
-		other+" "+w.roots.Root("site-2", w.bin["whoami"]))
+	root1, root2 := w.roots.Root("site-1", w.bin["whoami"]), w.roots.Root("site-2", w.bin["whoami"])
+	w.conf = w.roots.WriteConf("conf", fmt.Sprintf("%s %s rate=%d/s", flooded, root1, rate), other+" "+root2)
 	inetdConf := w.roots.WriteConf("inetd.conf",
 		fmt.Sprintf("%d stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", svcPort, w.bin["virtuald"], w.socket, w.conf))
 	w.startDaemon("-bpf", "on", "-inetd-conf", inetdConf, "-xinetd-conf", "", "-systemd-units", "")
@@ -155,5 +156,36 @@ func TestKernelShedding(t *testing.T) {
 	// inetd's own limit was not reached: the other address is served.
 	if got, err := w.ns.Ask(fmt.Sprintf("%s:%d", other, svcPort)); err != nil || !strings.HasPrefix(got, "root=site-2") {
 		t.Errorf("%s after the flood: %q, %v; inetd stopped the service? (-R %d a minute)", other, got, err, inetdR)
+	}
+
+	// A reload: the first entry loses rate=, the second gets rate=1/m.
+	w.roots.WriteConf("conf", flooded+" "+root1, other+" "+root2+" rate=1/m")
+	if _, err := (admin.Client{Socket: w.socket}).Reload(); err != nil {
+		t.Fatal(err)
+	}
+	w.ns.Await("the kernel limits the other address only", 10*time.Second, func() bool {
+		st, err := w.status()
+		if err != nil || st.ShedLimited != 1 {
+			return false
+		}
+		for _, c := range st.Confs {
+			for _, e := range c.Entries {
+				if e.Key == other && e.Limits == "rate=1/m" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	for i := range 8 {
+		if got, err := w.ns.Ask(fmt.Sprintf("%s:%d", flooded, svcPort)); err != nil || !strings.HasPrefix(got, "root=site-1") {
+			t.Fatalf("%s, its rate= gone, connection %d: %q, %v; log ends:\n%s", flooded, i+1, got, err, w.log.Tail(3))
+		}
+	}
+	if got, err := w.ns.Ask(fmt.Sprintf("%s:%d", other, svcPort)); err != nil || !strings.HasPrefix(got, "root=site-2") {
+		t.Fatalf("%s, rate=1/m, its first connection: %q, %v", other, got, err)
+	}
+	if _, err := w.ns.Dial("tcp", fmt.Sprintf("%s:%d", other, svcPort)); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("%s, rate=1/m, its second connection: %v; want it refused by the kernel", other, err)
 	}
 }
