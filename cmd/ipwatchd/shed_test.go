@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"strings"
@@ -54,7 +55,7 @@ func TestKernelShedding(t *testing.T) {
 	w.conf = w.roots.WriteConf("conf", fmt.Sprintf("%s %s rate=%d/s", flooded, root1, rate), other+" "+root2)
 	inetdConf := w.roots.WriteConf("inetd.conf",
 		fmt.Sprintf("%d stream tcp nowait root %s virtuald -socket %s %s /bin/whoami", svcPort, w.bin["virtuald"], w.socket, w.conf))
-	w.startDaemon("-bpf", "on", "-inetd-conf", inetdConf, "-xinetd-conf", "", "-systemd-units", "")
+	w.startDaemon("-bpf", "on", "-inetd-conf", inetdConf, "-xinetd-conf", "", "-systemd-units", "", "-metrics", "127.0.0.1:9323")
 	w.ns.Await("the kernel limits the flooded address", 10*time.Second, func() bool {
 		st, err := w.status()
 		return err == nil && st.ShedLimited > 0
@@ -151,6 +152,27 @@ func TestKernelShedding(t *testing.T) {
 	}
 	if refused.Load() == 0 || e.Shed < uint64(refused.Load()) {
 		t.Errorf("the kernel refused %d connections, status says %d shed", refused.Load(), e.Shed)
+	}
+	// The metrics, over a connection made in the namespace (net/http
+	// would dial from another thread, outside it).
+	mc, err := w.ns.Dial("tcp", "127.0.0.1:9323")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(mc, "GET /metrics HTTP/1.0\r\nHost: ipwatchd\r\n\r\n")
+	b, err := io.ReadAll(mc)
+	mc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := string(b)
+	for _, want := range []string{
+		"ipwatchd_shedding_enabled 1\n",
+		fmt.Sprintf("ipwatchd_shed_total{conf=%q,key=%q} ", w.conf, flooded),
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("the metrics have no %q", want)
+		}
 	}
 
 	// inetd's own limit was not reached: the other address is served.
