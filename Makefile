@@ -85,6 +85,8 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
+	$(GO) test -run '^$$' -bench ShedRun -benchtime 5000000x -count 3 ./bpf
+	$(GO) test -run '^$$' -bench ShedCost -benchtime 10x ./bench
 
 demo: need-demo build bin/whoami ## show virtuald and ipwatchd serving several addresses through a real inetd (as root)
 	$(GO) run ./demo -bin bin
@@ -128,7 +130,7 @@ deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled,
 docs: ## copy the sections of docs/*.md (the man pages' sources) into README.md again
 	$(GO) run ./docs/mangen -readme README.md
 
-generate: ## rebuild bpf/ from bpf/connacct.c and internal/enter's virtuald-init from init/init.c (needs: apt-get install clang llvm libbpf-dev gcc)
+generate: ## rebuild bpf/ from bpf/connacct.c and bpf/shed.c, and internal/enter's virtuald-init from init/init.c (needs: apt-get install clang llvm libbpf-dev gcc)
 	$(GO) generate ./bpf ./internal/enter
 
 clean:

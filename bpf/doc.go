@@ -3,6 +3,11 @@
 // address and port, IPv4 and IPv6, for ipwatchd's status. The program is
 // connacct.c; this package loads it, pins it and reads its counters.
 //
+// It also holds the shed program (shed.c, [Shedder]): attached to the
+// network namespace at sk_lookup, it refuses new TCP connections to an
+// address and port past the rate ipwatchd gives it, before a listener
+// sees them. It is not pinned; shed.go says why.
+//
 // # What is counted
 //
 // A connection is counted once, when the socket a listener cloned for it

@@ -10,3 +10,4 @@ package bpf
 // (llvm-strip) and libbpf-dev (the bpf/*.h helper headers).
 //
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel,bpfeb -type key -type pin_meta connacct connacct.c -- -O2 -g -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target bpfel,bpfeb -type shed_key -type shed_bucket shed shed.c -- -O2 -g -Wall -Werror

@@ -23,7 +23,7 @@ func printStatus(w io.Writer, st *admin.Status, q admin.StatusQuery) {
 	printHeader(w, st)
 	for _, c := range st.Confs {
 		printConf(w, &c)
-		printEntries(w, c.Entries, perConnection(&c))
+		printEntries(w, c.Entries, perConnection(&c), st.Shedding == "on")
 		if c.More > 0 {
 			fmt.Fprintf(w, "  ... and %d more %s (ipwatchctl status %s)\n", c.More, plural(c.More, "entry", "entries"), moreHint(q))
 		}
@@ -56,6 +56,13 @@ func printHeader(w io.Writer, st *admin.Status) {
 		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.NetlinkResyncs, st.BPF)
 	fmt.Fprintf(w, "questions answered %d, stale %d, racy %d, unknown conf %d, errors %d\n",
 		st.Queries.OK, st.Queries.Stale, st.Queries.Racy, st.Queries.Unknown, st.Queries.Error)
+	switch {
+	case st.Shedding == "on":
+		fmt.Fprintf(w, "shedding on: the kernel refuses per-connection services' connections past rate= on %d %s\n",
+			st.ShedLimited, plural(st.ShedLimited, "address and port", "addresses and ports"))
+	case st.Shedding != "":
+		fmt.Fprintf(w, "shedding %s\n", st.Shedding)
+	}
 	for _, p := range st.ServiceProblems {
 		fmt.Fprintf(w, "service problem: %s: %s\n", p.From, p.Reason)
 	}
@@ -126,8 +133,9 @@ func perConnection(c *admin.ConfStatus) []string {
 
 // printEntries prints a table of entries, then the reasons and warnings
 // under it; perConn names the file's services that run one virtuald per
-// connection (see perConnection).
-func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string) {
+// connection (see perConnection), shedding says whether the kernel
+// enforces rate= for them.
+func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string, shedding bool) {
 	if len(entries) == 0 {
 		return
 	}
@@ -168,8 +176,22 @@ func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string) {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
 		}
 		if en.Limits != "" && len(perConn) > 0 {
-			fmt.Fprintf(w, "  %s (line %d): %s %s enforced by virtuald -accept only, not by %s, which %s one virtuald per connection\n",
-				en.Key, en.Line, en.Limits, plural(strings.Count(en.Limits, "="), "is", "are"), strings.Join(perConn, ", "), plural(len(perConn), "starts", "start"))
+			limits := en.Limits
+			if shedding {
+				var rest []string
+				for _, l := range strings.Fields(limits) {
+					if strings.HasPrefix(l, "rate=") {
+						fmt.Fprintf(w, "  %s (line %d): %s is enforced in the kernel for %s: %d shed\n", en.Key, en.Line, l, strings.Join(perConn, ", "), en.Shed)
+						continue
+					}
+					rest = append(rest, l)
+				}
+				limits = strings.Join(rest, " ")
+			}
+			if limits != "" {
+				fmt.Fprintf(w, "  %s (line %d): %s %s enforced by virtuald -accept only, not by %s, which %s one virtuald per connection\n",
+					en.Key, en.Line, limits, plural(strings.Count(limits, "="), "is", "are"), strings.Join(perConn, ", "), plural(len(perConn), "starts", "start"))
+			}
 		}
 		if r := en.Relay; r != nil && r.State == "on" {
 			fmt.Fprintf(w, "  %s (line %d): log relay on: %d relayed, %d dropped\n", en.Key, en.Line, r.Relayed, r.Dropped)
@@ -295,7 +317,7 @@ func (t *tableStream) entries(conf string, es []admin.EntryStatus) {
 		}
 	}
 	t.conf = conf
-	printEntries(t.w, es, perConn)
+	printEntries(t.w, es, perConn, t.st.Shedding == "on")
 }
 
 func (t *tableStream) end() { printUnmapped(t.w, t.st.Unmapped) }

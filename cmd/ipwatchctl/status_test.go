@@ -29,7 +29,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 func fixedStatus() *admin.Status {
 	loaded := time.Date(2026, 11, 29, 14, 0, 0, 0, time.UTC)
 	return &admin.Status{
-		Version: "v1.0.0", UptimeSeconds: 3725, BPF: "on", NetlinkResyncs: 2,
+		Version: "v1.0.0", UptimeSeconds: 3725, BPF: "on", Shedding: "on", ShedLimited: 3, NetlinkResyncs: 2,
 		Queries: admin.QueryCounts{OK: 1200, Stale: 3, Racy: 2, Unknown: 1, Error: 0},
 		Confs: []admin.ConfStatus{{
 			Path: "/etc/virtuald/conf.ftp", Generation: 7, LoadedAt: loaded, Adopted: "given with -conf; named by a service that starts virtuald",
@@ -45,7 +45,7 @@ func fixedStatus() *admin.Status {
 			Entries: []admin.EntryStatus{
 				{Key: "192.0.2.10", Line: 1, Root: "/virtual/a", User: "ftp1", Group: "ftp1", Isolate: "mount,pid,uts", Hostname: "a.example", State: admin.StateLive,
 					Addresses: []admin.AddressStatus{{Address: "192.0.2.10", Interface: "eth0", Label: "eth0:1", Live: true}}, Connections: 812, Resolved: 800,
-					Limits: "max=16 rate=50/s per-source=4", Refused: 93,
+					Limits: "max=16 rate=50/s per-source=4", Refused: 93, Shed: 4017,
 					Ports:    []admin.PortCount{{Port: 21, Services: []string{"ftp"}, Connections: 800}, {Port: 990, Services: []string{"virtuald-ftps.socket"}, Connections: 12}},
 					Programs: []admin.ProgramStatus{{Program: "/usr/sbin/in.ftpd", Services: []string{"ftp at /etc/inetd.conf:3", "virtuald-ftps.socket at /etc/systemd/system/virtuald-ftps.service"}, State: admin.ProgramReady}}},
 				{Key: "2001:db8::10", Line: 2, Root: "/virtual/b", User: "2001", Isolate: "mount,pid", State: admin.StateLive,

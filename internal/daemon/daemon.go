@@ -83,6 +83,7 @@ type Daemon struct {
 	metrics  net.Listener // nil without -metrics
 	counter  *bpf.Counter // nil when the kernel does not count
 	bpfState string       // "on", or "off: why"
+	shed     shedding     // the kernel's rate= limits for per-connection services
 	relay    *relay.Relay // nil without -relay-syslog
 	services atomic.Pointer[serviceSet]
 
@@ -120,6 +121,11 @@ func New(cfg Config) (*Daemon, error) {
 	// The counter is attached before the socket appears: a client that
 	// waits for the socket finds every later connection counted.
 	if err := d.openBPF(); err != nil {
+		d.watch.close()
+		return nil, err
+	}
+	if err := d.openShedding(); err != nil {
+		d.closeBPF()
 		d.watch.close()
 		return nil, err
 	}
@@ -164,6 +170,7 @@ func (d *Daemon) closeBPF() {
 	if d.counter != nil {
 		d.counter.Close()
 	}
+	d.closeShedding()
 }
 
 // openBPF starts the kernel's connection counting as Config.BPF says.

@@ -111,6 +111,7 @@ func (d *Daemon) loadOne(c *confFile) {
 	d.recheckRacy(c)
 	switch {
 	case err != nil && d.forgetGone(c):
+		d.reshedSoon()
 	case err != nil && err.Error() == before:
 		// Said already: the periodic read must not repeat it.
 	case err != nil:
@@ -123,6 +124,7 @@ func (d *Daemon) loadOne(c *confFile) {
 		s := c.cur.Load()
 		d.reloads.Add(1)
 		d.kickValidator()
+		d.reshedSoon()
 		d.log.Info("loaded", zap.String("conf", c.path), zap.Uint64("generation", s.generation),
 			zap.Int("entries", s.file.Len()), zap.Int("problems", len(s.file.Errors)),
 			zap.Duration("took", time.Since(start)))

@@ -46,6 +46,8 @@ var (
 	descQueries     = prometheus.NewDesc("ipwatchd_queries_total", "virtuald's questions, by answer.", []string{"result"}, nil)
 	descResolved    = prometheus.NewDesc("ipwatchd_resolved_total", `virtuald's questions answered with an entry; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
 	descRefused     = prometheus.NewDesc("ipwatchd_refused_total", `Connections virtuald -accept refused for an entry's limits (max=, rate=, per-source=, -max-per-entry), as it reports them every second; entries past -metrics-max-entries are summed into key="other". Per connection (inetd nowait) nothing is refused for limits, and nothing counted here.`, []string{"conf", "key"}, nil)
+	descShed        = prometheus.NewDesc("ipwatchd_shed_total", `Connections to per-connection services (inetd nowait) the kernel refused past an entry's rate= before the super-server saw them (sk_lookup; see ipwatchd_shedding_enabled), on every port of the entry's services, since its limit was set; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
+	descShedOn      = prometheus.NewDesc("ipwatchd_shedding_enabled", "1 when the kernel refuses connections past rate= for per-connection services.", nil, nil)
 	descConnections = prometheus.NewDesc("ipwatchd_connections_total", `TCP connections the kernel accepted on an entry's addresses (BPF), on the TCP ports of the services found that use the file (every port when none is found), by the conf file as it is now; entries past -metrics-max-entries are summed into key="other".`, []string{"conf", "key"}, nil)
 	descKernel      = prometheus.NewDesc("ipwatchd_kernel_connections_total", "TCP connections the kernel accepted on every address (BPF).", nil, nil)
 	descUnmapped    = prometheus.NewDesc("ipwatchd_unmapped_connections_total", `TCP connections the kernel accepted on addresses no entry serves (BPF); addresses past -metrics-max-entries are summed into address="other".`, []string{"address"}, nil)
@@ -61,7 +63,7 @@ var (
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueries, descResolved, descRefused, descConnections, descKernel, descUnmapped, descEntries, descChecked,
+	for _, d := range []*prometheus.Desc{descQueries, descResolved, descRefused, descShed, descShedOn, descConnections, descKernel, descUnmapped, descEntries, descChecked,
 		descGeneration, descLoadedAt, descReloads, descReloadErrs, descResyncs, descBPF, descBuild} {
 		ch <- d
 	}
@@ -109,7 +111,7 @@ func (s *series) split(active map[string]uint64) map[string]bool {
 
 // activity is what one entry did: questions answered, connections
 // counted, connections refused for its limits.
-type activity struct{ resolved, connections, refused uint64 }
+type activity struct{ resolved, connections, refused, shed uint64 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	d := c.d
@@ -136,6 +138,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	files := d.confs.all()
 	active := map[string]activity{} // "conf\x00key"
 	mapped := map[netip.Addr]bool{}
+	for e, n := range d.shedCounts() {
+		a := active[e.Conf+"\x00"+e.Key]
+		a.shed = n
+		active[e.Conf+"\x00"+e.Key] = a
+	}
 	for _, cf := range files {
 		// The entries' counters, each into its field of the activity.
 		for m, field := range map[*sync.Map]func(*activity) *uint64{
@@ -177,7 +184,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 	busy := map[string]uint64{}
 	for k, a := range active {
-		busy[k] = a.resolved + a.connections + a.refused
+		busy[k] = a.resolved + a.connections + a.refused + a.shed
 	}
 	own := c.entries.split(busy)
 	other := map[string]activity{} // by conf
@@ -187,6 +194,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descResolved, a.resolved, conf, key)
 			counter(descConnections, a.connections, conf, key)
 			counter(descRefused, a.refused, conf, key)
+			if d.shed.shedder != nil {
+				counter(descShed, a.shed, conf, key)
+			}
 			continue
 		}
 		conf, _, _ := strings.Cut(k, "\x00")
@@ -194,12 +204,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		o.resolved += a.resolved
 		o.connections += a.connections
 		o.refused += a.refused
+		o.shed += a.shed
 		other[conf] = o
 	}
 	for conf, o := range other {
 		counter(descResolved, o.resolved, conf, "other")
 		counter(descConnections, o.connections, conf, "other")
 		counter(descRefused, o.refused, conf, "other")
+		if d.shed.shedder != nil {
+			counter(descShed, o.shed, conf, "other")
+		}
 	}
 
 	unmapped := map[string]uint64{}
@@ -228,6 +242,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		on = 1
 	}
 	gauge(descBPF, on)
+	shedOn := 0.0
+	if d.shed.shedder != nil {
+		shedOn = 1
+	}
+	gauge(descShedOn, shedOn)
 	gauge(descBuild, 1, d.cfg.Version, runtime.Version())
 }
 

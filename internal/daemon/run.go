@@ -19,7 +19,7 @@ import (
 // on signals; SIGHUP reloads every conf file. The daemon is a set of
 // tasks, each named in the error it fails with, and the first to fail
 // stops the others: the address tracker, the file watcher, the loader,
-// the periodic read of every file, the syslog relay, the validator, the super-servers' services, then the
+// the periodic read of every file, the syslog relay, the validator, the super-servers' services, the kernel's shedding, then the
 // socket and the metrics. READY=1 goes to systemd
 // once the first address dump and the first load of every file are done,
 // STOPPING=1 as soon as the tasks are told to stop. A second stop signal
@@ -41,6 +41,7 @@ func (d *Daemon) Run(ctx context.Context, signals <-chan os.Signal) error {
 	}
 	t.run("validator", d.validator)
 	t.run("services", d.servicesTask)
+	t.run("shedding", d.shedTask)
 	// Clients that connect before the daemon is ready wait in the
 	// socket's backlog; the socket is served even when the daemon stops
 	// first, since serving ends by removing it.

@@ -66,6 +66,7 @@ func (d *Daemon) findServices() {
 		d.log.Warn("service problem", zap.String("from", p.From), zap.String("reason", p.Reason))
 	}
 	d.kickValidator()
+	d.reshedSoon()
 }
 
 // findServicesSoon asks the services task to read the super-servers'

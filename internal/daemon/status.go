@@ -109,6 +109,7 @@ type view struct {
 	kernel   map[bpf.Key]uint64 // by address and port
 	conns    map[netip.Addr]uint64
 	bpfOn    bool
+	shed     map[shedEntry]uint64 // connections shed, per entry; nil when shedding is off
 	services *serviceSet
 	relay    *relay.Relay // nil without -relay-syslog
 }
@@ -116,7 +117,7 @@ type view struct {
 func (d *Daemon) newView() *view {
 	kernel := d.kernelCounts()
 	return &view{addrs: d.addresses(), kernel: kernel, conns: byAddress(kernel), bpfOn: d.counter != nil,
-		services: d.services.Load(), relay: d.relay}
+		shed: d.shedCounts(), services: d.services.Load(), relay: d.relay}
 }
 
 func (v *view) header(d *Daemon) admin.Status {
@@ -124,6 +125,8 @@ func (v *view) header(d *Daemon) admin.Status {
 		Version:        d.cfg.Version,
 		UptimeSeconds:  time.Since(d.start).Seconds(),
 		BPF:            d.bpfState,
+		Shedding:       d.shed.state,
+		ShedLimited:    d.shedLimited(),
 		NetlinkResyncs: d.tracker.Resyncs(),
 		Queries: admin.QueryCounts{
 			OK: d.queries.ok.Load(), Stale: d.queries.stale.Load(), Racy: d.queries.racy.Load(),
@@ -285,6 +288,7 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 				es.Relay = relayStatus(v.relay, e.Root)
 			}
 			es.Resolved = load(&c.resolved, e.Key)
+			es.Shed = v.shed[shedEntry{c.path, e.Key}]
 			if !yield(es) {
 				return
 			}

@@ -190,7 +190,7 @@ func (f *finder) inetdRateProblem(from, perLine string) {
 	}
 	f.problem(from, "per connection (nowait), inetd starts at most "+strconv.Itoa(limit)+" virtualds a minute for this line ("+how+
 		"), every address together: one client's "+strconv.Itoa(limit)+" connections in a minute stop it for every address for 10 minutes; "+
-		"serve it in accept mode (wait, virtuald -accept), or raise the limit")
+		"serve it in accept mode (wait, virtuald -accept), or raise the limit and give the entries a flood may reach rate= (ipwatchd has the kernel refuse their connections past it before inetd counts them)")
 }
 
 // RunningInetdRate is the -R of the inetd running on this host (the

@@ -14,9 +14,15 @@ import (
 // Status is the reply to ipc.OpStatus, as JSON: the contract of
 // `ipwatchctl status -json` (see the README).
 type Status struct {
-	Version        string       `json:"version"`
-	UptimeSeconds  float64      `json:"uptime_seconds"`
-	BPF            string       `json:"bpf"` // "on", or why it is off
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	BPF           string  `json:"bpf"` // "on", or why it is off
+	// Shedding says whether the kernel refuses, for per-connection
+	// services, new connections past an entry's rate= ("on", or why it
+	// is off), and ShedLimited how many addresses and ports it limits
+	// now.
+	Shedding       string       `json:"shedding"`
+	ShedLimited    int          `json:"shed_limited"`
 	NetlinkResyncs uint64       `json:"netlink_resyncs"`
 	Queries        QueryCounts  `json:"queries"`
 	Confs          []ConfStatus `json:"confs"`
@@ -122,6 +128,7 @@ type EntryStatus struct {
 	Resolved    uint64          `json:"resolved"`           // virtuald's questions answered with this entry
 	Limits      string          `json:"limits,omitempty"`   // its max=, rate= and per-source=, as the conf writes them
 	Refused     uint64          `json:"refused"`            // connections virtuald -accept refused for its limits (max=, rate=, per-source=, -max-per-entry)
+	Shed        uint64          `json:"shed"`               // connections to per-connection services the kernel refused past its rate= (see Status.Shedding), on every port
 	// Programs says, for each program the file's services start, whether
 	// it can start inside this entry's root.
 	Programs []ProgramStatus `json:"programs,omitempty"`
