@@ -37,12 +37,19 @@ func (e *Entry) Validate() error {
 	return c.Validate(e)
 }
 
-// Checker validates many entries as Entry.Validate does, resolving each
-// user and group once: a pass over a million entries would otherwise read
-// /etc/passwd a million times.
+// Checker validates many entries as Entry.Validate does, at one time:
+// it resolves each user and group once and checks each root once (up to
+// maxCheckedRoots of them), so that a pass over a million entries costs
+// what their distinct roots and users cost, not a million reads of
+// /etc/passwd and walks of a root's path.
 type Checker struct {
 	creds map[[2]string]error
+	roots map[string]error
 }
+
+// maxCheckedRoots bounds the roots a Checker remembers: past it each
+// further root is checked for each of its entries.
+const maxCheckedRoots = 1 << 16
 
 // Validate reports whether e would be served now, and if not, why.
 func (c *Checker) Validate(e *Entry) error {
@@ -63,7 +70,21 @@ func (c *Checker) Validate(e *Entry) error {
 			return err
 		}
 	}
-	d, err := chroot.Open(e.Root)
+	if err, ok := c.roots[e.Root]; ok {
+		return err
+	}
+	err := checkRoot(e.Root)
+	if c.roots == nil {
+		c.roots = map[string]error{}
+	}
+	if len(c.roots) < maxCheckedRoots {
+		c.roots[e.Root] = err
+	}
+	return err
+}
+
+func checkRoot(root string) error {
+	d, err := chroot.Open(root)
 	if err != nil {
 		return err
 	}

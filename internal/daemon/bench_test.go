@@ -203,3 +203,38 @@ func benchMetricsDaemon(b *testing.B, conf string, max int) *Daemon {
 	}
 	return d
 }
+
+// BenchmarkPass1M: one pass of the validator (each entry's root and user
+// checked, the services' program checked inside each root) over
+// 1,000,000 entries that map 2 roots, the relay's roots gathered from it:
+// what the daemon does after each reload and every recheckEvery.
+func BenchmarkPass1M(b *testing.B) {
+	roots := testbed.NewRoots(b)
+	two := []string{roots.Root("a", "/bin/true"), roots.Root("b", "/bin/true")}
+	var text strings.Builder
+	for i := 0; i < 1000000; i++ {
+		fmt.Fprintf(&text, "10.%d.%d.%d %s\n", byte(i>>16), byte(i>>8), byte(i), two[i%2])
+	}
+	path := roots.WriteConf("conf", strings.TrimSuffix(text.String(), "\n"))
+	s := newConfSet()
+	c, _ := s.add(path)
+	if _, err := s.load(c); err != nil {
+		b.Fatal(err)
+	}
+	snap := c.cur.Load()
+	programs := []program{{name: "/bin/true"}}
+	for b.Loop() {
+		r, ok := check(context.Background(), snap, 1, programs)
+		if !ok || r.invalid != 0 {
+			b.Fatalf("pass: %v, %d invalid", ok, r.invalid)
+		}
+		c.checked.Store(r)
+		roots := map[string]bool{}
+		for _, e := range relayRoots(snap, r) {
+			roots[e.Root] = true
+		}
+		if len(roots) != 2 {
+			b.Fatalf("%d roots for the relay, want 2", len(roots))
+		}
+	}
+}

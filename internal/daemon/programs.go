@@ -75,30 +75,36 @@ func programState(err error) uint8 {
 	return 1
 }
 
-// rootPrograms checks every program inside one root, reusing the last
-// root's results: entries of one tenant (its IPv4 and IPv6 keys) are
-// usually on neighbouring lines and share a root.
-type rootPrograms struct {
-	root    string
-	results []error // per program; nil when ready
+// rootPrograms checks every program inside each root once in a pass (up
+// to maxProgramRoots roots, then once per entry): a pass costs what the
+// distinct roots hold, however many lines map them.
+type rootPrograms map[string][]error // per root, per program; nil when the root cannot be opened
+
+const maxProgramRoots = 1 << 16
+
+func (rp rootPrograms) check(root string, programs []*programCheck) []error {
+	if results, ok := rp[root]; ok {
+		return results
+	}
+	results := checkPrograms(root, programs)
+	if len(rp) < maxProgramRoots {
+		rp[root] = results
+	}
+	return results
 }
 
-func (rp *rootPrograms) check(root string, programs []*programCheck) []error {
-	if rp.root == root && rp.results != nil {
-		return rp.results
-	}
-	rp.root, rp.results = root, make([]error, len(programs))
+func checkPrograms(root string, programs []*programCheck) []error {
 	d, err := chroot.Open(root)
 	if err != nil { // the root's own check failed in between: said by the entry's state
-		rp.results = nil
 		return nil
 	}
 	defer d.Close()
+	results := make([]error, len(programs))
 	r := service.In(d.Fd())
 	for i, p := range programs {
-		_, rp.results[i] = r.Check(p.name, p.env())
+		_, results[i] = r.Check(p.name, p.env())
 	}
-	return rp.results
+	return results
 }
 
 // record adds one entry's result for p.

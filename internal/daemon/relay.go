@@ -39,17 +39,31 @@ func (d *Daemon) syncRelay() {
 		if s == nil {
 			continue
 		}
-		checked := c.checkFor(s)
-		if checked == nil {
-			continue
-		}
-		for _, e := range s.file.All() {
-			if s.file.Refusal(e) == nil && !checked.failedLine(e.Line) {
-				es = append(es, relay.Entry{Key: e.Key, Root: e.Root})
-			}
+		if checked := c.checkFor(s); checked != nil {
+			es = append(es, relayRoots(s, checked)...)
 		}
 	}
 	d.relay.Sync(es)
+}
+
+// relayRoots gives the valid entries of s (by the validator's pass
+// checked) as the relay takes them, each root with only the keys its
+// label can show (relay.AddKey): as many entries as roots, give or take,
+// not as lines.
+func relayRoots(s *snapshot, checked *rootCheck) []relay.Entry {
+	keys := map[string][]string{}
+	for _, e := range s.file.All() {
+		if s.file.Refusal(e) == nil && !checked.failedLine(e.Line) {
+			keys[e.Root] = relay.AddKey(keys[e.Root], e.Key)
+		}
+	}
+	var es []relay.Entry
+	for root, ks := range keys {
+		for _, k := range ks {
+			es = append(es, relay.Entry{Key: k, Root: root})
+		}
+	}
+	return es
 }
 
 // relayStatus is the relay of a valid entry's root, for status.

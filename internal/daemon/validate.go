@@ -113,7 +113,7 @@ func check(ctx context.Context, s *snapshot, services uint64, programs []program
 		r.programs = append(r.programs, &programCheck{program: p})
 	}
 	var checker conf.Checker
-	var last rootPrograms
+	inRoots := rootPrograms{}
 	for i, e := range s.file.All() {
 		if i%1024 == 0 && ctx.Err() != nil {
 			return nil, false
@@ -125,7 +125,7 @@ func check(ctx context.Context, s *snapshot, services uint64, programs []program
 			if len(r.programs) == 0 {
 				continue
 			}
-			if results := last.check(e.Root, r.programs); results != nil {
+			if results := inRoots.check(e.Root, r.programs); results != nil {
 				for j, p := range r.programs {
 					p.record(e.Line, results[j])
 				}

@@ -136,7 +136,7 @@ func (r *Relay) Sync(entries []Entry) {
 			full = true
 			continue
 		}
-		keys[e.Root] = append(keys[e.Root], e.Key)
+		keys[e.Root] = AddKey(keys[e.Root], e.Key)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -177,11 +177,33 @@ func (r *Relay) Sync(entries []Entry) {
 	}
 }
 
-// labelOf is the header's KEY: the keys that map the root, sorted, bounded.
-func labelOf(keys []string) string {
+// labelKeys is how many keys a label can show at most: each takes a
+// byte and a comma at least.
+const labelKeys = maxLabel/2 + 1
+
+// smallest keeps the labelKeys smallest of keys, sorted, without
+// duplicates: all that labelOf can show of them, so that a root mapped by
+// a million lines costs a label of its first keys, not a sort of them all.
+func smallest(keys []string) []string {
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	s := strings.Join(keys, ",")
+	return keys[:min(len(keys), labelKeys)]
+}
+
+// AddKey adds key to a root's keys, keeping only what its label can show
+// once they are many: a caller gathering the entries of a million lines
+// keeps them to that too.
+func AddKey(keys []string, key string) []string {
+	keys = append(keys, key)
+	if len(keys) == 2*labelKeys {
+		keys = smallest(keys)
+	}
+	return keys
+}
+
+// labelOf is the header's KEY: the keys that map the root, sorted, bounded.
+func labelOf(keys []string) string {
+	s := strings.Join(smallest(keys), ",")
 	if len(s) > maxLabel {
 		s = s[:maxLabel] + "..."
 	}

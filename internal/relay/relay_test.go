@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +267,29 @@ func TestRelayFollowsRenames(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(c+".old", "dev", "log")); !os.IsNotExist(err) {
 		t.Errorf("the old root kept the relay's socket: %v", err)
+	}
+}
+
+// A root's label is its first keys in order, however many keys map it:
+// the keys kept as they come (AddKey) give the label all of them give.
+func TestLabelOfManyKeys(t *testing.T) {
+	for _, n := range []int{1, labelKeys, 2 * labelKeys, 10000} {
+		var all, kept []string
+		for i := 0; i < n; i++ {
+			k := strconv.Itoa((i * 7919) % (n + 3)) // out of order, some twice
+			all = append(all, k)
+			kept = AddKey(kept, k)
+		}
+		sorted := slices.Compact(slices.Sorted(slices.Values(all)))
+		want := strings.Join(sorted, ",")
+		if len(want) > maxLabel {
+			want = want[:maxLabel] + "..."
+		}
+		if got := labelOf(kept); got != want {
+			t.Errorf("%d keys: label %q, want %q", n, got, want)
+		}
+		if len(kept) >= 2*labelKeys {
+			t.Errorf("%d keys: %d kept", n, len(kept))
+		}
 	}
 }
