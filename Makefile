@@ -83,6 +83,7 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench InetdWedged -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench Flood -benchtime 3x ./bench
 	$(GO) test -run '^$$' -bench Million -benchtime 1x ./bench
+	$(GO) test -run '^$$' -bench 'Reload$$' -benchtime 1x -timeout 60m ./bench
 	$(GO) test -run '^$$' -bench RoundTrip -benchtime 10x ./bench
 	$(GO) test -run '^$$' -bench BPFCost -benchtime 30x ./bench
 	$(GO) test -run '^$$' -bench ShedRun -benchtime 5000000x -count 3 ./bpf

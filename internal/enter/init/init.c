@@ -42,7 +42,9 @@
 // connection, where the super-server waits for the process it started):
 // virtuald-init clones itself into the new namespaces (ERRFD is then its
 // own pipe), where the clone goes on as above, and stays outside as the
-// clone's parent, passing on signals and exiting with its status. Where
+// clone's parent, passing on signals and exiting with its status. Its
+// clones share its memory (the service's until it executes, as vfork's
+// child), so that no process here costs a copy of an address space. Where
 // the start fails, or the service exits 127 (a missing library, or
 // program), it executes virtuald again by REPORTFD (an O_PATH descriptor
 // of virtuald's own executable) with the REPORTARGs followed by the
@@ -72,6 +74,8 @@
 #define O_CLOEXEC__ 02000000
 #define AT_EMPTY_PATH_ 0x1000
 #define SIGKILL_ 9
+#define CLONE_VM_ 0x00000100
+#define CLONE_VFORK_ 0x00004000
 
 // Steps, as the Go side names them (enter.steps).
 enum {
@@ -114,6 +118,31 @@ static long sys(long n, long a, long b, long c, long d, long e, long f)
 __asm__(".text\n.globl _start\n_start:\n mov x29, #0\n mov x30, #0\n mov x0, sp\n and sp, x0, #-16\n bl start\n");
 #else
 #error "virtuald-init: no system call convention for this architecture"
+#endif
+
+// vclone starts fn in a child that shares this process's memory
+// (CLONE_VM in flags) on a stack of its own, stackTop: no copy of the
+// address space to make and tear down, which costs a process start of
+// this program ten times over where page tables are dear (a hypervisor's
+// guest). fn never returns. It returns the child's pid, or -errno.
+long vclone(unsigned long flags, void *stackTop, void (*fn)(void));
+#if defined(__x86_64__)
+__asm__(".text\n.globl vclone\nvclone:\n"
+	" and $-16, %rsi\n sub $16, %rsi\n mov %rdx, (%rsi)\n"
+	" xor %edx, %edx\n xor %r10d, %r10d\n xor %r8d, %r8d\n"
+	" mov $56, %eax\n syscall\n" // clone(flags, stack, 0, 0, 0)
+	" test %rax, %rax\n jnz 1f\n"
+	" xor %ebp, %ebp\n pop %rax\n call *%rax\n hlt\n"
+	"1: ret\n");
+#elif defined(__aarch64__)
+__asm__(".text\n.globl vclone\nvclone:\n"
+	" and x1, x1, #-16\n str x2, [x1, #-16]!\n"
+	" mov x2, #0\n mov x3, #0\n mov x4, #0\n"
+	" mov x8, #220\n svc 0\n" // clone(flags, stack, 0, 0, 0)
+	" cbnz x0, 1f\n"
+	" ldr x2, [sp], #16\n mov x29, #0\n mov x30, #0\n blr x2\n"
+	"2: b 2b\n"
+	"1: ret\n");
 #endif
 
 #define S0(n) sys(n, 0, 0, 0, 0, 0, 0)
@@ -308,42 +337,41 @@ static void __attribute__((noreturn)) report(int step, long err, int status)
 	quit(status);
 }
 
-// startInPlace is w: it clones this process into the namespaces in
-// cloneFlags, where the clone returns to go on with the start, and stays
-// outside as its parent until it ends (see the top of this file).
-static void startInPlace(unsigned long cloneFlags)
+// The start, as the arguments give it; set once, before any clone,
+// and read by the clones, which share this memory.
+static struct {
+	const char *flags, *hostname, *path;
+	char **args;
+	unsigned long rootfd, syncfd, uid, gid, caps;
+	int pipe[2]; // with w: the report's, its write end is ERRFD inside
+} start_;
+
+// Stacks for the clones that share this memory: the one inside the
+// namespaces (with w), and the service's until it executes (vfork).
+static char insideStack[16384] __attribute__((aligned(16)));
+static char serviceStack[16384] __attribute__((aligned(16)));
+
+static void __attribute__((noreturn)) inside(void);
+static void __attribute__((noreturn)) service(void);
+
+// startInPlace is w: it clones a process that shares this memory into the
+// namespaces in cloneFlags, where it goes on with the start (inside), and
+// stays outside as its parent until it ends (see the top of this file).
+static void __attribute__((noreturn)) startInPlace(unsigned long cloneFlags)
 {
 	unsigned long all = ~0UL;
-	int pipe[2];
 	long r = S4(__NR_rt_sigprocmask, SIG_BLOCK, &all, 0, sizeof all);
 	if (r < 0)
 		report(stepSignals, r, 127);
-	if ((r = S2(__NR_pipe2, pipe, O_CLOEXEC__)) < 0)
+	if ((r = S2(__NR_pipe2, start_.pipe, O_CLOEXEC__)) < 0)
 		report(stepClone, r, 127);
-	long child = S5(__NR_clone, SIGCHLD_ | cloneFlags, 0, 0, 0, 0);
+	long child = vclone(SIGCHLD_ | CLONE_VM_ | cloneFlags, insideStack + sizeof insideStack, inside);
 	if (child < 0)
 		report(stepClone, child, 127);
-	if (child == 0) {
-		errfd = pipe[1];
-		S1(__NR_close, pipe[0]);
-		// The clone dies with its parent, which the super-server
-		// waits for and may kill; a parent killed before that closed
-		// the pipe's other end (POLLERR here).
-		check(stepClone, S2(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL_));
-		struct {
-			int fd;
-			short events, revents;
-		} p = {pipe[1], 0, 0};
-		long zero[2] = {0, 0};
-		if (S5(__NR_ppoll, &p, 1, zero, 0, 0) > 0 && (p.revents & 8)) // POLLERR
-			quit(127);
-		S1(__NR_close, reportfd);
-		return;
-	}
-	S1(__NR_close, pipe[1]);
+	S1(__NR_close, start_.pipe[1]);
 	int rec[2] = {0, 0};
 	long n;
-	while ((n = S3(__NR_read, pipe[0], rec, sizeof rec)) == -4) // EINTR
+	while ((n = S3(__NR_read, start_.pipe[0], rec, sizeof rec)) == -4) // EINTR
 		;
 	if (n == sizeof rec) {
 		reap(child);
@@ -351,11 +379,30 @@ static void startInPlace(unsigned long cloneFlags)
 	}
 	// Started: the connection is the service's alone now.
 	S3(__NR_close_range, 0, 2, 0);
-	S1(__NR_close, pipe[0]);
+	S1(__NR_close, start_.pipe[0]);
 	int status = reap(child);
 	if (status == 127)
 		report(0, 0, status);
 	quit(status);
+}
+
+// enterInPlace is the clone's first step with w: the report's pipe is
+// its ERRFD, and it dies with its parent, which the super-server waits
+// for and may kill; a parent killed before that closed the pipe's other
+// end (POLLERR here).
+static void enterInPlace(void)
+{
+	errfd = start_.pipe[1];
+	S1(__NR_close, start_.pipe[0]);
+	S1(__NR_close, reportfd);
+	check(stepClone, S2(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL_));
+	struct {
+		int fd;
+		short events, revents;
+	} p = {start_.pipe[1], 0, 0};
+	long zero[2] = {0, 0};
+	if (S5(__NR_ppoll, &p, 1, zero, 0, 0) > 0 && (p.revents & 8)) // POLLERR
+		quit(127);
 }
 
 void __attribute__((noreturn, used)) start(long *sp)
@@ -363,69 +410,87 @@ void __attribute__((noreturn, used)) start(long *sp)
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);
 	char **envp = argv + argc + 1;
-	unsigned long rootfd, efd, syncfd, uid, gid, caps, cloneFlags, nargs, rfd;
-	if (argc < 13 || number(argv[2], &rootfd, 10) || number(argv[3], &efd, 10) || number(argv[4], &syncfd, 10) ||
-	    number(argv[5], &uid, 10) || number(argv[6], &gid, 10) || number(argv[7], &caps, 16) ||
-	    number(argv[8], &cloneFlags, 16) || number(argv[11], &nargs, 10) || nargs < 1 || nargs > (unsigned long)argc - 12)
+	unsigned long efd, cloneFlags, nargs, rfd;
+	if (argc < 13 || number(argv[2], &start_.rootfd, 10) || number(argv[3], &efd, 10) ||
+	    number(argv[4], &start_.syncfd, 10) || number(argv[5], &start_.uid, 10) || number(argv[6], &start_.gid, 10) ||
+	    number(argv[7], &start_.caps, 16) || number(argv[8], &cloneFlags, 16) || number(argv[11], &nargs, 10) ||
+	    nargs < 1 || nargs > (unsigned long)argc - 12)
 		quit(127);
 	errfd = (int)efd;
-	const char *flags = argv[1], *hostname = argv[9], *path = argv[10];
-	char **args = argv + 12;
+	start_.flags = argv[1];
+	start_.hostname = argv[9];
+	start_.path = argv[10];
+	start_.args = argv + 12;
 	environ = envp;
 	// With w, the report follows the service's arguments: it is taken
 	// before they are ended there.
-	char **rest = args + nargs;
+	char **rest = start_.args + nargs;
 	long left = argc - 12 - (long)nargs;
-	if (has(flags, 'w') && left >= 2 && number(rest[0], &rfd, 10) == 0) {
+	if (has(start_.flags, 'w') && left >= 2 && number(rest[0], &rfd, 10) == 0) {
 		reportfd = (int)rfd;
 		reportArgs = rest + 1;
 		reportArgc = left - 1;
 	}
-	args[nargs] = 0;
-	if (has(flags, 'w')) {
+	start_.args[nargs] = 0;
+	if (has(start_.flags, 'w'))
 		startInPlace(cloneFlags);
-	}
+	inside();
+}
 
+// inside is the start in the namespaces: the root, the host name, the
+// capabilities; then, in a pid namespace, pid 1's life beside the
+// service, else the service's own start.
+static void __attribute__((noreturn)) inside(void)
+{
+	const char *flags = start_.flags;
+	if (has(flags, 'w'))
+		enterInPlace();
 	// The host name first: the uts namespace is the host user
 	// namespace's, where a new user namespace has no power.
 	if (has(flags, 'h'))
-		check(stepHostname, S2(__NR_sethostname, hostname, len(hostname)));
+		check(stepHostname, S2(__NR_sethostname, start_.hostname, len(start_.hostname)));
 	if (has(flags, 'U'))
-		enterUserns((int)syncfd, has(flags, 'm'));
-	S1(__NR_close, syncfd);
+		enterUserns((int)start_.syncfd, has(flags, 'm'));
+	S1(__NR_close, start_.syncfd);
 	if (has(flags, 'm'))
-		enterRoot((int)rootfd);
+		enterRoot((int)start_.rootfd);
 	else {
-		check(stepChroot, S1(__NR_fchdir, rootfd));
+		check(stepChroot, S1(__NR_fchdir, start_.rootfd));
 		check(stepChroot, S1(__NR_chroot, "."));
 		check(stepChroot, S1(__NR_chdir, "/"));
 	}
-	S1(__NR_close, rootfd);
-	trimCaps(caps);
+	S1(__NR_close, start_.rootfd);
+	trimCaps(start_.caps);
 	check(stepNoNewPrivs, S5(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	if (!has(flags, 'p'))
+		service();
 
-	long service = 0;
-	unsigned long all = ~0UL, none = 0;
-	if (has(flags, 'p')) {
-		// Signals stay blocked in pid 1 from before the fork, so that
-		// none is lost between the fork and the wait.
-		check(stepSignals, S4(__NR_rt_sigprocmask, SIG_BLOCK, &all, 0, sizeof all));
-		service = check(stepFork, S5(__NR_clone, SIGCHLD_, 0, 0, 0, 0));
-	}
-	if (service > 0) {
-		// pid 1 holds nothing of the connection (it ends with the
-		// service's descriptors), of root's power only what it needs
-		// to pass a signal on to a service that changed user, and
-		// cannot be traced by the service it started.
-		S3(__NR_close_range, 0, ~0U, 0);
-		if (S5(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-			quit(127);
-		struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-		struct __user_cap_data_struct d[2] = {{1U << CAP_KILL, 1U << CAP_KILL, 0}, {0, 0, 0}};
-		if (S2(__NR_capset, &h, d) < 0)
-			quit(127);
-		quit(reap(service));
-	}
+	// Signals stay blocked in pid 1 from before the service's start, so
+	// that none is lost between it and the wait. The service shares
+	// this memory until it executes (vfork), on a stack of its own.
+	// pid 1 cannot be traced by the service it starts (dumpable is the
+	// memory's, so its exec gives the service its own), holds nothing of
+	// the connection once the service has it (it ends with the
+	// service's descriptors), and of root's power only what it needs to
+	// pass a signal on to a service that changed user.
+	unsigned long all = ~0UL;
+	check(stepSignals, S4(__NR_rt_sigprocmask, SIG_BLOCK, &all, 0, sizeof all));
+	if (S5(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		quit(127);
+	long pid = check(stepFork, vclone(CLONE_VM_ | CLONE_VFORK_ | SIGCHLD_, serviceStack + sizeof serviceStack, service));
+	S3(__NR_close_range, 0, ~0U, 0);
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2] = {{1U << CAP_KILL, 1U << CAP_KILL, 0}, {0, 0, 0}};
+	if (S2(__NR_capset, &h, d) < 0)
+		quit(127);
+	quit(reap(pid));
+}
+
+// service drops to the entry's user and executes the service.
+static void __attribute__((noreturn)) service(void)
+{
+	const char *flags = start_.flags;
+	unsigned long none = 0;
 	check(stepSignals, S4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof none));
 	if (has(flags, 't')) {
 		check(stepTerminal, S0(__NR_setsid));
@@ -433,10 +498,10 @@ void __attribute__((noreturn, used)) start(long *sp)
 	}
 	if (has(flags, 'g')) {
 		check(stepGroups, S2(__NR_setgroups, 0, 0));
-		check(stepGID, S3(__NR_setresgid, gid, gid, gid));
+		check(stepGID, S3(__NR_setresgid, start_.gid, start_.gid, start_.gid));
 	}
 	if (has(flags, 'u'))
-		check(stepUID, S3(__NR_setresuid, uid, uid, uid));
+		check(stepUID, S3(__NR_setresuid, start_.uid, start_.uid, start_.uid));
 	check(stepCloseRange, S3(__NR_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC_));
-	fail(stepExec, S3(__NR_execve, path, args, envp));
+	fail(stepExec, S3(__NR_execve, start_.path, start_.args, environ));
 }
