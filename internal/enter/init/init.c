@@ -128,11 +128,12 @@ __asm__(".text\n.globl _start\n_start:\n mov x29, #0\n mov x30, #0\n mov x0, sp\
 long vclone(unsigned long flags, void *stackTop, void (*fn)(void));
 #if defined(__x86_64__)
 __asm__(".text\n.globl vclone\nvclone:\n"
-	" and $-16, %rsi\n sub $16, %rsi\n mov %rdx, (%rsi)\n"
+	" and $-16, %rsi\n sub $16, %rsi\n mov %rdx, 8(%rsi)\n"
 	" xor %edx, %edx\n xor %r10d, %r10d\n xor %r8d, %r8d\n"
 	" mov $56, %eax\n syscall\n" // clone(flags, stack, 0, 0, 0)
 	" test %rax, %rax\n jnz 1f\n"
-	" xor %ebp, %ebp\n pop %rax\n call *%rax\n hlt\n"
+	// The child: its stack 16-byte aligned at the call, as the ABI has it.
+	" xor %ebp, %ebp\n mov 8(%rsp), %rax\n call *%rax\n hlt\n"
 	"1: ret\n");
 #elif defined(__aarch64__)
 __asm__(".text\n.globl vclone\nvclone:\n"
