@@ -124,7 +124,11 @@ type initStart struct {
 	sys   *syscall.SysProcAttr
 }
 
-func (p *Plan) initStart(inPlace bool, rootFD, errFD int) (*initStart, error) {
+// prepareInit makes p's initStart. rootFD and errFD are the descriptor
+// numbers virtuald-init is told of: where a start by fork puts them, or,
+// with rootFD -1, the root's own (an exec in place keeps descriptors
+// where they are, and virtuald-init makes its ERRFD itself).
+func (p *Plan) prepareInit(inPlace bool, rootFD, errFD int) (*initStart, error) {
 	if p.Hostname != "" && p.Isolate&conf.IsolateUTS == 0 {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("hostname=%s needs uts (isolate=%s)", p.Hostname, p.Isolate)}
 	}
@@ -208,7 +212,7 @@ func (p *Plan) startIsolated() (*Child, error) {
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
-	s, err := p.initStart(false, initRootFD, initErrFD)
+	s, err := p.prepareInit(false, initRootFD, initErrFD)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +337,9 @@ func ReadReport(fields []string, iso conf.Isolation) (Reported, error) {
 // fewer on a connection than Start and waiting. It returns only when
 // virtuald-init could not be executed; a start that fails after that, and
 // a service that exits 127, come to r. A user namespace is mapped by a
-// parent, so isolate=user needs Start.
+// parent, so isolate=user needs Start. The service gets this process's
+// descriptors 0-2 and session: Files, Session, Terminal and
+// DieWithParent are Start's.
 func (p *Plan) ExecIsolated(r Report) error {
 	if p.Isolate == conf.IsolateNone {
 		return &Error{Step: "isolation", Err: errors.New("isolate=none needs Exec")}
@@ -342,7 +348,7 @@ func (p *Plan) ExecIsolated(r Report) error {
 	if err != nil {
 		return &Error{Step: "isolation", Err: err}
 	}
-	s, err := p.initStart(true, -1, initErrFD)
+	s, err := p.prepareInit(true, -1, initErrFD)
 	if err != nil {
 		return err
 	}

@@ -293,17 +293,13 @@ static int reap(long service)
 }
 
 // format writes n in decimal to b (at least 21 bytes) and returns it.
-static char *format(char *b, long n)
+static char *format(char *b, unsigned long n)
 {
 	char *p = b + 20;
-	int neg = n < 0;
-	unsigned long u = neg ? -(unsigned long)n : (unsigned long)n;
 	*p = 0;
 	do
-		*--p = '0' + u % 10;
-	while (u /= 10);
-	if (neg)
-		*--p = '-';
+		*--p = '0' + n % 10;
+	while (n /= 10);
 	return p;
 }
 
