@@ -152,7 +152,11 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 			unix.Write(wake[1], []byte{0})
 			a.mu.Lock()
 			a.stopping = true
-			n := len(a.children)
+			// What the stop waits for: every connection in hand, whose
+			// service runs or is being started. A started service is in
+			// children only once its start was confirmed, which may come
+			// after it has answered its client (a CI run counted 0).
+			n := a.slots
 			a.checkIdle()
 			a.mu.Unlock()
 			log.Log(syslog.Info, "accept mode: "+s.String()+": no new connections; waiting up to "+o.StopTimeout.String()+" for "+strconv.Itoa(n)+" running service(s)")
