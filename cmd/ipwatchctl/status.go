@@ -120,7 +120,9 @@ func printConf(w io.Writer, c *admin.ConfStatus) {
 }
 
 // perConnection names the services of a conf file that start one
-// virtuald per connection, which does not enforce the entries' limits.
+// virtuald per connection, whose entries' rate= the kernel enforces
+// before the super-server accepts (when ipwatchd sheds), and virtuald
+// only after it started one for the connection otherwise.
 func perConnection(c *admin.ConfStatus) []string {
 	var names []string
 	for _, sv := range c.Services {
@@ -175,22 +177,12 @@ func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string, sh
 		if en.Warning != "" {
 			fmt.Fprintf(w, "  %s (line %d): warning: %s\n", en.Key, en.Line, en.Warning)
 		}
-		if en.Limits != "" && len(perConn) > 0 {
-			limits := en.Limits
+		if rate := rateOf(en.Limits); rate != "" && len(perConn) > 0 {
 			if shedding {
-				var rest []string
-				for _, l := range strings.Fields(limits) {
-					if strings.HasPrefix(l, "rate=") {
-						fmt.Fprintf(w, "  %s (line %d): %s is enforced in the kernel for %s: %d shed\n", en.Key, en.Line, l, strings.Join(perConn, ", "), en.Shed)
-						continue
-					}
-					rest = append(rest, l)
-				}
-				limits = strings.Join(rest, " ")
-			}
-			if limits != "" {
-				fmt.Fprintf(w, "  %s (line %d): %s %s enforced by virtuald -accept only, not by %s, which %s one virtuald per connection\n",
-					en.Key, en.Line, limits, plural(strings.Count(limits, "="), "is", "are"), strings.Join(perConn, ", "), plural(len(perConn), "starts", "start"))
+				fmt.Fprintf(w, "  %s (line %d): %s is enforced in the kernel for %s: %d shed\n", en.Key, en.Line, rate, strings.Join(perConn, ", "), en.Shed)
+			} else {
+				fmt.Fprintf(w, "  %s (line %d): %s is enforced for %s by each virtuald the super-server started, not before: shedding is off, so a flood still costs a start each and counts against the super-server's own rate limit\n",
+					en.Key, en.Line, rate, strings.Join(perConn, ", "))
 			}
 		}
 		if r := en.Relay; r != nil && r.State == "on" {
@@ -199,6 +191,16 @@ func printEntries(w io.Writer, entries []admin.EntryStatus, perConn []string, sh
 			fmt.Fprintf(w, "  %s (line %d): log relay off: %s\n", en.Key, en.Line, r.Reason)
 		}
 	}
+}
+
+// rateOf is the rate= of an entry's limits as status has them, or "".
+func rateOf(limits string) string {
+	for _, l := range strings.Fields(limits) {
+		if strings.HasPrefix(l, "rate=") {
+			return l
+		}
+	}
+	return ""
 }
 
 // describeService says what a super-server starts virtuald for.

@@ -91,6 +91,30 @@ func TestStatusTableGolden(t *testing.T) {
 	golden(t, "status.txt", b.Bytes())
 }
 
+// Per connection, an entry's rate= is enforced before the super-server
+// accepts only when the kernel sheds; status says which it is. max= and
+// per-source= need no line: virtuald enforces them in both modes.
+func TestStatusRateLines(t *testing.T) {
+	for _, c := range []struct {
+		shedding string
+		want     string
+	}{
+		{"on", "192.0.2.10 (line 1): rate=50/s is enforced in the kernel for ftp: 4017 shed\n"},
+		{"off", "192.0.2.10 (line 1): rate=50/s is enforced for ftp by each virtuald the super-server started, not before: shedding is off"},
+	} {
+		st := fixedStatus()
+		st.Shedding = c.shedding
+		var b bytes.Buffer
+		printStatus(&b, st, admin.StatusQuery{})
+		if !strings.Contains(b.String(), c.want) {
+			t.Errorf("shedding %s: no %q in\n%s", c.shedding, c.want, b.String())
+		}
+		if strings.Contains(b.String(), "max=16") && strings.Contains(b.String(), "enforced by virtuald -accept only") {
+			t.Errorf("shedding %s: status says max= is accept mode's only", c.shedding)
+		}
+	}
+}
+
 func TestStatusJSONGolden(t *testing.T) {
 	b, _ := json.MarshalIndent(fixedStatus(), "", "  ")
 	golden(t, "status.json", append(b, '\n'))

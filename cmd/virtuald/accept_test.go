@@ -327,36 +327,8 @@ func TestAcceptEntryLimits(t *testing.T) {
 		t.Errorf("no log line for max=2 with its count: %q; log ends:\n%s", l, w.log.Tail(3))
 	}
 
-	// per-source=1: one at once from each client.
-	if !hold("198.51.100.41", "203.0.113.32:7304") {
-		t.Fatal("refused under per-source=1")
-	}
-	if hold("198.51.100.41", "203.0.113.32:7304") {
-		t.Fatal("a second connection from one client served past per-source=1")
-	}
-	if !hold("198.51.100.42", "203.0.113.32:7304") {
-		t.Fatal("another client refused: per-source= is per client")
-	}
-	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.32:7304", "remote=198.51.100.41:", "outcome=refused", "from 198.51.100.41 (per-source=1)"); !ok {
-		t.Errorf("no log line for per-source=1; log ends:\n%s", w.log.Tail(3))
-	}
-
-	// rate=1/m: a burst of one, then nothing for a minute.
-	if got, err := w.ns.Ask("203.0.113.33:7304"); err != nil || !strings.HasPrefix(got, "root=rated") {
-		t.Fatalf("refused under rate=1/m: %q %v", got, err)
-	}
-	for i := 0; i < 3; i++ {
-		if got, err := w.ns.Ask("203.0.113.33:7304"); got != "" || err != nil {
-			t.Fatalf("connection %d served past rate=1/m: %q %v", i+2, got, err)
-		}
-	}
-	// One line a second at most: the others are counted in the next.
-	if _, ok := w.log.WaitFor(5*time.Second, "local=203.0.113.33:7304", "outcome=refused", "new connections to this entry (rate=1/m)"); !ok {
-		t.Errorf("no log line for rate=1/m; log ends:\n%s", w.log.Tail(3))
-	}
-	if n := w.log.Count("local=203.0.113.33:7304", "outcome=refused"); n < 1 || n > 3 {
-		t.Errorf("%d refusal lines for 3 refusals", n)
-	}
+	checkPerSourceOne(t, w, hold, "203.0.113.32:7304")
+	checkRateOneAMinute(t, w, "203.0.113.33:7304")
 
 	// A place given back is taken again.
 	held[0].Close()
@@ -366,5 +338,45 @@ func TestAcceptEntryLimits(t *testing.T) {
 			t.Fatal("max=2 still refuses after a service ended")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkPerSourceOne checks an entry with per-source=1 at addr: one
+// connection at once from each client (198.51.100.41 and .42, which
+// hold dials from), past it a refusal with its log line.
+func checkPerSourceOne(t *testing.T, w *world, hold func(src, addr string) bool, addr string) {
+	t.Helper()
+	if !hold("198.51.100.41", addr) {
+		t.Fatal("refused under per-source=1")
+	}
+	if hold("198.51.100.41", addr) {
+		t.Fatal("a second connection from one client served past per-source=1")
+	}
+	if !hold("198.51.100.42", addr) {
+		t.Fatal("another client refused: per-source= is per client")
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "local="+addr, "remote=198.51.100.41:", "outcome=refused", "from 198.51.100.41 (per-source=1)"); !ok {
+		t.Errorf("no log line for per-source=1; log ends:\n%s", w.log.Tail(3))
+	}
+}
+
+// checkRateOneAMinute checks an entry with rate=1/m at addr, served from
+// the root "rated": a burst of one, then nothing for a minute, logged
+// one line a second at most (the others are counted in the next).
+func checkRateOneAMinute(t *testing.T, w *world, addr string) {
+	t.Helper()
+	if got, err := w.ns.Ask(addr); err != nil || !strings.HasPrefix(got, "root=rated") {
+		t.Fatalf("refused under rate=1/m: %q %v", got, err)
+	}
+	for i := 0; i < 3; i++ {
+		if got, err := w.ns.Ask(addr); got != "" || err != nil {
+			t.Fatalf("connection %d served past rate=1/m: %q %v", i+2, got, err)
+		}
+	}
+	if _, ok := w.log.WaitFor(5*time.Second, "local="+addr, "outcome=refused", "new connections to this entry (rate=1/m)"); !ok {
+		t.Errorf("no log line for rate=1/m; log ends:\n%s", w.log.Tail(3))
+	}
+	if n := w.log.Count("local="+addr, "outcome=refused"); n < 1 || n > 3 {
+		t.Errorf("%d refusal lines for 3 refusals", n)
 	}
 }

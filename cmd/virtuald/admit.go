@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/slots"
 )
 
 // admission decides, in accept mode, whether a connection whose entry is
@@ -20,12 +21,12 @@ type admission struct {
 	maxPerEntry int
 
 	mu        sync.Mutex
-	perEntry  map[string]int      // running services per entry (conf path and key)
-	perSource map[sourceKey]int   // running services per entry and client address
-	buckets   map[string]*bucket  // rate= per entry
-	refused   map[string]uint64   // refusals per entry since the start, for the log
-	pending   map[string]uint64   // refusals per entry not yet reported to the daemon
-	byAddr    map[netip.Addr]memo // the limited entry each local address was last resolved to
+	perEntry  map[string]int           // running services per entry (conf path and key)
+	perSource map[sourceKey]int        // running services per entry and client address
+	buckets   map[string]*slots.Bucket // rate= per entry
+	refused   map[string]uint64        // refusals per entry since the start, for the log
+	pending   map[string]uint64        // refusals per entry not yet reported to the daemon
+	byAddr    map[netip.Addr]memo      // the limited entry each local address was last resolved to
 }
 
 // memo is what a full resolution found for a local address whose entry
@@ -53,7 +54,7 @@ type sourceKey struct {
 
 func newAdmission(maxPerEntry int) *admission {
 	return &admission{maxPerEntry: maxPerEntry, perEntry: map[string]int{}, perSource: map[sourceKey]int{},
-		buckets: map[string]*bucket{}, refused: map[string]uint64{}, pending: map[string]uint64{}, byAddr: map[netip.Addr]memo{}}
+		buckets: map[string]*slots.Bucket{}, refused: map[string]uint64{}, pending: map[string]uint64{}, byAddr: map[netip.Addr]memo{}}
 }
 
 // take admits a connection from src to entry, whose limits are l, at
@@ -68,7 +69,7 @@ func (ad *admission) take(entry string, src netip.Addr, l conf.Limits, now time.
 		return refusal, ad.countRefusal(entry)
 	}
 	if l.Rate.N > 0 {
-		ad.bucket(entry).tokens--
+		ad.bucket(entry).Tokens--
 	}
 	ad.perEntry[entry]++
 	if l.PerSource > 0 && src.IsValid() {
@@ -85,13 +86,27 @@ func (ad *admission) verdict(entry string, src netip.Addr, l conf.Limits, now ti
 	case ad.perEntry[entry] >= ad.maxPerEntry:
 		return "too many connections to this entry at once (-max-per-entry " + strconv.Itoa(ad.maxPerEntry) + ")"
 	case l.Max > 0 && ad.perEntry[entry] >= l.Max:
-		return "too many connections to this entry at once (max=" + strconv.Itoa(l.Max) + ")"
+		return maxRefusal(l.Max)
 	case l.PerSource > 0 && src.IsValid() && ad.perSource[sourceKey{entry, src}] >= l.PerSource:
-		return "too many connections to this entry at once from " + src.String() + " (per-source=" + strconv.Itoa(l.PerSource) + ")"
-	case l.Rate.N > 0 && ad.bucket(entry).fill(l.Rate, now) < 1:
-		return "too many new connections to this entry (rate=" + l.Rate.String() + ")"
+		return perSourceRefusal(src, l.PerSource)
+	case l.Rate.N > 0 && ad.bucket(entry).Fill(l.Rate, now) < 1:
+		return rateRefusal(l.Rate)
 	}
 	return ""
+}
+
+// maxRefusal, perSourceRefusal and rateRefusal say why a connection past
+// max=, per-source= or rate= was refused, in both modes.
+func maxRefusal(n int) string {
+	return "too many connections to this entry at once (max=" + strconv.Itoa(n) + ")"
+}
+
+func perSourceRefusal(src netip.Addr, n int) string {
+	return "too many connections to this entry at once from " + src.String() + " (per-source=" + strconv.Itoa(n) + ")"
+}
+
+func rateRefusal(r conf.Rate) string {
+	return "too many new connections to this entry (rate=" + r.String() + ")"
 }
 
 // countRefusal counts a refusal for entry and returns its count; ad.mu is
@@ -166,13 +181,13 @@ func (ad *admission) release(entry string, src netip.Addr) {
 
 // bucket is entry's token bucket; ad.mu is held. The map is bounded:
 // forgetting a bucket gives its entry one burst more, no more.
-func (ad *admission) bucket(entry string) *bucket {
+func (ad *admission) bucket(entry string) *slots.Bucket {
 	b := ad.buckets[entry]
 	if b == nil {
 		if len(ad.buckets) >= maxLimited {
 			clear(ad.buckets)
 		}
-		b = &bucket{}
+		b = &slots.Bucket{}
 		ad.buckets[entry] = b
 	}
 	return b
@@ -192,27 +207,4 @@ func (ad *admission) putBack(entry string, n uint64) {
 	ad.mu.Lock()
 	defer ad.mu.Unlock()
 	ad.pending[entry] += n
-}
-
-// bucket is a token bucket for rate=: it holds up to the rate's burst
-// (a second's worth, at least one), fills at the rate, and a connection
-// takes one token.
-type bucket struct {
-	rate   conf.Rate // the rate it was filled for: a reload that changes it starts it full
-	tokens float64
-	at     time.Time
-}
-
-// fill adds the tokens earned since the last fill, up to the burst, and
-// returns what the bucket holds; a bucket met with another rate (a
-// reload changed it) starts full.
-func (b *bucket) fill(r conf.Rate, now time.Time) float64 {
-	if b.rate != r || b.at.IsZero() {
-		*b = bucket{rate: r, tokens: r.Burst(), at: now}
-	}
-	if elapsed := now.Sub(b.at); elapsed > 0 {
-		b.tokens = min(r.Burst(), b.tokens+elapsed.Seconds()*r.PerSecond())
-		b.at = now
-	}
-	return b.tokens
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
+	"github.com/virtuald/virtuald/internal/slots"
 	"github.com/virtuald/virtuald/internal/socket"
 	"github.com/virtuald/virtuald/internal/syslog"
 	"golang.org/x/sys/unix"
@@ -96,6 +97,7 @@ type decision struct {
 	line   connLog
 	target *conf.Target
 	entry  *conf.Entry
+	via    string // which answered: "daemon", "file"
 }
 
 // resolver answers which entry of the conf file serves an address, and
@@ -120,6 +122,7 @@ func decide(c socket.Conn, confPath string, r resolver) (*decision, error) {
 		d.line.add("rule", m.Rule.String())
 		d.line.add("root", m.Entry.Root)
 	}
+	d.via = via
 	d.line.add("via", via)
 	if why != "" {
 		d.line.add("daemon", why)
@@ -171,17 +174,34 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	if err == nil {
 		err = checkWildcard(c, o, line)
 	}
-	if err == nil {
-		err = d.check(confPath)
-	}
 	// A refused datagram is consumed, or inetd would start virtuald for
 	// it again and again.
-	refuseConn := func(reason string) int {
+	consume := func() {
 		if !c.Stream {
 			var b [1]byte
 			unix.Recvfrom(0, b[:], unix.MSG_DONTWAIT)
 		}
+	}
+	refuseConn := func(reason string) int {
+		consume()
 		return refuse(line, reason)
+	}
+	// The entry's limits come before anything is done for the
+	// connection; the slots are held until the service ends.
+	var held *slots.File
+	if err == nil {
+		var past string
+		if held, past, err = takeSlots(slots.Dir, confPath, d.entry, c.Remote.Addr()); past != "" {
+			reason, log := limitRefused(held, d, socketPath, confPath, past)
+			if !log {
+				consume()
+				return exitRefused
+			}
+			return refuseConn(reason)
+		}
+	}
+	if err == nil {
+		err = d.check(confPath)
 	}
 	if err != nil {
 		return refuseConn(err.Error())
@@ -201,6 +221,9 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	p := &enter.Plan{
 		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(o.Isolate), Hostname: d.entry.Hostname,
 		Path: path, Argv: argv, Env: env, Files: std.serviceFiles(), DieWithParent: true,
+	}
+	if held != nil {
+		p.Keep = []int{held.Fd()}
 	}
 	line.add("isolate", p.Isolate.String())
 	rc := reportContext{c.Local.String(), confPath, d.entry.Root, path, p.Isolate}

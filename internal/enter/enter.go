@@ -54,6 +54,12 @@ type Plan struct {
 	Session       bool
 	Terminal      bool
 	DieWithParent bool
+
+	// Exec and ExecIsolated only: descriptors besides 0-2 that go through
+	// the exec (a connection's slots: package slots). virtuald-init keeps
+	// them outside the namespaces while the service runs and never gives
+	// them to the service; without isolation they are the service's.
+	Keep []int
 }
 
 // credentials are what the service runs as: the entry's, or, without
@@ -88,6 +94,11 @@ func (p *Plan) Exec() error {
 	// them, keeps the Go runtime's own valid until the exec.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return &Error{Step: "close_range", Err: err}
+	}
+	for _, fd := range p.Keep {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return &Error{Step: "close_range", Err: err}
+		}
 	}
 	return &ExecError{Err: syscall.Exec(p.Path, p.Argv, p.Env)}
 }

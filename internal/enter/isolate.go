@@ -355,13 +355,13 @@ func (p *Plan) ExecIsolated(r Report) error {
 	if s.tree {
 		defer unix.Close(s.root)
 	}
-	// Only the service's descriptors 0-2, the root's and the report's go
-	// through the exec.
+	// Only the service's descriptors 0-2, the root's, the report's and
+	// Keep go through the exec.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return &Error{Step: "close_range", Err: err}
 	}
 	argv := s.argv
-	keep := []int{s.root}
+	keep := append([]int{s.root}, p.Keep...)
 	if r.Exe >= 0 {
 		argv = append(append(append(argv, strconv.Itoa(r.Exe)), r.Args...), strconv.Itoa(s.root))
 		keep = append(keep, r.Exe)

@@ -127,7 +127,7 @@ type EntryStatus struct {
 	Ports       []PortCount     `json:"ports,omitempty"`    // Connections by service port, when the file's services give ports
 	Resolved    uint64          `json:"resolved"`           // virtuald's questions answered with this entry
 	Limits      string          `json:"limits,omitempty"`   // its max=, rate= and per-source=, as the conf writes them
-	Refused     uint64          `json:"refused"`            // connections virtuald -accept refused for its limits (max=, rate=, per-source=, -max-per-entry)
+	Refused     uint64          `json:"refused"`            // connections virtuald refused for its limits (max=, rate=, per-source=, -max-per-entry), in both modes
 	Shed        uint64          `json:"shed"`               // connections to per-connection services the kernel refused past its rate= (see Status.Shedding), on every port
 	// Programs says, for each program the file's services start, whether
 	// it can start inside this entry's root.
