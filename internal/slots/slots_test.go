@@ -9,6 +9,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/conf"
 	"github.com/virtuald/virtuald/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 // testDir is a slot directory under /run, which is root's: a directory
@@ -195,5 +196,57 @@ func TestSipHash(t *testing.T) {
 		if got := sipHash(k0, k1, m[:c.n]); got != c.want {
 			t.Errorf("%d bytes: %x, want %x", c.n, got, c.want)
 		}
+	}
+}
+
+// Connections that take places at the same instant never pass max=
+// between them: the kernel decides each lock alone.
+func TestTakeRace(t *testing.T) {
+	dir := testDir(t)
+	const n, conns = 5, 64
+	files := make([]*File, conns)
+	for i := range files {
+		files[i] = open(t, dir, "conf\x00race")
+	}
+	got := make(chan Limit, conns)
+	start := make(chan struct{})
+	for _, f := range files {
+		go func() {
+			<-start
+			l, err := f.Take(conf.Limits{Max: n}, netip.Addr{}, time.Now())
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+	}
+	close(start)
+	taken := 0
+	for range conns {
+		if <-got == None {
+			taken++
+		}
+	}
+	if taken != n {
+		t.Fatalf("%d connections took a place under max=%d", taken, n)
+	}
+}
+
+// A service given the file (isolate=none) that holds the header's locks
+// for good keeps no connection waiting: rate= refuses (fail closed) once
+// the bounded wait is over, and refusals are logged without their count.
+func TestHeaderHeldForGood(t *testing.T) {
+	dir := testDir(t)
+	tenant := open(t, dir, "conf\x00k")
+	testbed.Must(t, tenant.lock(unix.F_WRLCK, logOff, logLen+bucketLen))
+	f := open(t, dir, "conf\x00k")
+	if _, err := f.Take(conf.Limits{Rate: conf.Rate{N: 5, Per: time.Second}}, netip.Addr{}, time.Now()); err == nil {
+		t.Error("rate= served while its bucket could not be read")
+	}
+	if notLogged, total, log := f.Refused(time.Now()); !log || notLogged != 0 || total != 0 {
+		t.Errorf("refusal with the count held: %d %d %v, want it logged without a count", notLogged, total, log)
+	}
+	if got, err := f.Take(conf.Limits{Max: 1}, netip.Addr{}, time.Now()); err != nil || got != None {
+		t.Errorf("max= without the header: %v %v", got, err)
 	}
 }
