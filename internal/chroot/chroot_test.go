@@ -2,6 +2,7 @@ package chroot
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,4 +101,51 @@ func TestOpenHoldsTheCheckedDirectory(t *testing.T) {
 	if before.Ino != after.Ino {
 		t.Fatal("the descriptor followed the path")
 	}
+}
+
+// A Checker says of every path what Open says, whatever path came
+// before it (it reuses the directories the two share), and keeps no
+// descriptor once closed.
+func TestCheckerAgreesWithOpen(t *testing.T) {
+	testbed.RequirePrivileges(t)
+	base, err := os.MkdirTemp("/", "chroot-checker-")
+	testbed.Must(t, err)
+	t.Cleanup(func() { os.RemoveAll(base) })
+	testbed.Must(t, os.Chmod(base, 0o755))
+	for _, d := range []string{"a", "a/b", "a/c", "open", "open/x"} {
+		testbed.Must(t, os.Mkdir(filepath.Join(base, d), 0o755))
+	}
+	testbed.Must(t, os.Chmod(filepath.Join(base, "open"), 0o777))
+	testbed.Must(t, os.Symlink("a", filepath.Join(base, "link")))
+	testbed.Must(t, os.WriteFile(filepath.Join(base, "file"), nil, 0o644))
+	paths := []string{"a/b", "a/c", "a", "a/b", "open/x", "a/b", "link", "link/b", "file", "missing", "a/missing", "a/c", "", "a/../a", "a//b"}
+	before := openFDs(t)
+	var c Checker
+	for i := 0; i < 2; i++ { // then in the order the first round left
+		for _, p := range paths {
+			path := filepath.Join(base, p)
+			if strings.Contains(p, "..") || strings.Contains(p, "//") {
+				path = base + "/" + p
+			}
+			got := c.Check(path)
+			d, want := Open(path)
+			if d != nil {
+				d.Close()
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%s: Checker says %v, Open %v", path, got, want)
+			}
+		}
+	}
+	c.Close()
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after Close, %d before", after, before)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	testbed.Must(t, err)
+	return len(fds)
 }

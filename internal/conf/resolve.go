@@ -34,6 +34,7 @@ func (e *Entry) Resolve() (*Target, error) {
 // Validate reports whether e would be served now, and if not, why.
 func (e *Entry) Validate() error {
 	var c Checker
+	defer c.Close()
 	return c.Validate(e)
 }
 
@@ -41,15 +42,23 @@ func (e *Entry) Validate() error {
 // it resolves each user and group once and checks each root once (up to
 // maxCheckedRoots of them), so that a pass over a million entries costs
 // what their distinct roots and users cost, not a million reads of
-// /etc/passwd and walks of a root's path.
+// /etc/passwd and walks of a root's path; and a root's walk opens only
+// the directories it does not share with the root before it
+// (chroot.Checker). Close it when done.
 type Checker struct {
 	creds map[[2]string]error
 	roots map[string]error
+	dirs  chroot.Checker
 }
 
 // maxCheckedRoots bounds the roots a Checker remembers: past it each
-// further root is checked for each of its entries.
-const maxCheckedRoots = 1 << 16
+// further root is checked for each of its entries. A file's entries
+// (MaxFileSize: about two million at most) take more than this map
+// does, so it keeps a pass over any file proportional to its roots.
+const maxCheckedRoots = 1 << 20
+
+// Close closes the directories the Checker keeps open.
+func (c *Checker) Close() { c.dirs.Close() }
 
 // Validate reports whether e would be served now, and if not, why.
 func (c *Checker) Validate(e *Entry) error {
@@ -73,7 +82,7 @@ func (c *Checker) Validate(e *Entry) error {
 	if err, ok := c.roots[e.Root]; ok {
 		return err
 	}
-	err := checkRoot(e.Root)
+	err := c.dirs.Check(e.Root)
 	if c.roots == nil {
 		c.roots = map[string]error{}
 	}
@@ -81,14 +90,6 @@ func (c *Checker) Validate(e *Entry) error {
 		c.roots[e.Root] = err
 	}
 	return err
-}
-
-func checkRoot(root string) error {
-	d, err := chroot.Open(root)
-	if err != nil {
-		return err
-	}
-	return d.Close()
 }
 
 // RootWarning says, for an entry whose service runs as root (no user=)

@@ -224,13 +224,13 @@ func BenchmarkPass1M(b *testing.B) {
 	snap := c.cur.Load()
 	programs := []program{{name: "/bin/true"}}
 	for b.Loop() {
-		r, ok := check(context.Background(), snap, 1, programs)
+		r, ok := check(context.Background(), snap, 1, programs, true)
 		if !ok || r.invalid != 0 {
 			b.Fatalf("pass: %v, %d invalid", ok, r.invalid)
 		}
 		c.checked.Store(r)
 		roots := map[string]bool{}
-		for _, e := range relayRoots(snap, r) {
+		for _, e := range r.relay {
 			roots[e.Root] = true
 		}
 		if len(roots) != 2 {

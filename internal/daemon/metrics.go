@@ -261,6 +261,7 @@ func (c collector) entryStates(cf *confFile, s *snapshot, hostAddrs []addrs.Addr
 		}
 	}
 	var checker conf.Checker
+	defer checker.Close()
 	n := admin.StateCounts{Invalid: s.file.Len()} // the file cannot be used now: all refused, as status says
 	if cf.lastError() == "" {
 		n = stateCounts(s, checked, live, &checker)

@@ -40,23 +40,16 @@ func (d *Daemon) syncRelay() {
 			continue
 		}
 		if checked := c.checkFor(s); checked != nil {
-			es = append(es, relayRoots(s, checked)...)
+			es = append(es, checked.relay...)
 		}
 	}
 	d.relay.Sync(es)
 }
 
-// relayRoots gives the valid entries of s (by the validator's pass
-// checked) as the relay takes them, each root with only the keys its
-// label can show (relay.AddKey): as many entries as roots, give or take,
-// not as lines.
-func relayRoots(s *snapshot, checked *rootCheck) []relay.Entry {
-	keys := map[string][]string{}
-	for _, e := range s.file.All() {
-		if s.file.Refusal(e) == nil && !checked.failedLine(e.Line) {
-			keys[e.Root] = relay.AddKey(keys[e.Root], e.Key)
-		}
-	}
+// relayRoots gives the keys of each root (of the valid entries, each
+// root with only the keys its label can show: relay.AddKey) as the relay
+// takes them: as many entries as roots, give or take, not as lines.
+func relayRoots(keys map[string][]string) []relay.Entry {
 	var es []relay.Entry
 	for root, ks := range keys {
 		for _, k := range ks {

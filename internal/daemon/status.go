@@ -210,6 +210,7 @@ func (v *view) conf(c *confFile, q admin.StatusQuery) (admin.ConfStatus, func(yi
 		cs.ProblemsMore += more
 	}
 	var checker conf.Checker
+	defer checker.Close()
 	memo := map[int][2]string{} // a small file's entries by line, checked once for counts and listing
 	// While the file as it is now cannot be used, virtuald reads it and
 	// refuses every connection: no entry of the last good copy is served.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/relay"
 )
 
 // recheckEvery is how often the validator checks every root again: roots
@@ -28,6 +29,9 @@ type rootCheck struct {
 	// programs: each program the file's services start, checked inside
 	// the root of every valid entry.
 	programs []*programCheck
+	// relay: the valid entries as the relay takes them (with relayKeys),
+	// gathered in the same pass: as many as roots, give or take.
+	relay []relay.Entry
 }
 
 func (r *rootCheck) failedLine(line int) bool {
@@ -88,7 +92,7 @@ func (d *Daemon) validator(ctx context.Context) error {
 			if r := c.checked.Load(); r != nil && r.generation == s.generation && r.services == services.generation && time.Since(r.at) < recheckEvery && !again {
 				continue
 			}
-			r, ok := check(ctx, s, services.generation, programsOf(services.of(c.path)))
+			r, ok := check(ctx, s, services.generation, programsOf(services.of(c.path)), d.relay != nil)
 			if !ok {
 				return nil
 			}
@@ -105,15 +109,18 @@ func (d *Daemon) validator(ctx context.Context) error {
 }
 
 // check runs the system half of validation on every entry of s that its
-// text did not already make invalid, and checks programs inside the root
-// of every entry that passes; ok is false when ctx ended first.
-func check(ctx context.Context, s *snapshot, services uint64, programs []program) (r *rootCheck, ok bool) {
+// text did not already make invalid, checks programs inside the root of
+// every entry that passes, and with relayKeys gathers the relay's
+// entries (relayRoots); ok is false when ctx ended first.
+func check(ctx context.Context, s *snapshot, services uint64, programs []program, relayKeys bool) (r *rootCheck, ok bool) {
 	r = &rootCheck{generation: s.generation, services: services, at: time.Now()}
 	for _, p := range programs {
 		r.programs = append(r.programs, &programCheck{program: p})
 	}
 	var checker conf.Checker
+	defer checker.Close()
 	inRoots := rootPrograms{}
+	keys := map[string][]string{} // the relay's, by root
 	for i, e := range s.file.All() {
 		if i%1024 == 0 && ctx.Err() != nil {
 			return nil, false
@@ -122,6 +129,9 @@ func check(ctx context.Context, s *snapshot, services uint64, programs []program
 			continue
 		}
 		if checker.Validate(e) == nil {
+			if relayKeys {
+				keys[e.Root] = relay.AddKey(keys[e.Root], e.Key)
+			}
 			if len(r.programs) == 0 {
 				continue
 			}
@@ -138,5 +148,6 @@ func check(ctx context.Context, s *snapshot, services uint64, programs []program
 		}
 		r.failed[e.Line/64] |= 1 << (e.Line % 64)
 	}
+	r.relay = relayRoots(keys)
 	return r, true
 }
