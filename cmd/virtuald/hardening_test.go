@@ -143,16 +143,17 @@ func TestMalformedDaemonAnswers(t *testing.T) {
 	other := w.roots.Dir + "/v4-09" // another tenant's valid root
 	answers := map[string][]byte{
 		"ok alone":                {},
-		"ok, empty fields":        []byte(strings.Repeat("\x00\x00\x00\x00", 8)),
-		"bad numbers":             fieldsOf("x", "exact", "1", "192.0.2.1", other, "", "", ""),
-		"another address's entry": fieldsOf("1", "exact", "9", "192.0.2.9", other, "", "", ""),
-		"default named as prefix": fieldsOf("1", "prefix", "9", "default", other, "", "", ""),
-		"key not canonical":       fieldsOf("1", "exact", "9", "192.0.2.001", other, "", "", ""),
-		"relative root":           fieldsOf("1", "exact", "1", "192.0.2.1", "relative", "", "", ""),
-		"rule none, no refusal":   fieldsOf("1", "none", "0", "", "", "", "", ""),
-		"unknown rule":            fieldsOf("1", "nearest", "1", "192.0.2.1", other, "", "", ""),
-		"bad user":                fieldsOf("1", "exact", "1", "192.0.2.1", other, "-rf", "", ""),
-		"nine fields":             fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "", "x"),
+		"ok, empty fields":        []byte(strings.Repeat("\x00\x00\x00\x00", 9)),
+		"bad numbers":             fieldsOf("x", "exact", "1", "192.0.2.1", other, "", "", "unchecked", ""),
+		"another address's entry": fieldsOf("1", "exact", "9", "192.0.2.9", other, "", "", "unchecked", ""),
+		"default named as prefix": fieldsOf("1", "prefix", "9", "default", other, "", "", "unchecked", ""),
+		"key not canonical":       fieldsOf("1", "exact", "9", "192.0.2.001", other, "", "", "unchecked", ""),
+		"relative root":           fieldsOf("1", "exact", "1", "192.0.2.1", "relative", "", "", "unchecked", ""),
+		"rule none, no refusal":   fieldsOf("1", "none", "0", "", "", "", "", "unchecked", ""),
+		"unknown rule":            fieldsOf("1", "nearest", "1", "192.0.2.1", other, "", "", "unchecked", ""),
+		"bad user":                fieldsOf("1", "exact", "1", "192.0.2.1", other, "-rf", "", "unchecked", ""),
+		"unknown program state":   fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "fine", ""),
+		"ten fields":              fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "unchecked", "", "x"),
 	}
 	raw := map[string][]byte{
 		"oversized frame": {0x7f, 0xff, 0xff, 0xff, 'o', 'k'},

@@ -108,7 +108,7 @@ func (r Root) LookPath(program string, env []string) (string, error) {
 	if strings.Contains(program, "/") {
 		return program, nil
 	}
-	pathEnv, ok := getenv(env, "PATH")
+	pathEnv, ok := Getenv(env, "PATH")
 	if !ok {
 		pathEnv = DefaultPath
 	}
@@ -234,7 +234,7 @@ func (r Root) CheckLibrary(path string) error {
 // nothing. Most of its cost is reading the root's ld.so.cache, which the
 // program's own libraries need as much as the rest of the closure.
 func (r Root) MissingLibraries(path string, env []string) string {
-	ld, _ := getenv(env, "LD_LIBRARY_PATH")
+	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
 		return ""
@@ -282,7 +282,7 @@ func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 		}
 		return "", nil
 	}
-	ld, _ := getenv(env, "LD_LIBRARY_PATH")
+	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
 		return "", nil
@@ -340,7 +340,9 @@ func (f fileAt) ReadAt(b []byte, off int64) (int, error) {
 
 func (f fileAt) Close() error { return unix.Close(int(f)) }
 
-func getenv(env []string, key string) (string, bool) {
+// Getenv returns the value of key in env (the last, when it is set twice)
+// and whether it is set.
+func Getenv(env []string, key string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
 			return v, true
