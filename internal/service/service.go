@@ -45,26 +45,27 @@ func (r Root) open(p string, flags uint64) (int, error) {
 var errNotRegular = errors.New("not a regular file")
 
 // openRegular opens p inside the root for reading, only if it is a regular
-// file. The tenant owns everything in its root: a FIFO where a program or
-// library is expected would block a blocking open (as root, holding a slot
-// of accept mode) until someone writes to it, and a device would be read
-// from. So the open never blocks (O_NONBLOCK), and the opened file is
-// checked with fstat before any read; every read is bounded by its caller.
-func (r Root) openRegular(p string) (int, error) {
-	fd, err := r.open(p, unix.O_RDONLY|unix.O_NONBLOCK)
+// file, and returns its size. The tenant owns everything in its root: a
+// FIFO where a program or library is expected would block a blocking open
+// (as root, holding a slot of accept mode) until someone writes to it, and
+// a device would be read from. So the open never blocks (O_NONBLOCK), and
+// the opened file is checked with fstat before any read; every read is
+// bounded by its caller.
+func (r Root) openRegular(p string) (fd int, size int64, err error) {
+	fd, err = r.open(p, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, 0, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, errNotRegular
+		return -1, 0, errNotRegular
 	}
-	return fd, nil
+	return fd, st.Size, nil
 }
 
 func (r Root) stat(p string, st *unix.Stat_t) error {
@@ -83,14 +84,16 @@ func (r Root) Exists(p string) bool {
 }
 
 // ReadFile reads at most limit bytes of p inside the root, which must be a
-// regular file.
+// regular file, into a buffer of the file's size (the limit is megabytes
+// for the loader's cache: allocating it would cost a connection the page
+// faults and a garbage collection).
 func (r Root) ReadFile(p string, limit int) ([]byte, error) {
-	fd, err := r.openRegular(p)
+	fd, size, err := r.openRegular(p)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	b := make([]byte, limit)
+	b := make([]byte, min(size, int64(limit)))
 	n, err := fileAt(fd).ReadAt(b, 0)
 	if err != nil && err != io.EOF {
 		return nil, err
@@ -308,7 +311,7 @@ func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 // Open opens p inside the root for reading, only if it is a regular file
 // (elfdeps.FS).
 func (r Root) Open(p string) (elfdeps.File, error) {
-	fd, err := r.openRegular(p)
+	fd, _, err := r.openRegular(p)
 	if err != nil {
 		return nil, err
 	}
