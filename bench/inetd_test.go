@@ -20,6 +20,7 @@ import (
 // wrapper is one way of serving the service, behind one inetd port.
 type wrapper struct {
 	name    string
+	dynamic bool // its service is the dynamically linked one
 	entries int
 	port    int
 	lat     []time.Duration
@@ -88,7 +89,11 @@ var sizes = []int{8, 5000, 50000}
 // virtuald in both modes with -isolate none, the seed's chroot alone. Each iteration makes 40 connections
 // (2 at a time, the machine's cores) to every variant in rotating order.
 // The service is a static C program that writes one line, as cheap as a
-// service gets, so that what each wrapper adds shows.
+// service gets, so that what each wrapper adds shows; at 8 entries the
+// same program linked dynamically (as Debian's services are), with its
+// libraries and the host's ld.so.cache in every root, runs with no
+// wrapper, the Go floor, the seed and virtuald -isolate none, daemon up
+// and down, so that what a wrapper does about shared libraries shows too.
 func BenchmarkInetd(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
@@ -96,7 +101,7 @@ func BenchmarkInetd(b *testing.B) {
 	t := b
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(t)
-	seed, hello := buildSeed(b), buildService(b)
+	seed, hello, helloDyn := buildSeed(b), buildService(b), buildDynamicService(b)
 	floorBin, err := testbed.Build(b.TempDir(), "./bench/floor")
 	if err != nil {
 		b.Fatal(err)
@@ -104,6 +109,9 @@ func BenchmarkInetd(b *testing.B) {
 	floor := floorBin["floor"]
 	testbed.Must(b, os.Chmod(filepath.Dir(floor), 0o755))
 	ns, roots, addrs, rootPaths := sites(b, hello)
+	for _, r := range rootPaths {
+		addDynamic(b, r, helloDyn)
+	}
 	logDir := b.TempDir()
 	sl := testbed.NewSyslog(t, logDir)
 	confs := map[int]string{}
@@ -131,12 +139,26 @@ func BenchmarkInetd(b *testing.B) {
 	// same virtuald with -isolate none.
 	add("virtuald isolate=none, daemon up", sizes[0], "nowait", fmt.Sprintf("%s virtuald -isolate none -socket %s %s /bin/hello", bins["virtuald"], sock, confs[sizes[0]]))
 	add("virtuald -accept isolate=none, daemon up", sizes[0], "wait", fmt.Sprintf("%s virtuald -accept -isolate none -socket %s %s /bin/hello", bins["virtuald"], sock, confs[sizes[0]]))
+	// The dynamically linked service, inside the roots for all but no
+	// wrapper and the floor, which run it from the host's /bin.
+	first := len(wrappers)
+	add("no wrapper", 0, "nowait", helloDyn+" hello")
+	add("Go floor", 0, "nowait", floor+" floor "+helloDyn)
+	add("seed", sizes[0], "nowait", fmt.Sprintf("%s virtuald-seed %s /bin/hello-dyn", seed, confs[sizes[0]]))
+	add("virtuald isolate=none, daemon up", sizes[0], "nowait", fmt.Sprintf("%s virtuald -isolate none -socket %s %s /bin/hello-dyn", bins["virtuald"], sock, confs[sizes[0]]))
+	add("virtuald isolate=none, daemon down", sizes[0], "nowait", fmt.Sprintf("%s virtuald -isolate none -socket %s %s /bin/hello-dyn", bins["virtuald"], sock+".absent", confs[sizes[0]]))
+	for _, w := range wrappers[first:] {
+		w.dynamic = true
+	}
 	testbed.MountBPFFS(b)
 	pinDir := "/sys/fs/bpf/" + ns.Name // counters on, as by default, in this namespace's own pins
 	b.Cleanup(func() { bpf.Remove(pinDir) })
+	// The daemon reads the inetd.conf that starts the services, as it
+	// reads /etc/inetd.conf, and checks their programs in their roots.
+	inetdConf := roots.WriteConf("inetd.conf", lines...)
 	daemon := ns.Start(sl, bins["ipwatchd"], "-socket", sock, "-conf", confs[sizes[0]], "-conf", confs[sizes[1]], "-conf", confs[sizes[2]],
-		"-bpf", "on", "-bpf-pin-dir", pinDir, "-log-level", "warn")
-	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", lines...))
+		"-bpf", "on", "-bpf-pin-dir", pinDir, "-log-level", "warn", "-inetd-conf", inetdConf)
+	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", inetdConf)
 	for _, w := range wrappers {
 		ns.WaitListening("tcp", w.port)
 	}
@@ -227,42 +249,54 @@ func sites(b *testing.B, service string) (ns *testbed.NetNS, roots *testbed.Root
 }
 
 func report(b *testing.B, ws []*wrapper) {
-	seedRate := map[int]float64{}
+	// The baselines of each service: the seed's by conf size, no
+	// wrapper's and the floor's.
+	type base struct {
+		dynamic bool
+		entries int
+	}
+	rate := func(w *wrapper) float64 { return float64(w.conns) / w.wall.Seconds() }
+	seed, bare, floor := map[base]float64{}, map[bool]float64{}, map[bool]float64{}
 	for _, w := range ws {
-		if w.name == "seed" {
-			seedRate[w.entries] = float64(w.conns) / w.wall.Seconds()
+		switch w.name {
+		case "seed":
+			seed[base{w.dynamic, w.entries}] = rate(w)
+		case "no wrapper":
+			bare[w.dynamic] = rate(w)
+		case "Go floor":
+			floor[w.dynamic] = rate(w)
 		}
+	}
+	ratio := func(r, to float64) string {
+		if to == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", r/to)
 	}
 	var sb strings.Builder
-	var bare float64
-	for _, w := range ws {
-		if w.name == "no wrapper" {
-			bare = float64(w.conns) / w.wall.Seconds()
-		}
-	}
-	fmt.Fprintf(&sb, "\n| variant | entries | conn/s | p50 ms | p99 ms | CPU ms/conn | rate / seed | rate / no wrapper |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&sb, "\n| variant | service | entries | conn/s | p50 ms | p99 ms | CPU ms/conn | rate / seed | rate / Go floor | rate / no wrapper |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, w := range ws {
 		slices.Sort(w.lat)
-		rate := float64(w.conns) / w.wall.Seconds()
-		ratio := "-"
-		if s := seedRate[w.entries]; s > 0 {
-			ratio = fmt.Sprintf("%.2f", rate/s)
-		}
+		r := rate(w)
 		entries := "-"
 		if w.entries > 0 {
 			entries = strconv.Itoa(w.entries)
 		}
-		toBare := "-"
-		if bare > 0 {
-			toBare = fmt.Sprintf("%.2f", rate/bare)
+		linked := "static"
+		if w.dynamic {
+			linked = "dynamic"
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s |\n", w.name, entries, rate,
-			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6, ratio, toBare)
+		fmt.Fprintf(&sb, "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s |\n", w.name, linked, entries, r,
+			ms(w.lat[len(w.lat)/2]), ms(w.lat[len(w.lat)*99/100]), float64(w.cpuNs)/float64(w.conns)/1e6,
+			ratio(r, seed[base{w.dynamic, w.entries}]), ratio(r, floor[w.dynamic]), ratio(r, bare[w.dynamic]))
 		key := strings.NewReplacer(", ", "-", " ", "-", "-accept", "accept", "=", "-").Replace(w.name)
 		if w.entries > 0 {
 			key += "-" + entries
 		}
-		b.ReportMetric(rate, key+"-conn/s")
+		if w.dynamic {
+			key += "-dynamic"
+		}
+		b.ReportMetric(r, key+"-conn/s")
 	}
 	fmt.Print(sb.String())
 }
@@ -285,6 +319,48 @@ func buildService(b *testing.B) string {
 	}
 	testbed.Must(b, os.Chmod(filepath.Dir(hello), 0o755))
 	return hello
+}
+
+// buildDynamicService builds the same service linked dynamically, as
+// Debian's services are.
+func buildDynamicService(b *testing.B) string {
+	hello := filepath.Join(b.TempDir(), "hello-dyn")
+	if out, err := exec.Command("gcc", "-O2", "-o", hello, "service/hello.c").CombinedOutput(); err != nil {
+		b.Fatalf("building the dynamic service: %v\n%s", err, out)
+	}
+	testbed.Must(b, os.Chmod(filepath.Dir(hello), 0o755))
+	return hello
+}
+
+// addDynamic puts the dynamic service into root as /bin/hello-dyn, with
+// the libraries ldd finds for it and the host's /etc/ld.so.cache, as in a
+// root copied from a Debian system (the cache is most of what the library
+// check reads).
+func addDynamic(b *testing.B, root, hello string) {
+	out, err := exec.Command("ldd", hello).Output()
+	if err != nil {
+		b.Fatalf("ldd %s: %v", hello, err)
+	}
+	files := map[string]string{hello: "/bin/hello-dyn", "/etc/ld.so.cache": "/etc/ld.so.cache"}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", or the
+		// loader's "/lib64/ld-linux-x86-64.so.2 (0x...)".
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/") {
+			files[f[2]] = f[2]
+		} else if len(f) == 2 && strings.HasPrefix(f[0], "/") {
+			files[f[0]] = f[0]
+		}
+	}
+	for src, dst := range files {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := filepath.Join(root, dst)
+		testbed.Must(b, os.MkdirAll(filepath.Dir(p), 0o755))
+		testbed.Must(b, os.WriteFile(p, data, 0o755))
+	}
 }
 
 func buildSeed(b *testing.B) string {

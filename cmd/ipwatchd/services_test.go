@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/testbed"
 	"golang.org/x/sys/unix"
@@ -201,6 +203,14 @@ func TestServicesFound(t *testing.T) {
 		if got := programState(w.entry(st, tt.addr), tt.program); got != tt.state {
 			t.Errorf("%s: %s is %s, want %s", tt.addr, tt.program, got, tt.state)
 		}
+		// virtuald's question gets the same, so that it needs no check of
+		// its own before the exec.
+		if got := w.programAnswer(tt.addr, tt.program, "/usr/bin:/bin"); got.State != tt.state {
+			t.Errorf("%s: the answer says %s is %+v, want %s", tt.addr, tt.program, got, tt.state)
+		}
+	}
+	if got := w.programAnswer(w.addrs[0], "/usr/sbin/in.ftpd", ""); got.State != admin.ProgramUnchecked {
+		t.Errorf("a program no service starts is %+v in the answer, want unchecked", got)
 	}
 	if c.ProgramsNotReady != 3 {
 		t.Errorf("%d entries with a program not ready, want 3", c.ProgramsNotReady)
@@ -269,6 +279,20 @@ func TestServicesFound(t *testing.T) {
 	w.await("site-2's program ready", func(st *admin.Status, _ *admin.ConfStatus) bool {
 		return programState(w.entry(st, w.addrs[1]), "/bin/whoami") == admin.ProgramReady
 	})
+}
+
+// programAnswer is what the daemon's answer to virtuald's question about
+// addr says of program, looked up in PATH path.
+func (w *servicesWorld) programAnswer(addr, program, path string) ipc.ProgramCheck {
+	w.t.Helper()
+	var st unix.Stat_t
+	testbed.Must(w.t, unix.Stat(w.conf, &st))
+	a, err := ipc.Client{Socket: w.socket, Timeout: 5 * time.Second}.Resolve(ipc.ResolveRequest{
+		Conf: w.conf, Addr: netip.MustParseAddr(addr), ID: ipc.FileIDOf(&st), Program: program, Path: path, Lookup: true})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return a.Program
 }
 
 func confOf(st *admin.Status, path string) *admin.ConfStatus {

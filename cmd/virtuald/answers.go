@@ -82,7 +82,7 @@ func (a *acceptor) resolve(addr netip.Addr) (conf.Match, string, string, error) 
 	if ok {
 		return kept.match, "daemon-cache", "", nil
 	}
-	d := askDaemon(&a.health, a.socketPath, a.confPath, k.id, addr)
+	d := askDaemon(&a.health, a.socketPath, a.confPath, k.id, addr, nil)
 	if d.match == nil {
 		return fromFile(a.confPath, addr, d.reason)
 	}

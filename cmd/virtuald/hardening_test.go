@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -143,16 +144,17 @@ func TestMalformedDaemonAnswers(t *testing.T) {
 	other := w.roots.Dir + "/v4-09" // another tenant's valid root
 	answers := map[string][]byte{
 		"ok alone":                {},
-		"ok, empty fields":        []byte(strings.Repeat("\x00\x00\x00\x00", 8)),
-		"bad numbers":             fieldsOf("x", "exact", "1", "192.0.2.1", other, "", "", ""),
-		"another address's entry": fieldsOf("1", "exact", "9", "192.0.2.9", other, "", "", ""),
-		"default named as prefix": fieldsOf("1", "prefix", "9", "default", other, "", "", ""),
-		"key not canonical":       fieldsOf("1", "exact", "9", "192.0.2.001", other, "", "", ""),
-		"relative root":           fieldsOf("1", "exact", "1", "192.0.2.1", "relative", "", "", ""),
-		"rule none, no refusal":   fieldsOf("1", "none", "0", "", "", "", "", ""),
-		"unknown rule":            fieldsOf("1", "nearest", "1", "192.0.2.1", other, "", "", ""),
-		"bad user":                fieldsOf("1", "exact", "1", "192.0.2.1", other, "-rf", "", ""),
-		"nine fields":             fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "", "x"),
+		"ok, empty fields":        []byte(strings.Repeat("\x00\x00\x00\x00", 9)),
+		"bad numbers":             fieldsOf("x", "exact", "1", "192.0.2.1", other, "", "", "unchecked", ""),
+		"another address's entry": fieldsOf("1", "exact", "9", "192.0.2.9", other, "", "", "unchecked", ""),
+		"default named as prefix": fieldsOf("1", "prefix", "9", "default", other, "", "", "unchecked", ""),
+		"key not canonical":       fieldsOf("1", "exact", "9", "192.0.2.001", other, "", "", "unchecked", ""),
+		"relative root":           fieldsOf("1", "exact", "1", "192.0.2.1", "relative", "", "", "unchecked", ""),
+		"rule none, no refusal":   fieldsOf("1", "none", "0", "", "", "", "", "unchecked", ""),
+		"unknown rule":            fieldsOf("1", "nearest", "1", "192.0.2.1", other, "", "", "unchecked", ""),
+		"bad user":                fieldsOf("1", "exact", "1", "192.0.2.1", other, "-rf", "", "unchecked", ""),
+		"unknown program state":   fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "fine", ""),
+		"ten fields":              fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "unchecked", "", "x"),
 	}
 	raw := map[string][]byte{
 		"oversized frame": {0x7f, 0xff, 0xff, 0xff, 'o', 'k'},
@@ -178,6 +180,64 @@ func TestMalformedDaemonAnswers(t *testing.T) {
 	if n := w.log.AwaitCount(len(raw), 10*time.Second, "local=192.0.2.1:7400", "via=file", "outcome=exec"); n != len(raw) {
 		t.Errorf("%d of %d connections read the file; log ends:\n%s", n, len(raw), w.log.Tail(len(raw)))
 	}
+}
+
+// With -isolate none the service takes virtuald's place, so a warning of
+// missing shared libraries must be in the line before the exec. With the
+// daemon up it comes from the daemon's validator (ipc.ProgramCheck): no
+// library check of virtuald's own runs on the connection (0.7 ms and
+// 4 MB of a dynamically linked service's). The fake daemon says the
+// opposite of what the roots hold, so that only its answer can explain
+// the log. Without the daemon virtuald still checks for itself.
+func TestLibraryWarningFromDaemon(t *testing.T) {
+	w := newWorld(t)
+	fake := newFakeDaemon(t)
+	// fine: a static program. gone: a dynamic one with its loader and
+	// without libc (the loader starts, and fails toward the client).
+	fine := w.roots.Root("lib-fine", w.bin["whoami"])
+	gone := w.roots.Root("lib-gone", "")
+	for src, dst := range map[string]string{"/bin/true": whoami, "/lib64/ld-linux-x86-64.so.2": "/lib64/ld-linux-x86-64.so.2"} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("this test copies a dynamic x86-64 program and its loader into a root: %v", err)
+		}
+		p := filepath.Join(gone, dst)
+		testbed.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		testbed.Must(t, os.WriteFile(p, data, 0o755))
+	}
+	conf := w.roots.WriteConf("conf-libs", "192.0.2.1 "+fine, "192.0.2.2 "+gone)
+	w.ns.Start(w.log, "inetd", "-d", "-R", "1000000", w.roots.WriteConf("inetd.conf",
+		"7460 stream tcp nowait root "+w.bin["virtuald"]+" virtuald -isolate none -socket "+fake.path+" "+conf+" "+whoami,
+		"7461 stream tcp nowait root "+w.bin["virtuald"]+" virtuald -isolate none -socket "+fake.path+".absent "+conf+" "+whoami))
+	w.ns.WaitListening("tcp", 7460)
+	w.ns.WaitListening("tcp", 7461)
+	answer := func(line int, root string, program ipc.ProgramCheck) {
+		frame, err := ipc.Encode(ipc.ResolveReply(&ipc.Answer{Generation: 1, Rule: "exact", Line: line,
+			Key: "192.0.2." + strconv.Itoa(line), Root: root, Program: program}, nil)...)
+		testbed.Must(t, err)
+		fake.reply.Store(&frame)
+	}
+	logged := func(hostPort string, want ...string) string {
+		t.Helper()
+		w.ns.Ask(hostPort)
+		line, ok := w.log.WaitFor(5*time.Second, append([]string{"local=" + hostPort, "outcome=exec"}, want...)...)
+		if !ok {
+			t.Fatalf("%s: no log line saying %q; log ends:\n%s", hostPort, want, w.log.Tail(5))
+		}
+		return line
+	}
+
+	const said = "/bin/whoami exists but shared libraries it needs are missing inside the root: libsaid.so.1"
+	answer(1, fine, ipc.ProgramCheck{State: ipc.ProgramLibrariesMissing, Reason: said})
+	logged("192.0.2.1:7460", "via=daemon", "warning=", "libsaid.so.1")
+
+	answer(2, gone, ipc.ProgramCheck{State: ipc.ProgramReady})
+	if line := logged("192.0.2.2:7460", "via=daemon"); strings.Contains(line, "warning=") {
+		t.Errorf("the daemon said ready, yet virtuald checked the libraries itself: %s", line)
+	}
+
+	// Without a daemon the file answers, and virtuald's own check warns.
+	logged("192.0.2.2:7461", "via=file", "shared libraries missing inside the root: libc.so.6")
 }
 
 // fieldsOf encodes the fields of an answer (after "ok").

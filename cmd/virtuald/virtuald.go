@@ -167,8 +167,9 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 		return exitUsage
 	}
 	health := ipc.MarkFor(socketPath)
+	ask := askAbout(program, env)
 	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
-		return resolve(health, socketPath, confPath, addr)
+		return resolve(health, socketPath, confPath, addr, ask)
 	})
 	line := &d.line
 	if err == nil {
@@ -252,8 +253,8 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	// The service replaces virtuald here: nobody would see it fail, so
 	// the warning goes in the line before the exec.
 	severity := syslog.Info
-	if libs := root.MissingLibraries(path, env); libs != "" {
-		line.add("warning", "shared libraries missing inside the root: "+libs)
+	if w := ask.libraryWarning(root, path, env); w != "" {
+		line.add("warning", w)
 		severity = syslog.Warning
 	}
 	line.add("outcome", "exec")
@@ -418,13 +419,14 @@ func checkWildcard(c socket.Conn, o cmdline.Options, line *connLog) error {
 // resolve asks ipwatchd, and reads the conf file itself when the daemon is
 // absent, slow, not trusted, does not know the file, or holds another
 // version of it. via says which answered, "daemon" or "file"; why, when
-// the file did, why the daemon did not.
-func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr) (m conf.Match, via, why string, err error) {
+// the file did, why the daemon did not. The daemon is asked about ask's
+// program too, and its answer kept in ask.
+func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr, ask *programAsk) (m conf.Match, via, why string, err error) {
 	var st unix.Stat_t
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
-	d := askDaemon(health, socketPath, confPath, ipc.FileIDOf(&st), addr)
+	d := askDaemon(health, socketPath, confPath, ipc.FileIDOf(&st), addr, ask)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -445,26 +447,31 @@ type daemonAnswer struct {
 }
 
 // askDaemon asks ipwatchd which entry of the conf file with identity id
-// serves addr, unless health holds the daemon to be slow, and tells health
-// how the question went.
-func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, addr netip.Addr) daemonAnswer {
+// serves addr (and, when ask is not nil, what it found of ask's program
+// there, kept in ask), unless health holds the daemon to be slow, and
+// tells health how the question went.
+func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, addr netip.Addr, ask *programAsk) daemonAnswer {
 	at := health.Begin()
 	if !at.Ask {
 		return daemonAnswer{reason: at.Why}
 	}
-	d := question(socketPath, confPath, id, addr, at.Probe)
+	d := question(socketPath, ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id}, at.Probe, ask)
 	at.Done(d.slow)
 	return d
 }
 
 // question is askDaemon's exchange; a probe of a daemon held to be slow
 // waits less.
-func question(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe bool) daemonAnswer {
+func question(socketPath string, r ipc.ResolveRequest, probe bool, ask *programAsk) daemonAnswer {
 	daemon := ipc.Client{Socket: socketPath, Timeout: daemonTimeout}
 	if probe {
 		daemon.Timeout = ipc.ProbeTimeout
 	}
-	a, err := daemon.Resolve(ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id})
+	if ask != nil {
+		r.Program, r.Path = ask.name, ask.path
+	}
+	addr := r.Addr
+	a, err := daemon.Resolve(r)
 	var refused *ipc.RefusedError
 	switch {
 	case errors.Is(err, ipc.ErrAbsent):
@@ -479,6 +486,9 @@ func question(socketPath, confPath string, id ipc.FileID, addr netip.Addr, probe
 	m, err := a.Match(addr)
 	if err != nil {
 		return daemonAnswer{reason: err.Error()}
+	}
+	if ask != nil {
+		ask.found = a.Program
 	}
 	return daemonAnswer{match: &m, generation: a.Generation}
 }

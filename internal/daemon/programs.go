@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/virtuald/virtuald/internal/chroot"
+	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/ipc/admin"
 	"github.com/virtuald/virtuald/internal/service"
 	"github.com/virtuald/virtuald/internal/superserver"
@@ -130,6 +131,24 @@ func (p *programCheck) at(line int) (state, reason string) {
 		return programStates[f.state], p.reasons[f.reason]
 	}
 	return admin.ProgramReady, ""
+}
+
+// programIn says what pass r found of the program name, looked up in
+// PATH path, inside the root of the entry on line: unchecked when r is
+// nil (no pass over this snapshot yet), when the root failed the pass,
+// or when no service of the file starts that program.
+func (r *rootCheck) programIn(line int, name, path string) ipc.ProgramCheck {
+	if r == nil || r.failedLine(line) {
+		return ipc.ProgramCheck{State: ipc.ProgramUnchecked}
+	}
+	for _, p := range r.programs {
+		// execvp looks a name with a slash up nowhere.
+		if p.name == name && (p.path == path || strings.Contains(name, "/")) {
+			state, reason := p.at(line)
+			return ipc.ProgramCheck{State: state, Reason: reason}
+		}
+	}
+	return ipc.ProgramCheck{State: ipc.ProgramUnchecked}
 }
 
 // entryPrograms says, for the entry on line, whether each program that

@@ -131,6 +131,8 @@ func (d *Daemon) resolve(peer unix.Ucred, r ipc.ResolveRequest) (*ipc.Answer, er
 	}
 	if m.Err != nil {
 		a.Refusal = m.Err.Error()
+	} else if m.Entry != nil && r.Program != "" {
+		a.Program = c.checkFor(s).programIn(m.Entry.Line, r.Program, r.Path)
 	}
 	d.queries.ok.Add(1)
 	return a, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -78,7 +79,7 @@ func TestDecodeRefuses(t *testing.T) {
 // fields of the protocol, in order.
 func TestRequestRoundTrip(t *testing.T) {
 	resolve := ResolveRequest{Conf: "/etc/virtuald/conf.ftp", Addr: netip.MustParseAddr("2001:db8::10"),
-		ID: FileID{Dev: 1, Ino: 2, Size: 3, MtimeNs: -4, CtimeNs: 5}}
+		ID: FileID{Dev: 1, Ino: 2, Size: 3, MtimeNs: -4, CtimeNs: 5}, Program: "in.ftpd", Path: "/usr/sbin"}
 	lookup := resolve
 	lookup.Lookup = true
 	for _, c := range []struct {
@@ -89,10 +90,10 @@ func TestRequestRoundTrip(t *testing.T) {
 		want  any
 	}{
 		{"resolve", resolve.AppendFrame(nil),
-			[]string{Version, OpResolve, "/etc/virtuald/conf.ftp", "2001:db8::10", "1", "2", "3", "-4", "5"},
+			[]string{Version, OpResolve, "/etc/virtuald/conf.ftp", "2001:db8::10", "1", "2", "3", "-4", "5", "in.ftpd", "/usr/sbin"},
 			func(f [][]byte) (any, error) { return ParseResolveRequest(f) }, resolve},
 		{"lookup", lookup.AppendFrame(nil),
-			[]string{Version, OpLookup, "/etc/virtuald/conf.ftp", "2001:db8::10", "1", "2", "3", "-4", "5"},
+			[]string{Version, OpLookup, "/etc/virtuald/conf.ftp", "2001:db8::10", "1", "2", "3", "-4", "5", "in.ftpd", "/usr/sbin"},
 			func(f [][]byte) (any, error) { return ParseResolveRequest(f) }, lookup},
 		{"count", mustCount(t, CountRequest{Conf: "/c", Counts: []EntryCount{{"10.0.0.1", 7}, {"default", 1}}}),
 			[]string{Version, OpCount, "/c", "10.0.0.1", "7", "default", "1"},
@@ -176,7 +177,11 @@ func parseCount(f [][]byte) error   { _, err := ParseCountRequest(f); return err
 // Every reply decodes to what the daemon meant: the answer, or the error
 // it stands for.
 func TestReplyRoundTrip(t *testing.T) {
-	a := &Answer{Generation: 7, Rule: "prefix", Line: 12, Key: "10.0.0.0/24", Root: "/virtual/pool", Options: "user=ftp isolate=mount,uts hostname=pool.example"}
+	a := &Answer{Generation: 7, Rule: "prefix", Line: 12, Key: "10.0.0.0/24", Root: "/virtual/pool", Options: "user=ftp isolate=mount,uts hostname=pool.example",
+		Program: ProgramCheck{ProgramLibrariesMissing, "/usr/sbin/in.ftpd exists but shared libraries it needs are missing inside the root: libc.so.6"}}
+	unchecked := &Answer{Generation: 1, Rule: "exact", Line: 1, Key: "10.0.0.1", Root: "/"}
+	uncheckedWant := *unchecked
+	uncheckedWant.Program.State = ProgramUnchecked
 	for _, c := range []struct {
 		name   string
 		reply  [][]byte
@@ -184,6 +189,7 @@ func TestReplyRoundTrip(t *testing.T) {
 		err    error
 	}{
 		{"ok", ResolveReply(a, nil), a, nil},
+		{"ok, no program checked", ResolveReply(unchecked, nil), &uncheckedWant, nil},
 		{"stale", ResolveReply(nil, ErrStale), nil, ErrStale},
 		{"racy", ResolveReply(nil, ErrRacy), nil, ErrRacy},
 		{"unknown", ResolveReply(nil, ErrUnknown), nil, ErrUnknown},
@@ -223,7 +229,7 @@ func roundTrip(t *testing.T, reply [][]byte) [][]byte {
 }
 
 func TestRepliesRefused(t *testing.T) {
-	answer := []string{ReplyOK, "1", "exact", "1", "10.0.0.1", "/", "", ""}
+	answer := []string{ReplyOK, "1", "exact", "1", "10.0.0.1", "/", "", "", ProgramReady, ""}
 	for _, c := range []struct {
 		name  string
 		reply []string
@@ -231,7 +237,8 @@ func TestRepliesRefused(t *testing.T) {
 	}{
 		{"empty", nil, parseResolveReply},
 		{"ok alone", []string{ReplyOK}, parseResolveReply},
-		{"an answer short of a field", answer[:7], parseResolveReply},
+		{"an answer short of a field", answer[:9], parseResolveReply},
+		{"an answer of no program state", append(slices.Clone(answer[:8]), "", ""), parseResolveReply},
 		{"an answer of no generation", append([]string{ReplyOK, "x"}, answer[2:]...), parseResolveReply},
 		{"an answer past the largest line", append([]string{ReplyOK, "1", "exact", "2147483649"}, answer[4:]...), parseResolveReply},
 		{"a stream's status", []string{ReplyEntries, "/c", "[]"}, parseResolveReply},

@@ -65,6 +65,11 @@ type ResolveRequest struct {
 	Addr   netip.Addr
 	ID     FileID // the conf file as the asker found it
 	Lookup bool
+	// Program is the program virtuald will start, as its command line
+	// names it, and Path the PATH it looks a name without a slash up in
+	// ("" for none): the answer says what the daemon found of it inside
+	// the entry's root (Answer.Program). Empty: none asked about.
+	Program, Path string
 }
 
 // AppendFrame appends the request's frame to b.
@@ -76,13 +81,15 @@ func (r *ResolveRequest) AppendFrame(b []byte) []byte {
 	b, frame := beginRequest(b, op)
 	b = appendField(b, r.Conf)
 	b = appendAddr(b, r.Addr)
-	return closeLength(r.ID.appendFields(b), frame)
+	b = r.ID.appendFields(b)
+	b = appendField(b, r.Program)
+	return closeLength(appendField(b, r.Path), frame)
 }
 
 // ParseResolveRequest reads a resolve or lookup request from the fields of
 // its frame.
 func ParseResolveRequest(req [][]byte) (ResolveRequest, error) {
-	args, err := requestArgs(req, 2+fileIDFields, false, OpResolve, OpLookup)
+	args, err := requestArgs(req, 4+fileIDFields, false, OpResolve, OpLookup)
 	if err != nil {
 		return ResolveRequest{}, err
 	}
@@ -90,9 +97,10 @@ func ParseResolveRequest(req [][]byte) (ResolveRequest, error) {
 	if r.Addr, err = netip.ParseAddr(string(args[1])); err != nil {
 		return ResolveRequest{}, fmt.Errorf("%w: bad address %q", ErrFrame, args[1])
 	}
-	if r.ID, err = parseFileID(args[2:]); err != nil {
+	if r.ID, err = parseFileID(args[2 : 2+fileIDFields]); err != nil {
 		return ResolveRequest{}, err
 	}
+	r.Program, r.Path = string(args[2+fileIDFields]), string(args[3+fileIDFields])
 	return r, nil
 }
 
@@ -106,10 +114,34 @@ type Answer struct {
 	Root       string
 	Options    string // the entry's options in canonical form (conf.Options.String)
 	Refusal    string // non-empty: refuse the connection, for this reason
+	Program    ProgramCheck
 }
 
+// ProgramCheck is what ipwatchd's validator found, in its last pass over
+// the conf file, of the program a resolve asked about, inside the root of
+// the entry that answers it: virtuald needs no check of its own to warn
+// of the shared libraries the root lacks (the loader would tell only the
+// client).
+type ProgramCheck struct {
+	// State is ProgramUnchecked (the zero value stands for it) when the
+	// validator did not check that program in that root, ProgramReady, or
+	// why the program cannot start there, with Reason in words.
+	State  string
+	Reason string
+}
+
+// Program states: what ipwatchd's validator found of a program inside a
+// root (status's too).
+const (
+	ProgramReady              = "ready"               // found, executable, with its interpreter and every library
+	ProgramMissing            = "missing"             // not found, not a regular file, or not executable
+	ProgramInterpreterMissing = "interpreter-missing" // its ELF or #! interpreter is not inside the root
+	ProgramLibrariesMissing   = "libraries-missing"   // a shared library of its closure is not inside the root
+	ProgramUnchecked          = "unchecked"           // not checked (see where each says why)
+)
+
 // answerFields is how many fields an Answer takes after ReplyOK.
-const answerFields = 7
+const answerFields = 9
 
 // ResolveReply is the reply to a resolve: the answer, or err, which is
 // ErrStale, ErrRacy or ErrUnknown for those replies and any other error
@@ -120,7 +152,11 @@ func ResolveReply(a *Answer, err error) [][]byte {
 	}
 	f := make([][]byte, 0, 1+answerFields)
 	f = append(f, []byte(ReplyOK), strconv.AppendUint(nil, a.Generation, 10), []byte(a.Rule), strconv.AppendInt(nil, int64(a.Line), 10))
-	for _, s := range []string{a.Key, a.Root, a.Options, a.Refusal} {
+	state := a.Program.State
+	if state == "" {
+		state = ProgramUnchecked
+	}
+	for _, s := range []string{a.Key, a.Root, a.Options, a.Refusal, state, a.Program.Reason} {
 		f = append(f, []byte(s))
 	}
 	return f
@@ -178,9 +214,15 @@ func ParseResolveReply(reply [][]byte) (*Answer, error) {
 	if line > 1<<31 {
 		return nil, fmt.Errorf("%w: line %d", ErrFrame, line)
 	}
+	switch string(f[7]) {
+	case ProgramUnchecked, ProgramReady, ProgramMissing, ProgramInterpreterMissing, ProgramLibrariesMissing:
+	default:
+		return nil, fmt.Errorf("%w: program state %q", ErrFrame, f[7])
+	}
 	return &Answer{
 		Generation: gen, Rule: string(f[1]), Line: int(line), Key: string(f[3]),
 		Root: string(f[4]), Options: string(f[5]), Refusal: string(f[6]),
+		Program: ProgramCheck{State: string(f[7]), Reason: string(f[8])},
 	}, nil
 }
 

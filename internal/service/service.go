@@ -45,26 +45,27 @@ func (r Root) open(p string, flags uint64) (int, error) {
 var errNotRegular = errors.New("not a regular file")
 
 // openRegular opens p inside the root for reading, only if it is a regular
-// file. The tenant owns everything in its root: a FIFO where a program or
-// library is expected would block a blocking open (as root, holding a slot
-// of accept mode) until someone writes to it, and a device would be read
-// from. So the open never blocks (O_NONBLOCK), and the opened file is
-// checked with fstat before any read; every read is bounded by its caller.
-func (r Root) openRegular(p string) (int, error) {
-	fd, err := r.open(p, unix.O_RDONLY|unix.O_NONBLOCK)
+// file, and returns its size. The tenant owns everything in its root: a
+// FIFO where a program or library is expected would block a blocking open
+// (as root, holding a slot of accept mode) until someone writes to it, and
+// a device would be read from. So the open never blocks (O_NONBLOCK), and
+// the opened file is checked with fstat before any read; every read is
+// bounded by its caller.
+func (r Root) openRegular(p string) (fd int, size int64, err error) {
+	fd, err = r.open(p, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, 0, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, errNotRegular
+		return -1, 0, errNotRegular
 	}
-	return fd, nil
+	return fd, st.Size, nil
 }
 
 func (r Root) stat(p string, st *unix.Stat_t) error {
@@ -83,14 +84,16 @@ func (r Root) Exists(p string) bool {
 }
 
 // ReadFile reads at most limit bytes of p inside the root, which must be a
-// regular file.
+// regular file, into a buffer of the file's size (the limit is megabytes
+// for the loader's cache: allocating it would cost a connection the page
+// faults and a garbage collection).
 func (r Root) ReadFile(p string, limit int) ([]byte, error) {
-	fd, err := r.openRegular(p)
+	fd, size, err := r.openRegular(p)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	b := make([]byte, limit)
+	b := make([]byte, min(size, int64(limit)))
 	n, err := fileAt(fd).ReadAt(b, 0)
 	if err != nil && err != io.EOF {
 		return nil, err
@@ -108,7 +111,7 @@ func (r Root) LookPath(program string, env []string) (string, error) {
 	if strings.Contains(program, "/") {
 		return program, nil
 	}
-	pathEnv, ok := getenv(env, "PATH")
+	pathEnv, ok := Getenv(env, "PATH")
 	if !ok {
 		pathEnv = DefaultPath
 	}
@@ -234,7 +237,7 @@ func (r Root) CheckLibrary(path string) error {
 // nothing. Most of its cost is reading the root's ld.so.cache, which the
 // program's own libraries need as much as the rest of the closure.
 func (r Root) MissingLibraries(path string, env []string) string {
-	ld, _ := getenv(env, "LD_LIBRARY_PATH")
+	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
 		return ""
@@ -282,7 +285,7 @@ func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 		}
 		return "", nil
 	}
-	ld, _ := getenv(env, "LD_LIBRARY_PATH")
+	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
 	c, err := elfdeps.Resolve(r, path, ld)
 	if err != nil {
 		return "", nil
@@ -308,7 +311,7 @@ func (r Root) missingDeps(path string, env []string) (why string, kind error) {
 // Open opens p inside the root for reading, only if it is a regular file
 // (elfdeps.FS).
 func (r Root) Open(p string) (elfdeps.File, error) {
-	fd, err := r.openRegular(p)
+	fd, _, err := r.openRegular(p)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +343,9 @@ func (f fileAt) ReadAt(b []byte, off int64) (int, error) {
 
 func (f fileAt) Close() error { return unix.Close(int(f)) }
 
-func getenv(env []string, key string) (string, bool) {
+// Getenv returns the value of key in env (the last, when it is set twice)
+// and whether it is set.
+func Getenv(env []string, key string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
 			return v, true

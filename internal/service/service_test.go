@@ -129,3 +129,26 @@ func TestCheckKinds(t *testing.T) {
 		t.Errorf("a script with its interpreter in place: %v", err)
 	}
 }
+
+// ReadFile allocates what the file holds, not its limit: the loader's
+// cache is read with a limit of megabytes on every check, and a buffer
+// that size costs the page faults and garbage collection of a
+// dynamically linked service's connection.
+func TestReadFileSizedByFile(t *testing.T) {
+	dir := t.TempDir()
+	testbed.Must(t, os.WriteFile(filepath.Join(dir, "small"), []byte("0123456789"), 0o644))
+	r := openRoot(t, dir)
+	var got []byte
+	allocs := testing.AllocsPerRun(10, func() {
+		got, _ = r.ReadFile("/small", 4<<20)
+	})
+	if string(got) != "0123456789" {
+		t.Fatalf("read %q", got)
+	}
+	if c := cap(got); c > 64 {
+		t.Errorf("a 10-byte file was read into a buffer of %d bytes", c)
+	}
+	if allocs > 2 {
+		t.Errorf("%v allocations per read", allocs)
+	}
+}

@@ -150,13 +150,13 @@ type ProgramStatus struct {
 	Reason   string   `json:"reason"`
 }
 
-// Program states.
+// Program states, the ones a resolve's answer carries (ipc.ProgramCheck).
 const (
-	ProgramReady              = "ready"               // found, executable, with its interpreter and every library
-	ProgramMissing            = "missing"             // not found, not a regular file, or not executable
-	ProgramInterpreterMissing = "interpreter-missing" // its ELF or #! interpreter is not inside the root
-	ProgramLibrariesMissing   = "libraries-missing"   // a shared library of its closure is not inside the root
-	ProgramUnchecked          = "unchecked"           // the entry is refused, or its root failed the last check
+	ProgramReady              = ipc.ProgramReady
+	ProgramMissing            = ipc.ProgramMissing
+	ProgramInterpreterMissing = ipc.ProgramInterpreterMissing
+	ProgramLibrariesMissing   = ipc.ProgramLibrariesMissing
+	ProgramUnchecked          = ipc.ProgramUnchecked // the entry is refused, or its root failed the last check, or not checked yet
 )
 
 // RelayStatus is the log relay of an entry's root: a dev/log that
