@@ -65,28 +65,23 @@ func streamExact(fd int, addr netip.Addr) (found *Entry, err error) {
 			return nil, nil
 		}
 		n += m
-		data := buf[:n]
-		for found == nil {
-			i := bytes.IndexByte(data, '\n')
-			if i < 0 && !(eof && len(data) > 0) {
-				break
-			}
-			line := data
-			if i >= 0 {
-				line, data = data[:i], data[i+1:]
-			} else {
-				data = nil
-			}
-			no++
-			if skipping {
-				skipping = false
-				continue
-			}
-			found = exactEntry(line, no, text, addr)
-		}
 		if found != nil {
 			n = 0 // only the NUL check goes on
 			continue
+		}
+		data := buf[:n]
+		if skipping { // the rest of a line too long to be read
+			i := bytes.IndexByte(data, '\n')
+			switch {
+			case i >= 0:
+				data, skipping = data[i+1:], false
+				no++
+			case eof:
+				data = nil
+			}
+		}
+		if !skipping {
+			found, data = exactIn(data, eof, &no, text, addr)
 		}
 		n = copy(buf, data)
 		if n == len(buf) { // no line break in the whole buffer
@@ -167,21 +162,48 @@ func findCatchAll(path string, data []byte, addr netip.Addr) Match {
 // nothing: the property tests check that Find agrees with Parse+Lookup.
 func findExact(data []byte, addr netip.Addr) *Entry {
 	var buf [64]byte
-	text := addr.AppendTo(buf[:0])
 	no := 0
+	e, _ := exactIn(data, true, &no, addr.AppendTo(buf[:0]), addr)
+	return e
+}
+
+// exactIn returns the entry of the first line of data whose key is addr
+// (text is addr's canonical text), or nil and what is left of data: a
+// last line without its line break, unless whole says data ends there.
+// *no is the number of the line before data's first, and becomes that of
+// the last line read. Only a line whose key could be addr's is parsed
+// (exactEntry): one that begins with addr's text, or with a blank, or
+// holds a colon (an IPv6 or IPv4-mapped key). The colons are found by
+// one vectorized search for all the lines, not one a line: a file of
+// IPv4 entries costs a search for its line breaks and a comparison a line.
+func exactIn(data []byte, whole bool, no *int, text []byte, addr netip.Addr) (*Entry, []byte) {
+	colon := bytes.IndexByte(data, ':') // in data; -1: none left
 	for len(data) > 0 {
-		no++
-		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			if !whole {
+				return nil, data
+			}
+			i = len(data)
 		}
-		if e := exactEntry(line, no, text, addr); e != nil {
-			return e
+		line := data[:i]
+		*no++
+		if colon >= 0 && colon < i || len(line) > 0 && (isBlank(line[0]) || bytes.HasPrefix(line, text)) {
+			if e := exactEntry(line, *no, text, addr); e != nil {
+				return e, nil
+			}
+		}
+		if i == len(data) {
+			break
+		}
+		data = data[i+1:]
+		if colon >= 0 {
+			if colon -= i + 1; colon < 0 {
+				colon = bytes.IndexByte(data, ':')
+			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // exactEntry returns the entry of line (number no) when its key is addr
