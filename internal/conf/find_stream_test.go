@@ -18,7 +18,7 @@ import (
 // the cases are the ways a key can be missed by that shortcut.
 func TestStreamExact(t *testing.T) {
 	filler := strings.Repeat("10.9.9.9 /virtual/filler\n", 3*streamBuf/25) // several reads' worth
-	long := "10.0.0.1 /" + strings.Repeat("x", streamBuf+10) + "\n"            // longer than a read: never an entry
+	long := "10.0.0.1 /" + strings.Repeat("x", streamBuf+10) + "\n"        // longer than a read: never an entry
 	for _, c := range []struct {
 		name, text, addr string
 		line             int // 0: none
