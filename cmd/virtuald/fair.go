@@ -38,7 +38,7 @@ func newFairStarts(turns, spare int) *fairStarts {
 // the caller (accept mode's -max-per-entry and -max-children slots).
 func (q *fairStarts) do(entry string, start func()) {
 	q.mu.Lock()
-	if len(q.waiting[entry]) == 0 && (len(q.order) == 0 && q.busy < q.max || q.lane(entry)) {
+	if len(q.waiting[entry]) == 0 && (len(q.order) == 0 && q.busy < q.max || q.lane(entry, 0)) {
 		q.busy++
 		q.running[entry]++
 		q.mu.Unlock()
@@ -56,15 +56,18 @@ func (q *fairStarts) do(entry string, start func()) {
 }
 
 // lane reports whether entry may start beside the turns: it has no start
-// running and fewer than spare run. q.mu is held.
-func (q *fairStarts) lane(entry string) bool {
-	return q.running[entry] == 0 && q.busy < q.spare
+// running, at most the one in hand waiting (waiting: 0 for a start that
+// arrives, 1 for one in line), and fewer than spare run. q.mu is held.
+// An entry with more waiting has a backlog: it takes turns only, so that
+// its next start waits for a lane's to end instead of running beside it.
+func (q *fairStarts) lane(entry string, waiting int) bool {
+	return q.running[entry] == 0 && len(q.waiting[entry]) <= waiting && q.busy < q.spare
 }
 
 // next counts a start of entry as ended and gives the places free to the
 // entries waiting, in turn order: a turn while fewer than max run, a lane
-// to an entry with none running; an entry that still has starts waiting
-// goes to the back of the line.
+// to an entry with none running and no backlog; an entry that still has
+// starts waiting goes to the back of the line.
 func (q *fairStarts) next(entry string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -74,7 +77,7 @@ func (q *fairStarts) next(entry string) {
 	}
 	for i := 0; i < len(q.order); {
 		e := q.order[i]
-		if q.busy >= q.max && !q.lane(e) {
+		if q.busy >= q.max && !q.lane(e, 1) {
 			i++
 			continue
 		}
