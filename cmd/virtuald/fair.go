@@ -15,12 +15,17 @@ import "sync"
 // another entry 0.30x its rate alone during a flood, two at a time 0.14x
 // (BenchmarkFlood), for the same total.
 //
-// Besides the turns, an entry with no start running has a lane of its
-// own while fewer than spare starts run (the CPUs): its start begins at
-// once, beside the flood's, instead of waiting for one of them; no entry
-// runs two starts at once that way, so a flood cannot take the lanes.
-// BenchmarkFlood without limits, interleaved on 2 quiet cores: 0.33-0.47
-// with the lane, 0.26-0.32 without (BENCHMARKS.md).
+// Besides the turns, an entry with no start running and none other
+// waiting has a lane of its own while fewer than spare starts run (the
+// CPUs): its start begins at once, beside the flood's, instead of
+// waiting for one of them; no entry runs two starts at once that way.
+// An entry with a backlog (a flood) takes turns only: when its start
+// ends while a lane's runs, its next waits for the lane's, since two
+// starts at once slow each other (a quiet entry's start took 2-4 times
+// as long beside the flood's, its wait for a turn nothing).
+// BenchmarkFlood without limits, interleaved on 2 cores: 0.42-0.50 so,
+// 0.33-0.39 with lanes for backlogs too, 0.26-0.32 without lanes
+// (BENCHMARKS.md, with what else was tried).
 type fairStarts struct {
 	max, spare int
 	mu         sync.Mutex
