@@ -20,6 +20,9 @@ import (
 // that failed, and the flood's own rate:
 //
 //   - no-limits: the entries have no limits (goal: share >= 0.5);
+//   - no-limits-4: the same with 4 entries busy: addresses 3 and 4 have
+//     a client of their own like address 2's in every phase, so that the
+//     share says what the flood takes from one of 3 quiet entries;
 //   - limits: every entry has rate=50/s max=16 (goal: share >= 0.8; the
 //     client of address 2 is then held to 50 a second by its own rate=,
 //     and the connections its entry refuses are counted apart);
@@ -36,9 +39,10 @@ func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
-	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "") })
-	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16") })
-	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16") })
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2) })
+	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4) })
+	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2) })
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2) })
 	b.Run("refusal-cost", benchRefusalCost)
 }
 
@@ -95,8 +99,9 @@ func (f *floodSite) run(n, i int, d time.Duration) counts {
 }
 
 // benchFlood floods address 1, whose entry has the options flooded, and
-// measures address 2, whose entry (as every other) has others.
-func benchFlood(b *testing.B, flooded, others string) {
+// measures address 2, whose entry (as every other) has others, while the
+// addresses 3 to busy each have a client like address 2's.
+func benchFlood(b *testing.B, flooded, others string, busy int) {
 	f := newFloodSite(b, func(i int) string {
 		if i == 0 {
 			return flooded
@@ -107,19 +112,35 @@ func benchFlood(b *testing.B, flooded, others string) {
 	const phase, flooders = 4 * time.Second, 64
 	rate := func(c counts) float64 { return float64(c.served) / phase.Seconds() }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nlimits %q\n| round | address 2 alone (conn/s) | during the flood | share | failed during | refused by its own limits (alone, during) | flood served/s (refused, failed) | CPU during: server, flood's clients (cores) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", limits)
+	// measure runs address 2's client for a phase, beside those of the
+	// addresses 3 to busy, whose failed connections it adds to its own.
+	measure := func() counts {
+		others := make([]counts, busy)
+		var wg sync.WaitGroup
+		for i := 2; i < busy; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); others[i] = f.run(1, i, phase) }()
+		}
+		c := f.run(1, 1, phase)
+		wg.Wait()
+		for _, o := range others {
+			c.failed += o.failed
+		}
+		return c
+	}
+	fmt.Fprintf(&sb, "\nlimits %q, %d entries busy\n| round | address 2 alone (conn/s) | during the flood | share | failed during (busy entries) | refused by its own limits (alone, during) | flood served/s (refused, failed) | CPU during: server, flood's clients (cores) | after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", limits, busy)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		alone := f.run(1, 1, phase)
+		alone := measure()
 		var flood counts
 		var wg sync.WaitGroup
 		wg.Add(1)
 		before := f.group.usage()
 		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase) }()
-		during := f.run(1, 1, phase)
+		during := measure()
 		wg.Wait()
 		server := float64(f.group.usage()-before) / 1e9 / phase.Seconds()
-		after := f.run(1, 1, phase)
+		after := measure()
 		share := rate(during) / rate(alone)
 		fmt.Fprintf(&sb, "| %d | %.0f | %.0f | %.2f | %d | %d, %d | %.0f (%d, %d) | %.2f, %.2f | %.0f |\n", i+1, rate(alone), rate(during), share,
 			during.failed, alone.refused, during.refused, rate(flood), flood.refused, flood.failed, server, flood.cpu.Seconds()/phase.Seconds(), rate(after))

@@ -15,12 +15,17 @@ import "sync"
 // another entry 0.30x its rate alone during a flood, two at a time 0.14x
 // (BenchmarkFlood), for the same total.
 //
-// Besides the turns, an entry with no start running has a lane of its
-// own while fewer than spare starts run (the CPUs): its start begins at
-// once, beside the flood's, instead of waiting for one of them; no entry
-// runs two starts at once that way, so a flood cannot take the lanes.
-// BenchmarkFlood without limits, interleaved on 2 quiet cores: 0.33-0.47
-// with the lane, 0.26-0.32 without (BENCHMARKS.md).
+// Besides the turns, an entry with no start running and none other
+// waiting has a lane of its own while fewer than spare starts run (the
+// CPUs): its start begins at once, beside the flood's, instead of
+// waiting for one of them; no entry runs two starts at once that way.
+// An entry with a backlog (a flood) takes turns only: when its start
+// ends while a lane's runs, its next waits for the lane's, since two
+// starts at once slow each other (a quiet entry's start took 2-4 times
+// as long beside the flood's, its wait for a turn nothing).
+// BenchmarkFlood without limits, interleaved on 2 cores: 0.42-0.50 so,
+// 0.33-0.39 with lanes for backlogs too, 0.26-0.32 without lanes
+// (BENCHMARKS.md, with what else was tried).
 type fairStarts struct {
 	max, spare int
 	mu         sync.Mutex
@@ -38,7 +43,7 @@ func newFairStarts(turns, spare int) *fairStarts {
 // the caller (accept mode's -max-per-entry and -max-children slots).
 func (q *fairStarts) do(entry string, start func()) {
 	q.mu.Lock()
-	if len(q.waiting[entry]) == 0 && (len(q.order) == 0 && q.busy < q.max || q.lane(entry)) {
+	if len(q.waiting[entry]) == 0 && (len(q.order) == 0 && q.busy < q.max || q.lane(entry, 0)) {
 		q.busy++
 		q.running[entry]++
 		q.mu.Unlock()
@@ -56,15 +61,18 @@ func (q *fairStarts) do(entry string, start func()) {
 }
 
 // lane reports whether entry may start beside the turns: it has no start
-// running and fewer than spare run. q.mu is held.
-func (q *fairStarts) lane(entry string) bool {
-	return q.running[entry] == 0 && q.busy < q.spare
+// running, at most the one in hand waiting (waiting: 0 for a start that
+// arrives, 1 for one in line), and fewer than spare run. q.mu is held.
+// An entry with more waiting has a backlog: it takes turns only, so that
+// its next start waits for a lane's to end instead of running beside it.
+func (q *fairStarts) lane(entry string, waiting int) bool {
+	return q.running[entry] == 0 && len(q.waiting[entry]) <= waiting && q.busy < q.spare
 }
 
 // next counts a start of entry as ended and gives the places free to the
 // entries waiting, in turn order: a turn while fewer than max run, a lane
-// to an entry with none running; an entry that still has starts waiting
-// goes to the back of the line.
+// to an entry with none running and no backlog; an entry that still has
+// starts waiting goes to the back of the line.
 func (q *fairStarts) next(entry string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -74,7 +82,7 @@ func (q *fairStarts) next(entry string) {
 	}
 	for i := 0; i < len(q.order); {
 		e := q.order[i]
-		if q.busy >= q.max && !q.lane(e) {
+		if q.busy >= q.max && !q.lane(e, 1) {
 			i++
 			continue
 		}

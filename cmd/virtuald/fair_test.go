@@ -100,3 +100,39 @@ func TestFairStartsOwnLane(t *testing.T) {
 		t.Errorf("after every start: busy %d, order %v, waiting %v, running %v", q.busy, q.order, q.waiting, q.running)
 	}
 }
+
+// An entry with a backlog takes turns only: when the flood's start ends
+// while "quiet"'s runs in its lane, the flood's next waits for quiet's
+// to end, instead of taking a lane beside it (where the two starts
+// slowed each other: BenchmarkFlood).
+func TestFairStartsBacklogTakesTurns(t *testing.T) {
+	q := newFairStarts(1, 2)
+	holdFlood, holdQuiet := make(chan struct{}), make(chan struct{})
+	floodRunning, quietRunning := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	go q.do("flood", func() { close(floodRunning); <-holdFlood })
+	<-floodRunning
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.do("flood", func() { mu.Lock(); order = append(order, "flood"); mu.Unlock() })
+		}()
+	}
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.waiting["flood"]) == 5 })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		q.do("quiet", func() { close(quietRunning); <-holdQuiet; mu.Lock(); order = append(order, "quiet"); mu.Unlock() })
+	}()
+	<-quietRunning // in its lane, beside the flood's start
+	close(holdFlood)
+	waitFor(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return q.busy == 1 && q.running["flood"] == 0 })
+	close(holdQuiet)
+	wg.Wait()
+	if len(order) != 6 || order[0] != "quiet" {
+		t.Errorf("starts in the order %v, want quiet's first, then the flood's 5", order)
+	}
+}
