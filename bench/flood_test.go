@@ -31,7 +31,11 @@ import (
 //     without the flood's own starts);
 //   - refusal-cost: what a connection refused for a limit costs accept
 //     mode (virtuald and its services, in a cpuacct cgroup) against one
-//     served, 2 clients at a time (the machine's cores).
+//     served, 2 clients at a time (the machine's cores);
+//   - refusal-cost-per-connection: the same with one virtuald per
+//     connection (inetd nowait), which refuses for the entry's limits
+//     itself (package slots) when the kernel does not (no daemon here):
+//     what is left is inetd's fork and virtuald's start.
 //
 // The clients are processes of their own in the namespace (bench/client),
 // the measuring one and the flood's, as remote clients would be.
@@ -43,12 +47,13 @@ func BenchmarkFlood(b *testing.B) {
 	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4) })
 	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2) })
 	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2) })
-	b.Run("refusal-cost", benchRefusalCost)
+	b.Run("refusal-cost", func(b *testing.B) { benchRefusalCost(b, false) })
+	b.Run("refusal-cost-per-connection", func(b *testing.B) { benchRefusalCost(b, true) })
 }
 
-// floodSite is virtuald -accept under inetd on port 7100 for the eight
-// addresses of sites, address i with options opts(i), inetd in a cpuacct
-// cgroup.
+// floodSite is virtuald -accept (or, perConnection, one virtuald per
+// connection) under inetd on port 7100 for the eight addresses of sites,
+// address i with options opts(i), inetd in a cpuacct cgroup.
 type floodSite struct {
 	ns     *testbed.NetNS
 	addrs  []string
@@ -56,7 +61,7 @@ type floodSite struct {
 	client string // bench/client
 }
 
-func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
+func newFloodSite(b *testing.B, perConnection bool, opts func(i int) string) *floodSite {
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(b)
 	client, err := testbed.Build(b.TempDir(), "./bench/client")
@@ -71,8 +76,11 @@ func newFloodSite(b *testing.B, opts func(i int) string) *floodSite {
 	}
 	conf := roots.WriteConf("conf.flood", lines...)
 	sl := testbed.NewSyslog(b, b.TempDir())
-	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf",
-		fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)))
+	line := fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)
+	if perConnection {
+		line = fmt.Sprintf("7100 stream tcp nowait root %s virtuald -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)
+	}
+	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", line))
 	group.add(b, inetd.Process.Pid)
 	ns.WaitListening("tcp", 7100)
 	return &floodSite{ns: ns, addrs: addrs, group: group, client: client["client"]}
@@ -102,7 +110,7 @@ func (f *floodSite) run(n, i int, d time.Duration) counts {
 // measures address 2, whose entry (as every other) has others, while the
 // addresses 3 to busy each have a client like address 2's.
 func benchFlood(b *testing.B, flooded, others string, busy int) {
-	f := newFloodSite(b, func(i int) string {
+	f := newFloodSite(b, false, func(i int) string {
 		if i == 0 {
 			return flooded
 		}
@@ -150,13 +158,14 @@ func benchFlood(b *testing.B, flooded, others string, busy int) {
 	fmt.Print(sb.String())
 }
 
-// benchRefusalCost measures accept mode's CPU for a connection refused
-// for a limit (address 1, rate=1/m: every connection after the first is
-// refused) against one served (address 2, no limit): 2 clients at a time
-// for 3 s each way, CPU from the cgroup of inetd, virtuald and the
-// services (the clients are not in it).
-func benchRefusalCost(b *testing.B) {
-	f := newFloodSite(b, func(i int) string {
+// benchRefusalCost measures accept mode's (or, perConnection, inetd
+// nowait's) CPU for a connection refused for a limit (address 1,
+// rate=1/m: every connection after the first is refused) against one
+// served (address 2, no limit): 2 clients at a time for 3 s each way,
+// CPU from the cgroup of inetd, virtuald and the services (the clients
+// are not in it).
+func benchRefusalCost(b *testing.B, perConnection bool) {
+	f := newFloodSite(b, perConnection, func(i int) string {
 		if i == 0 {
 			return "rate=1/m"
 		}
