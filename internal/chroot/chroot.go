@@ -86,7 +86,8 @@ func lastWritable(st *unix.Stat_t, path string) error {
 }
 
 func walk(path string, ok rule) (*Dir, error) {
-	w := walker{ok: ok}
+	// One walk, on every connection's path: the chain's room made once.
+	w := walker{ok: ok, chain: make([]opened, 0, strings.Count(path, "/")+1)}
 	if err := w.to(path); err != nil {
 		w.close()
 		return nil, err
@@ -117,7 +118,7 @@ func (w *walker) to(path string) error {
 	if !strings.HasPrefix(path, "/") {
 		return &Error{Path: path, Problem: "is not an absolute path"}
 	}
-	var prefixes []string // "/a", "/a/b", ... of path
+	prefixes := make([]string, 0, strings.Count(path, "/")) // "/a", "/a/b", ... of path
 	for end := 0; end < len(path) && path != "/"; {
 		start := end + 1
 		if end = strings.IndexByte(path[start:], '/'); end < 0 {

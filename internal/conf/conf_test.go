@@ -495,6 +495,24 @@ func BenchmarkFind(b *testing.B) {
 	}
 }
 
+// BenchmarkFindFile is virtuald's file path as it runs per connection
+// without the daemon: the file streamed from disk (the page cache), the
+// address on its last entry line, at 50,000 entries (BenchmarkInetd's
+// largest).
+func BenchmarkFindFile(b *testing.B) {
+	text, addrs := genConf(50000)
+	path := filepath.Join(b.TempDir(), "bench.conf")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		if m, err := FindFile(path, addrs[len(addrs)-1]); err != nil || m.Rule != RuleExact {
+			b.Fatal(err, m.Err)
+		}
+	}
+}
+
 // A line break lost between two entries, or replaced by a bare CR, a tab
 // or a space, joins them into one line: the first becomes invalid and the
 // second's address disappears. It must then be refused, never served from

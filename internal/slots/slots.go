@@ -46,8 +46,8 @@ const Dir = "/run/virtuald/slots"
 // The file's layout. The header: the key of the per-source hash, then,
 // under a lock of their own, the second of the last refusal logged, how
 // many were not logged since, and how many in all; then, under another,
-// rate='s bucket. The slots lie far
-// past it, at offsets no file reaches: a lock needs no data.
+// rate='s bucket. The slots lie far past it, at offsets no file reaches:
+// a lock needs no data.
 const (
 	keyOff     = 0
 	logOff     = 16 // to 40: logged second, not logged, refused in all
@@ -183,7 +183,8 @@ func fileName(entry string) string {
 }
 
 // Close closes the file; the slots it took go when no descriptor of its
-// description is left open (see KeepOnExec).
+// description is left open (one may have gone through an exec:
+// enter.Plan.Keep).
 func (f *File) Close() error { return unix.Close(f.fd) }
 
 // Fd is the file's descriptor: whoever holds it holds the slots.
@@ -313,14 +314,6 @@ func (f *File) sourceBase(src netip.Addr) (int64, error) {
 		p = 1<<(sourceBits-1) | sipHash(binary.LittleEndian.Uint64(key[:8]), binary.LittleEndian.Uint64(key[8:]), b[:])&(1<<(sourceBits-1)-1)
 	}
 	return sourceBase | int64(p)<<20, nil
-}
-
-// KeepOnExec lets the slots go through an exec: virtuald-init (which
-// stays outside the namespaces while the service runs) or, with
-// isolate=none, the service holds them then.
-func (f *File) KeepOnExec() error {
-	_, err := unix.FcntlInt(uintptr(f.fd), unix.F_SETFD, 0)
-	return err
 }
 
 // Refused counts a refusal at now and says whether to log it: the first
