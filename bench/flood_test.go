@@ -43,16 +43,18 @@ func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
-	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2) })
-	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4) })
-	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2) })
-	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2) })
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2, "") })
+	// The same without the favour of a quiet entry's service (favour.go).
+	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-favour 0") })
+	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4, "") })
+	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "") })
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2, "") })
 	b.Run("refusal-cost", func(b *testing.B) { benchRefusalCost(b, false) })
 	b.Run("refusal-cost-per-connection", func(b *testing.B) { benchRefusalCost(b, true) })
 }
 
-// floodSite is virtuald -accept (or, perConnection, one virtuald per
-// connection) under inetd on port 7100 for the eight addresses of sites,
+// floodSite is virtuald -accept with flags (or, perConnection, one
+// virtuald per connection) under inetd on port 7100 for the eight addresses of sites,
 // address i with options opts(i), inetd in a cpuacct cgroup.
 type floodSite struct {
 	ns     *testbed.NetNS
@@ -61,7 +63,7 @@ type floodSite struct {
 	client string // bench/client
 }
 
-func newFloodSite(b *testing.B, perConnection bool, opts func(i int) string) *floodSite {
+func newFloodSite(b *testing.B, perConnection bool, flags string, opts func(i int) string) *floodSite {
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(b)
 	client, err := testbed.Build(b.TempDir(), "./bench/client")
@@ -76,7 +78,7 @@ func newFloodSite(b *testing.B, perConnection bool, opts func(i int) string) *fl
 	}
 	conf := roots.WriteConf("conf.flood", lines...)
 	sl := testbed.NewSyslog(b, b.TempDir())
-	line := fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)
+	line := fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept %s -socket /nonexistent %s /bin/hello", bins["virtuald"], flags, conf)
 	if perConnection {
 		line = fmt.Sprintf("7100 stream tcp nowait root %s virtuald -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)
 	}
@@ -108,9 +110,10 @@ func (f *floodSite) run(n, i int, d time.Duration) counts {
 
 // benchFlood floods address 1, whose entry has the options flooded, and
 // measures address 2, whose entry (as every other) has others, while the
-// addresses 3 to busy each have a client like address 2's.
-func benchFlood(b *testing.B, flooded, others string, busy int) {
-	f := newFloodSite(b, false, func(i int) string {
+// addresses 3 to busy each have a client like address 2's; accept mode
+// has flags.
+func benchFlood(b *testing.B, flooded, others string, busy int, flags string) {
+	f := newFloodSite(b, false, flags, func(i int) string {
 		if i == 0 {
 			return flooded
 		}
@@ -165,7 +168,7 @@ func benchFlood(b *testing.B, flooded, others string, busy int) {
 // CPU from the cgroup of inetd, virtuald and the services (the clients
 // are not in it).
 func benchRefusalCost(b *testing.B, perConnection bool) {
-	f := newFloodSite(b, perConnection, func(i int) string {
+	f := newFloodSite(b, perConnection, "", func(i int) string {
 		if i == 0 {
 			return "rate=1/m"
 		}

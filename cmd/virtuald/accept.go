@@ -42,6 +42,7 @@ type acceptor struct {
 	mu        sync.Mutex
 	children  map[int]*child
 	unclaimed map[int]unix.WaitStatus // reaped before serve registered them
+	favoured  map[int]bool            // services whose start is favoured now (favour.go)
 	slots     int                     // connections accepted and not yet finished
 	stopping  bool
 	idle      chan struct{} // closed when stopping and nothing runs
@@ -101,7 +102,7 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 	a := &acceptor{
 		log: log, opts: o, socketPath: socketPath, confPath: confPath,
 		program: program, argv: argv, env: env,
-		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, idle: make(chan struct{}), admit: newAdmission(o.MaxPerEntry),
+		children: map[int]*child{}, unclaimed: map[int]unix.WaitStatus{}, favoured: map[int]bool{}, idle: make(chan struct{}), admit: newAdmission(o.MaxPerEntry),
 		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2), runtime.NumCPU()),
 	}
 	a.answers.init()
@@ -188,16 +189,13 @@ const killGrace = 2 * time.Second
 // stop completes; why goes to the log.
 func (a *acceptor) killChildren(why string) {
 	a.mu.Lock()
-	pids := make([]int, 0, len(a.children))
-	for pid := range a.children {
-		pids = append(pids, pid)
-	}
-	a.mu.Unlock()
-	a.log.Log(syslog.Warning, "accept mode: "+why+": killing "+strconv.Itoa(len(pids))+" running service(s)")
-	for _, pid := range pids {
+	n := len(a.children)
+	for pid := range a.children { // not reaped while a.mu is held
 		unix.Kill(-pid, unix.SIGKILL) // its session's process group (Setsid)
 		unix.Kill(pid, unix.SIGKILL)
 	}
+	a.mu.Unlock()
+	a.log.Log(syslog.Warning, "accept mode: "+why+": killing "+strconv.Itoa(n)+" running service(s)")
 }
 
 // acceptLoop waits for connections on every listening socket (and for the
@@ -391,6 +389,9 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(a.opts.Isolate), Hostname: d.entry.Hostname,
 		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
 	}
+	if a.opts.Favour > 0 && a.admit.belowShare(s.entry) {
+		p.Spawned = a.favour
+	}
 	d.line.add("isolate", p.Isolate.String())
 	ch, err := p.Start()
 	if err != nil {
@@ -420,12 +421,21 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 // ended before serve registered it waits in unclaimed for serve.
 func (a *acceptor) reap() {
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if pid <= 0 || err != nil {
+		// Under a.mu, so that a pid that children or favoured hold names
+		// the child while a.mu is held (favour, killChildren act on it):
+		// it is reaped, and its number free for reuse, only here.
+		a.mu.Lock()
+		pid := exitedChild()
+		if pid <= 0 {
+			a.mu.Unlock()
 			return
 		}
-		a.mu.Lock()
+		a.unfavour(pid)
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); got != pid || err != nil {
+			a.mu.Unlock()
+			return
+		}
 		ch := a.children[pid]
 		delete(a.children, pid)
 		if ch == nil {

@@ -22,6 +22,7 @@ type admission struct {
 
 	mu        sync.Mutex
 	perEntry  map[string]int           // running services per entry (conf path and key)
+	running   int                      // running services in all
 	perSource map[sourceKey]int        // running services per entry and client address
 	buckets   map[string]*slots.Bucket // rate= per entry
 	refused   map[string]uint64        // refusals per entry since the start, for the log
@@ -72,6 +73,7 @@ func (ad *admission) take(entry string, src netip.Addr, l conf.Limits, now time.
 		ad.bucket(entry).Tokens--
 	}
 	ad.perEntry[entry]++
+	ad.running++
 	if l.PerSource > 0 && src.IsValid() {
 		ad.perSource[sourceKey{entry, src}]++
 	}
@@ -169,6 +171,7 @@ func (ad *admission) release(entry string, src netip.Addr) {
 	if ad.perEntry[entry]--; ad.perEntry[entry] <= 0 {
 		delete(ad.perEntry, entry)
 	}
+	ad.running--
 	sk := sourceKey{entry, src.Unmap()}
 	if n, ok := ad.perSource[sk]; ok {
 		if n <= 1 {
@@ -177,6 +180,15 @@ func (ad *admission) release(entry string, src netip.Addr) {
 			ad.perSource[sk] = n - 1
 		}
 	}
+}
+
+// belowShare reports whether entry runs fewer services than the entries
+// that run any do on average: one of two entries beside a flood, never
+// an entry alone or on a par with the others (favour.go).
+func (ad *admission) belowShare(entry string) bool {
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	return ad.perEntry[entry]*len(ad.perEntry) < ad.running
 }
 
 // bucket is entry's token bucket; ad.mu is held. The map is bounded:

@@ -171,3 +171,43 @@ func TestQuickRefusal(t *testing.T) {
 		t.Errorf("%d refusals counted, want 3", got)
 	}
 }
+
+// An entry is below its share while it runs fewer services than the
+// entries that run any do on average, its own just taken counted.
+func TestBelowShare(t *testing.T) {
+	src := netip.MustParseAddr("198.51.100.1")
+	for _, c := range []struct {
+		running map[string]int // services taken, by entry
+		entry   string
+		want    bool
+	}{
+		{map[string]int{"q": 1}, "q", false},                 // alone
+		{map[string]int{"q": 1, "f": 1}, "q", false},         // on a par
+		{map[string]int{"q": 1, "f": 2}, "q", true},          // beside a busier one
+		{map[string]int{"q": 1, "f": 64}, "f", false},        // the flood
+		{map[string]int{"q": 2, "f": 3, "g": 1}, "q", false}, // at the average
+		{map[string]int{"q": 1, "f": 3, "g": 3}, "q", true},  // below it
+		{map[string]int{"q": 1, "f": 1, "g": 1, "h": 5}, "g", true},
+	} {
+		ad := newAdmission(1000)
+		for e, n := range c.running {
+			for range n {
+				if r, _ := ad.take(e, src, conf.Limits{}, time.Unix(1000, 0)); r != "" {
+					t.Fatal(r)
+				}
+			}
+		}
+		if got := ad.belowShare(c.entry); got != c.want {
+			t.Errorf("%v: belowShare(%s) = %v, want %v", c.running, c.entry, got, c.want)
+		}
+		// Given back, every entry's share is even again.
+		for e, n := range c.running {
+			for range n {
+				ad.release(e, src)
+			}
+		}
+		if ad.running != 0 || len(ad.perEntry) != 0 {
+			t.Errorf("%v: after release, running %d, entries %v", c.running, ad.running, ad.perEntry)
+		}
+	}
+}

@@ -16,7 +16,7 @@ import (
 )
 
 // Usage is logged when virtuald is started the wrong way.
-const Usage = "usage: virtuald [-socket PATH] [-isolate LIST] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-isolate LIST] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
+const Usage = "usage: virtuald [-socket PATH] [-isolate LIST] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-isolate LIST] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] [-favour DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
 
 // Defaults of the accept-mode limits: enough for a busy host, few enough
 // that a flood of connections cannot fork the host to death, and a single
@@ -31,6 +31,11 @@ const (
 // timeout is 90 s).
 const DefaultStopTimeout = 30 * time.Second
 
+// DefaultFavour is how long accept mode favours the service of an entry
+// that runs fewer services than the others (cmd/virtuald/favour.go): the
+// start and first answer of a classic service, not its whole session.
+const DefaultFavour = 20 * time.Millisecond
+
 // Options are virtuald's flags. Only these start with '-': the conf path
 // comes next, as in the seed's inetd lines.
 type Options struct {
@@ -42,6 +47,7 @@ type Options struct {
 	MaxPerEntry int
 	StopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
 	IdleExit    time.Duration // accept mode: exit after this long without connections (0: never)
+	Favour      time.Duration // accept mode: how long a service of an entry below its share is favoured (0: never)
 	// AllowWildcardDgram serves a "dgram ... wait" socket bound to a
 	// wildcard address, which carries every address's datagrams to the
 	// one service started for the first.
@@ -55,7 +61,8 @@ type Options struct {
 // returns them with the rest of the command line, args[0] first: CONF
 // PROGRAM [ARG...] follow it when the line is complete.
 func Parse(args []string) (Options, []string, error) {
-	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout, Isolate: conf.IsolateAll}
+	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout, Favour: DefaultFavour, Isolate: conf.IsolateAll}
+	favourSet := false
 	rest := args[1:]
 	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
@@ -101,15 +108,18 @@ func Parse(args []string) (Options, []string, error) {
 		case "max-per-entry":
 			n, err = strconv.Atoi(value)
 			o.MaxPerEntry = n
-		case "stop-timeout", "idle-exit":
+		case "stop-timeout", "idle-exit", "favour":
 			d, err := time.ParseDuration(value)
 			if err != nil || d < 0 {
 				return o, nil, fmt.Errorf("-%s takes a duration (e.g. 30s)", name)
 			}
-			if name == "stop-timeout" {
+			switch name {
+			case "stop-timeout":
 				o.StopTimeout = d
-			} else {
+			case "idle-exit":
 				o.IdleExit = d
+			default:
+				o.Favour, favourSet = d, true
 			}
 			continue
 		default:
@@ -121,6 +131,9 @@ func Parse(args []string) (Options, []string, error) {
 	}
 	if o.IdleExit > 0 && !o.Accept {
 		return o, nil, fmt.Errorf("-idle-exit is for accept mode (-accept)")
+	}
+	if favourSet && !o.Accept {
+		return o, nil, fmt.Errorf("-favour is for accept mode (-accept)")
 	}
 	return o, append([]string{args[0]}, rest...), nil
 }

@@ -54,6 +54,11 @@ type Plan struct {
 	Session       bool
 	Terminal      bool
 	DieWithParent bool
+	// Spawned, when set, is called with the child's pid as soon as the
+	// child runs in its own session (with Session), before its set-up in
+	// the namespaces: accept mode weighs its session for the scheduler
+	// from there (cmd/virtuald/favour.go).
+	Spawned func(pid int)
 
 	// Exec and ExecIsolated only: descriptors besides 0-2 that go through
 	// the exec (a connection's slots: package slots). virtuald-init keeps
@@ -189,6 +194,9 @@ func (p *Plan) Start() (*Child, error) {
 	pid, err := syscall.ForkExec(p.Path, p.Argv, &syscall.ProcAttr{Dir: "/", Env: p.Env, Files: files, Sys: sys})
 	if err != nil {
 		return nil, &ExecError{Err: err}
+	}
+	if p.Spawned != nil {
+		p.Spawned(pid)
 	}
 	return &Child{Pid: pid, started: func() error { return nil }}, nil
 }

@@ -261,6 +261,9 @@ func (p *Plan) startIsolated() (*Child, error) {
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
 	}
+	if p.Spawned != nil {
+		p.Spawned(pid)
+	}
 	if p.Isolate&conf.IsolateUser != 0 {
 		if err := p.mapChild(sync[0], pid, s.root); err != nil {
 			unix.Shutdown(sync[0], unix.SHUT_RDWR) // virtuald-init exits without its go

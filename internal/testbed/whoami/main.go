@@ -7,7 +7,10 @@
 //
 // On a stream socket (or anything else) it writes one line and exits, or, in a root holding
 // /HOLD, waits for the client to close first (to keep a connection busy in
-// the tests of concurrency limits). On a datagram socket
+// the tests of concurrency limits); in a root holding /LINGER it first
+// starts a copy of itself that stays, with no descriptor, in its session
+// after it ends (as a service's forgotten child would), and adds
+// "linger=PID" to its line. On a datagram socket
 // (inetd "dgram udp wait") it receives one datagram and answers it from the
 // address it was sent to.
 package main
@@ -15,7 +18,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +45,19 @@ func main() {
 	if typ == unix.SOCK_DGRAM {
 		os.Exit(answerDatagram())
 	}
-	unix.Write(1, []byte(report()))
+	if os.Getenv("WHOAMI_LINGER") != "" {
+		unix.Pause()
+		return
+	}
+	line := report()
+	if _, err := os.Stat("/LINGER"); err == nil {
+		pid, err := syscall.ForkExec(os.Args[0], os.Args[:1], &syscall.ProcAttr{Env: []string{"WHOAMI_LINGER=1"}})
+		if err != nil {
+			pid = -1
+		}
+		line = strings.TrimSuffix(line, "\n") + " linger=" + strconv.Itoa(pid) + "\n"
+	}
+	unix.Write(1, []byte(line))
 	if _, err := os.Stat("/HOLD"); err == nil {
 		b := make([]byte, 512)
 		for {

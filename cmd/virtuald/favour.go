@@ -1,0 +1,97 @@
+package main
+
+import (
+	"strconv"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A service started for an entry that runs fewer services than the
+// entries that run any do on average (a quiet entry beside a flooded
+// one) is favoured by the scheduler for its first -favour (20 ms), from
+// its clone on: its session's autogroup (sched(7): the kernel weighs each
+// session as one group, and each service is a session of its own) runs
+// at nice favourNice. Without it the quiet entry's one service waits for
+// a CPU among the flood's many, each a group of equal weight.
+// BenchmarkFlood without limits: the quiet entry keeps 0.50x its rate
+// alone on average with it, 0.46x without (BENCHMARKS.md "A fair share
+// without limits"). Lowering the flood's weight instead left CPUs idle
+// and did not help: its processes then hold longer what every start
+// needs (the kernel's namespace locks, Go's fork lock).
+//
+// The favour is bounded so that no tenant stays above the host's own
+// processes: it lasts -favour at most and is taken back before its
+// service is reaped (so a process the service left in its session keeps
+// nothing); a process that makes a session of its own gets a new group
+// at nice 0; an entry is favoured only while below the average, so a
+// tenant alone or on a par with the others never is. It needs
+// CAP_SYS_NICE (a negative nice) and CAP_SYS_ADMIN (the kernel limits
+// others to one change a second), which accept mode has as root; where
+// the kernel has no autogroups (sched_autogroup_enabled 0, or a cpu
+// cgroup of its own for the super-server) the write changes nothing.
+
+// favourNice is the favoured session's nice: weight 9548 against 1024
+// (sched(7)); in BenchmarkFlood as good as -15 and better than -5.
+const favourNice = -10
+
+// setSessionNice sets the nice of the autogroup of pid's session. pid
+// must be an unreaped child that leads its session (Setsid): the write
+// would otherwise weigh whatever session pid's number now names.
+func setSessionNice(pid, nice int) error {
+	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
+		return unix.ESRCH
+	}
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/autogroup", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, []byte(strconv.Itoa(nice)))
+	return err
+}
+
+// favour gives the service just started as pid its favour and takes it
+// back after -favour; a.favoured holds it until then, and reap takes
+// it back first if the service ends sooner.
+func (a *acceptor) favour(pid int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, reaped := a.unclaimed[pid]; reaped || setSessionNice(pid, favourNice) != nil {
+		return
+	}
+	a.favoured[pid] = true
+	time.AfterFunc(a.opts.Favour, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.unfavour(pid)
+	})
+}
+
+// unfavour takes pid's favour back, if it has one; a.mu is held, so pid
+// is not reaped in between (reap holds it too).
+func (a *acceptor) unfavour(pid int) {
+	if a.favoured[pid] {
+		delete(a.favoured, pid)
+		setSessionNice(pid, 0)
+	}
+}
+
+// exitedChild returns the pid of a child that has exited, without
+// reaping it (waitid with WNOWAIT), or 0 when none has.
+func exitedChild() int {
+	var info [128]byte // siginfo_t
+	_, _, errno := unix.Syscall6(unix.SYS_WAITID, unix.P_ALL, 0, uintptr(unsafe.Pointer(&info[0])),
+		unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, 0, 0)
+	if errno != 0 {
+		return 0
+	}
+	// si_pid follows si_signo, si_errno and si_code, at the union's
+	// alignment: a pointer's.
+	off := 3 * 4
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 4 * 4
+	}
+	return int(*(*int32)(unsafe.Pointer(&info[off])))
+}
