@@ -55,9 +55,9 @@ type Plan struct {
 	Terminal      bool
 	DieWithParent bool
 	// Spawned, when set, is called with the child's pid as soon as the
-	// child runs in its own session (with Session), before its set-up in
-	// the namespaces: accept mode weighs its session for the scheduler
-	// from there (cmd/virtuald/favour.go).
+	// child runs in its own session (with Session) and is the caller's
+	// to reap, before its set-up in the namespaces: accept mode weighs
+	// its session for the scheduler from there (cmd/virtuald/favour.go).
 	Spawned func(pid int)
 
 	// Exec and ExecIsolated only: descriptors besides 0-2 that go through

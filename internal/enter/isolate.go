@@ -261,15 +261,17 @@ func (p *Plan) startIsolated() (*Child, error) {
 	if err != nil {
 		return nil, &Error{Step: "isolation", Err: fmt.Errorf("starting virtuald-init in new namespaces (%s): %w", p.Isolate, err)}
 	}
-	if p.Spawned != nil {
-		p.Spawned(pid)
-	}
 	if p.Isolate&conf.IsolateUser != 0 {
 		if err := p.mapChild(sync[0], pid, s.root); err != nil {
 			unix.Shutdown(sync[0], unix.SHUT_RDWR) // virtuald-init exits without its go
 			(&Child{Pid: pid}).Wait()
 			return nil, err
 		}
+	}
+	// After the only place where Start itself reaps the child: from here
+	// on the caller's pid stays the caller's to reap.
+	if p.Spawned != nil {
+		p.Spawned(pid)
 	}
 	// The report is read before Start returns: it comes at once (the
 	// steps are a few system calls), and its descriptor is then closed.
