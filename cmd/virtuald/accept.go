@@ -106,6 +106,15 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2), runtime.NumCPU()),
 	}
 	a.answers.init()
+	if o.Favour > 0 {
+		why, note := favourWorks()
+		if why != "" {
+			log.Log(syslog.Warning, "accept mode: -favour is off: "+why)
+			a.opts.Favour = 0
+		} else if note != "" {
+			log.Log(syslog.Info, "accept mode: "+note)
+		}
+	}
 	stopReports := make(chan struct{})
 	reported := make(chan struct{})
 	go func() {

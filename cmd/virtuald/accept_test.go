@@ -159,6 +159,13 @@ func TestAcceptLimits(t *testing.T) {
 // killed at cleanup.
 func startAccept(t *testing.T, w *world, laddr string, args ...string) (*exec.Cmd, chan error) {
 	t.Helper()
+	return startAcceptUnder(t, w, laddr, nil, args...)
+}
+
+// startAcceptUnder is startAccept with virtuald run by the command in
+// under (for example setpriv, to start it with fewer capabilities).
+func startAcceptUnder(t *testing.T, w *world, laddr string, under []string, args ...string) (*exec.Cmd, chan error) {
+	t.Helper()
 	var lnFile *os.File
 	if err := w.ns.Do(func() error {
 		ln, err := net.Listen("tcp", laddr)
@@ -172,7 +179,8 @@ func startAccept(t *testing.T, w *world, laddr string, args ...string) (*exec.Cm
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lnFile.Close() })
-	cmd := w.ns.Command(w.log, w.bin["virtuald"], append([]string{"-accept"}, args...)...)
+	argv := append(append(under, w.bin["virtuald"], "-accept"), args...)
+	cmd := w.ns.Command(w.log, argv[0], argv[1:]...)
 	cmd.Stdin = lnFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

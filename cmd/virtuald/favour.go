@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -28,13 +30,41 @@ import (
 // at nice 0; an entry is favoured only while below the average, so a
 // tenant alone or on a par with the others never is. It needs
 // CAP_SYS_NICE (a negative nice) and CAP_SYS_ADMIN (the kernel limits
-// others to one change a second), which accept mode has as root; where
-// the kernel has no autogroups (sched_autogroup_enabled 0, or a cpu
-// cgroup of its own for the super-server) the write changes nothing.
+// others to one change a second), or it is off (favourWorks); where the
+// kernel's autogroups are off, or the super-server has a cpu cgroup of
+// its own, the write changes nothing.
 
 // favourNice is the favoured session's nice: weight 9548 against 1024
 // (sched(7)); in BenchmarkFlood as good as -15 and better than -5.
 const favourNice = -10
+
+// favourWorks says why -favour cannot work in this process, or "": it
+// needs CAP_SYS_NICE and CAP_SYS_ADMIN in the effective set, so that the
+// favour, once given, can always be taken back (without CAP_SYS_ADMIN
+// the kernel refuses a second change to a group within a second). Where
+// the kernel's autogroups are off, the favour is given but weighs
+// nothing until they are turned on; the log says so.
+func favourWorks() (why string, note string) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return "capget: " + err.Error(), ""
+	}
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{unix.CAP_SYS_NICE, "CAP_SYS_NICE"}, {unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}} {
+		if data[c.bit/32].Effective&(1<<(c.bit%32)) == 0 {
+			return "it needs " + c.name, ""
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled"); err != nil {
+		return "the kernel has no autogroups (CONFIG_SCHED_AUTOGROUP)", ""
+	} else if strings.TrimSpace(string(b)) == "0" {
+		note = "the kernel's autogroups are off (kernel.sched_autogroup_enabled = 0): -favour weighs nothing until they are on"
+	}
+	return "", note
+}
 
 // setSessionNice sets the nice of the autogroup of pid's session. pid
 // must be an unreaped child that leads its session (Setsid): the write

@@ -92,6 +92,24 @@ func TestAcceptFavour(t *testing.T) {
 	waitFor(t, func() bool { return sessionNice(t, pid) == 0 })
 }
 
+// Without CAP_SYS_NICE a favour could not be given, and without
+// CAP_SYS_ADMIN not always taken back: accept mode says so at its start
+// and serves without it.
+func TestAcceptFavourNeedsCapabilities(t *testing.T) {
+	w := newWorld(t)
+	w.ns.AddAddr("203.0.113.54")
+	conf := w.roots.WriteConf("conf-nice", "203.0.113.54 "+w.roots.Root("no-nice", w.bin["whoami"]))
+	startAcceptUnder(t, w, "203.0.113.54:7307", []string{"setpriv", "--bounding-set", "-sys_nice"}, conf, whoami)
+	if _, ok := w.log.WaitFor(10*time.Second, "accept mode: -favour is off: it needs CAP_SYS_NICE"); !ok {
+		t.Errorf("no word that the favour is off; log ends:\n%s", w.log.Tail(5))
+	}
+	if c := openHeld(t, w, "203.0.113.54:7307"); c == nil {
+		t.Error("refused without CAP_SYS_NICE")
+	} else {
+		c.Close()
+	}
+}
+
 // childrenOf returns the children of pid, from each of its threads.
 func childrenOf(t *testing.T, pid int) map[int]bool {
 	t.Helper()
