@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,8 @@ import (
 // that failed, and the flood's own rate:
 //
 //   - no-limits: the entries have no limits (goal: share >= 0.5);
+//   - no-limits-unfavoured: the same with -favour 0, to show what the
+//     favour of a quiet entry's service gives;
 //   - no-limits-4: the same with 4 entries busy: addresses 3 and 4 have
 //     a client of their own like address 2's in every phase, so that the
 //     share says what the flood takes from one of 3 quiet entries;
@@ -29,6 +32,9 @@ import (
 //   - refused-flood: the same, but the flooded entry has rate=1/m, so
 //     that the flood is refusals only (what they cost the other entry,
 //     without the flood's own starts);
+//   - no-limits-go-service, limits-go-service: no-limits and limits with
+//     a service as costly to start as a Go program (the tests' whoami,
+//     about 7 ms of CPU here) instead of the small C one;
 //   - refusal-cost: what a connection refused for a limit costs accept
 //     mode (virtuald and its services, in a cpuacct cgroup) against one
 //     served, 2 clients at a time (the machine's cores);
@@ -43,12 +49,18 @@ func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
-	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2, "") })
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2, "", "") })
 	// The same without the favour of a quiet entry's service (favour.go).
-	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-favour 0") })
-	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4, "") })
-	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "") })
-	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2, "") })
+	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-favour 0", "") })
+	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4, "", "") })
+	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "") })
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2, "", "") })
+	// The same two with a service as costly to start as a Go program
+	// (the tests' whoami), where the CPU the services take decides.
+	b.Run("no-limits-go-service", func(b *testing.B) { benchFlood(b, "", "", 2, "", "./internal/testbed/whoami") })
+	b.Run("limits-go-service", func(b *testing.B) {
+		benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "./internal/testbed/whoami")
+	})
 	b.Run("refusal-cost", func(b *testing.B) { benchRefusalCost(b, false) })
 	b.Run("refusal-cost-per-connection", func(b *testing.B) { benchRefusalCost(b, true) })
 }
@@ -63,7 +75,7 @@ type floodSite struct {
 	client string // bench/client
 }
 
-func newFloodSite(b *testing.B, perConnection bool, flags string, opts func(i int) string) *floodSite {
+func newFloodSite(b *testing.B, perConnection bool, flags, service string, opts func(i int) string) *floodSite {
 	group := newCPUGroup(b)
 	bins := testbed.Binaries(b)
 	client, err := testbed.Build(b.TempDir(), "./bench/client")
@@ -71,6 +83,14 @@ func newFloodSite(b *testing.B, perConnection bool, flags string, opts func(i in
 		b.Fatal(err)
 	}
 	hello := buildService(b)
+	if service != "" {
+		built, err := testbed.Build(b.TempDir(), service)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hello = built[filepath.Base(service)]
+	}
+	prog := "/bin/" + filepath.Base(hello)
 	ns, roots, addrs, rootPaths := sites(b, hello)
 	var lines []string
 	for i, a := range addrs {
@@ -78,9 +98,9 @@ func newFloodSite(b *testing.B, perConnection bool, flags string, opts func(i in
 	}
 	conf := roots.WriteConf("conf.flood", lines...)
 	sl := testbed.NewSyslog(b, b.TempDir())
-	line := fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept %s -socket /nonexistent %s /bin/hello", bins["virtuald"], flags, conf)
+	line := fmt.Sprintf("7100 stream tcp wait root %s virtuald -accept %s -socket /nonexistent %s %s", bins["virtuald"], flags, conf, prog)
 	if perConnection {
-		line = fmt.Sprintf("7100 stream tcp nowait root %s virtuald -socket /nonexistent %s /bin/hello", bins["virtuald"], conf)
+		line = fmt.Sprintf("7100 stream tcp nowait root %s virtuald -socket /nonexistent %s %s", bins["virtuald"], conf, prog)
 	}
 	inetd := ns.Start(sl, "inetd", "-d", "-R", "1000000", roots.WriteConf("inetd.conf", line))
 	group.add(b, inetd.Process.Pid)
@@ -111,9 +131,10 @@ func (f *floodSite) run(n, i int, d time.Duration) counts {
 // benchFlood floods address 1, whose entry has the options flooded, and
 // measures address 2, whose entry (as every other) has others, while the
 // addresses 3 to busy each have a client like address 2's; accept mode
-// has flags.
-func benchFlood(b *testing.B, flooded, others string, busy int, flags string) {
-	f := newFloodSite(b, false, flags, func(i int) string {
+// has flags, and the service is the package service builds ("" for the
+// C service).
+func benchFlood(b *testing.B, flooded, others string, busy int, flags, service string) {
+	f := newFloodSite(b, false, flags, service, func(i int) string {
 		if i == 0 {
 			return flooded
 		}
@@ -168,7 +189,7 @@ func benchFlood(b *testing.B, flooded, others string, busy int, flags string) {
 // CPU from the cgroup of inetd, virtuald and the services (the clients
 // are not in it).
 func benchRefusalCost(b *testing.B, perConnection bool) {
-	f := newFloodSite(b, perConnection, "", func(i int) string {
+	f := newFloodSite(b, perConnection, "", "", func(i int) string {
 		if i == 0 {
 			return "rate=1/m"
 		}
