@@ -398,8 +398,10 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(a.opts.Isolate), Hostname: d.entry.Hostname,
 		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
 	}
-	if a.opts.Favour > 0 && a.admit.belowShare(s.entry) {
-		p.Spawned = a.favour
+	if a.opts.Favour > 0 {
+		if nice := a.admit.favour(s.entry); nice < 0 {
+			p.Spawned = func(pid int) { a.favour(pid, nice) }
+		}
 	}
 	d.line.add("isolate", p.Isolate.String())
 	ch, err := p.Start()

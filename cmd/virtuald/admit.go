@@ -182,13 +182,23 @@ func (ad *admission) release(entry string, src netip.Addr) {
 	}
 }
 
-// belowShare reports whether entry runs fewer services than the entries
-// that run any do on average: one of two entries beside a flood, never
-// an entry alone or on a par with the others (favour.go).
-func (ad *admission) belowShare(entry string) bool {
+// favour is the nice of the favour (favour.go) that a service of entry
+// starting now gets: 0 unless entry runs fewer services than the entries
+// that run any do on average (one of two entries beside a flood; never
+// an entry alone or on a par with the others), else as much as gives
+// its services the weight of the busiest entry's.
+func (ad *admission) favour(entry string) int {
 	ad.mu.Lock()
 	defer ad.mu.Unlock()
-	return ad.perEntry[entry]*len(ad.perEntry) < ad.running
+	own := ad.perEntry[entry]
+	if own*len(ad.perEntry) >= ad.running {
+		return 0
+	}
+	busiest := 0
+	for _, n := range ad.perEntry {
+		busiest = max(busiest, n)
+	}
+	return favourNice(busiest, own)
 }
 
 // bucket is entry's token bucket; ad.mu is held. The map is bounded:

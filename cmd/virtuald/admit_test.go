@@ -172,22 +172,25 @@ func TestQuickRefusal(t *testing.T) {
 	}
 }
 
-// An entry is below its share while it runs fewer services than the
-// entries that run any do on average, its own just taken counted.
-func TestBelowShare(t *testing.T) {
+// A service is favoured while its entry runs fewer services than the
+// entries that run any do on average, its own just taken counted, by as
+// much as weighs it as the busiest entry (nice -20 at most).
+func TestAdmissionFavour(t *testing.T) {
 	src := netip.MustParseAddr("198.51.100.1")
 	for _, c := range []struct {
 		running map[string]int // services taken, by entry
 		entry   string
-		want    bool
+		want    int
 	}{
-		{map[string]int{"q": 1}, "q", false},                 // alone
-		{map[string]int{"q": 1, "f": 1}, "q", false},         // on a par
-		{map[string]int{"q": 1, "f": 2}, "q", true},          // beside a busier one
-		{map[string]int{"q": 1, "f": 64}, "f", false},        // the flood
-		{map[string]int{"q": 2, "f": 3, "g": 1}, "q", false}, // at the average
-		{map[string]int{"q": 1, "f": 3, "g": 3}, "q", true},  // below it
-		{map[string]int{"q": 1, "f": 1, "g": 1, "h": 5}, "g", true},
+		{map[string]int{"q": 1}, "q", 0},                          // alone
+		{map[string]int{"q": 1, "f": 1}, "q", 0},                  // on a par
+		{map[string]int{"q": 1, "f": 2}, "q", -3},                 // beside a busier one: 1.25^3 < 2
+		{map[string]int{"q": 1, "f": 64}, "q", -18},               // beside a flood
+		{map[string]int{"q": 1, "f": 64}, "f", 0},                 // the flood
+		{map[string]int{"q": 1, "f": 500}, "q", -20},              // at most -20
+		{map[string]int{"q": 2, "f": 3, "g": 1}, "q", 0},          // at the average
+		{map[string]int{"q": 1, "f": 3, "g": 3}, "q", -4},         // below it
+		{map[string]int{"q": 2, "f": 8, "g": 2, "h": 2}, "q", -6}, // weighed against the busiest
 	} {
 		ad := newAdmission(1000)
 		for e, n := range c.running {
@@ -197,10 +200,9 @@ func TestBelowShare(t *testing.T) {
 				}
 			}
 		}
-		if got := ad.belowShare(c.entry); got != c.want {
-			t.Errorf("%v: belowShare(%s) = %v, want %v", c.running, c.entry, got, c.want)
+		if got := ad.favour(c.entry); got != c.want {
+			t.Errorf("%v: favour(%s) = %d, want %d", c.running, c.entry, got, c.want)
 		}
-		// Given back, every entry's share is even again.
 		for e, n := range c.running {
 			for range n {
 				ad.release(e, src)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -14,29 +15,40 @@ import (
 // entries that run any do on average (a quiet entry beside a flooded
 // one) is favoured by the scheduler for its first -favour (20 ms), from
 // its clone on: its session's autogroup (sched(7): the kernel weighs each
-// session as one group, and each service is a session of its own) runs
-// at nice favourNice. Without it the quiet entry's one service waits for
-// a CPU among the flood's many, each a group of equal weight.
-// BenchmarkFlood without limits: the quiet entry keeps 0.50x its rate
-// alone on average with it, 0.46x without (BENCHMARKS.md "A fair share
-// without limits"). Lowering the flood's weight instead left CPUs idle
-// and did not help: its processes then hold longer what every start
-// needs (the kernel's namespace locks, Go's fork lock).
+// session as one group, and each service is a session of its own) gets
+// a negative nice (favourNice), as much as brings the entry's services
+// to the weight of the busiest entry's, nice -20 at most. Without it the
+// quiet entry's one service waits for a CPU among the flood's many, each
+// a group of equal weight. BenchmarkFlood: the quiet entry keeps
+// 0.50-0.52x its rate alone with it, 0.39-0.47x without; with a service
+// as costly to start as a Go program, 0.27-0.38x, against 0.14-0.27x
+// with a fixed nice -10 (BENCHMARKS.md "A fair share without limits").
+// Lowering the
+// flood's weight instead left CPUs idle and did not help: its processes
+// then hold longer what every start needs (the kernel's namespace
+// locks, Go's fork lock).
 //
 // The favour is bounded so that no tenant stays above the host's own
-// processes: it lasts -favour at most and is taken back before its
-// service is reaped (so a process the service left in its session keeps
-// nothing); a process that makes a session of its own gets a new group
-// at nice 0; an entry is favoured only while below the average, so a
-// tenant alone or on a par with the others never is. It needs
-// CAP_SYS_NICE (a negative nice) and CAP_SYS_ADMIN (the kernel limits
-// others to one change a second), or it is off (favourWorks); where the
-// kernel's autogroups are off, or the super-server has a cpu cgroup of
-// its own, the write changes nothing.
+// processes, nor weighs more than the busiest entry does: it lasts
+// -favour at most and is taken back before its service is reaped (so a
+// process the service left in its session keeps nothing); a process that
+// makes a session of its own gets a new group at nice 0; an entry is
+// favoured only while below the average, so a tenant alone or on a par
+// with the others never is. It needs CAP_SYS_NICE (a negative nice) and
+// CAP_SYS_ADMIN (the kernel limits others to one change a second), or
+// it is off (favourWorks); where the kernel's autogroups are off, or the
+// super-server has a cpu cgroup of its own, the write changes nothing.
 
-// favourNice is the favoured session's nice: weight 9548 against 1024
-// (sched(7)); in BenchmarkFlood as good as -15 and better than -5.
-const favourNice = -10
+// favourNice is the nice that gives own sessions the weight of busiest
+// ones: each nice step weighs 1.25 times the next (sched(7)), so
+// log1.25(busiest/own) steps, at most 20 (nice -20); 0 when own is not
+// fewer.
+func favourNice(busiest, own int) int {
+	if own <= 0 || busiest <= own {
+		return 0
+	}
+	return -min(20, int(math.Log(float64(busiest)/float64(own))/math.Log(1.25)))
+}
 
 // favourWorks says why -favour cannot work in this process, or "": it
 // needs CAP_SYS_NICE and CAP_SYS_ADMIN in the effective set, so that the
@@ -82,13 +94,13 @@ func setSessionNice(pid, nice int) error {
 	return err
 }
 
-// favour gives the service just started as pid its favour and takes it
-// back after -favour; a.favoured holds it until then, and reap takes
-// it back first if the service ends sooner.
-func (a *acceptor) favour(pid int) {
+// favour gives the service just started as pid its favour, nice, and
+// takes it back after -favour; a.favoured holds it until then, and reap
+// takes it back first if the service ends sooner.
+func (a *acceptor) favour(pid, nice int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, reaped := a.unclaimed[pid]; reaped || setSessionNice(pid, favourNice) != nil {
+	if _, reaped := a.unclaimed[pid]; reaped || setSessionNice(pid, nice) != nil {
 		return
 	}
 	a.favoured[pid] = true

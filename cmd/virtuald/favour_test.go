@@ -17,7 +17,7 @@ import (
 
 // Accept mode favours the service of an entry below its share (issue 23
 // item 1): a quiet entry's service beside a busy entry's runs with its
-// session at nice -10, a busy entry's (alone, then ahead of the others)
+// session at a negative nice, a busy entry's (alone, then ahead of the others)
 // never; the favour is taken back before the service is reaped, so that
 // a process it leaves in its session (a tenant keeping the favour past
 // its connection) has none, and once -favour has passed.
@@ -61,8 +61,9 @@ func TestAcceptFavour(t *testing.T) {
 			t.Errorf("the busy entry's service %d (alone, then ahead) is favoured: nice %d", i, sessionNice(t, pid))
 		}
 	}
-	if pid, _ := open("203.0.113.52:7305"); sessionNice(t, pid) != favourNice {
-		t.Errorf("the quiet entry's service beside 3 of the busy one's has nice %d, want %d", sessionNice(t, pid), favourNice)
+	// 1.25^4 < 3 < 1.25^5: nice -4 weighs one session as three.
+	if pid, _ := open("203.0.113.52:7305"); sessionNice(t, pid) != -4 {
+		t.Errorf("the quiet entry's service beside 3 of the busy one's has nice %d, want -4", sessionNice(t, pid))
 	}
 
 	_, line := open("203.0.113.53:7305")
@@ -72,8 +73,8 @@ func TestAcceptFavour(t *testing.T) {
 	}
 	left, _ := strconv.Atoi(m[1])
 	t.Cleanup(func() { unix.Kill(left, unix.SIGKILL) })
-	if n := sessionNice(t, left); n != favourNice {
-		t.Fatalf("the process the favoured service started has nice %d, want %d", n, favourNice)
+	if n := sessionNice(t, left); n != -4 {
+		t.Fatalf("the process the favoured service started has nice %d, want -4", n)
 	}
 	held[len(held)-1].Close()
 	if _, ok := w.log.WaitFor(10*time.Second, "local=203.0.113.53:7305", "outcome=exited"); !ok {
