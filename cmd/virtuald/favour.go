@@ -19,10 +19,10 @@ import (
 // a negative nice (favourNice), as much as brings the entry's services
 // to the weight of the busiest entry's, nice -20 at most. Without it the
 // quiet entry's one service waits for a CPU among the flood's many, each
-// a group of equal weight. BenchmarkFlood: the quiet entry keeps
-// 0.50-0.52x its rate alone with it, 0.39-0.47x without; with a service
-// as costly to start as a Go program, 0.27-0.38x, against 0.14-0.27x
-// with a fixed nice -10 (BENCHMARKS.md "A fair share without limits").
+// a group of equal weight. BenchmarkFlood: the quiet entry keeps about
+// half its rate alone with it (0.44-0.58 a round), 0.39-0.47x without;
+// with a service as costly to start as a Go program, 0.26-0.38x, against
+// 0.14-0.27x with a fixed nice -10 (BENCHMARKS.md "A fair share without limits").
 // Lowering the
 // flood's weight instead left CPUs idle and did not help: its processes
 // then hold longer what every start needs (the kernel's namespace
