@@ -22,11 +22,10 @@ import (
 // a group of equal weight. BenchmarkFlood: the quiet entry keeps about
 // half its rate alone with it (0.44-0.58 a round), 0.39-0.47x without;
 // with a service as costly to start as a Go program, 0.26-0.38x, against
-// 0.14-0.27x with a fixed nice -10 (BENCHMARKS.md "A fair share without limits").
-// Lowering the
-// flood's weight instead left CPUs idle and did not help: its processes
-// then hold longer what every start needs (the kernel's namespace
-// locks, Go's fork lock).
+// 0.14-0.27x with a fixed nice -10 (BENCHMARKS.md "A fair share without
+// limits"). Lowering the flood's weight instead left CPUs idle and did
+// not help: its processes then hold longer what every start needs (the
+// kernel's namespace locks, Go's fork lock).
 //
 // The favour is bounded so that no tenant stays above the host's own
 // processes, nor weighs more than the busiest entry does: it lasts
