@@ -24,9 +24,9 @@ import "sync"
 // starts at once slow each other (a quiet entry's start took 2-4 times
 // as long beside the flood's, its wait for a turn nothing).
 // BenchmarkFlood without limits, interleaved on 2 cores: 0.42-0.50 so,
-// 0.33-0.39 with lanes for backlogs too, 0.26-0.32 without lanes, and
-// the favour (favour.go) lifts it by 0.04-0.07 (BENCHMARKS.md, with what
-// else was tried).
+// 0.33-0.39 with lanes for backlogs too, 0.26-0.32 without lanes; the
+// favour of the quiet entry's service (favour.go) brings it to about
+// half (BENCHMARKS.md, with what else was tried).
 type fairStarts struct {
 	max, spare int
 	mu         sync.Mutex
