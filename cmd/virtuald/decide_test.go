@@ -34,7 +34,7 @@ func TestDecide(t *testing.T) {
 			"local=[2001:db8::1]:21 remote=203.0.113.7:40000 conf=" + path + " via=file daemon=absent"},
 	} {
 		d, err := decide(conn(c.local), path, func(addr netip.Addr) (m conf.Match, via, why string, err error) {
-			return resolve(ipc.MarkFor(c.socket), c.socket, path, addr, nil)
+			return resolve(ipc.MarkFor(c.socket), c.socket, path, addr, nil, "")
 		})
 		if (err != nil) != c.refused || d.line.String() != c.line {
 			t.Errorf("%s: %v\n%s\nwant refused=%v and\n%s", c.name, err, d.line.String(), c.refused, c.line)

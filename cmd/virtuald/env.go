@@ -19,6 +19,9 @@ type environment struct {
 	// systemd's socket-passing ones, which name virtuald's pid and
 	// descriptors it does not pass on: a service must not believe them.
 	service []string
+	// front is $VIRTUALD_FRONT: what virtuald's front found when it
+	// asked the daemon before handing the connection over (front.go).
+	front string
 }
 
 func readEnvironment(env []string, pid int) environment {
@@ -36,6 +39,9 @@ func readEnvironment(env []string, pid int) environment {
 			listenFDs = value
 			continue
 		case "LISTEN_FDNAMES":
+			continue
+		case frontEnv:
+			e.front = value
 			continue
 		}
 		e.service = append(e.service, kv)

@@ -42,14 +42,14 @@ func BenchmarkResolve(b *testing.B) {
 		path, addr := confs[i], last[n]
 		b.Run(fmt.Sprintf("entries=%d/daemon", n), func(b *testing.B) {
 			for j := 0; j < b.N; j++ {
-				if _, via, why, err := resolve(ipc.MarkFor(sock), sock, path, addr, nil); err != nil || via != "daemon" {
+				if _, via, why, err := resolve(ipc.MarkFor(sock), sock, path, addr, nil, ""); err != nil || via != "daemon" {
 					b.Fatal(via, why, err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("entries=%d/file", n), func(b *testing.B) {
 			for j := 0; j < b.N; j++ {
-				if _, via, _, err := resolve(&ipc.SlowMemo{}, filepath.Join(dir, "no-daemon.sock"), path, addr, nil); err != nil || via != "file" {
+				if _, via, _, err := resolve(&ipc.SlowMemo{}, filepath.Join(dir, "no-daemon.sock"), path, addr, nil, ""); err != nil || via != "file" {
 					b.Fatal(via, err)
 				}
 			}
@@ -86,7 +86,7 @@ func BenchmarkResolveStalledDaemon(b *testing.B) {
 	b.Run("first", func(b *testing.B) {
 		start := time.Now()
 		for i := 0; i < b.N; i++ {
-			if _, via, why, err := resolve(&ipc.SlowMemo{}, sock, path, addr, nil); err != nil || via != "file" || why != "slow" {
+			if _, via, why, err := resolve(&ipc.SlowMemo{}, sock, path, addr, nil, ""); err != nil || via != "file" || why != "slow" {
 				b.Fatal(via, why, err)
 			}
 		}
@@ -94,10 +94,10 @@ func BenchmarkResolveStalledDaemon(b *testing.B) {
 	})
 	b.Run("marked", func(b *testing.B) {
 		mark := ipc.MarkFor(sock)
-		resolve(mark, sock, path, addr, nil) // waits once, and marks
+		resolve(mark, sock, path, addr, nil, "") // waits once, and marks
 		start, probes := time.Now(), 0
 		for i := 0; i < b.N; i++ {
-			_, via, why, err := resolve(mark, sock, path, addr, nil)
+			_, via, why, err := resolve(mark, sock, path, addr, nil, "")
 			if err != nil || via != "file" || !strings.HasPrefix(why, "slow") {
 				b.Fatal(via, why, err)
 			}

@@ -74,7 +74,7 @@ func run(args, env []string, std stdio, shieldErr error) int {
 		}
 		return acceptMode(log, o, socketPath, e.listenFDs, args[1], args[2], args[2:], e.service)
 	}
-	return perConnection(log, std, o, socketPath, args[1], args[2], args[2:], e.service)
+	return perConnection(log, std, o, socketPath, args[1], args[2], args[2:], e)
 }
 
 // tell answers a person who asked (-h, -version) on fd 1, unless fd 1
@@ -152,7 +152,8 @@ func (d *decision) check(confPath string) error {
 
 // perConnection is the seed's mode: inetd started virtuald for one
 // connection on fd 0; virtuald enters the root and becomes the service.
-func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath, confPath, program string, argv, env []string) int {
+func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath, confPath, program string, argv []string, e environment) int {
+	env := e.service
 	refuse := func(line *connLog, reason string) int {
 		line.add("outcome", "refused")
 		line.add("reason", reason)
@@ -169,7 +170,7 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	health := ipc.MarkFor(socketPath)
 	ask := askAbout(program, env)
 	d, err := decide(c, confPath, func(addr netip.Addr) (conf.Match, string, string, error) {
-		return resolve(health, socketPath, confPath, addr, ask)
+		return resolve(health, socketPath, confPath, addr, ask, e.front)
 	})
 	line := &d.line
 	if err == nil {
@@ -420,13 +421,18 @@ func checkWildcard(c socket.Conn, o cmdline.Options, line *connLog) error {
 // absent, slow, not trusted, does not know the file, or holds another
 // version of it. via says which answered, "daemon" or "file"; why, when
 // the file did, why the daemon did not. The daemon is asked about ask's
-// program too, and its answer kept in ask.
-func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr, ask *programAsk) (m conf.Match, via, why string, err error) {
+// program too, and its answer kept in ask. front is what virtuald's front
+// found when it asked before handing the connection over (front.go).
+func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr, ask *programAsk, front string) (m conf.Match, via, why string, err error) {
 	var st unix.Stat_t
 	if err := unix.Stat(confPath, &st); err != nil {
 		return fromFile(confPath, addr, "conf not found")
 	}
-	d := askDaemon(health, socketPath, confPath, ipc.FileIDOf(&st), addr, ask)
+	if why, ok := frontReasons[front]; ok {
+		return fromFile(confPath, addr, why)
+	}
+	r := ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: ipc.FileIDOf(&st), Lookup: front == frontAnswered}
+	d := askDaemonWith(health, socketPath, r, ask)
 	if d.match != nil {
 		return *d.match, "daemon", "", nil
 	}
@@ -451,11 +457,16 @@ type daemonAnswer struct {
 // there, kept in ask), unless health holds the daemon to be slow, and
 // tells health how the question went.
 func askDaemon(health ipc.Health, socketPath, confPath string, id ipc.FileID, addr netip.Addr, ask *programAsk) daemonAnswer {
+	return askDaemonWith(health, socketPath, ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id}, ask)
+}
+
+// askDaemonWith is askDaemon with the request r.
+func askDaemonWith(health ipc.Health, socketPath string, r ipc.ResolveRequest, ask *programAsk) daemonAnswer {
 	at := health.Begin()
 	if !at.Ask {
 		return daemonAnswer{reason: at.Why}
 	}
-	d := question(socketPath, ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: id}, at.Probe, ask)
+	d := question(socketPath, r, at.Probe, ask)
 	at.Done(d.slow)
 	return d
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 )
@@ -104,15 +105,44 @@ func Build(dir string, pkgs ...string) (map[string]string, error) {
 	paths := make(map[string]string)
 	for _, pkg := range pkgs {
 		out := filepath.Join(dir, filepath.Base(pkg))
+		if pkg == "./cmd/virtuald" && FrontInUse() {
+			// Installed as make build does: the front as virtuald, the
+			// Go program beside it as virtuald-go.
+			front, err := os.ReadFile(filepath.Join(modRoot, "internal/enter/init_amd64.elf"))
+			if err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(out, front, 0o755); err != nil {
+				return nil, err
+			}
+			paths["virtuald-front"], paths["virtuald"] = out, out
+			out = filepath.Join(dir, "virtuald-go")
+			paths["virtuald-go"] = out
+		}
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 		cmd.Dir = modRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 		}
-		paths[filepath.Base(pkg)] = out
+		if _, ok := paths[filepath.Base(pkg)]; !ok {
+			paths[filepath.Base(pkg)] = out
+		}
 	}
 	return paths, nil
+}
+
+// FrontEnv turns virtuald's front off for the tests when set to "off":
+// Build then makes virtuald the Go program itself, as on a machine
+// without the front, so that make test runs the end-to-end tests once
+// through the front and once through the Go program alone.
+const FrontEnv = "VIRTUALD_TEST_FRONT"
+
+// FrontInUse reports whether Build installs virtuald's front as
+// virtuald (on amd64, the one architecture it is built for, unless
+// FrontEnv says off).
+func FrontInUse() bool {
+	return runtime.GOARCH == "amd64" && os.Getenv(FrontEnv) != "off"
 }
 
 var (

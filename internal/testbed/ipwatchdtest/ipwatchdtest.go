@@ -20,8 +20,17 @@ import (
 // that need it in a network namespace of their own run the binary instead.
 func StartDaemon(t testbed.T, socket string, confs ...string) *daemon.Daemon {
 	t.Helper()
-	Settle(t, confs...)
-	d, err := daemon.New(daemon.Config{Socket: socket, Confs: confs, Log: zap.NewNop(), Version: "test"})
+	return StartDaemonWith(t, daemon.Config{Socket: socket, Confs: confs})
+}
+
+// StartDaemonWith is StartDaemon with more of the daemon's configuration
+// (Socket and Confs in it; its log is discarded).
+func StartDaemonWith(t testbed.T, cfg daemon.Config) *daemon.Daemon {
+	t.Helper()
+	Settle(t, cfg.Confs...)
+	socket := cfg.Socket
+	cfg.Log, cfg.Version = zap.NewNop(), "test"
+	d, err := daemon.New(cfg)
 	if err != nil {
 		t.Fatalf("ipwatchd: %v", err)
 	}
