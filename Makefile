@@ -21,7 +21,13 @@ LDFLAGS  := -X github.com/virtuald/virtuald/internal/buildinfo.version=$(VERSION
 export CGO_ENABLED := 0
 
 PROGRAMS := virtuald ipwatchd ipwatchctl
-BINARIES := $(addprefix bin/,$(PROGRAMS))
+# bin/virtuald is virtuald's front (internal/enter/init/front.c, committed
+# built with virtuald-init: make generate), which executes the Go program
+# beside it, bin/virtuald-go, for what it does not serve itself. The front
+# exists for amd64; elsewhere virtuald is the Go program itself.
+GOARCH   := $(shell $(GO) env GOARCH)
+FRONT    := $(if $(filter amd64,$(GOARCH)),internal/enter/init_amd64.elf,)
+BINARIES := bin/virtuald bin/virtuald-go bin/ipwatchd bin/ipwatchctl
 
 .PHONY: all build test lint race fuzz bench demo install uninstall deb docs generate clean help FORCE
 
@@ -31,6 +37,12 @@ build: $(BINARIES) ## build bin/virtuald, bin/ipwatchd, bin/ipwatchctl
 
 bin/%: FORCE
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
+
+bin/virtuald-go: FORCE
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/virtuald
+
+bin/virtuald: bin/virtuald-go FORCE
+	$(if $(FRONT),install -m 0755 $(FRONT) $@,install -m 0755 bin/virtuald-go $@)
 
 bin/whoami: FORCE
 	$(GO) build -trimpath -o $@ ./internal/testbed/whoami
@@ -45,6 +57,9 @@ need-%: FORCE
 test: need-test ## run every test (as root the end-to-end tests run too)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	# The end-to-end tests of virtuald once more with the Go program as
+	# virtuald, without its front (the fallback path on its own).
+	VIRTUALD_TEST_FRONT=off $(GO) test -count=1 ./cmd/virtuald ./e2e
 
 lint: ## gofmt, go vet and staticcheck (the version go.mod pins, every check: staticcheck.conf)
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt'd:"; echo "$$unformatted"; exit 1; fi
@@ -94,7 +109,7 @@ demo: need-demo build bin/whoami ## show virtuald and ipwatchd serving several a
 
 install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $(DESTDIR)$(UNITDIR)
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
-	install -m 0755 bin/virtuald bin/ipwatchd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 bin/virtuald bin/virtuald-go bin/ipwatchd $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 bin/ipwatchctl $(DESTDIR)$(PREFIX)/bin/
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|' dist/ipwatchd.service > $(DESTDIR)$(UNITDIR)/ipwatchd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ipwatchd.service
@@ -103,7 +118,7 @@ install: build ## install into $(DESTDIR)$(PREFIX), and the ipwatchd unit into $
 # precedence over the package's in /lib/systemd/system: remove one before
 # installing the other.
 uninstall: ## remove what make install put in $(DESTDIR)$(PREFIX) and $(DESTDIR)$(UNITDIR) (never the package's files)
-	rm -f $(DESTDIR)$(PREFIX)/sbin/virtuald $(DESTDIR)$(PREFIX)/sbin/ipwatchd $(DESTDIR)$(PREFIX)/bin/ipwatchctl $(DESTDIR)$(UNITDIR)/ipwatchd.service
+	rm -f $(DESTDIR)$(PREFIX)/sbin/virtuald $(DESTDIR)$(PREFIX)/sbin/virtuald-go $(DESTDIR)$(PREFIX)/sbin/ipwatchd $(DESTDIR)$(PREFIX)/bin/ipwatchctl $(DESTDIR)$(UNITDIR)/ipwatchd.service
 
 # The Debian package. Its version is VERSION made a Debian version
 # (scripts/debversion); everything generated for it goes in DEBBUILD.
@@ -118,6 +133,8 @@ DEBDATE        = $(shell git log -1 --format=%aD 2>/dev/null || date -R)
 deb: ## $(DEBBUILD)/virtuald_VERSION_ARCH.deb: binaries, ipwatchd unit (enabled, not started), /etc/virtuald, man pages, README, examples
 	rm -rf $(DEBBUILD) && mkdir -p $(DEBBUILD)/bin $(DEBBUILD)/man
 	for p in $(PROGRAMS); do $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEBBUILD)/bin/$$p ./cmd/$$p || exit 1; done
+	mv $(DEBBUILD)/bin/virtuald $(DEBBUILD)/bin/virtuald-go
+	$(if $(FRONT),install -m 0755 $(FRONT),install -m 0755 $(DEBBUILD)/bin/virtuald-go) $(DEBBUILD)/bin/virtuald
 	$(GO) run ./docs/mangen -o $(DEBBUILD)/man -version '$(VERSION)' -date '$(DOCDATE)' docs/*.md
 	gzip -9n $(DEBBUILD)/man/*
 	sed 's|@SBINDIR@|/usr/sbin|' dist/ipwatchd.service > $(DEBBUILD)/ipwatchd.service
