@@ -69,6 +69,7 @@
 #define EEXIST_ 17
 #define ENOENT_ 2
 #define ECONNREFUSED_ 111
+#define MSG_NOSIGNAL_ 0x4000
 #define POLLIN_ 1
 #define POLLOUT_ 4
 #define TCGETS_ 0x5401
@@ -235,7 +236,7 @@ static struct {
 	char goPath[PATH_MAX_ + 16]; // the Go program, "" when not found
 	char *env[MAX_ENV + 2];      // the service's environment
 	char *handEnv[MAX_ENV + 2];  // the Go program's, with the marker
-	const char *socket, *conf, *program, *pathEnv;
+	const char *socket, *envSocket, *conf, *program, *pathEnv;
 	int hasPathEnv;
 	int isolate; // -1: no -isolate
 	char **args;
@@ -404,7 +405,7 @@ static int readEnv(void)
 		if (envName(*e, "LD_LIBRARY_PATH"))
 			return -1; // the daemon's library check would not be the loader's
 		if (envName(*e, "VIRTUALD_SOCKET"))
-			f.socket = f.socket && f.socket[0] ? f.socket : *e + 16; // the flag wins; the last one otherwise
+			f.envSocket = *e + 16; // the last one, as Go's readEnvironment
 		if (envName(*e, "PATH"))
 			f.pathEnv = *e + 5, f.hasPathEnv = 1;
 		if (envName(*e, "LISTEN_PID") || envName(*e, "LISTEN_FDS") || envName(*e, "LISTEN_FDNAMES") ||
@@ -469,7 +470,7 @@ static void logSend(int severity, const char *msg)
 	puts_(&b, msg);
 	if (logfd < 0 || !b.ok)
 		return;
-	while (S3(__NR_write, logfd, line, b.n) == -EINTR_)
+	while (sys(__NR_sendto, logfd, (long)line, (long)b.n, MSG_NOSIGNAL_, 0, 0) == -EINTR_)
 		;
 }
 
@@ -560,7 +561,9 @@ enum { ioSlow = -1, ioFailed = -2 };
 static long transfer(long nr, long fd, char *p, unsigned long n, long deadline)
 {
 	for (;;) {
-		long r = S3(nr, fd, p, n);
+		// A send never raises SIGPIPE: a daemon that closed early is a
+		// handover, not the front's death.
+		long r = nr == __NR_read ? S3(nr, fd, p, n) : sys(__NR_sendto, fd, (long)p, (long)n, MSG_NOSIGNAL_, 0, 0);
 		if (r >= 0)
 			return r;
 		if (r == -EINTR_)
@@ -664,7 +667,7 @@ static int ask(void)
 	if (cred.uid != 0 && cred.uid != (unsigned int)S0(__NR_geteuid))
 		goto out; // not trusted: the Go program says why
 	for (unsigned long sent = 0; sent < b.n; sent += r) {
-		r = transfer(__NR_write, fd, req + sent, b.n - sent, deadline);
+		r = transfer(__NR_sendto, fd, req + sent, b.n - sent, deadline);
 		if (r <= 0) {
 			outcome = r == ioSlow ? askSlow : askHandOver;
 			goto out;
@@ -1085,8 +1088,9 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	char tio[64];
 	if (parseArgs() || readEnv() || S3(__NR_ioctl, 2, TCGETS_, tio) == 0 || inspect())
 		handover(0); // a person at a terminal gets the Go program's echo
+	// ipc.SocketPath: the flag, else $VIRTUALD_SOCKET, else the default.
 	if (!f.socket || !f.socket[0])
-		f.socket = "/run/ipwatchd/ipwatchd.sock";
+		f.socket = f.envSocket && f.envSocket[0] ? f.envSocket : "/run/ipwatchd/ipwatchd.sock";
 	if (S2(__NR_stat, f.conf, &f.confStat) < 0)
 		handover(0);
 	struct buf mb = {markPath, 0, sizeof markPath, 1};
@@ -1129,13 +1133,13 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 		if (!f.goPath[0] || exe < 0)
 			handover(answered);
 		if (iso & 1) {
-			tree = S3(__NR_open_tree, root, "", OPEN_TREE_CLONE_ | AT_EMPTY_PATH_ | AT_RECURSIVE_);
+			tree = S3(__NR_open_tree, root, "", OPEN_TREE_CLONE_ | O_CLOEXEC__ | AT_EMPTY_PATH_ | AT_RECURSIVE_);
 			struct mount_attr_ attr = {0, 0, MS_PRIVATE_, 0};
 			if (tree < 0 || S5(__NR_mount_setattr, tree, "", AT_EMPTY_PATH_ | AT_RECURSIVE_, &attr, sizeof attr) < 0)
 				handover(answered);
 		} else {
 			// The root itself goes through the report's exec.
-			tree = S1(__NR_dup, root);
+			tree = S3(__NR_fcntl, root, 1030 /* F_DUPFD_CLOEXEC */, 3);
 			if (tree < 0)
 				handover(answered);
 		}
