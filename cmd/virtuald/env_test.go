@@ -37,12 +37,15 @@ func TestReadEnvironment(t *testing.T) {
 		{"systemd's, no number",
 			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=two"}, service...),
 			environment{service: service}},
+		{"the front's word, kept from the service",
+			append([]string{"VIRTUALD_FRONT=slow"}, service...),
+			environment{front: "slow", service: service}},
 		{"systemd's, none passed",
 			append([]string{"LISTEN_PID=4242", "LISTEN_FDS=0"}, service...),
 			environment{service: service}},
 	} {
 		got := readEnvironment(c.env, pid)
-		if got.socket != c.want.socket || got.listenFDs != c.want.listenFDs || !slices.Equal(got.service, c.want.service) {
+		if got.socket != c.want.socket || got.front != c.want.front || got.listenFDs != c.want.listenFDs || !slices.Equal(got.service, c.want.service) {
 			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
 		}
 	}

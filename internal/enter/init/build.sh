@@ -5,7 +5,7 @@
 # includes init.c), installed as virtuald; arm64 has virtuald-init alone.
 set -eu
 cd "$(dirname "$0")/.."
-flags="-static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie -Os -Wall -Werror
+flags="-static -nostdlib -ffreestanding -fno-ident -fno-stack-protector -fno-pie -no-pie -Os -Wall -Werror
 	-fno-asynchronous-unwind-tables -fno-unwind-tables -Wl,--build-id=none -s"
 gcc $flags -o init_amd64.elf init/front.c
 if command -v aarch64-linux-gnu-gcc >/dev/null; then
