@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +22,10 @@ import (
 // that failed, and the flood's own rate:
 //
 //   - no-limits: the entries have no limits (goal: share >= 0.5);
-//   - no-limits-unfavoured: the same with -favour 0, to show what the
-//     favour of a quiet entry's service gives;
+//   - no-limits-service-share: the same with -cpu-share service, each
+//     service weighed as one (its autogroup) instead of each entry (a
+//     cpu cgroup each), with the favour of a quiet entry's service;
+//   - no-limits-unfavoured: that without the favour either;
 //   - no-limits-4: the same with 4 entries busy: addresses 3 and 4 have
 //     a client of their own like address 2's in every phase, so that the
 //     share says what the flood takes from one of 3 quiet entries;
@@ -50,14 +53,19 @@ func BenchmarkFlood(b *testing.B) {
 		b.Skip("needs root: namespaces, chroot")
 	}
 	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2, "", "") })
-	// The same without the favour of a quiet entry's service (favour.go).
-	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-favour 0", "") })
+	// Each service weighed as one, with and without the favour of a
+	// quiet entry's service (favour.go).
+	b.Run("no-limits-service-share", func(b *testing.B) { benchFlood(b, "", "", 2, "-cpu-share service", "") })
+	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-cpu-share service -favour 0", "") })
 	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4, "", "") })
 	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "") })
 	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2, "", "") })
 	// The same two with a service as costly to start as a Go program
 	// (the tests' whoami), where the CPU the services take decides.
 	b.Run("no-limits-go-service", func(b *testing.B) { benchFlood(b, "", "", 2, "", "./internal/testbed/whoami") })
+	b.Run("no-limits-go-service-service-share", func(b *testing.B) {
+		benchFlood(b, "", "", 2, "-cpu-share service", "./internal/testbed/whoami")
+	})
 	b.Run("limits-go-service", func(b *testing.B) {
 		benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "./internal/testbed/whoami")
 	})
@@ -119,6 +127,10 @@ type counts struct {
 // sites, port 7100) for d and returns its counts.
 func (f *floodSite) run(n, i int, d time.Duration) counts {
 	cmd := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1))
+	// Each client a session of its own, so that the measuring one does
+	// not share its scheduling group (autogroup) with the flood's, as
+	// remote clients share nothing on this host.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.Output()
 	var c counts
 	if _, err2 := fmt.Sscan(string(out), &c.served, &c.refused, &c.failed); err != nil || err2 != nil {

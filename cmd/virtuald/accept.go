@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/virtuald/virtuald/internal/chroot"
 	"github.com/virtuald/virtuald/internal/cmdline"
+	"github.com/virtuald/virtuald/internal/cpugroup"
 	"github.com/virtuald/virtuald/internal/creds"
 	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
@@ -35,9 +37,11 @@ type acceptor struct {
 
 	answers  answerCache
 	health   ipc.SlowMemo
-	starts   *fairStarts // the entries' turns at starting a service
-	admit    *admission  // the entries' limits, and the services each runs
-	refusals logLimit    // refusals for an entry's limit, logged once a second
+	starts   *fairStarts      // the entries' turns at starting a service
+	admit    *admission       // the entries' limits, and the services each runs
+	refusals logLimit         // refusals for an entry's limit, logged once a second
+	cpu      *cpugroup.Groups // each entry's cpu cgroup, or nil (-cpu-share)
+	ungroups logLimit         // services started outside their entry's group, logged once a second
 
 	mu        sync.Mutex
 	children  map[int]*child
@@ -58,6 +62,7 @@ type child struct {
 	slot    slot // what admission counted for it
 	line    connLog
 	refusal string // why it was not executed after all; it exits at once
+	group   string // the cpu cgroup it holds (its entry's key), or ""
 	root    string // its root and program, for the library check of a
 	program string // service that failed as a missing library makes it
 }
@@ -106,7 +111,17 @@ func acceptMode(log *syslog.Logger, o cmdline.Options, socketPath string, listen
 		lastActive: time.Now(), starts: newFairStarts(max(1, runtime.NumCPU()/2), runtime.NumCPU()),
 	}
 	a.answers.init()
-	if o.Favour > 0 {
+	if o.CPUShare == cmdline.CPUShareEntry {
+		groups, where, err := cpugroup.Open()
+		if err != nil {
+			log.Log(syslog.Warning, "accept mode: -cpu-share entry: no cpu cgroup per entry, so each service weighs as much as a whole entry's (-favour helps a quiet entry): "+err.Error())
+		} else {
+			defer groups.Close()
+			a.cpu = groups
+			log.Log(syslog.Info, "accept mode: one CPU weight per entry: a cpu cgroup each, in "+where)
+		}
+	}
+	if a.opts.Favour > 0 && a.cpu == nil {
 		why, note := favourWorks()
 		if why != "" {
 			log.Log(syslog.Warning, "accept mode: -favour is off: "+why)
@@ -394,12 +409,32 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 		return
 	}
 	d.line.add("program", path)
+	started := false
 	p := &enter.Plan{
 		Root: t.Root, Cred: t.Cred, Isolate: d.entry.Options.Isolation(a.opts.Isolate), Hostname: d.entry.Hostname,
 		Path: path, Argv: a.argv, Env: a.env, Files: []int{conn, conn, conn}, Session: true,
 	}
+	if a.cpu != nil {
+		procs, err := a.cpu.Hold(d.entry.Key)
+		if err != nil {
+			if n := a.ungroups.count(s.entry, time.Now()); n >= 0 {
+				a.log.Log(syslog.Warning, "accept mode: a service of "+d.entry.Key+" weighs apart from its entry's: no cpu cgroup for it: "+err.Error())
+			}
+		} else {
+			// Held until the service ends (finish), or here when
+			// none starts.
+			p.CgroupProcs = procs
+			defer func() {
+				if !started {
+					a.cpu.Release(d.entry.Key)
+				}
+			}()
+		}
+	}
 	if a.opts.Favour > 0 {
-		if nice := a.admit.favour(s.entry); nice < 0 {
+		if nice := a.admit.favour(s.entry); nice < 0 && p.CgroupProcs != 0 {
+			a.cpu.Boost(d.entry.Key, math.Pow(1.25, float64(-nice)), a.opts.Favour)
+		} else if nice < 0 && a.cpu == nil {
 			p.Spawned = func(pid int) { a.favour(pid, nice) }
 		}
 	}
@@ -410,7 +445,11 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 		return
 	}
 	unix.Close(conn)
+	started = true
 	running := &child{start: time.Now(), slot: s, line: d.line, root: d.entry.Root, program: path}
+	if p.CgroupProcs != 0 {
+		running.group = d.entry.Key
+	}
 	if err := ch.Started(); err != nil {
 		running.refusal = "exec failed: " + explain(root, path, err, a.env)
 	}
@@ -463,6 +502,9 @@ func (a *acceptor) reap() {
 // gives back its slots.
 func (a *acceptor) finish(pid int, ch *child, ws unix.WaitStatus) {
 	a.admit.release(ch.slot.entry, ch.slot.source)
+	if ch.group != "" {
+		a.cpu.Release(ch.group)
+	}
 	defer a.release()
 	if ch.refusal != "" {
 		ch.line.add("outcome", "refused")

@@ -27,6 +27,15 @@ import (
 // not help: its processes then hold longer what every start needs (the
 // kernel's namespace locks, Go's fork lock).
 //
+// With -cpu-share entry (package cpugroup), where every entry's services
+// share one cgroup and autogroups weigh nothing, the favour is the
+// weight of the entry's group instead (cpugroup.Groups.Boost): as many
+// times the default as the nice would weigh its session, for -favour
+// after each favoured start. One weight per entry makes the flood's
+// share no larger than the quiet entry's; the favour makes the quiet
+// entry's one service run at once when it wakes, which its rate
+// depends on more than on its share.
+//
 // The favour is bounded so that no tenant stays above the host's own
 // processes, nor weighs more than the busiest entry does: it lasts
 // -favour at most and is taken back before its service is reaped (so a

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Accept mode favours the service of an entry below its share (issue 23
-// item 1): a quiet entry's service beside a busy entry's runs with its
+// With -cpu-share service, accept mode favours the service of an entry
+// below its share (issue 23 item 1): a quiet entry's service beside a busy entry's runs with its
 // session at a negative nice, a busy entry's (alone, then ahead of the others)
 // never; the favour is taken back before the service is reaped, so that
 // a process it leaves in its session (a tenant keeping the favour past
@@ -32,7 +32,7 @@ func TestAcceptFavour(t *testing.T) {
 		"203.0.113.51 "+holdRoot(t, w, "hold-busy"),
 		"203.0.113.52 "+holdRoot(t, w, "hold-quiet"),
 		"203.0.113.53 "+linger+" isolate=none")
-	accept, _ := startAccept(t, w, "0.0.0.0:7305", "-favour", "1h", conf, whoami)
+	accept, _ := startAccept(t, w, "0.0.0.0:7305", "-cpu-share", "service", "-favour", "1h", conf, whoami)
 	var held []net.Conn
 	defer closeAll(&held)
 	// open holds a connection to addr and returns its service (virtuald's
@@ -85,7 +85,7 @@ func TestAcceptFavour(t *testing.T) {
 	}
 
 	// -favour bounds the favour of a service that runs on.
-	short, _ := startAccept(t, w, "0.0.0.0:7306", "-favour", "100ms", conf, whoami)
+	short, _ := startAccept(t, w, "0.0.0.0:7306", "-cpu-share", "service", "-favour", "100ms", conf, whoami)
 	accept = short
 	open("203.0.113.51:7306")
 	open("203.0.113.51:7306")
@@ -100,7 +100,7 @@ func TestAcceptFavourNeedsCapabilities(t *testing.T) {
 	w := newWorld(t)
 	w.ns.AddAddr("203.0.113.54")
 	conf := w.roots.WriteConf("conf-nice", "203.0.113.54 "+w.roots.Root("no-nice", w.bin["whoami"]))
-	startAcceptUnder(t, w, "203.0.113.54:7307", []string{"setpriv", "--bounding-set", "-sys_nice"}, conf, whoami)
+	startAcceptUnder(t, w, "203.0.113.54:7307", []string{"setpriv", "--bounding-set", "-sys_nice"}, "-cpu-share", "service", conf, whoami)
 	if _, ok := w.log.WaitFor(10*time.Second, "accept mode: -favour is off: it needs CAP_SYS_NICE"); !ok {
 		t.Errorf("no word that the favour is off; log ends:\n%s", w.log.Tail(5))
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 // Usage is logged when virtuald is started the wrong way.
-const Usage = "usage: virtuald [-socket PATH] [-isolate LIST] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-isolate LIST] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] [-favour DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
+const Usage = "usage: virtuald [-socket PATH] [-isolate LIST] [-allow-wildcard-dgram] CONF PROGRAM [ARG...] (started by inetd with the connection on fd 0), or virtuald -accept [-socket PATH] [-isolate LIST] [-max-children N] [-max-per-entry N] [-stop-timeout DURATION] [-idle-exit DURATION] [-cpu-share entry|service] [-favour DURATION] CONF PROGRAM [ARG...] (with a listening socket), or virtuald -version (prints its version)"
 
 // Defaults of the accept-mode limits: enough for a busy host, few enough
 // that a flood of connections cannot fork the host to death, and a single
@@ -36,6 +36,12 @@ const DefaultStopTimeout = 30 * time.Second
 // start and first answer of a classic service, not its whole session.
 const DefaultFavour = 20 * time.Millisecond
 
+// The values of -cpu-share.
+const (
+	CPUShareEntry   = "entry"
+	CPUShareService = "service"
+)
+
 // Options are virtuald's flags. Only these start with '-': the conf path
 // comes next, as in the seed's inetd lines.
 type Options struct {
@@ -48,6 +54,12 @@ type Options struct {
 	StopTimeout time.Duration // accept mode: how long SIGTERM waits for running services
 	IdleExit    time.Duration // accept mode: exit after this long without connections (0: never)
 	Favour      time.Duration // accept mode: how long a service of an entry below its share is favoured (0: never)
+	// CPUShare is how accept mode weighs its services for the scheduler:
+	// CPUShareEntry, one weight per entry (a cpu cgroup each, package
+	// cpugroup), or CPUShareService, one per service (its session's
+	// autogroup, with -favour), which is also what the first falls back
+	// to where it cannot make cgroups.
+	CPUShare string
 	// AllowWildcardDgram serves a "dgram ... wait" socket bound to a
 	// wildcard address, which carries every address's datagrams to the
 	// one service started for the first.
@@ -61,8 +73,8 @@ type Options struct {
 // returns them with the rest of the command line, args[0] first: CONF
 // PROGRAM [ARG...] follow it when the line is complete.
 func Parse(args []string) (Options, []string, error) {
-	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout, Favour: DefaultFavour, Isolate: conf.IsolateAll}
-	favourSet := false
+	o := Options{MaxChildren: DefaultMaxChildren, MaxPerEntry: DefaultMaxPerEntry, StopTimeout: DefaultStopTimeout, Favour: DefaultFavour, CPUShare: CPUShareEntry, Isolate: conf.IsolateAll}
+	favourSet, shareSet := false, false
 	rest := args[1:]
 	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(rest[0], "-"), "=")
@@ -102,6 +114,12 @@ func Parse(args []string) (Options, []string, error) {
 				return o, nil, fmt.Errorf("-isolate %s: %v", strconv.Quote(value), err)
 			}
 			continue
+		case "cpu-share":
+			if value != CPUShareEntry && value != CPUShareService {
+				return o, nil, fmt.Errorf("-cpu-share takes %s or %s", CPUShareEntry, CPUShareService)
+			}
+			o.CPUShare, shareSet = value, true
+			continue
 		case "max-children":
 			n, err = strconv.Atoi(value)
 			o.MaxChildren = n
@@ -134,6 +152,9 @@ func Parse(args []string) (Options, []string, error) {
 	}
 	if favourSet && !o.Accept {
 		return o, nil, fmt.Errorf("-favour is for accept mode (-accept)")
+	}
+	if shareSet && !o.Accept {
+		return o, nil, fmt.Errorf("-cpu-share is for accept mode (-accept)")
 	}
 	return o, append([]string{args[0]}, rest...), nil
 }

@@ -11,7 +11,7 @@ import (
 // The flags come before the conf path, as the seed's inetd lines have it;
 // everything from the conf path on is the service's.
 func TestParse(t *testing.T) {
-	defaults := Options{MaxChildren: 512, MaxPerEntry: 64, StopTimeout: 30 * time.Second, Favour: 20 * time.Millisecond, Isolate: conf.IsolateAll}
+	defaults := Options{MaxChildren: 512, MaxPerEntry: 64, StopTimeout: 30 * time.Second, Favour: 20 * time.Millisecond, CPUShare: CPUShareEntry, Isolate: conf.IsolateAll}
 	with := func(change func(*Options)) Options {
 		o := defaults
 		change(&o)
@@ -32,6 +32,9 @@ func TestParse(t *testing.T) {
 		{args: []string{"virtuald", "-accept", "-idle-exit", "-1s", "/c", "prog"}, err: "-idle-exit takes a duration (e.g. 30s)"},
 		{args: []string{"virtuald", "-favour", "0", "-accept", "/c", "prog"}, want: with(func(o *Options) { o.Accept, o.Favour = true, 0 }), rest: []string{"virtuald", "/c", "prog"}},
 		{args: []string{"virtuald", "-favour", "50ms", "/c", "prog"}, err: "-favour is for accept mode (-accept)"},
+		{args: []string{"virtuald", "-accept", "-cpu-share", "service", "/c", "prog"}, want: with(func(o *Options) { o.Accept, o.CPUShare = true, CPUShareService }), rest: []string{"virtuald", "/c", "prog"}},
+		{args: []string{"virtuald", "-cpu-share=entry", "/c", "prog"}, err: "-cpu-share is for accept mode (-accept)"},
+		{args: []string{"virtuald", "-accept", "-cpu-share", "tenant", "/c", "prog"}, err: "-cpu-share takes entry or service"},
 		{args: []string{"virtuald", "-stop-timeout", "soon", "/c", "prog"}, err: "-stop-timeout takes a duration (e.g. 30s)"},
 		{args: []string{"virtuald", "-max-per-entry", "0", "/c", "prog"}, err: "-max-per-entry takes a positive number"},
 		{args: []string{"virtuald", "-max-children", "many", "/c", "prog"}, err: "-max-children takes a positive number"},

@@ -59,6 +59,12 @@ type Plan struct {
 	// to reap, before its set-up in the namespaces: accept mode weighs
 	// its session for the scheduler from there (cmd/virtuald/favour.go).
 	Spawned func(pid int)
+	// CgroupProcs, when not 0 (fd 0 is never one), is a descriptor of a
+	// cgroup's cgroup.procs that the service joins: with isolation
+	// virtuald-init joins it before anything else, without, the service
+	// is moved in as soon as it was executed. Accept mode weighs each
+	// entry's services together so (package cpugroup).
+	CgroupProcs int
 
 	// Exec and ExecIsolated only: descriptors besides 0-2 that go through
 	// the exec (a connection's slots: package slots). virtuald-init keeps
@@ -137,6 +143,12 @@ func (c *Child) Wait() int {
 	return ws.ExitStatus()
 }
 
+// kill ends a child that must not run on, and reaps it.
+func (c *Child) kill() {
+	unix.Kill(c.Pid, unix.SIGKILL)
+	c.Wait()
+}
+
 // Started waits until the service was executed (or failed to be), and
 // says why it was not: an *Error for a step of entering, an *ExecError
 // for the exec itself. A child that failed has exited (status 127).
@@ -194,6 +206,12 @@ func (p *Plan) Start() (*Child, error) {
 	pid, err := syscall.ForkExec(p.Path, p.Argv, &syscall.ProcAttr{Dir: "/", Env: p.Env, Files: files, Sys: sys})
 	if err != nil {
 		return nil, &ExecError{Err: err}
+	}
+	if p.CgroupProcs != 0 {
+		if _, err := unix.Write(p.CgroupProcs, []byte(strconv.Itoa(pid))); err != nil {
+			(&Child{Pid: pid}).kill()
+			return nil, &Error{Step: stepNames[stepCgroup], Err: err}
+		}
 	}
 	if p.Spawned != nil {
 		p.Spawned(pid)

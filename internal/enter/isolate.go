@@ -94,22 +94,27 @@ var initExe = sync.OnceValues(func() (int, error) {
 
 // The descriptors virtuald-init gets besides the service's 0-2.
 const (
-	initRootFD = 3
-	initErrFD  = 4
-	initSyncFD = 5 // with a user namespace: the socket to the parent, which maps it
+	initRootFD   = 3
+	initErrFD    = 4
+	initSyncFD   = 5 // with a user namespace: the socket to the parent, which maps it
+	initCgroupFD = 6 // with CgroupProcs: the cgroup.procs to join
 )
 
-// steps names virtuald-init's steps (init/init.c), for its errors.
-var steps = []string{
+// stepNames names virtuald-init's steps (init/init.c), for its errors.
+var stepNames = []string{
 	1: "virtuald-init's arguments", "making the mount tree private",
 	"mounting the root over / (move_mount)", "pivot_root into the root", "detaching the host's root",
 	"chroot", "sethostname", "trimming the capability bounding set", "no_new_privs",
 	"dropping supplementary groups", "setgid", "setuid", "forking the service", "exec",
 	"taking the terminal", "close_range", "blocking signals", "waiting for the root's id map",
 	"entering a user namespace", "starting virtuald-init in new namespaces",
+	"joining its entry's cpu cgroup",
 }
 
-const stepExec = 14
+const (
+	stepExec   = 14
+	stepCgroup = 21
+)
 
 // initStart is how virtuald-init is to start a plan's service: its
 // arguments up to the service's (the report, for an in-place start,
@@ -182,6 +187,8 @@ func (p *Plan) prepareInit(inPlace bool, rootFD, errFD int) (*initStart, error) 
 	}
 	if inPlace {
 		flags.WriteByte('w')
+	} else if p.CgroupProcs != 0 {
+		flags.WriteByte('c')
 	}
 	if flags.Len() == 0 {
 		flags.WriteByte('-')
@@ -229,7 +236,7 @@ func (p *Plan) startIsolated() (*Child, error) {
 		return nil, &Error{Step: "isolation", Err: err}
 	}
 	defer unix.Close(report[0])
-	files := make([]uintptr, 0, initSyncFD+1)
+	files := make([]uintptr, 0, initCgroupFD+1)
 	for _, fd := range p.Files[:3] {
 		files = append(files, uintptr(fd))
 	}
@@ -245,6 +252,12 @@ func (p *Plan) startIsolated() (*Child, error) {
 		defer unix.Close(pair[0])
 		sync = [2]int{pair[0], pair[1]}
 		files = append(files, uintptr(sync[1]))
+	}
+	if p.CgroupProcs != 0 {
+		if len(files) == initSyncFD {
+			files = append(files, ^uintptr(0)) // closed
+		}
+		files = append(files, uintptr(p.CgroupProcs))
 	}
 	// The child executes the memfd by this process's descriptor table:
 	// through /proc/self, resolved in the child as it starts in its new
@@ -291,8 +304,8 @@ func startError(step int, errno unix.Errno, iso conf.Isolation) error {
 		return &ExecError{Err: errno}
 	}
 	name := "step " + strconv.Itoa(step)
-	if step > 0 && step < len(steps) {
-		name = steps[step]
+	if step > 0 && step < len(stepNames) {
+		name = stepNames[step]
 	}
 	return &Error{Step: name + " (isolate=" + iso.String() + ")", Err: errno}
 }

@@ -21,7 +21,8 @@
 //	          its controlling terminal in a new session, U enter a new
 //	          user namespace (and then, with m, a new mount namespace
 //	          owned by it) with the parent's help on SYNCFD, w start in
-//	          place (below)
+//	          place (below), c join the cgroup whose cgroup.procs is open
+//	          on fd 6 (accept mode's cpu group of the entry), first of all
 //	ROOTFD    with m: a private, detached clone of the checked root's mount
 //	          tree (open_tree), made in the caller's mount namespace,
 //	          since a directory opened there is not in this one; else
@@ -82,8 +83,10 @@ enum {
 	stepArgs = 1, stepPrivate, stepMoveMount, stepPivot,
 	stepDetach, stepChroot, stepHostname, stepCaps, stepNoNewPrivs,
 	stepGroups, stepGID, stepUID, stepFork, stepExec, stepTerminal,
-	stepCloseRange, stepSignals, stepGo, stepUserns, stepClone,
+	stepCloseRange, stepSignals, stepGo, stepUserns, stepClone, stepCgroup,
 };
+
+#define CGROUPFD 6
 
 #if defined(__x86_64__)
 static long sys(long n, long a, long b, long c, long d, long e, long f)
@@ -440,6 +443,12 @@ void __attribute__((noreturn, used)) start(long *sp)
 static void __attribute__((noreturn)) inside(void)
 {
 	const char *flags = start_.flags;
+	// The cgroup first, so that everything of the service, its set-up
+	// here included, is weighed there; it is never the service's.
+	if (has(flags, 'c')) {
+		check(stepCgroup, S3(__NR_write, CGROUPFD, "0", 1));
+		S1(__NR_close, CGROUPFD);
+	}
 	if (has(flags, 'w'))
 		enterInPlace();
 	// The host name first: the uts namespace is the host user
