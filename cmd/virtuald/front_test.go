@@ -183,7 +183,8 @@ func TestFrontLogLine(t *testing.T) {
 // Untrusted: a listener whose owner is not root. The roots named in the
 // answers that look right are a symbolic link and a group-writable
 // directory, which the front's own walk refuses (and the Go program's).
-// A limit is an answer the Go program believes.
+// A limit, a user by name and a user namespace are answers the Go
+// program believes.
 func TestFrontHostileDaemon(t *testing.T) {
 	w := newWorld(t)
 	only, handovers := frontOnly(t)
@@ -202,6 +203,12 @@ func TestFrontHostileDaemon(t *testing.T) {
 		"a NUL in the root":       okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other+"\x00/x", "", "", "ready", "")),
 		"a limit":                 okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "max=3", "", "ready", "")),
 		"an unknown option":       okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "chroot=no", "", "ready", "")),
+		"a host name's bad label": okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "hostname=a..b", "", "ready", "")),
+		"options out of order":    okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "group=2 user=1", "", "ready", "")),
+		"a user by name":          okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "user=nobody group=1", "", "ready", "")),
+		"user=all ones":           okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "user=4294967295 group=1", "", "ready", "")),
+		"isolate=user":            okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "isolate=all,user", "", "ready", "")),
+		"an IPv6 key":             okFrame(fieldsOf("1", "exact", "1", "::ffff:192.0.2.1", other, "", "", "ready", "")),
 		"line 0":                  okFrame(fieldsOf("1", "exact", "0", "192.0.2.1", other, "", "", "ready", "")),
 		"eleven fields":           okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "ready", "", "x")),
 		"bytes after the frame":   append(okFrame(fieldsOf("1", "exact", "1", "192.0.2.1", other, "", "", "ready", "")), 'x'),
@@ -233,7 +240,7 @@ func TestFrontHostileDaemon(t *testing.T) {
 		}
 		got, err := w.ns.Ask("192.0.2.1:" + fullPort)
 		switch {
-		case name == "a limit":
+		case name == "a limit" || name == "a user by name" || name == "isolate=user":
 			if err != nil || !strings.HasPrefix(got, "root=v4-09 ") {
 				t.Errorf("%s: the Go program did not believe the daemon: %q, %v", name, got, err)
 			}

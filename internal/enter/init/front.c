@@ -899,6 +899,13 @@ static int options(const char *o)
 				a.hostname[i] = c;
 			}
 			a.hostname[n] = 0;
+			// conf's checkHostname: labels of 1 to 63, no '-' at either end.
+			for (unsigned long i = 0, start = 0; i <= n; i++)
+				if (i == n || v[i] == '.') {
+					if (i == start || i - start > 63 || v[start] == '-' || v[i - 1] == '-')
+						return -1;
+					start = i + 1;
+				}
 			break;
 		}
 		next = k + 1;
