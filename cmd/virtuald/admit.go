@@ -31,8 +31,9 @@ type admission struct {
 }
 
 // memo is what a full resolution found for a local address whose entry
-// has limits: enough to refuse the next connections to it while the
-// entry is at a limit without resolving them (see quick).
+// has limits, or is at -max-per-entry: enough to refuse the next
+// connections to it while the entry is at a limit without resolving them
+// (see quick).
 type memo struct {
 	entry  string // conf path and key
 	line   int
@@ -120,13 +121,16 @@ func (ad *admission) countRefusal(entry string) uint64 {
 }
 
 // remember keeps, for the local address addr, the entry a full
-// resolution found, when it has limits (and forgets the address when it
-// has none), for quick.
+// resolution found, when it has limits or is at -max-per-entry (and
+// forgets the address otherwise), for quick: a flood's connections past
+// -max-per-entry are then refused in the accept loop, without the
+// goroutine and the resolution that would take CPU from the other
+// entries' starts.
 func (ad *admission) remember(addr netip.Addr, m memo) {
 	ad.mu.Lock()
 	defer ad.mu.Unlock()
 	addr = addr.Unmap()
-	if !m.limits.Set() {
+	if !m.limits.Set() && ad.perEntry[m.entry] < ad.maxPerEntry {
 		delete(ad.byAddr, addr)
 		return
 	}

@@ -115,10 +115,11 @@ func TestAdmission(t *testing.T) {
 }
 
 // quick refuses, from what the last full resolution of a local address
-// found, while the entry is at a limit; it cannot tell (and the
-// connection goes the full way) for an address it has no memo of, an
-// entry under its limits, a memo older than memoTTL, or an address whose
-// entry has no limits now.
+// found, while the entry is at a limit (its own, or -max-per-entry); it
+// cannot tell (and the connection goes the full way) for an address it
+// has no memo of, an entry under its limits, a memo older than memoTTL,
+// or an address whose entry has no limits now and is under
+// -max-per-entry.
 func TestQuickRefusal(t *testing.T) {
 	local, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	src := netip.MustParseAddr("198.51.100.1")
@@ -169,6 +170,19 @@ func TestQuickRefusal(t *testing.T) {
 	}
 	if got := ad.takePending()["e"]; got != 3 {
 		t.Errorf("%d refusals counted, want 3", got)
+	}
+
+	// An entry without limits at -max-per-entry (a flood) is refused
+	// quickly too, until it is under it again.
+	ad = newAdmission(1)
+	ad.take("e", src, conf.Limits{}, t0)
+	ad.remember(local, memo{entry: "e", at: t0})
+	check("at -max-per-entry", local, 0, "-max-per-entry 1")
+	ad.release("e", src)
+	check("under -max-per-entry", local, 0, "")
+	ad.remember(local, memo{entry: "e", at: t0})
+	if ad.limited() {
+		t.Error("a memo kept for an entry without limits under -max-per-entry")
 	}
 }
 

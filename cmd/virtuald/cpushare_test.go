@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,12 +30,34 @@ func TestAcceptCPUShare(t *testing.T) {
 		"203.0.113.62 "+holdRoot(t, w, "share-quiet"),
 		"203.0.113.63 "+holdRoot(t, w, "share-plain")+" isolate=none",
 		"203.0.113.64 "+holdRoot(t, w, "share-user")+" isolate=all,user")
-	base := cpuHierarchy(t)
 	accept, exited := startAccept(t, w, "0.0.0.0:7308", "-favour", "300ms", conf, whoami)
-	if _, ok := w.log.WaitFor(10*time.Second, "accept mode: one CPU weight per entry: a cpu cgroup each, in cgroup v1 "+base+"/virtuald."+strconv.Itoa(accept.Process.Pid)); !ok {
+	said, ok := w.log.WaitFor(10*time.Second, "accept mode: one CPU weight per entry: a cpu cgroup each, in cgroup v")
+	if !ok {
 		t.Fatalf("no word of the groups; log ends:\n%s", w.log.Tail(5))
 	}
-	dir := base + "/virtuald." + strconv.Itoa(accept.Process.Pid)
+	m := regexp.MustCompile(`in cgroup (v[12]) (\S+/virtuald\.(\d+))`).FindStringSubmatch(said)
+	if m == nil || m[3] != strconv.Itoa(accept.Process.Pid) {
+		t.Fatalf("the groups are not virtuald's own: %q", said)
+	}
+	dir, file, unit := m[2], "cpu.shares", 1024.0
+	if m[1] == "v2" {
+		file, unit = "cpu.weight", 100
+	}
+	// A service's group, as /proc/PID/cgroup names it, ends as its
+	// entry's directory does.
+	entryOf := func(pid int) string {
+		g := cpuGroup(t, pid)
+		if i := strings.Index(g, "/virtuald."); i >= 0 && strings.HasSuffix(dir, g[i:strings.LastIndex(g, "/")]) {
+			return g[strings.LastIndex(g, "/")+1:]
+		}
+		return g
+	}
+	weight := func(d string) string {
+		b, err := os.ReadFile(d + "/" + file)
+		testbed.Must(t, err)
+		return strings.TrimSpace(string(b))
+	}
+	times := func(f float64) string { return strconv.Itoa(int(unit * f)) }
 	var held []net.Conn
 	defer closeAll(&held)
 	open := func(addr string) int {
@@ -54,37 +77,33 @@ func TestAcceptCPUShare(t *testing.T) {
 		t.Fatalf("%s: no new child of virtuald", addr)
 		return 0
 	}
-	shares := func(entry string) string {
-		b, err := os.ReadFile(dir + "/entry-" + entry + "/cpu.shares")
-		testbed.Must(t, err)
-		return strings.TrimSpace(string(b))
-	}
+	shares := func(entry string) string { return weight(dir + "/entry-" + entry) }
 	for range 3 {
-		if pid := open("203.0.113.61:7308"); cpuGroup(t, pid) != dir+"/entry-203.0.113.61" {
+		if pid := open("203.0.113.61:7308"); entryOf(pid) != "entry-203.0.113.61" {
 			t.Errorf("the busy entry's service is in %s", cpuGroup(t, pid))
 		}
 	}
-	if s := shares("203.0.113.61"); s != "1024" {
-		t.Errorf("the busy entry's group weighs %s, want the default 1024", s)
+	if s := shares("203.0.113.61"); s != times(1) {
+		t.Errorf("the busy entry's group weighs %s, want the default %s", s, times(1))
 	}
-	if pid := open("203.0.113.62:7308"); cpuGroup(t, pid) != dir+"/entry-203.0.113.62" {
+	if pid := open("203.0.113.62:7308"); entryOf(pid) != "entry-203.0.113.62" {
 		t.Errorf("the quiet entry's service is in %s", cpuGroup(t, pid))
 	}
 	// The boost and its end are watched together: it lasts 300 ms.
-	if s := shares("203.0.113.62"); s != strconv.Itoa(int(1024*1.25*1.25*1.25*1.25)) {
+	if s := shares("203.0.113.62"); s != times(1.25*1.25*1.25*1.25) {
 		t.Errorf("the quiet entry's group weighs %s during its favour", s)
 	}
-	waitFor(t, func() bool { return shares("203.0.113.62") == "1024" })
-	if pid := open("203.0.113.64:7308"); cpuGroup(t, pid) != dir+"/entry-203.0.113.64" {
+	waitFor(t, func() bool { return shares("203.0.113.62") == times(1) })
+	if pid := open("203.0.113.64:7308"); entryOf(pid) != "entry-203.0.113.64" {
 		t.Errorf("the service in a user namespace is in %s", cpuGroup(t, pid))
 	}
 	// Without isolation the service is moved in once it was executed.
 	plain := open("203.0.113.63:7308")
-	waitFor(t, func() bool { return cpuGroup(t, plain) == dir+"/entry-203.0.113.63" })
+	waitFor(t, func() bool { return entryOf(plain) == "entry-203.0.113.63" })
 
 	// The four entries with services running weigh as four sessions.
-	if b, _ := os.ReadFile(dir + "/cpu.shares"); strings.TrimSpace(string(b)) != "4096" {
-		t.Errorf("the groups weigh %q together, want 4096", b)
+	if w := weight(dir); w != times(4) {
+		t.Errorf("the groups weigh %s together, want %s", w, times(4))
 	}
 
 	closeAll(&held)
@@ -99,38 +118,26 @@ func TestAcceptCPUShare(t *testing.T) {
 	}
 }
 
-// cpuHierarchy is the directory of this process's group in the cgroup v1
-// hierarchy of the cpu controller, where the tests run (this host's; a
-// cgroup v2 host's would need a delegated group, see package cpugroup).
-func cpuHierarchy(t *testing.T) string {
-	t.Helper()
-	g := cpuGroup(t, os.Getpid())
-	if !strings.HasPrefix(g, "/sys/fs/cgroup/cpu") {
-		t.Skip("the tests know the cpu controller on cgroup v1 only:", g)
-	}
-	return g
-}
-
-// cpuGroup is the directory of pid's group in the cpu controller's v1
-// hierarchy, mounted at /sys/fs/cgroup/cpu (or cpu,cpuacct).
+// cpuGroup is pid's group in the hierarchy of the cpu controller, as
+// /proc/PID/cgroup names it: its v1 line's, or else its v2 line's.
 func cpuGroup(t *testing.T, pid int) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	testbed.Must(t, err)
+	v2 := ""
 	for _, line := range strings.Split(string(b), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
+		if parts[1] == "" {
+			v2 = parts[2]
+		}
 		for _, c := range strings.Split(parts[1], ",") {
 			if c == "cpu" {
-				mnt := "/sys/fs/cgroup/" + parts[1]
-				if parts[2] == "/" {
-					return mnt
-				}
-				return mnt + parts[2]
+				return parts[2]
 			}
 		}
 	}
-	return "v2:" + string(b)
+	return v2
 }

@@ -145,3 +145,34 @@ func TestGroups(t *testing.T) {
 		t.Errorf("Close left %s: %v", g.dir, err)
 	}
 }
+
+// On cgroup v2 a group that gives its children the cpu controller may
+// hold no process: virtuald makes its groups in its own only when it is
+// alone there, and says which process is not.
+func TestAlone(t *testing.T) {
+	dir := t.TempDir()
+	self := strconv.Itoa(os.Getpid())
+	for _, c := range []struct{ procs, err string }{
+		{self + "\n", ""},
+		{"1\n" + self + "\n", "holds other processes than virtuald (process 1)"},
+	} {
+		os.WriteFile(dir+"/cgroup.procs", []byte(c.procs), 0o644)
+		err := alone(dir)
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%q: %v, want %q", c.procs, err, c.err)
+		}
+	}
+}
+
+// Where cgroup v2 has no cpu controller (a host whose cpu controller is
+// bound to a v1 hierarchy, as this one's), Open's v2 way says so.
+func TestV2WithoutCPU(t *testing.T) {
+	const unified = "/sys/fs/cgroup/unified"
+	b, err := os.ReadFile(unified + "/cgroup.controllers")
+	if err != nil || strings.Contains(string(b), "cpu") {
+		t.Skip("no cgroup v2 hierarchy without the cpu controller here")
+	}
+	if _, _, err := openV2(unified, true); err == nil || !strings.Contains(err.Error(), "has no cpu controller") {
+		t.Errorf("openV2 without the controller: %v", err)
+	}
+}
