@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"regexp"
@@ -22,7 +21,7 @@ import (
 // many sessions; the groups go with accept mode.
 func TestAcceptCPUShare(t *testing.T) {
 	w := newWorld(t)
-	for _, a := range []string{"203.0.113.61", "203.0.113.62", "203.0.113.63", "203.0.113.64"} {
+	for _, a := range []string{"203.0.113.51", "203.0.113.61", "203.0.113.62", "203.0.113.63", "203.0.113.64"} {
 		w.ns.AddAddr(a)
 	}
 	conf := w.roots.WriteConf("conf-cpushare",
@@ -45,12 +44,8 @@ func TestAcceptCPUShare(t *testing.T) {
 	}
 	// A service's group, as /proc/PID/cgroup names it, ends as its
 	// entry's directory does.
-	entryOf := func(pid int) string {
-		g := cpuGroup(t, pid)
-		if i := strings.Index(g, "/virtuald."); i >= 0 && strings.HasSuffix(dir, g[i:strings.LastIndex(g, "/")]) {
-			return g[strings.LastIndex(g, "/")+1:]
-		}
-		return g
+	inEntry := func(pid int, key string) bool {
+		return strings.HasSuffix(cpuGroup(t, pid), "/virtuald."+m[3]+"/entry-"+key)
 	}
 	weight := func(d string) string {
 		b, err := os.ReadFile(d + "/" + file)
@@ -61,32 +56,19 @@ func TestAcceptCPUShare(t *testing.T) {
 	var held []net.Conn
 	defer closeAll(&held)
 	open := func(addr string) int {
-		t.Helper()
-		before := childrenOf(t, accept.Process.Pid)
-		c := dialFrom(t, w, "203.0.113.61", addr)
-		held = append(held, c)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "root=") {
-			t.Fatalf("%s: %q %v", addr, line, err)
-		}
-		for pid := range childrenOf(t, accept.Process.Pid) {
-			if !before[pid] {
-				return pid
-			}
-		}
-		t.Fatalf("%s: no new child of virtuald", addr)
-		return 0
+		pid, _ := openService(t, w, accept.Process.Pid, &held, addr)
+		return pid
 	}
 	shares := func(entry string) string { return weight(dir + "/entry-" + entry) }
 	for range 3 {
-		if pid := open("203.0.113.61:7308"); entryOf(pid) != "entry-203.0.113.61" {
+		if pid := open("203.0.113.61:7308"); !inEntry(pid, "203.0.113.61") {
 			t.Errorf("the busy entry's service is in %s", cpuGroup(t, pid))
 		}
 	}
 	if s := shares("203.0.113.61"); s != times(1) {
 		t.Errorf("the busy entry's group weighs %s, want the default %s", s, times(1))
 	}
-	if pid := open("203.0.113.62:7308"); entryOf(pid) != "entry-203.0.113.62" {
+	if pid := open("203.0.113.62:7308"); !inEntry(pid, "203.0.113.62") {
 		t.Errorf("the quiet entry's service is in %s", cpuGroup(t, pid))
 	}
 	// The boost and its end are watched together: it lasts 300 ms.
@@ -94,12 +76,12 @@ func TestAcceptCPUShare(t *testing.T) {
 		t.Errorf("the quiet entry's group weighs %s during its favour", s)
 	}
 	waitFor(t, func() bool { return shares("203.0.113.62") == times(1) })
-	if pid := open("203.0.113.64:7308"); entryOf(pid) != "entry-203.0.113.64" {
+	if pid := open("203.0.113.64:7308"); !inEntry(pid, "203.0.113.64") {
 		t.Errorf("the service in a user namespace is in %s", cpuGroup(t, pid))
 	}
 	// Without isolation the service is moved in once it was executed.
 	plain := open("203.0.113.63:7308")
-	waitFor(t, func() bool { return entryOf(plain) == "entry-203.0.113.63" })
+	waitFor(t, func() bool { return inEntry(plain, "203.0.113.63") })
 
 	// The four entries with services running weigh as four sessions.
 	if w := weight(dir); w != times(4) {

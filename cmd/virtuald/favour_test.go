@@ -35,26 +35,7 @@ func TestAcceptFavour(t *testing.T) {
 	accept, _ := startAccept(t, w, "0.0.0.0:7305", "-cpu-share", "service", "-favour", "1h", conf, whoami)
 	var held []net.Conn
 	defer closeAll(&held)
-	// open holds a connection to addr and returns its service (virtuald's
-	// new child: in a pid namespace, its pid 1) and the service's line.
-	open := func(addr string) (int, string) {
-		t.Helper()
-		before := childrenOf(t, accept.Process.Pid)
-		c := dialFrom(t, w, "203.0.113.51", addr)
-		held = append(held, c)
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "root=") {
-			t.Fatalf("%s: %q %v", addr, line, err)
-		}
-		for pid := range childrenOf(t, accept.Process.Pid) {
-			if !before[pid] {
-				return pid, line
-			}
-		}
-		t.Fatalf("%s: no new child of virtuald", addr)
-		return 0, ""
-	}
+	open := func(addr string) (int, string) { return openService(t, w, accept.Process.Pid, &held, addr) }
 
 	for i := 1; i <= 3; i++ {
 		if pid, _ := open("203.0.113.51:7305"); sessionNice(t, pid) != 0 {
@@ -109,6 +90,28 @@ func TestAcceptFavourNeedsCapabilities(t *testing.T) {
 	} else {
 		c.Close()
 	}
+}
+
+// openService holds a connection to addr (kept in held) and returns its
+// service, the new child of virtuald -accept (pid; in a pid namespace,
+// the service's pid 1), and the service's line.
+func openService(t *testing.T, w *world, pid int, held *[]net.Conn, addr string) (int, string) {
+	t.Helper()
+	before := childrenOf(t, pid)
+	c := dialFrom(t, w, "203.0.113.51", addr)
+	*held = append(*held, c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "root=") {
+		t.Fatalf("%s: %q %v", addr, line, err)
+	}
+	for kid := range childrenOf(t, pid) {
+		if !before[kid] {
+			return kid, line
+		}
+	}
+	t.Fatalf("%s: no new child of virtuald", addr)
+	return 0, ""
 }
 
 // childrenOf returns the children of pid, from each of its threads.
