@@ -123,11 +123,7 @@ func TestFrontServes(t *testing.T) {
 				t.Errorf("port %s: %s", port, msg)
 			}
 		}
-		for addr := range w.hostile {
-			if got, err := w.ns.Ask(net.JoinHostPort(addr, port)); err != nil || got != "" {
-				t.Errorf("%s:%s: want zero bytes, got %q, %v", addr, port, got, err)
-			}
-		}
+		w.checkHostileRefused(t, port)
 	}
 	// Handed over after the daemon answered: the users by name
 	// (192.0.2.15 on both ports, 2001:db8::8 on 7600) and the hostile
@@ -141,11 +137,6 @@ func TestFrontServes(t *testing.T) {
 // connection (but the ports and the pid).
 func TestFrontLogLine(t *testing.T) {
 	w, _ := frontWorld(t)
-	ports := regexp.MustCompile(`(local|remote)=(\[[0-9a-f:]+\]|[0-9.]+):[0-9]+`)
-	pid := regexp.MustCompile(`virtuald\[[0-9]+\]`)
-	norm := func(l string) string {
-		return pid.ReplaceAllString(ports.ReplaceAllString(l, "$1=$2:P"), "virtuald[PID]")
-	}
 	for _, c := range []struct{ addr, front, goPort string }{
 		{"192.0.2.1", "7600", "7602"},
 		{"192.0.2.16", "7600", "7602"}, // user=2001 group=2002
@@ -155,23 +146,46 @@ func TestFrontLogLine(t *testing.T) {
 		{"192.0.2.16", "7601", "7603"},
 		{"198.51.100.7", "7601", "7603"},
 	} {
-		var lines [2]string
-		for i, port := range []string{c.front, c.goPort} {
-			n := w.log.Len()
-			if _, err := w.ns.Ask(net.JoinHostPort(c.addr, port)); err != nil {
-				t.Fatalf("%s:%s: %v", c.addr, port, err)
-			}
-			line, ok := w.log.WaitAfter(n, 5*time.Second, ":"+port+" ", "outcome=exec")
-			if !ok {
-				t.Fatalf("%s:%s: no log line; log ends:\n%s", c.addr, port, w.log.Tail(5))
-			}
-			lines[i] = norm(strings.ReplaceAll(line, ":"+port+" ", ":PORT "))
-		}
+		lines := execLines(t, w, c.addr, c.front, c.goPort)
 		if lines[0] != lines[1] {
 			t.Errorf("%s: the front logs\n\t%s\nthe Go program\n\t%s", c.addr, lines[0], lines[1])
 		}
 		if !strings.Contains(lines[0], "via=daemon") {
 			t.Errorf("%s: not the daemon's answer: %s", c.addr, lines[0])
+		}
+	}
+}
+
+// execLines connects to addr on each port in turn and returns the log
+// line of each connection's exec, with the ports and the pid taken out,
+// so that the lines of two ways to serve it compare.
+func execLines(t *testing.T, w *world, addr string, ports ...string) []string {
+	t.Helper()
+	portRE := regexp.MustCompile(`(local|remote)=(\[[0-9a-f:]+\]|[0-9.]+):[0-9]+`)
+	pid := regexp.MustCompile(`virtuald\[[0-9]+\]`)
+	var lines []string
+	for _, port := range ports {
+		n := w.log.Len()
+		if _, err := w.ns.Ask(net.JoinHostPort(addr, port)); err != nil {
+			t.Fatalf("%s:%s: %v", addr, port, err)
+		}
+		line, ok := w.log.WaitAfter(n, 5*time.Second, ":"+port+" ", "outcome=exec")
+		if !ok {
+			t.Fatalf("%s:%s: no log line; log ends:\n%s", addr, port, w.log.Tail(5))
+		}
+		line = portRE.ReplaceAllString(strings.ReplaceAll(line, ":"+port+" ", ":PORT "), "$1=$2:P")
+		lines = append(lines, pid.ReplaceAllString(line, "virtuald[PID]"))
+	}
+	return lines
+}
+
+// checkHostileRefused checks that every hostile root's address gets zero
+// bytes on port.
+func (w *world) checkHostileRefused(t *testing.T, port string) {
+	t.Helper()
+	for addr := range w.hostile {
+		if got, err := w.ns.Ask(net.JoinHostPort(addr, port)); err != nil || got != "" {
+			t.Errorf("%s:%s: want zero bytes, got %q, %v", addr, port, got, err)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/virtuald/virtuald/internal/buildinfo"
 	"github.com/virtuald/virtuald/internal/cmdline"
 	"github.com/virtuald/virtuald/internal/conf"
+	"github.com/virtuald/virtuald/internal/conftable"
 	"github.com/virtuald/virtuald/internal/enter"
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -429,6 +430,11 @@ func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr, as
 		return fromFile(confPath, addr, "conf not found")
 	}
 	if why, ok := frontReasons[front]; ok {
+		// The front found no daemon to answer, and no table of this
+		// file (or the entry is one it hands over): the next
+		// connection's front reads the table instead of this program
+		// reading the file.
+		conftable.Refresh(socketPath, confPath)
 		return fromFile(confPath, addr, why)
 	}
 	r := ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: ipc.FileIDOf(&st), Lookup: front == frontAnswered}

@@ -514,6 +514,30 @@ static int trustedMark(struct stat_ *st)
 
 static char markPath[PATH_MAX_ + 8];
 
+// heldText is ipc's heldWhy for the mark st: when the daemon will be
+// asked again, in UTC, to the millisecond (truncated, as Go's .000).
+static char heldText[96];
+
+static void heldWhy(struct stat_ *st)
+{
+	struct buf b = {heldText, 0, sizeof heldText - 1, 1};
+	unsigned long day = st->mtime % 86400, ms = st->mtime_ns / 1000000;
+	unsigned long parts[3] = {day / 3600, day / 60 % 60, day % 60};
+	puts_(&b, "slow (it did not answer in time; asked again after ");
+	for (int i = 0; i < 3; i++) {
+		if (i)
+			putc_(&b, ':');
+		putc_(&b, '0' + parts[i] / 10);
+		putc_(&b, '0' + parts[i] % 10);
+	}
+	putc_(&b, '.');
+	putc_(&b, '0' + ms / 100);
+	putc_(&b, '0' + ms / 10 % 10);
+	putc_(&b, '0' + ms % 10);
+	putc_(&b, ')');
+	heldText[b.n] = 0;
+}
+
 // markSlow is SlowMark.afterFirstAsk: the first connection that found
 // the daemon slow holds it so for SlowHold (only root can).
 static void markSlow(void)
@@ -609,7 +633,7 @@ static struct {
 static int nfields;
 
 // The outcomes of asking.
-enum { askAnswered, askHandOver, askAbsent, askSlow, askStale, askRacy, askUnknown };
+enum { askAnswered, askHandOver, askAbsent, askSlow, askStale, askRacy, askUnknown, askHeld };
 
 // ask is cmd/virtuald's question (ipc.Client.Resolve): connect, check the
 // peer, send the request, read the one frame of the reply, all within
@@ -726,6 +750,175 @@ malformed:
 out:
 	S1(__NR_close, fd);
 	return outcome;
+}
+
+// ---- the table: the conf file's entries as internal/conftable compiles them ----
+
+// The format's sizes and flags (conftable's HeaderSize, RecordSize,
+// KeySize, MaxTable, FlagSuspended, RecordRefused; TestFrontTable holds
+// them equal).
+#define TABLE_HEADER 128
+#define TABLE_RECORD 32
+#define TABLE_KEY 20
+#define TABLE_MAX (1L << 30)
+#define TABLE_SUSPENDED 1
+#define TABLE_REFUSED 1
+#define PROT_READ_ 1
+#define MAP_PRIVATE_ 2
+
+static const unsigned char *table;
+static unsigned long tableSize, tableRecords;
+
+static unsigned long le64(const unsigned char *p)
+{
+	unsigned long v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static unsigned int le32(const unsigned char *p) { return p[0] | p[1] << 8 | p[2] << 16 | (unsigned int)p[3] << 24; }
+
+// openTable maps the table of f.conf beside the socket (conftable.Dir and
+// Name) when conftable.Read would accept it and it is of the file as the
+// front found it (f.confStat): a table is written only by root, and of
+// one version of the file only.
+static int openTable(void)
+{
+	char path[PATH_MAX_ + 64];
+	struct buf b = {path, 0, sizeof path, 1};
+	puts_(&b, f.socket);
+	puts_(&b, ".tables/");
+	unsigned long h = 14695981039346656037UL; // FNV-1a of the conf's name
+	for (const char *p = f.conf; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211UL;
+	for (int i = 60; i >= 0; i -= 4)
+		putc_(&b, "0123456789abcdef"[(h >> i) & 15]);
+	puts_(&b, ".table");
+	putc_(&b, 0);
+	if (!b.ok)
+		return -1;
+	long fd = S3(__NR_open, path, O_NOFOLLOW_ | O_NONBLOCK_ | O_CLOEXEC__, 0);
+	if (fd < 0)
+		return -1;
+	struct stat_ st;
+	unsigned int euid = (unsigned int)S0(__NR_geteuid);
+	if (S2(__NR_fstat, fd, &st) < 0 || (st.mode & S_IFMT_) != S_IFREG_ || st.nlink != 1 || (st.uid != 0 && st.uid != euid) ||
+	    (st.mode & 022) || st.size < TABLE_HEADER || st.size > TABLE_MAX) {
+		S1(__NR_close, fd);
+		return -1;
+	}
+	long m = sys(__NR_mmap, 0, st.size, PROT_READ_, MAP_PRIVATE_, fd, 0);
+	S1(__NR_close, fd);
+	if (m < 0 && m > -4096)
+		return -1;
+	const unsigned char *t = (const unsigned char *)m;
+	const struct stat_ *c = &f.confStat;
+	if (!memeq((const char *)t, 8, "vdtable1") || le64(t + 8) != c->dev || le64(t + 16) != c->ino ||
+	    le64(t + 24) != (unsigned long)c->size || le64(t + 32) != c->mtime * 1000000000UL + c->mtime_ns ||
+	    le64(t + 40) != c->ctime * 1000000000UL + c->ctime_ns || le64(t + 56) != (unsigned long)st.size ||
+	    le32(t + 48) > (st.size - TABLE_HEADER) / TABLE_RECORD)
+		return -1;
+	table = t, tableSize = st.size, tableRecords = le32(t + 48);
+	return 0;
+}
+
+// findRecord is a binary search of the records by key.
+static long findRecord(const unsigned char *key)
+{
+	unsigned long lo = 0, hi = tableRecords;
+	while (lo < hi) {
+		unsigned long mid = lo + (hi - lo) / 2;
+		const unsigned char *r = table + TABLE_HEADER + TABLE_RECORD * mid;
+		int c = 0;
+		for (int i = 0; i < TABLE_KEY && !c; i++)
+			c = (int)r[i] - (int)key[i];
+		if (!c)
+			return (long)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+// lengthPresent reports whether the table holds a prefix of bits bits of
+// the connection's family (the header's bitmaps).
+static int lengthPresent(int bits)
+{
+	const unsigned char *w = f.v6 ? table + 72 + 8 * (bits / 64) : table + 64;
+	return (le64(w) >> (bits % 64)) & 1;
+}
+
+static char tableLine[21], tableKey[64];
+
+// fromTable looks the local address up in the table as conf.File.Lookup
+// does (conftable.Lookup is its Go twin): its own address, then the
+// longest prefix holding it, then default. It sets the fields a daemon's
+// answer would have, which answer() then checks as it checks the
+// daemon's. -1: no table, no entry, or one refused (the Go program
+// words why).
+static int fromTable(void)
+{
+	if (openTable())
+		return -1;
+	int full = f.v6 ? 128 : 32;
+	unsigned char key[TABLE_KEY] = {1, f.v6 ? 6 : 4, (unsigned char)full, 0};
+	for (int i = 0; i < (f.v6 ? 16 : 4); i++)
+		key[4 + i] = f.local[i];
+	struct buf k = {tableKey, 0, sizeof tableKey, 1};
+	const char *rule = "exact";
+	long i = findRecord(key);
+	if (i >= 0)
+		puts_(&k, f.localAddr);
+	for (int bits = full; i < 0 && bits >= 0; bits--) {
+		if (!lengthPresent(bits))
+			continue;
+		unsigned char m[16];
+		for (int j = 0; j < 16; j++) {
+			long keep = (long)bits - 8 * j;
+			m[j] = keep >= 8 ? f.local[j] : keep <= 0 ? 0 : f.local[j] & (0xff << (8 - keep));
+		}
+		key[0] = 2, key[2] = (unsigned char)bits;
+		for (int j = 0; j < 16; j++)
+			key[4 + j] = m[j];
+		if ((i = findRecord(key)) >= 0) {
+			rule = "prefix";
+			putAddr(&k, m, f.v6);
+			putc_(&k, '/');
+			putu(&k, bits);
+		}
+	}
+	if (i < 0) {
+		unsigned char dflt[TABLE_KEY] = {3};
+		if ((i = findRecord(dflt)) < 0)
+			return -1;
+		rule = "default";
+		puts_(&k, "default");
+	}
+	const unsigned char *r = table + TABLE_HEADER + TABLE_RECORD * i;
+	if (!k.ok || (le32(r + 28) & TABLE_REFUSED) || (!eq(rule, "exact") && (le32(table + 52) & TABLE_SUSPENDED)))
+		return -1;
+	// "root\0options\0" in the strings after the records.
+	unsigned long at = TABLE_HEADER + TABLE_RECORD * tableRecords + le32(r + 24), n[2];
+	const char *text[2];
+	for (int j = 0; j < 2; j++) {
+		text[j] = (const char *)table + at;
+		for (n[j] = 0; at < tableSize && table[at]; at++)
+			n[j]++;
+		if (at++ >= tableSize)
+			return -1;
+	}
+	const char *line = format(tableLine, le32(r + 20));
+	struct {
+		const char *p;
+		unsigned long n;
+	} set[10] = {{"ok", 2}, {"0", 1}, {rule, len(rule)}, {line, len(line)}, {tableKey, k.n}, {text[0], n[0]}, {text[1], n[1]}, {"", 0}, {"unchecked", 9}, {"", 0}};
+	for (int j = 0; j < 10; j++)
+		fields[j].p = set[j].p, fields[j].n = set[j].n;
+	nfields = 10;
+	return 0;
 }
 
 // ---- the answer, checked as ipc.Answer.Match and conf.EntryOf do ----
@@ -1046,12 +1239,47 @@ static int lookPath(long root)
 	return found ? 0 : -1; // exists but is not executable: the exec fails and says so
 }
 
+// staticProgram reports whether the program is an ELF object the kernel
+// starts without a loader (no PT_INTERP) that names no library (no
+// PT_DYNAMIC): then service.Root.MissingLibraries has nothing to warn of,
+// and no loader can write to the client. Anything else is handed over
+// to the Go program's library check.
+static int staticProgram(long root)
+{
+	struct open_how_ how = {O_NONBLOCK_ | O_CLOEXEC__, 0, RESOLVE_IN_ROOT_ | RESOLVE_NO_MAGICLINKS_};
+	long fd = S4(__NR_openat2, root, a.program, &how, sizeof how);
+	if (fd < 0)
+		return 0;
+	struct stat_ st;
+	unsigned char h[64], ph[64 * 56];
+	int ok = S2(__NR_fstat, fd, &st) == 0 && (st.mode & S_IFMT_) == S_IFREG_ && S4(__NR_pread64, fd, h, sizeof h, 0) == sizeof h &&
+		 memeq((const char *)h, 4, "\x7f" "ELF") && h[4] == 2 && h[5] == 1;
+	unsigned long phnum = ok ? (unsigned long)(h[56] | h[57] << 8) : 0;
+	ok = ok && (h[54] | h[55] << 8) == 56 && phnum <= 64 &&
+	     S4(__NR_pread64, fd, ph, phnum * 56, le64(h + 32)) == (long)(phnum * 56);
+	for (unsigned long i = 0; ok && i < phnum; i++) {
+		unsigned int type = le32(ph + 56 * i);
+		ok = type != 3 /* PT_INTERP */ && type != 2 /* PT_DYNAMIC */;
+	}
+	S1(__NR_close, fd);
+	return ok;
+}
+
 // ---- handing over ----
 
 static const char *markers[] = {
 	[askAnswered] = "VIRTUALD_FRONT=answered", [askAbsent] = "VIRTUALD_FRONT=absent",
 	[askSlow] = "VIRTUALD_FRONT=slow",         [askStale] = "VIRTUALD_FRONT=stale",
 	[askRacy] = "VIRTUALD_FRONT=racy",         [askUnknown] = "VIRTUALD_FRONT=unknown",
+	[askHeld] = 0, // not asked: the Go program reads the mark again
+};
+
+// reasons are the words cmd/virtuald logs for why the daemon did not
+// answer (its frontReasons).
+static const char *reasons[] = {
+	[askAbsent] = "absent", [askSlow] = "slow", [askStale] = "its copy of the conf is stale",
+	[askRacy] = "the conf changed too recently for its copy to be vouched for", [askUnknown] = "conf unknown to it",
+	[askHeld] = heldText,
 };
 
 // handover executes the Go program with the original arguments, and the
@@ -1104,31 +1332,43 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	puts_(&mb, f.socket);
 	puts_(&mb, ".slow");
 	struct stat_ st;
-	if (!mb.ok || (S4(__NR_newfstatat, AT_FDCWD, markPath, &st, 0x100 /* AT_SYMLINK_NOFOLLOW */) == 0 && trustedMark(&st)))
-		handover(0); // held slow, or being probed: the Go program knows the rule
-	int asked = ask();
+	if (!mb.ok)
+		handover(0);
+	int asked = askHandOver;
+	if (S4(__NR_newfstatat, AT_FDCWD, markPath, &st, 0x100 /* AT_SYMLINK_NOFOLLOW */) == 0 && trustedMark(&st)) {
+		if ((long)(st.mtime * 1000000000UL + st.mtime_ns) <= now(CLOCK_REALTIME_))
+			handover(0); // the hold is over: one connection asks again, as the Go program's rule says
+		heldWhy(&st);
+		asked = askHeld; // the daemon is held slow: not asked, the table answers
+	} else
+		asked = ask();
 	if (asked == askSlow)
 		markSlow();
-	if (asked != askAnswered)
-		handover(asked == askHandOver ? 0 : markers[asked]);
-	const char *answered = markers[askAnswered];
-	if (answer())
-		handover(answered);
+	if (asked == askHandOver)
+		handover(0);
+	// The daemon did not answer: the table answers as the file would
+	// (the Go program writes it when it reads the file for the front).
+	const char *marker = markers[asked];
+	int viaFile = asked != askAnswered;
+	if ((viaFile && fromTable()) || answer())
+		handover(marker);
 
 	// The effective isolation (enter.Plan.Isolate) and the credentials
 	// (enter.Plan.credentials).
 	int iso = a.isolateSet ? a.isolate : f.isolate >= 0 ? f.isolate : 15;
 	if (iso & 16)
-		handover(answered); // a user namespace is mapped by a parent: Go's Start
+		handover(marker); // a user namespace is mapped by a parent: Go's Start
 	if (a.hostname[0] && !(iso & 8))
-		handover(answered);
-	if (iso == 0 && !eq(a.state, "ready"))
-		handover(answered); // the library warning, or its check, is the Go program's
+		handover(marker);
+	if (iso == 0 && !eq(a.state, "ready") && !viaFile)
+		handover(marker); // the library warning, or its check, is the Go program's
 	long root = openRoot(a.root);
 	if (root < 0)
-		handover(answered);
+		handover(marker);
 	if (lookPath(root))
-		handover(answered);
+		handover(marker);
+	if (iso == 0 && viaFile && !staticProgram(root))
+		handover(marker); // the file's path checks the libraries of every program
 	int setGroups = a.hasUser || a.hasGroup || S0(__NR_geteuid) == 0;
 	unsigned long gid = a.hasGroup ? a.gid : (unsigned long)S0(__NR_getgid);
 
@@ -1138,17 +1378,17 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	if (iso) {
 		exe = S3(__NR_open, f.goPath, O_PATH_ | O_CLOEXEC__, 0);
 		if (!f.goPath[0] || exe < 0)
-			handover(answered);
+			handover(marker);
 		if (iso & 1) {
 			tree = S3(__NR_open_tree, root, "", OPEN_TREE_CLONE_ | O_CLOEXEC__ | AT_EMPTY_PATH_ | AT_RECURSIVE_);
 			struct mount_attr_ attr = {0, 0, MS_PRIVATE_, 0};
 			if (tree < 0 || S5(__NR_mount_setattr, tree, "", AT_EMPTY_PATH_ | AT_RECURSIVE_, &attr, sizeof attr) < 0)
-				handover(answered);
+				handover(marker);
 		} else {
 			// The root itself goes through the report's exec.
 			tree = S3(__NR_fcntl, root, 1030 /* F_DUPFD_CLOEXEC */, 3);
 			if (tree < 0)
-				handover(answered);
+				handover(marker);
 		}
 	}
 
@@ -1162,7 +1402,9 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	field(&l, "line", format(n, a.line));
 	field(&l, "rule", a.rule);
 	field(&l, "root", a.root);
-	field(&l, "via", "daemon");
+	field(&l, "via", viaFile ? "file" : "daemon");
+	if (viaFile)
+		field(&l, "daemon", reasons[asked]);
 	if (setGroups && (a.hasUser || a.hasGroup)) {
 		struct buf u = {user, 0, sizeof user, 1};
 		if (a.hasUser) {
@@ -1182,7 +1424,7 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	field(&l, "isolate", isoText);
 	field(&l, "outcome", "exec");
 	if (!l.ok || l.n > MAX_MESSAGE)
-		handover(answered);
+		handover(marker);
 	// The connection to syslog stays open (close-on-exec): with
 	// isolate=none it is the only way to the host's log once inside the
 	// root.
