@@ -184,7 +184,7 @@ func testDaemonAnswersInetd(t *testing.T, accept bool) {
 	elapsed := time.Since(start)
 	waitLog(t, w, total, "via=")
 	// On a loaded machine an answer can take longer than virtuald waits
-	// (250 ms): that connection, and those in the next ipc.SlowHold, read
+	// (100 ms): that connection, and those in the next ipc.SlowHold, read
 	// the file, and say so. Every other one is the daemon's.
 	answered := w.log.Count("via=daemon") // and via=daemon-cache
 	waited := w.log.Count("via=file", "daemon=slow ")
@@ -574,7 +574,7 @@ func TestBPFOff(t *testing.T) {
 
 // A wedged daemon (SIGSTOP stands for a deadlock, a swap storm, a
 // debugger) accepts connections and never answers. Before the fix every
-// virtuald waited its whole 250 ms for it: twentyfold slower than with no
+// virtuald waited its whole 250 ms (now 100 ms) for it: twentyfold slower than with no
 // daemon at all. Now the first virtuald that finds it slow marks it so
 // (beside the socket per connection, in memory in accept mode), the
 // others read the file at once, one connection at a time asks again after

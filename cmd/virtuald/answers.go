@@ -113,6 +113,12 @@ func (a *acceptor) reportCounts(stop <-chan struct{}) {
 	}
 }
 
+// countTimeout bounds a report of counts. No connection waits for it,
+// and a report given up on is sent again with the next one, so one the
+// daemon took too late to say so is counted twice: it waits as long as
+// the reports' period.
+const countTimeout = time.Second
+
 // flushCounts reports the connections answered from the cache since the
 // last report, and the ones refused for the entries' limits, in batches
 // of ipc.MaxCounts entries; a batch the daemon did not take is kept for
@@ -123,7 +129,7 @@ func (a *acceptor) flushCounts() {
 	pending := c.pending
 	c.pending = map[string]uint64{}
 	c.mu.Unlock()
-	daemon := ipc.Client{Socket: a.socketPath, Timeout: daemonTimeout}
+	daemon := ipc.Client{Socket: a.socketPath, Timeout: countTimeout}
 	for _, batch := range countBatches(pending) {
 		gen, err := daemon.Count(ipc.CountRequest{Conf: a.confPath, Counts: batch})
 		c.mu.Lock()

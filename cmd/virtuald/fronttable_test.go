@@ -137,18 +137,31 @@ func TestFrontTable(t *testing.T) {
 			t.Errorf("%s: not the file's answer (%s): %s", c.addr, want, lines[0])
 		}
 	}
-	// A hold that is over: the Go program asks again (one connection at
-	// a time), so the front hands over without a word of its own.
+	// A hold that is over: the one connection that holds the mark's
+	// flock asks again, and the others keep to the table meanwhile.
 	past := time.Now().Add(-time.Second)
 	testbed.Must(t, os.Chtimes(mark, past, past))
-	n := strings.Count(handedOver(t, handovers), "\n")
-	if got, err := w.ns.Ask("192.0.2.1:7620"); err != nil || got != "" {
-		t.Errorf("after the hold: the front alone answered %q, %v", got, err)
+	lock, err := os.Open(mark)
+	testbed.Must(t, err)
+	testbed.Must(t, unix.Flock(int(lock.Fd()), unix.LOCK_EX))
+	n := w.log.Len()
+	if msg := servedBy(w, w.serve[0], "7620"); msg != "" {
+		t.Errorf("while another connection asks: %s", msg)
 	}
-	if h := handedOver(t, handovers); strings.Count(h, "\n") != n+1 || !strings.HasSuffix(h, "\nfront= -socket "+sock+" "+w.conf+" "+whoami+"\n") {
-		t.Errorf("after the hold: not handed over unasked:\n%s", h)
+	if _, ok := w.log.WaitAfter(n, 5*time.Second, ":7620 ", `daemon="slow (another connection is asking whether it recovered)"`, "outcome=exec"); !ok {
+		t.Errorf("while another connection asks: log ends\n%s", w.log.Tail(3))
 	}
-	testbed.Must(t, os.Remove(mark))
+	lock.Close()
+	n = w.log.Len()
+	if msg := servedBy(w, w.serve[0], "7620"); msg != "" {
+		t.Errorf("the connection that asks again: %s", msg)
+	}
+	if _, ok := w.log.WaitAfter(n, 5*time.Second, ":7620 ", "via=file daemon=absent ", "outcome=exec"); !ok {
+		t.Errorf("the connection that asks again: log ends\n%s", w.log.Tail(3))
+	}
+	if _, err := os.Stat(mark); !os.IsNotExist(err) {
+		t.Errorf("the mark of a daemon found absent, not slow, is still there: %v", err)
+	}
 
 	// Tables the front must not believe: each is handed over.
 	good, err := os.ReadFile(table)

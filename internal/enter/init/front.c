@@ -95,8 +95,9 @@
 #define MAX_MESSAGE 4096
 #define PATH_MAX_ 4096
 #define MAX_ENV 1024
-#define DAEMON_TIMEOUT_NS 250000000L // cmd/virtuald's daemonTimeout
+#define DAEMON_TIMEOUT_NS 100000000L // cmd/virtuald's daemonTimeout
 #define SLOW_HOLD_NS 500000000L      // ipc.SlowHold
+#define PROBE_TIMEOUT_NS 25000000L   // ipc.ProbeTimeout
 
 struct stat_ {
 	unsigned long dev, ino, nlink;
@@ -538,6 +539,14 @@ static void heldWhy(struct stat_ *st)
 	heldText[b.n] = 0;
 }
 
+// holdSlow sets the mark fd to say "slow until SlowHold from now".
+static void holdSlow(long fd)
+{
+	long until = now(CLOCK_REALTIME_) + SLOW_HOLD_NS;
+	struct timespec_ ts[2] = {{0, UTIME_OMIT_}, {until / 1000000000L, until % 1000000000L}};
+	S4(__NR_utimensat, fd, 0, ts, 0);
+}
+
 // markSlow is SlowMark.afterFirstAsk: the first connection that found
 // the daemon slow holds it so for SlowHold (only root can).
 static void markSlow(void)
@@ -548,11 +557,8 @@ static void markSlow(void)
 	if (fd < 0)
 		return;
 	struct stat_ st;
-	if (S2(__NR_fstat, fd, &st) == 0 && trustedMark(&st)) {
-		long until = now(CLOCK_REALTIME_) + SLOW_HOLD_NS;
-		struct timespec_ ts[2] = {{0, UTIME_OMIT_}, {until / 1000000000L, until % 1000000000L}};
-		S4(__NR_utimensat, fd, 0, ts, 0);
-	}
+	if (S2(__NR_fstat, fd, &st) == 0 && trustedMark(&st))
+		holdSlow(fd);
 	S1(__NR_close, fd);
 }
 
@@ -637,10 +643,10 @@ enum { askAnswered, askHandOver, askAbsent, askSlow, askStale, askRacy, askUnkno
 
 // ask is cmd/virtuald's question (ipc.Client.Resolve): connect, check the
 // peer, send the request, read the one frame of the reply, all within
-// daemonTimeout.
-static int ask(void)
+// timeout (nanoseconds).
+static int ask(long timeout)
 {
-	long deadline = now(CLOCK_MONOTONIC_) + DAEMON_TIMEOUT_NS;
+	long deadline = now(CLOCK_MONOTONIC_) + timeout;
 	static char req[MAX_REQUEST + 64];
 	struct buf b = {req, 4, sizeof req, 1};
 	putField(&b, "1", 1);
@@ -750,6 +756,56 @@ malformed:
 out:
 	S1(__NR_close, fd);
 	return outcome;
+}
+
+// askFirst asks as a connection that found no hold does, and holds a
+// daemon it found slow.
+static int askFirst(void)
+{
+	int asked = ask(DAEMON_TIMEOUT_NS);
+	if (asked == askSlow)
+		markSlow();
+	return asked;
+}
+
+// consult is ipc.SlowMark.Begin, the question and Attempt.Done: the
+// daemon is asked unless the mark holds it slow (askHeld, heldText
+// saying why); when the hold is over, the one connection that holds the
+// mark's flock asks again within ProbeTimeout, and sets the mark again
+// or removes it.
+static int consult(void)
+{
+	struct stat_ st;
+	if (S4(__NR_newfstatat, AT_FDCWD, markPath, &st, 0x100 /* AT_SYMLINK_NOFOLLOW */) < 0 || !trustedMark(&st))
+		return askFirst();
+	long held = now(CLOCK_REALTIME_);
+	if ((long)(st.mtime * 1000000000UL + st.mtime_ns) > held) {
+		heldWhy(&st);
+		return askHeld;
+	}
+	long fd = S3(__NR_open, markPath, O_NOFOLLOW_ | O_NONBLOCK_ | O_CLOEXEC__, 0);
+	if (fd < 0)
+		return askFirst();
+	if (S2(__NR_flock, fd, 2 | 4 /* LOCK_EX|LOCK_NB */) < 0) {
+		S1(__NR_close, fd);
+		puts_(&(struct buf){heldText, 0, sizeof heldText - 1, 1}, "slow (another connection is asking whether it recovered)");
+		return askHeld;
+	}
+	int asked;
+	if (S2(__NR_fstat, fd, &st) < 0 || !trustedMark(&st))
+		asked = askFirst();
+	else if ((long)(st.mtime * 1000000000UL + st.mtime_ns) > held) {
+		heldWhy(&st); // renewed by the prober before this one
+		asked = askHeld;
+	} else {
+		asked = ask(PROBE_TIMEOUT_NS);
+		if (asked == askSlow)
+			holdSlow(fd);
+		else
+			S1(__NR_unlink, markPath);
+	}
+	S1(__NR_close, fd);
+	return asked;
 }
 
 // ---- the table: the conf file's entries as internal/conftable compiles them ----
@@ -1331,19 +1387,9 @@ static void __attribute__((noreturn)) front(long argc, char **argv, char **envp)
 	struct buf mb = {markPath, 0, sizeof markPath, 1};
 	puts_(&mb, f.socket);
 	puts_(&mb, ".slow");
-	struct stat_ st;
 	if (!mb.ok)
 		handover(0);
-	int asked = askHandOver;
-	if (S4(__NR_newfstatat, AT_FDCWD, markPath, &st, 0x100 /* AT_SYMLINK_NOFOLLOW */) == 0 && trustedMark(&st)) {
-		if ((long)(st.mtime * 1000000000UL + st.mtime_ns) <= now(CLOCK_REALTIME_))
-			handover(0); // the hold is over: one connection asks again, as the Go program's rule says
-		heldWhy(&st);
-		asked = askHeld; // the daemon is held slow: not asked, the table answers
-	} else
-		asked = ask();
-	if (asked == askSlow)
-		markSlow();
+	int asked = consult();
 	if (asked == askHandOver)
 		handover(0);
 	// The daemon did not answer: the table answers as the file would
