@@ -143,7 +143,7 @@ func trustedDir(t *testing.T) string {
 
 func TestRefresh(t *testing.T) {
 	d := trustedDir(t)
-	sock := filepath.Join(d, "ipwatchd.sock")
+	sock := filepath.Join(d, "run", "ipwatchd.sock") // a stopped daemon's directory is gone
 	p := writeConf(t, d, "10.0.0.1 /a\n")
 	if err := Refresh(sock, p); err != nil {
 		t.Fatal(err)

@@ -154,24 +154,40 @@ func openDir(socketPath string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	euid := uint32(os.Geteuid())
-	parent, err := chroot.OpenTrusted(filepath.Dir(abs), euid)
+	// The socket's directory too: ipwatchd's (/run/ipwatchd) is gone
+	// while it is stopped, when the tables are needed.
+	sockDir := filepath.Dir(abs)
+	top, err := chroot.OpenTrusted(filepath.Dir(sockDir), uint32(os.Geteuid()))
 	if err != nil {
 		return -1, err
 	}
-	defer parent.Close()
-	base := filepath.Base(abs)
-	if err := unix.Mkdirat(parent.Fd(), base, 0o755); err != nil && err != unix.EEXIST {
+	parent, err := makeDir(top.Fd(), sockDir)
+	top.Close()
+	if err != nil {
 		return -1, err
 	}
-	dir, err := unix.Openat(parent.Fd(), base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	defer unix.Close(parent)
+	return makeDir(parent, abs)
+}
+
+// makeDir opens the directory path, named base in the open directory
+// parent, making it when missing, and checks it as OpenTrusted checks
+// each component: root's (or this process's euid's), not writable by
+// group or others.
+func makeDir(parent int, path string) (int, error) {
+	base := filepath.Base(path)
+	if err := unix.Mkdirat(parent, base, 0o755); err != nil && err != unix.EEXIST {
+		return -1, err
+	}
+	dir, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
 	var st unix.Stat_t
+	euid := uint32(os.Geteuid())
 	if err := unix.Fstat(dir, &st); err != nil || st.Uid != 0 && st.Uid != euid || st.Mode&0o022 != 0 {
 		unix.Close(dir)
-		return -1, fmt.Errorf("%s is not a directory of root's that only root can write", abs)
+		return -1, fmt.Errorf("%s is not a directory of root's that only root can write", path)
 	}
 	return dir, nil
 }
