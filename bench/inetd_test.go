@@ -112,7 +112,7 @@ func BenchmarkInetd(b *testing.B) {
 	testbed.Must(b, os.Chmod(filepath.Dir(floor), 0o755))
 	ns, roots, addrs, rootPaths := sites(b, hello)
 	for _, r := range rootPaths {
-		addDynamic(b, r, helloDyn)
+		testbed.CopyDynamic(b, r, helloDyn, "/bin/hello-dyn")
 	}
 	logDir := b.TempDir()
 	sl := testbed.NewSyslog(t, logDir)
@@ -335,37 +335,6 @@ func buildDynamicService(b *testing.B) string {
 	}
 	testbed.Must(b, os.Chmod(filepath.Dir(hello), 0o755))
 	return hello
-}
-
-// addDynamic puts the dynamic service into root as /bin/hello-dyn, with
-// the libraries ldd finds for it and the host's /etc/ld.so.cache, as in a
-// root copied from a Debian system (the cache is most of what the library
-// check reads).
-func addDynamic(b *testing.B, root, hello string) {
-	out, err := exec.Command("ldd", hello).Output()
-	if err != nil {
-		b.Fatalf("ldd %s: %v", hello, err)
-	}
-	files := map[string]string{hello: "/bin/hello-dyn", "/etc/ld.so.cache": "/etc/ld.so.cache"}
-	for _, line := range strings.Split(string(out), "\n") {
-		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", or the
-		// loader's "/lib64/ld-linux-x86-64.so.2 (0x...)".
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/") {
-			files[f[2]] = f[2]
-		} else if len(f) == 2 && strings.HasPrefix(f[0], "/") {
-			files[f[0]] = f[0]
-		}
-	}
-	for src, dst := range files {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p := filepath.Join(root, dst)
-		testbed.Must(b, os.MkdirAll(filepath.Dir(p), 0o755))
-		testbed.Must(b, os.WriteFile(p, data, 0o755))
-	}
 }
 
 func buildSeed(b *testing.B) string {

@@ -45,13 +45,19 @@ func TestFrontTable(t *testing.T) {
 		"7623 stream tcp6 nowait root "+goProgram+" virtuald -socket "+sock+" "+w.conf+" "+whoami,
 		"7624 stream tcp nowait root "+goProgram+" virtuald -socket "+sock+" -isolate none "+w.conf+" "+whoami,
 		"7625 stream tcp nowait root "+only+" virtuald -socket "+sock+" -isolate none "+w.conf+" /bin/dynamic",
+		"7626 stream tcp nowait root "+only+" virtuald -socket "+sock+" -isolate none "+w.conf+" /bin/complete",
+		"7627 stream tcp nowait root "+full+" virtuald -socket "+sock+" -isolate none "+w.conf+" /bin/complete",
 	))
 	// A dynamically linked program (the host's true, without its
 	// libraries): its check is the Go program's.
 	dynamic, err := os.ReadFile("/bin/true")
 	testbed.Must(t, err)
 	testbed.Must(t, os.WriteFile(filepath.Join(w.roots.Dir, "v4-01", "bin", "dynamic"), dynamic, 0o755))
-	for _, p := range []int{7620, 7621, 7622, 7623, 7624, 7625} {
+	// The same with its libraries: the Go program's check finds it
+	// ready, and the front trusts that check while its files stay as
+	// they are.
+	testbed.CopyDynamic(t, filepath.Join(w.roots.Dir, "v4-02"), "/bin/true", "/bin/complete")
+	for _, p := range []int{7620, 7621, 7622, 7623, 7624, 7625, 7626, 7627} {
 		w.ns.WaitListening("tcp", p)
 	}
 	table := filepath.Join(conftable.Dir(sock), conftable.Name(w.conf))
@@ -104,6 +110,44 @@ func TestFrontTable(t *testing.T) {
 		t.Error("a dynamically linked program with -isolate none: not handed over")
 	}
 
+	complete := filepath.Join(w.roots.Dir, "v4-02")
+	if !handedOverNow("192.0.2.2", "7626") {
+		t.Error("a dynamically linked program before any check: not handed over")
+	}
+	testbed.Must(t, filepath.Walk(complete, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			settle(t, p)
+		}
+		return err
+	}))
+	execAt := func(port string) bool {
+		t.Helper()
+		n := w.log.Len()
+		if _, err := w.ns.Ask("192.0.2.2:" + port); err != nil {
+			t.Fatal(err)
+		}
+		_, ok := w.log.WaitAfter(n, 5*time.Second, "local=192.0.2.2:"+port+" ", "program=/bin/complete", "outcome=exec")
+		return ok
+	}
+	if !execAt("7627") {
+		t.Fatalf("the Go program did not start /bin/complete; log ends:\n%s", w.log.Tail(3))
+	}
+	if _, err := conftable.ReadCheck(sock, complete, "/bin/complete"); err != nil {
+		t.Fatalf("no check recorded: %v", err)
+	}
+	n := strings.Count(handedOver(t, handovers), "\n")
+	if !execAt("7626") || strings.Count(handedOver(t, handovers), "\n") != n {
+		t.Errorf("the front did not start /bin/complete itself; log ends:\n%s", w.log.Tail(3))
+	}
+	libc, err := filepath.Glob(filepath.Join(complete, "lib", "*", "libc.so.6"))
+	if err != nil || len(libc) != 1 {
+		t.Fatalf("libc in the root: %v, %v", libc, err)
+	}
+	testbed.Must(t, os.Chmod(libc[0], 0o755)) // a new ctime: not the file the check read
+	if !handedOverNow("192.0.2.2", "7626") {
+		t.Error("a library changed since the check: not handed over")
+	}
+
 	// The log line is the Go program's reading the file.
 	mark := ipc.MarkFor(sock).Path()
 	for _, c := range []struct {
@@ -144,7 +188,7 @@ func TestFrontTable(t *testing.T) {
 	lock, err := os.Open(mark)
 	testbed.Must(t, err)
 	testbed.Must(t, unix.Flock(int(lock.Fd()), unix.LOCK_EX))
-	n := w.log.Len()
+	n = w.log.Len()
 	if msg := servedBy(w, w.serve[0], "7620"); msg != "" {
 		t.Errorf("while another connection asks: %s", msg)
 	}

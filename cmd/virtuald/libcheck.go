@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"time"
 
 	"github.com/virtuald/virtuald/internal/ipc"
 	"github.com/virtuald/virtuald/internal/service"
@@ -38,7 +39,10 @@ func askAbout(program string, env []string) *programAsk {
 // check (no daemon, or it has not checked that program in that root yet).
 // A root changed since the daemon's pass is seen at its next (status says
 // the same meanwhile).
-func (a *programAsk) libraryWarning(root service.Root, path string, env []string) string {
+//
+// When its own check found nothing missing, checked (when not nil) is
+// told which files it read and when it began (conftable.RecordReady).
+func (a *programAsk) libraryWarning(root service.Root, path string, env []string, checked func(files []string, start time.Time)) string {
 	if a != nil {
 		switch a.found.State {
 		case ipc.ProgramReady:
@@ -47,8 +51,13 @@ func (a *programAsk) libraryWarning(root service.Root, path string, env []string
 			return a.found.Reason
 		}
 	}
-	if libs := root.MissingLibraries(path, env); libs != "" {
+	start := time.Now()
+	files, libs := root.Loaded(path, env)
+	if libs != "" {
 		return "shared libraries missing inside the root: " + libs
+	}
+	if checked != nil && files != nil {
+		checked(files, start)
 	}
 	return ""
 }

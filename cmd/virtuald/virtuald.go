@@ -258,7 +258,15 @@ func perConnection(log *syslog.Logger, std stdio, o cmdline.Options, socketPath,
 	// The service replaces virtuald here: nobody would see it fail, so
 	// the warning goes in the line before the exec.
 	severity := syslog.Info
-	if w := ask.libraryWarning(root, path, env); w != "" {
+	var checked func([]string, time.Time)
+	if _, ok := frontReasons[e.front]; ok && ask != nil {
+		// The front read no daemon's check: what this one read, it
+		// may trust while those files stay as they are.
+		checked = func(files []string, start time.Time) {
+			conftable.RecordReady(socketPath, d.entry.Root, path, t.Root.Fd(), files, start)
+		}
+	}
+	if w := ask.libraryWarning(root, path, env, checked); w != "" {
 		line.add("warning", w)
 		severity = syslog.Warning
 	}

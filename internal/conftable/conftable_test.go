@@ -289,3 +289,49 @@ func BenchmarkRefresh(b *testing.B) {
 		})
 	}
 }
+
+// A check is recorded only of files that had settled before it began,
+// so that their identities name what it read; and read back as written.
+func TestRecordReady(t *testing.T) {
+	d := trustedDir(t)
+	sock := filepath.Join(d, "run", "ipwatchd.sock")
+	root := filepath.Join(d, "root")
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(root, "bin", "prog")
+	if err := os.WriteFile(prog, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rootFd)
+	if err := RecordReady(sock, root, "/bin/prog", rootFd, []string{"/bin/prog"}, time.Now()); err == nil {
+		t.Error("a check recorded of a file changed as it began")
+	}
+	waitUnracy(t, prog)
+	if err := RecordReady(sock, root, "/bin/prog", rootFd, []string{"/bin/prog", "/bin/none"}, time.Now()); err == nil {
+		t.Error("a check recorded of a file that is not there")
+	}
+	if err := RecordReady(sock, root, "/bin/prog", rootFd, make([]string, MaxChecked+1), time.Now()); err == nil {
+		t.Error("a check of more files than the front reads")
+	}
+	if err := RecordReady(sock, root, "/bin/prog", rootFd, []string{"/bin/prog"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := ReadCheck(sock, root, "/bin/prog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(prog, &st); err != nil {
+		t.Fatal(err)
+	}
+	rec := b[CheckHeader:]
+	if len(b) != CheckHeader+CheckRecord || string(b[:8]) != CheckMagic || !strings.HasPrefix(string(rec), "/bin/prog\x00") ||
+		identityIn(append(make([]byte, 8), rec[CheckPath:]...)) != ipc.FileIDOf(&st) {
+		t.Fatalf("check file %q", b)
+	}
+}

@@ -22,14 +22,7 @@ func Dir(socketPath string) string { return socketPath + ".tables" }
 // Name is the file name of the table of the conf file named confPath
 // (as the command line names it): the FNV-1a hash of the name, so that
 // one file per conf is rewritten in place, never one per version.
-func Name(confPath string) string {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(confPath); i++ {
-		h ^= uint64(confPath[i])
-		h *= 1099511628211
-	}
-	return fmt.Sprintf("%016x.table", h)
-}
+func Name(confPath string) string { return fmt.Sprintf("%016x.table", fnv(confPath)) }
 
 // MaxTable bounds a table the front maps (conf.MaxFileSize's entries
 // take far less).

@@ -68,6 +68,10 @@ func (r Root) openRegular(p string) (fd int, size int64, err error) {
 	return fd, st.Size, nil
 }
 
+// Stat is fstat of p opened inside the root (no magic links), as the
+// front's statIn does.
+func (r Root) Stat(p string, st *unix.Stat_t) error { return r.stat(p, st) }
+
 func (r Root) stat(p string, st *unix.Stat_t) error {
 	fd, err := r.open(p, unix.O_PATH)
 	if err != nil {
@@ -243,6 +247,37 @@ func (r Root) MissingLibraries(path string, env []string) string {
 		return ""
 	}
 	return lacking(c, path)
+}
+
+// Loaded is MissingLibraries with what it read when nothing is missing:
+// the files the loader opens to start the program at path (the program,
+// its ELF interpreter, each library, the root's /etc/ld.so.cache when
+// there is one), or nil when it cannot say (not ELF, too many objects).
+func (r Root) Loaded(path string, env []string) (files []string, missing string) {
+	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
+	c, err := elfdeps.Resolve(r, path, ld)
+	if err != nil {
+		return nil, ""
+	}
+	if missing = lacking(c, path); missing != "" || c.InterpMissing || c.Truncated {
+		return nil, missing
+	}
+	seen := map[string]bool{}
+	add := func(p string) {
+		if p != "" && !seen[p] {
+			seen[p] = true
+			files = append(files, p)
+		}
+	}
+	add(path)
+	add(c.Interp)
+	for _, o := range c.Objects {
+		add(o.Path)
+	}
+	if r.Exists("/etc/ld.so.cache") {
+		add("/etc/ld.so.cache")
+	}
+	return files, ""
 }
 
 // lacking lists c's missing libraries, each with the object that needs it

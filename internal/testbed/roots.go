@@ -259,3 +259,35 @@ func (r *Roots) HostileConfs(good string) map[string]string {
 	c["under-symlink"] = filepath.Join(r.Dir, "conf-linkdir", "conf-link-target")
 	return c
 }
+
+// CopyDynamic puts the dynamically linked program src into root as dst,
+// with the libraries ldd finds for it and the host's /etc/ld.so.cache,
+// as in a root copied from a Debian system (the cache is most of what
+// the library check reads).
+func CopyDynamic(t T, root, src, dst string) {
+	t.Helper()
+	out, err := exec.Command("ldd", src).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", src, err)
+	}
+	files := map[string]string{src: dst, "/etc/ld.so.cache": "/etc/ld.so.cache"}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", or the
+		// loader's "/lib64/ld-linux-x86-64.so.2 (0x...)".
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/") {
+			files[f[2]] = f[2]
+		} else if len(f) == 2 && strings.HasPrefix(f[0], "/") {
+			files[f[0]] = f[0]
+		}
+	}
+	for from, to := range files {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		p := filepath.Join(root, to)
+		Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		Must(t, os.WriteFile(p, data, 0o755))
+	}
+}
