@@ -79,14 +79,11 @@ func RecordReady(socketPath, root, program string, rootFd int, files []string, s
 	if old, err := readCheck(dir, name); err == nil && bytes.Equal(old, b) {
 		return nil
 	}
-	lock, err := unix.Openat(dir, ".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
+	lock, err := tryLock(dir)
+	if lock < 0 {
+		return err // nil: another connection writes it
 	}
 	defer unix.Close(lock)
-	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return nil // another connection writes
-	}
 	return write(dir, name, b)
 }
 

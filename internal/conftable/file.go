@@ -52,14 +52,11 @@ func Refresh(socketPath, confPath string) error {
 	if id, err := readIdentity(dir, name); err == nil && id == ipc.FileIDOf(&st) {
 		return nil
 	}
-	lock, err := unix.Openat(dir, ".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
+	lock, err := tryLock(dir)
+	if lock < 0 {
+		return err // nil: another connection writes it
 	}
 	defer unix.Close(lock)
-	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return nil // another connection writes it
-	}
 	start := time.Now()
 	data, st, err := conf.ReadStat(confPath)
 	if err != nil {
@@ -183,6 +180,20 @@ func makeDir(parent int, path string) (int, error) {
 		return -1, fmt.Errorf("%s is not a directory of root's that only root can write", path)
 	}
 	return dir, nil
+}
+
+// tryLock takes the directory's lock, under which one process at a time
+// writes: -1 and nil when another holds it.
+func tryLock(dir int) (int, error) {
+	lock, err := unix.Openat(dir, ".lock", unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Flock(lock, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(lock)
+		return -1, nil
+	}
+	return lock, nil
 }
 
 // write replaces the table name in dir with t: written whole and synced

@@ -835,32 +835,56 @@ static unsigned long le64(const unsigned char *p)
 
 static unsigned int le32(const unsigned char *p) { return p[0] | p[1] << 8 | p[2] << 16 | (unsigned int)p[3] << 24; }
 
-// openTable maps the table of f.conf beside the socket (conftable.Dir and
-// Name) when conftable.Read would accept it and it is of the file as the
-// front found it (f.confStat): a table is written only by root, and of
-// one version of the file only.
-static int openTable(void)
+#define FNV_BASIS 14695981039346656037UL
+
+// fnv is FNV-1a of s, from h (conftable's fnv).
+static unsigned long fnv(unsigned long h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211UL;
+	return h;
+}
+
+// openTrusted opens the file named by hash h and suffix beside the socket
+// (conftable.Dir) as conftable's openTable does: no symbolic link, a
+// regular file of one link owned by root (or this process's euid) that
+// neither group nor others can write. st is its status.
+static long openTrusted(unsigned long h, const char *suffix, struct stat_ *st)
 {
 	char path[PATH_MAX_ + 64];
 	struct buf b = {path, 0, sizeof path, 1};
 	puts_(&b, f.socket);
 	puts_(&b, ".tables/");
-	unsigned long h = 14695981039346656037UL; // FNV-1a of the conf's name
-	for (const char *p = f.conf; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211UL;
 	for (int i = 60; i >= 0; i -= 4)
 		putc_(&b, "0123456789abcdef"[(h >> i) & 15]);
-	puts_(&b, ".table");
+	puts_(&b, suffix);
 	putc_(&b, 0);
 	if (!b.ok)
 		return -1;
 	long fd = S3(__NR_open, path, O_NOFOLLOW_ | O_NONBLOCK_ | O_CLOEXEC__, 0);
 	if (fd < 0)
 		return -1;
-	struct stat_ st;
 	unsigned int euid = (unsigned int)S0(__NR_geteuid);
-	if (S2(__NR_fstat, fd, &st) < 0 || (st.mode & S_IFMT_) != S_IFREG_ || st.nlink != 1 || (st.uid != 0 && st.uid != euid) ||
-	    (st.mode & 022) || st.size < TABLE_HEADER || st.size > TABLE_MAX) {
+	if (S2(__NR_fstat, fd, st) < 0 || (st->mode & S_IFMT_) != S_IFREG_ || st->nlink != 1 ||
+	    (st->uid != 0 && st->uid != euid) || (st->mode & 022)) {
+		S1(__NR_close, fd);
+		return -1;
+	}
+	return fd;
+}
+
+// openTable maps the table of f.conf beside the socket (conftable.Dir and
+// Name) when conftable.Read would accept it and it is of the file as the
+// front found it (f.confStat): a table is written only by root, and of
+// one version of the file only.
+static int openTable(void)
+{
+	unsigned long h = fnv(FNV_BASIS, f.conf);
+	struct stat_ st;
+	long fd = openTrusted(h, ".table", &st);
+	if (fd < 0)
+		return -1;
+	if (st.size < TABLE_HEADER || st.size > TABLE_MAX) {
 		S1(__NR_close, fd);
 		return -1;
 	}
@@ -1348,32 +1372,14 @@ static int fieldIs(const char *field, unsigned long n, const char *s)
 static int checkedReady(long root)
 {
 	static char buf[CHECK_HEADER + CHECK_RECORD * MAX_CHECKED];
-	char path[PATH_MAX_ + 64];
-	struct buf b = {path, 0, sizeof path, 1};
-	puts_(&b, f.socket);
-	puts_(&b, ".tables/");
-	unsigned long h = 14695981039346656037UL; // FNV-1a of root NUL program
-	for (const char *p = a.root;; p++) {
-		h = (h ^ (unsigned char)*p) * 1099511628211UL;
-		if (!*p)
-			break;
-	}
-	for (const char *p = a.program; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211UL;
-	for (int i = 60; i >= 0; i -= 4)
-		putc_(&b, "0123456789abcdef"[(h >> i) & 15]);
-	puts_(&b, ".check");
-	putc_(&b, 0);
-	if (!b.ok)
-		return 0;
-	long fd = S3(__NR_open, path, O_NOFOLLOW_ | O_NONBLOCK_ | O_CLOEXEC__, 0);
+	// FNV-1a of root, NUL, program.
+	unsigned long h = fnv(fnv(FNV_BASIS, a.root) * 1099511628211UL, a.program);
+	struct stat_ st;
+	long fd = openTrusted(h, ".check", &st);
 	if (fd < 0)
 		return 0;
-	struct stat_ st;
-	unsigned int euid = (unsigned int)S0(__NR_geteuid);
-	int ok = S2(__NR_fstat, fd, &st) == 0 && (st.mode & S_IFMT_) == S_IFREG_ && st.nlink == 1 &&
-		 (st.uid == 0 || st.uid == euid) && !(st.mode & 022) && st.size >= CHECK_HEADER + CHECK_RECORD &&
-		 st.size <= (long)sizeof buf && S4(__NR_pread64, fd, buf, st.size, 0) == st.size;
+	int ok = st.size >= CHECK_HEADER + CHECK_RECORD && st.size <= (long)sizeof buf &&
+		 S4(__NR_pread64, fd, buf, st.size, 0) == st.size;
 	S1(__NR_close, fd);
 	unsigned long n = ok ? le32((unsigned char *)buf + 8) : 0;
 	if (!ok || !memeq(buf, 8, "vdcheck1") || (long)(CHECK_HEADER + CHECK_RECORD * n) != st.size ||
