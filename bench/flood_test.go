@@ -151,11 +151,14 @@ func (f *floodSite) run(n, i int, d time.Duration, group string) counts {
 	cmd.Stdout = &stdout
 	err := cmd.Start()
 	if err == nil && group != "" {
-		// nsenter, which executes the client in its place, moved before
-		// it has entered the namespace (its first connection is later).
+		// Moved as soon as it started: nsenter still has to enter the
+		// namespace and execute the client in its place before the
+		// first connection (at worst the first few are made at a
+		// session's weight).
 		err = os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0)
 		if err != nil {
 			cmd.Process.Kill()
+			cmd.Wait()
 		}
 	}
 	if err == nil {
