@@ -38,6 +38,12 @@ import (
 //   - no-limits-go-service, limits-go-service: no-limits and limits with
 //     a service as costly to start as a Go program (the tests' whoami,
 //     about 7 ms of CPU here) instead of the small C one;
+//   - no-limits-remote-flood, no-limits-go-service-remote-flood: the
+//     same two with the flood's 64 clients in a cpu cgroup of the least
+//     weight, so that they run on what the server leaves idle, as remote
+//     clients would take nothing from this host (the measuring client as
+//     in every variant; the others keep the flood's clients at a
+//     session's weight, side by side);
 //   - refusal-cost: what a connection refused for a limit costs accept
 //     mode (virtuald and its services, in a cpuacct cgroup) against one
 //     served, 2 clients at a time (the machine's cores);
@@ -52,22 +58,31 @@ func BenchmarkFlood(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: namespaces, chroot")
 	}
-	b.Run("no-limits", func(b *testing.B) { benchFlood(b, "", "", 2, "", "") })
+	b.Run("no-limits", func(b *testing.B) { benchFlood(b, floodCase{busy: 2}) })
 	// Each service weighed as one, with and without the favour of a
 	// quiet entry's service (favour.go).
-	b.Run("no-limits-service-share", func(b *testing.B) { benchFlood(b, "", "", 2, "-cpu-share service", "") })
-	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, "", "", 2, "-cpu-share service -favour 0", "") })
-	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, "", "", 4, "", "") })
-	b.Run("limits", func(b *testing.B) { benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "") })
-	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, "rate=1/m", "rate=50/s max=16", 2, "", "") })
+	b.Run("no-limits-service-share", func(b *testing.B) { benchFlood(b, floodCase{busy: 2, flags: "-cpu-share service"}) })
+	b.Run("no-limits-unfavoured", func(b *testing.B) { benchFlood(b, floodCase{busy: 2, flags: "-cpu-share service -favour 0"}) })
+	b.Run("no-limits-4", func(b *testing.B) { benchFlood(b, floodCase{busy: 4}) })
+	b.Run("limits", func(b *testing.B) {
+		benchFlood(b, floodCase{flooded: "rate=50/s max=16", others: "rate=50/s max=16", busy: 2})
+	})
+	b.Run("refused-flood", func(b *testing.B) { benchFlood(b, floodCase{flooded: "rate=1/m", others: "rate=50/s max=16", busy: 2}) })
 	// The same two with a service as costly to start as a Go program
 	// (the tests' whoami), where the CPU the services take decides.
-	b.Run("no-limits-go-service", func(b *testing.B) { benchFlood(b, "", "", 2, "", "./internal/testbed/whoami") })
+	b.Run("no-limits-go-service", func(b *testing.B) { benchFlood(b, floodCase{busy: 2, service: goService}) })
 	b.Run("no-limits-go-service-service-share", func(b *testing.B) {
-		benchFlood(b, "", "", 2, "-cpu-share service", "./internal/testbed/whoami")
+		benchFlood(b, floodCase{busy: 2, flags: "-cpu-share service", service: goService})
 	})
 	b.Run("limits-go-service", func(b *testing.B) {
-		benchFlood(b, "rate=50/s max=16", "rate=50/s max=16", 2, "", "./internal/testbed/whoami")
+		benchFlood(b, floodCase{flooded: "rate=50/s max=16", others: "rate=50/s max=16", busy: 2, service: goService})
+	})
+	// The flood's clients as remote ones would weigh on this host: as
+	// little as the kernel allows (no-limits and no-limits-go-service
+	// keep them at a session's weight, side by side).
+	b.Run("no-limits-remote-flood", func(b *testing.B) { benchFlood(b, floodCase{busy: 2, remote: true}) })
+	b.Run("no-limits-go-service-remote-flood", func(b *testing.B) {
+		benchFlood(b, floodCase{busy: 2, service: goService, remote: true})
 	})
 	b.Run("refusal-cost", func(b *testing.B) { benchRefusalCost(b, false) })
 	b.Run("refusal-cost-per-connection", func(b *testing.B) { benchRefusalCost(b, true) })
@@ -124,34 +139,69 @@ type counts struct {
 }
 
 // run runs bench/client with n connections at a time to address i (of
-// sites, port 7100) for d and returns its counts.
-func (f *floodSite) run(n, i int, d time.Duration) counts {
+// sites, port 7100) for d and returns its counts; group is a cpu cgroup
+// to run it in, or "".
+func (f *floodSite) run(n, i int, d time.Duration, group string) counts {
 	cmd := f.ns.Exec(f.client, "-c", strconv.Itoa(n), f.addrs[i]+":7100", d.String(), fmt.Sprintf("root=site-%d", i+1))
 	// Each client a session of its own, so that the measuring one does
 	// not share its scheduling group (autogroup) with the flood's, as
 	// remote clients share nothing on this host.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	out, err := cmd.Output()
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	err := cmd.Start()
+	if err == nil && group != "" {
+		// Moved as soon as it started: nsenter still has to enter the
+		// namespace and execute the client in its place before the
+		// first connection (at worst the first few are made at a
+		// session's weight).
+		err = os.WriteFile(filepath.Join(group, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
+	out := stdout.String()
 	var c counts
-	if _, err2 := fmt.Sscan(string(out), &c.served, &c.refused, &c.failed); err != nil || err2 != nil {
+	if _, err2 := fmt.Sscan(out, &c.served, &c.refused, &c.failed); err != nil || err2 != nil {
 		return counts{failed: -1} // shows in the table
 	}
 	c.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() // nsenter executes the client in its place
 	return c
 }
 
-// benchFlood floods address 1, whose entry has the options flooded, and
-// measures address 2, whose entry (as every other) has others, while the
-// addresses 3 to busy each have a client like address 2's; accept mode
-// has flags, and the service is the package service builds ("" for the
-// C service).
-func benchFlood(b *testing.B, flooded, others string, busy int, flags, service string) {
-	f := newFloodSite(b, false, flags, service, func(i int) string {
+// goService is a service as costly to start as a Go program.
+const goService = "./internal/testbed/whoami"
+
+// floodCase is one variant of BenchmarkFlood.
+type floodCase struct {
+	flooded, others string // the options of address 1's entry, and of every other's
+	busy            int    // the addresses 3 to busy each have a client like address 2's
+	flags           string // accept mode's
+	service         string // the package of the service ("" for the C one)
+	// remote puts the flood's clients in a cpu cgroup of the least
+	// weight, as remote clients would take nothing from this host: they
+	// run on what the server leaves idle, and the measuring client is
+	// left as it is.
+	remote bool
+}
+
+// benchFlood floods address 1 and measures address 2 as c says.
+func benchFlood(b *testing.B, c floodCase) {
+	flooded, others, busy := c.flooded, c.others, c.busy
+	f := newFloodSite(b, false, c.flags, c.service, func(i int) string {
 		if i == 0 {
 			return flooded
 		}
 		return others
 	})
+	var light string
+	if c.remote {
+		light = newLightGroup(b)
+	}
 	limits := flooded + "; " + others
 	const phase, flooders = 4 * time.Second, 64
 	rate := func(c counts) float64 { return float64(c.served) / phase.Seconds() }
@@ -163,9 +213,9 @@ func benchFlood(b *testing.B, flooded, others string, busy int, flags, service s
 		var wg sync.WaitGroup
 		for i := 2; i < busy; i++ {
 			wg.Add(1)
-			go func() { defer wg.Done(); others[i] = f.run(1, i, phase) }()
+			go func() { defer wg.Done(); others[i] = f.run(1, i, phase, "") }()
 		}
-		c := f.run(1, 1, phase)
+		c := f.run(1, 1, phase, "")
 		wg.Wait()
 		for _, o := range others {
 			c.failed += o.failed
@@ -180,7 +230,7 @@ func benchFlood(b *testing.B, flooded, others string, busy int, flags, service s
 		var wg sync.WaitGroup
 		wg.Add(1)
 		before := f.group.usage()
-		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase) }()
+		go func() { defer wg.Done(); flood = f.run(flooders, 0, phase, light) }()
 		during := measure()
 		wg.Wait()
 		server := float64(f.group.usage()-before) / 1e9 / phase.Seconds()
@@ -210,7 +260,7 @@ func benchRefusalCost(b *testing.B, perConnection bool) {
 	const d = 3 * time.Second
 	run := func(i int) (perSecond, cpuMicros float64, c counts) {
 		before := f.group.usage()
-		c = f.run(2, i, d)
+		c = f.run(2, i, d, "")
 		n := c.served + c.refused
 		return float64(n) / d.Seconds(), float64(f.group.usage()-before) / 1e3 / float64(max(n, 1)), c
 	}
@@ -228,4 +278,18 @@ func benchRefusalCost(b *testing.B, perConnection bool) {
 	}
 	b.StopTimer()
 	fmt.Print(sb.String())
+}
+
+// newLightGroup makes a cpu cgroup of the least weight (cgroup v1's
+// cpu.shares 2), for clients that stand for remote ones.
+func newLightGroup(b *testing.B) string {
+	dir, err := os.MkdirTemp("/sys/fs/cgroup/cpu", "virtuald-bench-remote-")
+	if err != nil {
+		b.Fatalf("a cpu cgroup is needed for remote-like clients: %v", err)
+	}
+	b.Cleanup(func() { os.Remove(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "cpu.shares"), []byte("2"), 0); err != nil {
+		b.Fatal(err)
+	}
+	return dir
 }

@@ -17,8 +17,9 @@ import (
 // namespace too) from its start, without isolation from its exec: the busy entry's three services share one group, the quiet
 // entry's service has its own, whose weight is raised for -favour
 // (as much as a session's nice -4 weighs one as three), then the
-// default again; the entries with services running weigh together as
-// many sessions; the groups go with accept mode.
+// default again; accept mode's own process is in a group beside them;
+// the entries with services running weigh together, with accept mode's
+// own, as many sessions; the groups go with accept mode.
 func TestAcceptCPUShare(t *testing.T) {
 	w := newWorld(t)
 	for _, a := range []string{"203.0.113.51", "203.0.113.61", "203.0.113.62", "203.0.113.63", "203.0.113.64"} {
@@ -83,9 +84,15 @@ func TestAcceptCPUShare(t *testing.T) {
 	plain := open("203.0.113.63:7308")
 	waitFor(t, func() bool { return inEntry(plain, "203.0.113.63") })
 
-	// The four entries with services running weigh as four sessions.
-	if w := weight(dir); w != times(4) {
-		t.Errorf("the groups weigh %s together, want %s", w, times(4))
+	// Accept mode's own process weighs beside them, in a group of its
+	// own, so that a favoured start outweighs its work for the others.
+	if g := cpuGroup(t, accept.Process.Pid); !strings.HasSuffix(g, "/virtuald."+m[3]+"/virtuald") {
+		t.Errorf("accept mode itself is in %s", g)
+	}
+	// The four entries with services running and accept mode's own
+	// process weigh as five sessions.
+	if w := weight(dir); w != times(5) {
+		t.Errorf("the groups weigh %s together, want %s", w, times(5))
 	}
 
 	closeAll(&held)

@@ -12,10 +12,19 @@
 // its group before anything of its own runs (package enter: virtuald-init
 // writes to the group's cgroup.procs, which it is given open, as its
 // first step), so that everything it runs and forks is weighed there.
-// virtuald's own work for a start (its fork) stays in virtuald's group:
-// a fork weighed in a flooded group would hold Go's fork lock, and with
-// it every other entry's start, for as long as the flood's share lets
-// it run.
+//
+// virtuald itself moves into a group of its own beside the entries'
+// ("virtuald", as it must on a delegated v2 group): its work for every
+// entry (the accept loop, the resolutions, the fork of each start, which
+// clones the namespaces) then weighs as one session inside the whole,
+// and a quiet entry's boosted group outweighs it as it does the flooded
+// entry's group. Left beside the whole, virtuald's work for the flood
+// delayed the quiet entry's steps as much as the flood's services did
+// (BENCHMARKS.md, "The quiet entry's wait, step by step"). virtuald's
+// work for a start (its fork) stays in virtuald's group, not in the
+// entry's: a fork weighed in a flooded group would hold Go's fork lock,
+// and with it every other entry's start, for as long as the flood's
+// share lets it run.
 package cpugroup
 
 import (
@@ -41,6 +50,7 @@ const MaxGroups = 1024
 type Groups struct {
 	dir  string // where the entries' groups are made
 	made bool   // dir was made by Open (v1, or v2 at the root): Close removes it
+	own  string // where the process was before Open moved it to dir (made), for Close
 	v2   bool
 
 	mu     sync.Mutex
@@ -72,15 +82,34 @@ func Open() (*Groups, string, error) {
 }
 
 // openV1 makes virtuald.PID in own, the process's group in a cgroup v1
-// hierarchy with the cpu controller. A v1 group may hold processes and
-// groups at once, so nothing else needs to move.
+// hierarchy with the cpu controller, and moves the process into it
+// (moveIn): a v1 group may hold processes and groups at once, so the
+// move is for the weights alone.
 func openV1(own string) (*Groups, string, error) {
 	removeStale(own)
-	dir := own + "/virtuald." + strconv.Itoa(os.Getpid())
-	if err := unix.Mkdir(dir, 0o755); err != nil && err != unix.EEXIST {
-		return nil, "", fmt.Errorf("cgroup v1: making %s: %w", dir, err)
+	g := &Groups{dir: own + "/virtuald." + strconv.Itoa(os.Getpid()), made: true, own: own, groups: map[string]*group{}}
+	if err := g.moveIn(); err != nil {
+		return nil, "", fmt.Errorf("cgroup v1: %w", err)
 	}
-	return &Groups{dir: dir, made: true, groups: map[string]*group{}}, "cgroup v1 " + dir, nil
+	return g, "cgroup v1 " + g.dir, nil
+}
+
+// moveIn makes dir, which Open makes, and moves the process into its
+// group "virtuald" (see the package's comment); Close moves it back.
+func (g *Groups) moveIn() error {
+	if err := unix.Mkdir(g.dir, 0o755); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("making %s: %w", g.dir, err)
+	}
+	self := g.dir + "/virtuald"
+	if err := unix.Mkdir(self, 0o755); err != nil && err != unix.EEXIST {
+		g.Close()
+		return fmt.Errorf("making %s: %w", self, err)
+	}
+	if err := os.WriteFile(self+"/cgroup.procs", []byte("0"), 0); err != nil {
+		g.Close()
+		return fmt.Errorf("moving virtuald into %s: %w", self, err)
+	}
+	return nil
 }
 
 // openV2 makes the groups' place in own, the process's cgroup v2 group.
@@ -100,9 +129,9 @@ func openV2(own string, root bool) (*Groups, string, error) {
 			return nil, "", fmt.Errorf("cgroup v2: giving %s's groups the cpu controller: %w", own, err)
 		}
 		removeStale(own)
-		g.dir, g.made = own+"/virtuald."+strconv.Itoa(os.Getpid()), true
-		if err := unix.Mkdir(g.dir, 0o755); err != nil && err != unix.EEXIST {
-			return nil, "", fmt.Errorf("cgroup v2: making %s: %w", g.dir, err)
+		g.dir, g.made, g.own = own+"/virtuald."+strconv.Itoa(os.Getpid()), true, own
+		if err := g.moveIn(); err != nil {
+			return nil, "", fmt.Errorf("cgroup v2: %w", err)
 		}
 	} else {
 		if err := alone(own); err != nil {
@@ -154,12 +183,14 @@ func removeStale(dir string) {
 		for _, e := range entries {
 			unix.Rmdir(e)
 		}
+		unix.Rmdir(d + "/virtuald")
 		unix.Rmdir(d)
 	}
 }
 
 // Close removes every group that no process is in any more, and the
-// groups' own directory when Open made it and it is then empty.
+// groups' own directory when Open made it (after moving the process back
+// to where it was) and it is then empty.
 func (g *Groups) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -169,6 +200,8 @@ func (g *Groups) Close() {
 		delete(g.groups, name)
 	}
 	if g.made {
+		os.WriteFile(g.own+"/cgroup.procs", []byte("0"), 0)
+		unix.Rmdir(g.dir + "/virtuald")
 		unix.Rmdir(g.dir)
 	}
 }
@@ -210,16 +243,17 @@ func (g *Groups) Hold(name string) (int, error) {
 
 // weighAll weighs the directory of all the groups, where it has one of
 // its own (not in a delegated v2 group, whose weight is its unit's), as
-// many times the default as groups are held, after one more held
-// (change 1) or one fewer (-1): so that every entry with services
-// running weighs as much as any session of the host does, as it would
-// at the top of the hierarchy. g.mu is held.
+// many times the default as groups are held, and once more for
+// virtuald's own, after one more held (change 1) or one fewer (-1): so
+// that every entry with services running weighs as much as any session
+// of the host does, as it would at the top of the hierarchy, and
+// virtuald as much as it did there. g.mu is held.
 func (g *Groups) weighAll(change int) {
 	g.held += change
 	if !g.made {
 		return
 	}
-	file, value := g.weight(float64(max(1, g.held)))
+	file, value := g.weight(float64(g.held + 1))
 	os.WriteFile(g.dir+"/"+file, []byte(value), 0)
 }
 

@@ -81,6 +81,18 @@ func TestGroups(t *testing.T) {
 	if err := os.MkdirAll(stale+"/entry-default", 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The process's own group, as /proc/self/cgroup names it.
+	self := func() string {
+		own, err := ownGroups("/proc/self/cgroup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.v2 {
+			return own[""]
+		}
+		return own["cpu"]
+	}
+	before := self()
 	g, where, err := Open()
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -91,6 +103,9 @@ func TestGroups(t *testing.T) {
 	defer g.Close()
 	if !strings.HasSuffix(where, "/virtuald."+strconv.Itoa(os.Getpid())) {
 		t.Errorf("groups in %q", where)
+	}
+	if s := self(); !strings.HasSuffix(s, "/virtuald."+strconv.Itoa(os.Getpid())+"/virtuald") {
+		t.Errorf("Open left the process in %q", s)
 	}
 	a, err := g.Hold("10.20.0.0/24")
 	if err != nil {
@@ -143,6 +158,9 @@ func TestGroups(t *testing.T) {
 	g.Close()
 	if _, err := os.Stat(g.dir); !os.IsNotExist(err) {
 		t.Errorf("Close left %s: %v", g.dir, err)
+	}
+	if s := self(); s != before {
+		t.Errorf("Close left the process in %q, want %q", s, before)
 	}
 }
 
