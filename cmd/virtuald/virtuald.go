@@ -34,8 +34,9 @@ const (
 // connection this much, never its answer. The daemon's p99 is 41 ms with
 // 1,000 clients asking at once and 4 ms during a status stream of a
 // million entries (BENCHMARKS.md); an answer later than this is read from
-// the file (from its table, by the front), which costs no more.
-const daemonTimeout = 100 * time.Millisecond
+// the file (from its table, by the front), which costs no more. 100 ms
+// was too short for a daemon just started on a loaded host.
+const daemonTimeout = 150 * time.Millisecond
 
 // peekTimeout bounds the wait for the datagram of a "dgram wait" service;
 // inetd starts virtuald only when one is queued, so it is normally instant.

@@ -95,7 +95,7 @@
 #define MAX_MESSAGE 4096
 #define PATH_MAX_ 4096
 #define MAX_ENV 1024
-#define DAEMON_TIMEOUT_NS 100000000L // cmd/virtuald's daemonTimeout
+#define DAEMON_TIMEOUT_NS 150000000L // cmd/virtuald's daemonTimeout
 #define SLOW_HOLD_NS 500000000L      // ipc.SlowHold
 #define PROBE_TIMEOUT_NS 25000000L   // ipc.ProbeTimeout
 
