@@ -139,6 +139,26 @@ func TestFrontTable(t *testing.T) {
 	if !execAt("7626") || strings.Count(handedOver(t, handovers), "\n") != n {
 		t.Errorf("the front did not start /bin/complete itself; log ends:\n%s", w.log.Tail(3))
 	}
+	// Another root's check under this one's name (two that share one of
+	// conftable.CheckFiles' names): the same files, not this root's.
+	checks := conftable.Dir(sock)
+	mine := filepath.Join(checks, conftable.CheckName(complete, "/bin/complete"))
+	good, err := os.ReadFile(mine)
+	testbed.Must(t, err)
+	rootFd, err := unix.Open(complete, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	testbed.Must(t, err)
+	testbed.Must(t, conftable.RecordReady(sock, complete+"-other", "/bin/complete", rootFd,
+		[]string{"/bin/complete"}, time.Now()))
+	unix.Close(rootFd)
+	testbed.Must(t, os.Rename(filepath.Join(checks, conftable.CheckName(complete+"-other", "/bin/complete")), mine))
+	if !handedOverNow("192.0.2.2", "7626") {
+		t.Error("another root's check trusted")
+	}
+	testbed.Must(t, os.WriteFile(mine+".new", good, 0o644))
+	testbed.Must(t, os.Rename(mine+".new", mine))
+	if !execAt("7626") {
+		t.Fatalf("the check restored: the front did not start /bin/complete; log ends:\n%s", w.log.Tail(3))
+	}
 	libc, err := filepath.Glob(filepath.Join(complete, "lib", "*", "libc.so.6"))
 	if err != nil || len(libc) != 1 {
 		t.Fatalf("libc in the root: %v, %v", libc, err)
@@ -208,7 +228,7 @@ func TestFrontTable(t *testing.T) {
 	}
 
 	// Tables the front must not believe: each is handed over.
-	good, err := os.ReadFile(table)
+	good, err = os.ReadFile(table)
 	testbed.Must(t, err)
 	var st unix.Stat_t
 	testbed.Must(t, unix.Stat(w.conf, &st))

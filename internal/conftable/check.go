@@ -35,10 +35,17 @@ const (
 	MaxChecked  = 64
 )
 
-// CheckName is the file name of the check of program in root.
+// CheckName is the file name of the check of program in root: one of
+// CheckFiles, so that a host of many roots keeps a bounded number of
+// checks (two that share a name replace each other; the front reads the
+// root and program a check is of before it trusts it).
 func CheckName(root, program string) string {
-	return fmt.Sprintf("%016x.check", fnv(root+"\x00"+program))
+	return fmt.Sprintf("%03x.check", fnv(root+"\x00"+program)%CheckFiles)
 }
+
+// CheckFiles bounds the check files beside the tables: 2.3 KB each for a
+// program of a few libraries, 18 KB at most.
+const CheckFiles = 4096
 
 // RecordReady writes the check of program inside root (its directory is
 // rootFd), which found nothing missing by reading files, in a check that

@@ -845,17 +845,18 @@ static unsigned long fnv(unsigned long h, const char *s)
 	return h;
 }
 
-// openTrusted opens the file named by hash h and suffix beside the socket
-// (conftable.Dir) as conftable's openTable does: no symbolic link, a
-// regular file of one link owned by root (or this process's euid) that
-// neither group nor others can write. st is its status.
-static long openTrusted(unsigned long h, const char *suffix, struct stat_ *st)
+// openTrusted opens the file named by hash h (in digits hex digits) and
+// suffix beside the socket (conftable.Dir) as conftable's openTable
+// does: no symbolic link, a regular file of one link owned by root (or
+// this process's euid) that neither group nor others can write. st is
+// its status.
+static long openTrusted(unsigned long h, int digits, const char *suffix, struct stat_ *st)
 {
 	char path[PATH_MAX_ + 64];
 	struct buf b = {path, 0, sizeof path, 1};
 	puts_(&b, f.socket);
 	puts_(&b, ".tables/");
-	for (int i = 60; i >= 0; i -= 4)
+	for (int i = 4 * (digits - 1); i >= 0; i -= 4)
 		putc_(&b, "0123456789abcdef"[(h >> i) & 15]);
 	puts_(&b, suffix);
 	putc_(&b, 0);
@@ -881,7 +882,7 @@ static int openTable(void)
 {
 	unsigned long h = fnv(FNV_BASIS, f.conf);
 	struct stat_ st;
-	long fd = openTrusted(h, ".table", &st);
+	long fd = openTrusted(h, 16, ".table", &st);
 	if (fd < 0)
 		return -1;
 	if (st.size < TABLE_HEADER || st.size > TABLE_MAX) {
@@ -1372,10 +1373,10 @@ static int fieldIs(const char *field, unsigned long n, const char *s)
 static int checkedReady(long root)
 {
 	static char buf[CHECK_HEADER + CHECK_RECORD * MAX_CHECKED];
-	// FNV-1a of root, NUL, program.
+	// FNV-1a of root, NUL, program, in CheckFiles (4096) names.
 	unsigned long h = fnv(fnv(FNV_BASIS, a.root) * 1099511628211UL, a.program);
 	struct stat_ st;
-	long fd = openTrusted(h, ".check", &st);
+	long fd = openTrusted(h % 4096, 3, ".check", &st);
 	if (fd < 0)
 		return 0;
 	int ok = st.size >= CHECK_HEADER + CHECK_RECORD && st.size <= (long)sizeof buf &&
