@@ -446,7 +446,7 @@ func resolve(health ipc.Health, socketPath, confPath string, addr netip.Addr, as
 		// file (or the entry is one it hands over): the next
 		// connection's front reads the table instead of this program
 		// reading the file.
-		conftable.Refresh(socketPath, confPath)
+		conftable.Refresh(socketPath, confPath, ipc.FileIDOf(&st))
 		return fromFile(confPath, addr, why)
 	}
 	r := ipc.ResolveRequest{Conf: confPath, Addr: addr, ID: ipc.FileIDOf(&st), Lookup: front == frontAnswered}

@@ -145,7 +145,7 @@ func TestRefresh(t *testing.T) {
 	d := trustedDir(t)
 	sock := filepath.Join(d, "run", "ipwatchd.sock") // a stopped daemon's directory is gone
 	p := writeConf(t, d, "10.0.0.1 /a\n")
-	if err := Refresh(sock, p); err != nil {
+	if err := Refresh(sock, p, idOf(t, p)); err != nil {
 		t.Fatal(err)
 	}
 	table := readTable(t, sock, p)
@@ -163,7 +163,7 @@ func TestRefresh(t *testing.T) {
 	// The same file again: not written again.
 	before := st.ModTime()
 	time.Sleep(20 * time.Millisecond)
-	if err := Refresh(sock, p); err != nil {
+	if err := Refresh(sock, p, idOf(t, p)); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := os.Stat(filepath.Join(Dir(sock), Name(p))); !st.ModTime().Equal(before) {
@@ -174,11 +174,11 @@ func TestRefresh(t *testing.T) {
 	if err := os.WriteFile(p, []byte("10.0.0.1 /b\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := Refresh(sock, p); err == nil {
+	if err := Refresh(sock, p, idOf(t, p)); err == nil {
 		t.Error("a table written for a file changed just now")
 	}
 	waitUnracy(t, p)
-	if err := Refresh(sock, p); err != nil {
+	if err := Refresh(sock, p, idOf(t, p)); err != nil {
 		t.Fatal(err)
 	}
 	table = readTable(t, sock, p)
@@ -215,12 +215,12 @@ func TestTablesUntrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(open, 0o777)
-	if err := Refresh(filepath.Join(open, "ipwatchd.sock"), p); err == nil {
+	if err := Refresh(filepath.Join(open, "ipwatchd.sock"), p, idOf(t, p)); err == nil {
 		t.Error("a table written in a directory anyone can write")
 	}
 
 	sock := filepath.Join(d, "ipwatchd.sock")
-	if err := Refresh(sock, p); err != nil {
+	if err := Refresh(sock, p, idOf(t, p)); err != nil {
 		t.Fatal(err)
 	}
 	table := filepath.Join(Dir(sock), Name(p))
@@ -279,7 +279,7 @@ func BenchmarkRefresh(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				os.Remove(filepath.Join(Dir(sock), Name(p)))
-				if err := Refresh(sock, p); err != nil {
+				if err := Refresh(sock, p, idOf(b, p)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -334,4 +334,14 @@ func TestRecordReady(t *testing.T) {
 		identityIn(append(make([]byte, 8), rec[CheckPath:]...)) != ipc.FileIDOf(&st) {
 		t.Fatalf("check file %q", b)
 	}
+}
+
+// idOf is the identity of the file at p now.
+func idOf(t testing.TB, p string) ipc.FileID {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return ipc.FileIDOf(&st)
 }

@@ -38,18 +38,17 @@ const MaxTable = 1 << 30
 // writable by others). Refresh never fails a connection: an error only
 // means the front has no table and hands the connection to the Go
 // program, which reads the file.
-func Refresh(socketPath, confPath string) error {
-	var st unix.Stat_t
-	if err := unix.Stat(confPath, &st); err != nil {
-		return err
-	}
+//
+// id is the file's identity as the caller found it: when the table is of
+// that, nothing is read.
+func Refresh(socketPath, confPath string, id ipc.FileID) error {
 	dir, err := openDir(socketPath)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dir)
 	name := Name(confPath)
-	if id, err := readIdentity(dir, name); err == nil && id == ipc.FileIDOf(&st) {
+	if has, err := readIdentity(dir, name); err == nil && has == id {
 		return nil
 	}
 	lock, err := tryLock(dir)
@@ -166,10 +165,15 @@ func openDir(socketPath string) (int, error) {
 // group or others.
 func makeDir(parent int, path string) (int, error) {
 	base := filepath.Base(path)
-	if err := unix.Mkdirat(parent, base, 0o755); err != nil && err != unix.EEXIST {
-		return -1, err
+	open := func() (int, error) {
+		return unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	}
-	dir, err := unix.Openat(parent, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	dir, err := open()
+	if err == unix.ENOENT {
+		if err = unix.Mkdirat(parent, base, 0o755); err == nil || err == unix.EEXIST {
+			dir, err = open()
+		}
+	}
 	if err != nil {
 		return -1, err
 	}

@@ -68,10 +68,6 @@ func (r Root) openRegular(p string) (fd int, size int64, err error) {
 	return fd, st.Size, nil
 }
 
-// Stat is fstat of p opened inside the root (no magic links), as the
-// front's statIn does.
-func (r Root) Stat(p string, st *unix.Stat_t) error { return r.stat(p, st) }
-
 func (r Root) stat(p string, st *unix.Stat_t) error {
 	fd, err := r.open(p, unix.O_PATH)
 	if err != nil {
@@ -241,12 +237,8 @@ func (r Root) CheckLibrary(path string) error {
 // nothing. Most of its cost is reading the root's ld.so.cache, which the
 // program's own libraries need as much as the rest of the closure.
 func (r Root) MissingLibraries(path string, env []string) string {
-	ld, _ := Getenv(env, "LD_LIBRARY_PATH")
-	c, err := elfdeps.Resolve(r, path, ld)
-	if err != nil {
-		return ""
-	}
-	return lacking(c, path)
+	_, missing := r.Loaded(path, env)
+	return missing
 }
 
 // Loaded is MissingLibraries with what it read when nothing is missing:
