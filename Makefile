@@ -92,6 +92,7 @@ bench: need-bench ## run every benchmark recorded in BENCHMARKS.md (as root; bui
 	$(GO) test -run '^$$' -bench . ./internal/daemon ./cmd/virtuald
 	$(GO) test -run '^$$' -bench BenchmarkAddToLive -benchtime 200x ./internal/addrs
 	$(GO) test -run '^$$' -bench Startup -benchtime 300x ./bench
+	$(GO) test -run '^$$' -bench ProcessScaling -benchtime 3x ./bench
 	$(GO) test -run '^$$' -bench Start -benchtime 300x ./internal/enter
 	$(GO) test -run '^$$' -bench 'Inetd$$' -benchtime 20x ./bench
 	$(GO) test -run '^$$' -bench 'Isolation$$' -benchtime 20x ./bench

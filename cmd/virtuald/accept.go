@@ -439,7 +439,19 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 		}
 	}
 	d.line.add("isolate", p.Isolate.String())
-	ch, err := p.Start()
+	grouped := p.CgroupProcs != 0
+	var ch *enter.Child
+	startPlan := func(born bool) {
+		if born {
+			p.CgroupProcs = 0 // nothing to join: it is in its group
+		}
+		ch, err = p.Start()
+	}
+	if grouped {
+		a.cpu.StartIn(d.entry.Key, startPlan)
+	} else {
+		startPlan(false)
+	}
 	if err != nil {
 		fail("exec failed: " + explain(root, path, err, a.env))
 		return
@@ -447,7 +459,7 @@ func (a *acceptor) start(conn int, d *decision, s slot) {
 	unix.Close(conn)
 	started = true
 	running := &child{start: time.Now(), slot: s, line: d.line, root: d.entry.Root, program: path}
-	if p.CgroupProcs != 0 {
+	if grouped {
 		running.group = d.entry.Key
 	}
 	if err := ch.Started(); err != nil {

@@ -15,16 +15,19 @@
 //
 // virtuald itself moves into a group of its own beside the entries'
 // ("virtuald", as it must on a delegated v2 group): its work for every
-// entry (the accept loop, the resolutions, the fork of each start, which
-// clones the namespaces) then weighs as one session inside the whole,
-// and a quiet entry's boosted group outweighs it as it does the flooded
-// entry's group. Left beside the whole, virtuald's work for the flood
-// delayed the quiet entry's steps as much as the flood's services did
-// (BENCHMARKS.md, "The quiet entry's wait, step by step"). virtuald's
-// work for a start (its fork) stays in virtuald's group, not in the
-// entry's: a fork weighed in a flooded group would hold Go's fork lock,
-// and with it every other entry's start, for as long as the flood's
-// share lets it run.
+// entry (the accept loop, the resolutions) then weighs as one session
+// inside the whole, and a quiet entry's boosted group outweighs it as it
+// does the flooded entry's group. Left beside the whole, virtuald's work
+// for the flood delayed the quiet entry's steps as much as the flood's
+// services did (BENCHMARKS.md, "The quiet entry's wait, step by step").
+//
+// On cgroup v1, where a group may hold one thread of a process, a start
+// itself is its entry's too (StartIn): the thread that forks a service
+// moves into the entry's group for the fork, so that the clone of the
+// service's namespaces and its exec, most of a start's work, weigh as
+// the entry's, and the service is born there. Go forks concurrently
+// (since Go 1.21 its fork lock is held by every fork at once), so a
+// fork slowed in a flooded group holds back no other entry's start.
 package cpugroup
 
 import (
@@ -33,6 +36,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,16 +56,21 @@ type Groups struct {
 	made bool   // dir was made by Open (v1, or v2 at the root): Close removes it
 	own  string // where the process was before Open moved it to dir (made), for Close
 	v2   bool
+	// tasks is virtuald's own group's tasks file, open (v1): where a
+	// thread goes back after a start in an entry's group (StartIn).
+	tasks int
 
 	mu     sync.Mutex
 	groups map[string]*group
 	held   int // groups held
 }
 
-// group is one entry's cgroup: its directory and its cgroup.procs, open.
+// group is one entry's cgroup: its directory and its cgroup.procs, open,
+// and on v1 its tasks file, open, for a thread to join (StartIn).
 type group struct {
 	path    string
 	procs   int
+	tasks   int
 	held    int       // Holds not yet Released
 	boosted time.Time // until when its weight is above the default (Boost)
 }
@@ -87,10 +96,16 @@ func Open() (*Groups, string, error) {
 // move is for the weights alone.
 func openV1(own string) (*Groups, string, error) {
 	removeStale(own)
-	g := &Groups{dir: own + "/virtuald." + strconv.Itoa(os.Getpid()), made: true, own: own, groups: map[string]*group{}}
+	g := &Groups{dir: own + "/virtuald." + strconv.Itoa(os.Getpid()), made: true, own: own, groups: map[string]*group{}, tasks: -1}
 	if err := g.moveIn(); err != nil {
 		return nil, "", fmt.Errorf("cgroup v1: %w", err)
 	}
+	tasks, err := unix.Open(g.dir+"/virtuald/tasks", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		g.Close()
+		return nil, "", fmt.Errorf("cgroup v1: %w", err)
+	}
+	g.tasks = tasks
 	return g, "cgroup v1 " + g.dir, nil
 }
 
@@ -122,7 +137,7 @@ func openV2(own string, root bool) (*Groups, string, error) {
 	if !hasWord(own+"/cgroup.controllers", "cpu") {
 		return nil, "", fmt.Errorf("cgroup v2 %s has no cpu controller (a systemd unit gets it with Delegate=yes)", own)
 	}
-	g := &Groups{v2: true, groups: map[string]*group{}}
+	g := &Groups{v2: true, groups: map[string]*group{}, tasks: -1}
 	if root {
 		// The root may hold processes and give its children controllers.
 		if err := os.WriteFile(own+"/cgroup.subtree_control", []byte("+cpu"), 0); err != nil {
@@ -195,9 +210,13 @@ func (g *Groups) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for name, gr := range g.groups {
-		unix.Close(gr.procs)
+		gr.close()
 		unix.Rmdir(gr.path)
 		delete(g.groups, name)
+	}
+	if g.tasks >= 0 {
+		unix.Close(g.tasks)
+		g.tasks = -1
 	}
 	if g.made {
 		os.WriteFile(g.own+"/cgroup.procs", []byte("0"), 0)
@@ -231,14 +250,58 @@ func (g *Groups) Hold(name string) (int, error) {
 	if err := unix.Mkdir(path, 0o755); err != nil && err != unix.EEXIST {
 		return -1, fmt.Errorf("making %s: %w", path, err)
 	}
-	procs, err := unix.Open(path+"/cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	gr := &group{path: path, procs: -1, tasks: -1, held: 1}
+	var err error
+	gr.procs, err = unix.Open(path+"/cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err == nil && !g.v2 {
+		gr.tasks, err = unix.Open(path+"/tasks", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
+		gr.close()
 		unix.Rmdir(path)
 		return -1, fmt.Errorf("opening %s: %w", path, err)
 	}
-	g.groups[name] = &group{path: path, procs: procs, held: 1}
+	g.groups[name] = gr
 	g.weighAll(1)
-	return procs, nil
+	return gr.procs, nil
+}
+
+func (gr *group) close() {
+	for _, fd := range []int{gr.procs, gr.tasks} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// StartIn runs start on the calling goroutine's thread moved, for the
+// while, into the group of the entry named name, which the caller holds:
+// what the thread does there (the fork of a service: the clone of its
+// namespaces, its exec) weighs as the entry's work, and a process it
+// starts is born in the group. born says whether it is: on cgroup v1,
+// unless the move failed; else the process must join the group itself
+// (Hold's cgroup.procs). A thread that cannot go back to virtuald's group
+// is not given back to the Go runtime: it ends with its goroutine.
+func (g *Groups) StartIn(name string, start func(born bool)) {
+	g.mu.Lock()
+	gr := g.groups[name]
+	held := gr != nil && gr.held > 0
+	g.mu.Unlock()
+	if !held || gr.tasks < 0 || g.tasks < 0 {
+		start(false)
+		return
+	}
+	runtime.LockOSThread()
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	if _, err := unix.Write(gr.tasks, tid); err != nil {
+		runtime.UnlockOSThread()
+		start(false)
+		return
+	}
+	start(true)
+	if _, err := unix.Write(g.tasks, tid); err == nil {
+		runtime.UnlockOSThread()
+	}
 }
 
 // weighAll weighs the directory of all the groups, where it has one of
@@ -311,7 +374,7 @@ func (g *Groups) Boost(name string, factor float64, d time.Duration) error {
 func (g *Groups) prune() {
 	for name, gr := range g.groups {
 		if gr.held == 0 && unix.Rmdir(gr.path) == nil {
-			unix.Close(gr.procs)
+			gr.close()
 			delete(g.groups, name)
 		}
 	}

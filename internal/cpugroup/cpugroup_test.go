@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // findCPU finds the cpu controller's hierarchy and the process's group in
@@ -123,6 +125,44 @@ func TestGroups(t *testing.T) {
 	g.mu.Unlock()
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("a held group was pruned: %v", err)
+	}
+
+	// A start in the entry's group (cgroup v1): the thread that starts
+	// is there while it does, the process is born there, and the thread
+	// goes back.
+	groupOf := func(file string) string {
+		own, err := ownGroups(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return own["cpu"]
+	}
+	var tid int
+	g.StartIn("10.20.0.0/24", func(born bool) {
+		if born != !h.v2 {
+			t.Errorf("born in its group: %v on cgroup v2: %v", born, h.v2)
+		}
+		if !born {
+			return
+		}
+		tid = unix.Gettid()
+		if s := groupOf("/proc/self/task/" + strconv.Itoa(tid) + "/cgroup"); !strings.HasSuffix(s, "/entry-10.20.0.0_24") {
+			t.Errorf("the starting thread is in %q", s)
+		}
+		child := exec.Command("sleep", "10")
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer child.Wait()
+		defer child.Process.Kill()
+		if s := groupOf("/proc/" + strconv.Itoa(child.Process.Pid) + "/cgroup"); !strings.HasSuffix(s, "/entry-10.20.0.0_24") {
+			t.Errorf("the process started is in %q", s)
+		}
+	})
+	if tid != 0 {
+		if s := groupOf("/proc/self/task/" + strconv.Itoa(tid) + "/cgroup"); !strings.HasSuffix(s, "/virtuald") {
+			t.Errorf("the thread that started stays in %q", s)
+		}
 	}
 
 	file, _ := g.weight(1)
