@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,6 +202,77 @@ func TestGroups(t *testing.T) {
 	}
 	if s := self(); s != before {
 		t.Errorf("Close left the process in %q, want %q", s, before)
+	}
+}
+
+// Starts of two entries at once, from many goroutines, each start's
+// process born in its entry's group, and after them every thread of the
+// process back in virtuald's own group (cgroup v1, where a thread moves
+// alone).
+func TestStartInConcurrent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("VIRTUALD_REQUIRE_PRIVILEGES") != "" {
+			t.Fatal("needs root: cgroups")
+		}
+		t.Skip("needs root: cgroups")
+	}
+	g, _, err := Open()
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer g.Close()
+	if g.v2 {
+		t.Skip("cgroup v2: a start's process joins its group itself (package enter)")
+	}
+	names := []string{"10.30.0.1", "10.30.0.2"}
+	var wg sync.WaitGroup
+	const starters, starts = 8, 10
+	errs := make(chan string, starters*starts) // one a start at most
+	for i := range starters {
+		name := names[i%2]
+		if _, err := g.Hold(name); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer g.Release(name)
+			for range starts {
+				g.StartIn(name, func(born bool) {
+					// Alive until it is killed: an exited one is in
+					// no group.
+					child := exec.Command("sleep", "10")
+					if err := child.Start(); err != nil {
+						errs <- err.Error()
+						return
+					}
+					b, _ := os.ReadFile("/proc/" + strconv.Itoa(child.Process.Pid) + "/cgroup")
+					if !born || !strings.Contains(string(b), "/entry-"+name+"\n") {
+						errs <- name + "'s process is in " + string(b)
+					}
+					child.Process.Kill()
+					child.Wait()
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	tasks, err := filepath.Glob("/proc/self/task/*/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		own, err := ownGroups(task)
+		if err != nil {
+			continue // the thread ended
+		}
+		if !strings.HasSuffix(own["cpu"], "/virtuald") {
+			t.Errorf("thread %s is in %q", filepath.Base(filepath.Dir(task)), own["cpu"])
+		}
 	}
 }
 
